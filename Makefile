@@ -1,0 +1,42 @@
+# Two entry points: `make run` (the app on the embedded default) and `make test`.
+# Both create .venv if missing and install only when the requirements changed.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PORT ?= 8501
+REQ_HASH := $(shell cat requirements.txt | sha1sum | cut -c1-12)
+TEST_HASH := $(shell cat requirements.txt requirements-test.txt | sha1sum | cut -c1-12)
+RUN_STAMP := $(VENV)/.stamp-run-$(REQ_HASH)
+TEST_STAMP := $(VENV)/.stamp-test-$(TEST_HASH)
+
+.PHONY: run test venv test-deps browser bench clean-cache
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt
+	rm -f $(VENV)/.stamp-run-*
+	touch $@
+
+$(TEST_STAMP): requirements.txt requirements-test.txt $(RUN_STAMP)
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	rm -f $(VENV)/.stamp-test-*
+	touch $@
+
+venv: $(RUN_STAMP)
+
+test-deps: $(TEST_STAMP)
+
+browser:
+	@bash scripts/ensure_chromium.sh
+
+run: $(RUN_STAMP)
+	$(PY) -m streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
+
+test: $(TEST_STAMP) browser
+	$(PY) -m pytest
+
+bench: $(TEST_STAMP)
+	$(PY) benchmarks/bench_training_cache.py

@@ -1,0 +1,156 @@
+"""The on-disk checkpoint cache and safe checkpoint loading.
+
+Checkpoints are keyed by a hash of everything that determines them. They are
+written atomically (temporary file, fsync, rename), so a crash never leaves a
+partial file under a trusted name, and always read with
+``torch.load(weights_only=True)``, so a file can never run code. A file that
+fails to load is moved aside and treated as a cache miss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unlearn_core import paths
+from unlearn_core.errors import CheckpointError
+
+DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+
+
+def cache_key(payload: dict) -> str:
+    """A stable hash of a JSON-able description of what a checkpoint depends on."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: Path, model: nn.Module, meta: dict | None = None) -> None:
+    """Atomically save a model's state dict with JSON-able metadata."""
+    buffer = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "meta": json.loads(json.dumps(meta or {}, default=str))}, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def read_checkpoint(source, max_bytes: int | None = None) -> dict:
+    """Read a checkpoint file or bytes safely; returns ``{"state_dict", "meta"}``.
+
+    Plain state dicts (as saved by ``torch.save(model.state_dict())``) are
+    accepted too. Anything that is not tensors and plain containers is refused.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        size = len(source)
+        handle = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist")
+        size = path.stat().st_size
+        handle = open(path, "rb")
+    if max_bytes is not None and size > max_bytes:
+        raise CheckpointError(f"checkpoint is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
+    try:
+        with handle:
+            loaded = torch.load(handle, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError("refused: the checkpoint holds objects other than tensors (it may try to run code); "
+                              f"only plain state dicts are accepted ({str(error).splitlines()[0][:200]})") from None
+    except Exception as error:  # truncated zip, wrong format, ...
+        raise CheckpointError(f"not a readable PyTorch checkpoint: {type(error).__name__}: "
+                              f"{str(error).splitlines()[0][:200] if str(error) else ''}") from None
+    if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
+        return {"state_dict": loaded["state_dict"], "meta": loaded.get("meta") or {}}
+    if isinstance(loaded, dict) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        return {"state_dict": loaded, "meta": {}}
+    raise CheckpointError("checkpoint is not a state dict of tensors")
+
+
+def load_state_strict(model: nn.Module, state_dict: dict[str, Any]) -> None:
+    """Load weights, naming the first key that is missing, unexpected or mis-shaped."""
+    expected = model.state_dict()
+    for key, value in expected.items():
+        if key not in state_dict:
+            raise CheckpointError(f"checkpoint does not fit the model: missing key {key!r}")
+        given = state_dict[key]
+        if not isinstance(given, torch.Tensor) or tuple(given.shape) != tuple(value.shape):
+            shape = tuple(given.shape) if isinstance(given, torch.Tensor) else type(given).__name__
+            raise CheckpointError(f"checkpoint does not fit the model: key {key!r} has shape {shape}, "
+                                  f"the model expects {tuple(value.shape)}")
+    for key in state_dict:
+        if key not in expected:
+            raise CheckpointError(f"checkpoint does not fit the model: unexpected key {key!r}")
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"checkpoint holds NaN or infinite values in {key!r}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+class CheckpointCache:
+    """Checkpoints stored under ``root`` by key, with a lock per key.
+
+    The lock stops two processes from training the same model at once: the
+    second waits and then loads what the first wrote.
+    """
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else paths.checkpoints_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, key: str) -> Path:
+        return self.root / f"{key}.pt"
+
+    @contextlib.contextmanager
+    def lock(self, key: str):
+        with open(self.root / f".{key}.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def load(self, key: str, model: nn.Module) -> dict | None:
+        """Load ``key`` into ``model``; return its metadata, or ``None`` on a miss."""
+        path = self.path_for(key)
+        if not path.exists():
+            return None
+        try:
+            checkpoint = read_checkpoint(path)
+            load_state_strict(model, checkpoint["state_dict"])
+        except CheckpointError:
+            # A file we cannot trust is set aside, never loaded, and rebuilt.
+            with contextlib.suppress(OSError):
+                os.replace(path, path.with_suffix(".corrupt"))
+            return None
+        return checkpoint["meta"]
+
+    def save(self, key: str, model: nn.Module, meta: dict | None = None) -> Path:
+        path = self.path_for(key)
+        save_checkpoint(path, model, meta)
+        return path

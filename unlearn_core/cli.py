@@ -1,0 +1,233 @@
+"""Command-line interface: ``python -m unlearn_core <command>``.
+
+Bad arguments print one clear line and exit with code 2; a progress bar is
+drawn on a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from unlearn_core.errors import Cancelled, UnlearnError
+from unlearn_core.progress import ProgressEvent
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A usage error to print as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        raise CliError(message)
+
+
+class TerminalProgress:
+    """A tqdm bar per stage when stderr is a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool | None = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if event.stage != self.stage:
+            self.close()
+            self.stage = event.stage
+            self.bar = tqdm(total=1000, desc=event.stage, file=sys.stderr, leave=False,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        self.bar.n = int(event.fraction * 1000)
+        postfix = f"epoch {event.epoch}/{event.epochs}" if event.epochs else ""
+        if event.loss is not None:
+            postfix += f" loss {event.loss:.4f}"
+        if event.accuracy is not None:
+            postfix += f" acc {event.accuracy:.1f}%"
+        self.bar.set_postfix_str(postfix.strip(), refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def parse_param_pairs(pairs: list[str] | None) -> dict[str, str]:
+    params = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--param expects KEY=VALUE, got {pair!r}")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _add_common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--dataset", default="mnist5k", help="data set name (default: mnist5k); see `datasets`")
+    sub.add_argument("--model", default=None, help="model name (default: the data set's default); see `models`")
+    sub.add_argument("--seed", type=int, default=0, help="seed for weights, splits and methods (default: 0)")
+    sub.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps")
+    sub.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m unlearn_core",
+                     description="Unlearning Lab: train, unlearn and evaluate image classifiers.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train (or load from the cache) the original model")
+    _add_common(train)
+    train.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    train.add_argument("--json", default=None, help="write the model's metadata and test accuracy here")
+
+    unlearn = commands.add_parser("unlearn", help="run one method and evaluate original, unlearned and retrained")
+    _add_common(unlearn)
+    unlearn.add_argument("--forget", required=True,
+                         help="forget set: class:3, class:1,3,5, random:0.1, subclass:NAME, indices:LIST|FILE")
+    unlearn.add_argument("--method", required=True, help="method name; see `methods`")
+    unlearn.add_argument("--param", action="append", metavar="KEY=VALUE",
+                         help="method hyperparameter (repeatable); see `methods`")
+    unlearn.add_argument("--json", default=None, help="write the full report here")
+
+    methods = commands.add_parser("methods", help="list methods and their parameters")
+    methods.add_argument("--json", action="store_true", help="print as JSON")
+    commands.add_parser("datasets", help="list data sets")
+    commands.add_parser("models", help="list models")
+    return parser
+
+
+def _cmd_methods(args) -> int:
+    from unlearn_core.methods import get_method, method_names
+
+    described = [get_method(name).describe() for name in method_names()]
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    for method in described:
+        print(f"{method['name']:14s} {method['title']}: {method['summary']}")
+        for p in method["params"]:
+            bounds = ""
+            if "choices" in p:
+                bounds = f" one of {', '.join(p['choices'])}"
+            elif "low" in p:
+                bounds = f" in [{p['low']:g}, {p['high']:g}]"
+            print(f"    --param {p['name']}=<{p['type']}> (default {p['default']}{bounds}): {p['help']}")
+    return 0
+
+
+def _cmd_datasets(_) -> int:
+    from unlearn_core.data import DATASETS, IMAGEFOLDER_PREFIX
+
+    for info in DATASETS.values():
+        where = "embedded" if info.embedded else "download"
+        print(f"{info.name:14s} [{where}] default model {info.default_model}: {info.description}")
+    print(f"{IMAGEFOLDER_PREFIX + '<path>':14s} [local] your class-per-folder images (inside UNLEARN_IMAGE_ROOT)")
+    return 0
+
+
+def _cmd_models(_) -> int:
+    from unlearn_core.models import MODELS
+
+    for info in MODELS.values():
+        print(f"{info.name:10s} {info.description}")
+    return 0
+
+
+def _write_json(path: str, payload: dict) -> None:
+    from unlearn_core.checkpoints import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def _cmd_train(args, progress) -> int:
+    from unlearn_core.data import load_dataset
+    from unlearn_core.training import accuracy, default_recipe, get_original
+
+    if args.epochs is not None and args.epochs < 1:
+        raise CliError("--epochs must be at least 1")
+    bundle = load_dataset(args.dataset)
+    recipe = default_recipe(bundle.name, **({"epochs": args.epochs} if args.epochs else {}))
+    trained = get_original(bundle, args.model, args.seed, recipe, args.device, progress)
+    test_acc = accuracy(trained.model, bundle.test_x, bundle.test_y)
+    source = "loaded from cache" if trained.from_cache else f"trained in {trained.train_seconds:.1f}s"
+    print(f"{bundle.name} / {trained.meta.get('model', args.model)}: test accuracy {test_acc:.2f}% ({source}; "
+          f"checkpoint {trained.key})")
+    if args.json:
+        _write_json(args.json, {"dataset": bundle.name, "model": trained.meta.get("model"), "seed": args.seed,
+                                "test_accuracy": test_acc, "from_cache": trained.from_cache,
+                                "train_seconds": trained.train_seconds, "checkpoint": trained.key})
+    return 0
+
+
+def _cmd_unlearn(args, progress) -> int:
+    from unlearn_core.pipeline import unlearn
+
+    params = parse_param_pairs(args.param)
+    report, _, _ = unlearn(args.dataset, args.model, args.forget, args.method, params, args.seed, args.device,
+                           progress)
+    if isinstance(progress, TerminalProgress):
+        progress.close()
+    u, r, o = report["unlearned"], report.get("retrained", {}), report["original"]
+
+    def fmt(value):
+        return "  n/a" if value is None else f"{value:6.2f}"
+
+    print(f"{report['method']} on {report['dataset']}/{report['model']} forget {report['forget']} "
+          f"({report['n_forget']} samples), seed {report['seed']}")
+    print(f"{'':10s} {'FA':>6s} {'RA':>6s} {'TA':>6s} {'Acc_f':>6s} {'Acc_r':>6s} {'MIAsvc':>6s} {'MIAent':>6s}")
+    for name, row in (("original", o), ("unlearned", u), ("retrained", r)):
+        if row:
+            print(f"{name:10s} " + " ".join(fmt(row.get(k)) for k in
+                                             ("FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy")))
+    print(f"seconds {report['seconds']:.2f}  retrain {fmt(report.get('retrain_seconds')).strip()}s  "
+          f"RTE {fmt(report.get('rte')).strip()}  Avg.Gap {fmt(report.get('avg_gap')).strip()}")
+    if args.json:
+        _write_json(args.json, report)
+        print(f"report written to {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    progress = None
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        if args.command == "methods":
+            return _cmd_methods(args)
+        if args.command == "datasets":
+            return _cmd_datasets(args)
+        if args.command == "models":
+            return _cmd_models(args)
+        progress = TerminalProgress(False if args.no_progress else None)
+        if args.command == "train":
+            return _cmd_train(args, progress)
+        if args.command == "unlearn":
+            return _cmd_unlearn(args, progress)
+        handler = getattr(args, "handler", None)
+        if handler is not None:
+            return handler(args, progress)
+        raise CliError(f"unknown command {args.command!r}")
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except Cancelled as error:
+        print(f"cancelled: {error}", file=sys.stderr)
+        return 130
+    except UnlearnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if isinstance(progress, TerminalProgress):
+            progress.close()

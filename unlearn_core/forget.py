@@ -1,0 +1,208 @@
+"""Forget sets: parse a short text spec and resolve it against a data set.
+
+Spec forms:
+
+- ``class:3`` or ``class:1,3,5`` (indices or class names): full-class forgetting;
+- ``random:0.1``: a class-balanced, seeded fraction of the training set;
+- ``subclass:<fine class>``: one fine class inside a super-class data set
+  (``cifar20``), by name or index;
+- ``indices:<list or file>``: training indices, given inline (``indices:4,8,15``)
+  or as a file of integers (text, JSON list or ``.npy``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from unlearn_core.data import DatasetBundle
+from unlearn_core.errors import ForgetSpecError
+
+KINDS = ("class", "random", "subclass", "indices")
+MAX_INDEX_FILE_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ForgetSpec:
+    """A parsed forget request; resolve it with :meth:`resolve`."""
+
+    kind: str
+    values: tuple[str, ...] = ()
+    fraction: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> "ForgetSpec":
+        if not isinstance(text, str) or ":" not in text:
+            raise ForgetSpecError(f"forget spec {text!r} must look like KIND:VALUE, KIND one of {', '.join(KINDS)} "
+                                  "(e.g. class:3, random:0.1)")
+        kind, _, body = text.strip().partition(":")
+        kind, body = kind.strip().lower(), body.strip()
+        if kind not in KINDS:
+            raise ForgetSpecError(f"unknown forget kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if not body:
+            raise ForgetSpecError(f"forget spec {text!r} has nothing after '{kind}:'")
+        if kind == "random":
+            try:
+                fraction = float(body)
+            except ValueError:
+                raise ForgetSpecError(f"random fraction {body!r} is not a number") from None
+            if not math.isfinite(fraction) or not 0.0 < fraction < 1.0:
+                raise ForgetSpecError(f"random fraction must be strictly between 0 and 1, got {body}")
+            return cls("random", (), fraction)
+        if kind == "indices" and "," not in body and not body.lstrip("-").isdigit():
+            return cls("indices", (body,))  # a file path
+        values = tuple(v.strip() for v in body.split(",") if v.strip())
+        if not values:
+            raise ForgetSpecError(f"forget spec {text!r} lists no values")
+        if kind == "subclass" and len(values) != 1:
+            raise ForgetSpecError("subclass: takes exactly one fine class")
+        return cls(kind, values)
+
+    def __str__(self) -> str:
+        if self.kind == "random":
+            return f"random:{self.fraction:g}"
+        return f"{self.kind}:{','.join(self.values)}"
+
+    def resolve(self, bundle: DatasetBundle, seed: int = 0) -> "ForgetSplit":
+        """Resolve against ``bundle``; random forgetting is seeded by ``seed``."""
+        train_y = bundle.train_y.numpy()
+        test_y = bundle.test_y.numpy()
+        n_train = len(train_y)
+        forgotten_classes: tuple[int, ...] = ()
+        test_forget = np.zeros(len(test_y), dtype=bool)
+        if self.kind == "class":
+            forgotten_classes = tuple(sorted({_class_index(v, bundle.class_names, "class") for v in self.values}))
+            if len(forgotten_classes) >= bundle.num_classes:
+                raise ForgetSpecError(f"forgetting all {bundle.num_classes} classes leaves nothing to keep")
+            forget_mask = np.isin(train_y, forgotten_classes)
+            test_forget = np.isin(test_y, forgotten_classes)
+        elif self.kind == "subclass":
+            if bundle.fine_train_y is None or bundle.fine_names is None:
+                raise ForgetSpecError(f"data set {bundle.name!r} has no fine classes; subclass: needs a "
+                                      "hierarchical data set such as cifar20")
+            fine = _class_index(self.values[0], bundle.fine_names, "fine class")
+            forget_mask = bundle.fine_train_y.numpy() == fine
+            test_forget = bundle.fine_test_y.numpy() == fine
+        elif self.kind == "random":
+            rng = np.random.default_rng(seed)
+            forget_mask = np.zeros(n_train, dtype=bool)
+            for cls in np.unique(train_y):
+                members = np.flatnonzero(train_y == cls)
+                take = int(round(len(members) * self.fraction))
+                forget_mask[rng.choice(members, size=min(take, len(members)), replace=False)] = True
+        else:
+            indices = _read_indices(self.values)
+            bad = indices[(indices < 0) | (indices >= n_train)]
+            if bad.size:
+                raise ForgetSpecError(f"index {int(bad[0])} is out of range: the training set has {n_train} "
+                                      f"samples (0..{n_train - 1})")
+            forget_mask = np.zeros(n_train, dtype=bool)
+            forget_mask[indices] = True
+        forget_idx = np.flatnonzero(forget_mask)
+        if forget_idx.size == 0:
+            raise ForgetSpecError(f"forget set {self} is empty on {bundle.name}")
+        if forget_idx.size >= n_train:
+            raise ForgetSpecError(f"forget set {self} covers the whole training set; nothing would remain")
+        return ForgetSplit(spec=self, forget_idx=forget_idx, retain_idx=np.flatnonzero(~forget_mask),
+                           test_forget_idx=np.flatnonzero(test_forget), test_retain_idx=np.flatnonzero(~test_forget),
+                           forgotten_classes=forgotten_classes, num_classes=bundle.num_classes)
+
+
+@dataclass
+class ForgetSplit:
+    """Index sets of a resolved forget request.
+
+    ``forget_idx``/``retain_idx`` index the training set;
+    ``test_forget_idx`` are the test samples of what is forgotten (the
+    forgotten classes, or the fine class; empty for sample forgetting) and
+    ``test_retain_idx`` the rest. ``forgotten_classes`` lists the labels that
+    disappear entirely (only for class forgetting).
+    """
+
+    spec: ForgetSpec
+    forget_idx: np.ndarray
+    retain_idx: np.ndarray
+    test_forget_idx: np.ndarray
+    test_retain_idx: np.ndarray
+    forgotten_classes: tuple[int, ...]
+    num_classes: int
+    _key: str = field(default="", repr=False)
+
+    @property
+    def is_classwise(self) -> bool:
+        return bool(self.forgotten_classes)
+
+    @property
+    def remaining_classes(self) -> tuple[int, ...]:
+        return tuple(c for c in range(self.num_classes) if c not in self.forgotten_classes)
+
+    def key(self) -> str:
+        """A short hash of the forget indices: the identity of this request."""
+        if not self._key:
+            digest = hashlib.sha256(np.asarray(self.forget_idx, dtype=np.int64).tobytes()).hexdigest()
+            self._key = digest[:16]
+        return self._key
+
+    def counts_per_class(self, train_y: np.ndarray) -> dict[int, int]:
+        labels, counts = np.unique(np.asarray(train_y)[self.forget_idx], return_counts=True)
+        return {int(label): int(count) for label, count in zip(labels, counts)}
+
+
+def parse_forget(text: str) -> ForgetSpec:
+    """Shorthand for :meth:`ForgetSpec.parse`."""
+    return ForgetSpec.parse(text)
+
+
+def indices_spec(indices) -> ForgetSpec:
+    """A spec for an explicit list of training indices (e.g. a lasso selection)."""
+    values = sorted({int(i) for i in indices})
+    if not values:
+        raise ForgetSpecError("no samples selected")
+    return ForgetSpec("indices", tuple(str(v) for v in values))
+
+
+def _class_index(value: str, names: list[str], what: str) -> int:
+    if value in names:
+        return names.index(value)
+    lowered = [n.lower() for n in names]
+    if value.lower() in lowered:
+        return lowered.index(value.lower())
+    try:
+        index = int(value)
+    except ValueError:
+        raise ForgetSpecError(f"unknown {what} {value!r}; known: {', '.join(names[:20])}"
+                              f"{' ...' if len(names) > 20 else ''}") from None
+    if not 0 <= index < len(names):
+        raise ForgetSpecError(f"unknown {what} {index}: valid indices are 0..{len(names) - 1}")
+    return index
+
+
+def _read_indices(values: tuple[str, ...]) -> np.ndarray:
+    if len(values) == 1 and not values[0].lstrip("-").isdigit():
+        path = Path(values[0]).expanduser()
+        if not path.is_file():
+            raise ForgetSpecError(f"indices file {path} does not exist")
+        if path.stat().st_size > MAX_INDEX_FILE_BYTES:
+            raise ForgetSpecError(f"indices file {path} is larger than {MAX_INDEX_FILE_BYTES // 2**20} MiB")
+        try:
+            if path.suffix == ".npy":
+                raw = np.load(path, allow_pickle=False).ravel().tolist()
+            else:
+                text = path.read_text()
+                raw = json.loads(text) if text.lstrip().startswith("[") else text.replace(",", " ").split()
+        except (ValueError, OSError) as error:
+            raise ForgetSpecError(f"cannot read indices file {path}: {error}") from None
+    else:
+        raw = list(values)
+    try:
+        parsed = [int(str(v).strip()) for v in raw]
+    except ValueError as error:
+        raise ForgetSpecError(f"indices must be whole numbers: {error}") from None
+    if not parsed:
+        raise ForgetSpecError("indices list is empty")
+    return np.unique(np.asarray(parsed, dtype=np.int64))

@@ -1,0 +1,160 @@
+"""One unlearning run end to end: data, original, retrained reference, method, metrics.
+
+:func:`prepare` resolves a request and trains or loads the cached models;
+:func:`run_method` times one method; :func:`build_report` evaluates the
+original, unlearned and retrained models into the JSON-able report that the
+CLI writes and the run store keeps. :func:`unlearn` does all three.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from unlearn_core.data import DatasetBundle, default_model_for, load_dataset
+from unlearn_core.device import pick_device
+from unlearn_core.forget import ForgetSpec, ForgetSplit
+from unlearn_core.methods import UnlearnTask, get_method
+from unlearn_core.metrics import avg_gap, evaluate_outputs, js_divergence, model_outputs, rte
+from unlearn_core.progress import ProgressFn, Reporter
+from unlearn_core.training import TrainedModel, TrainRecipe, default_recipe, get_original, get_retrained
+
+
+@dataclass
+class Setup:
+    """A resolved request: the data, the split and the two cached models."""
+
+    bundle: DatasetBundle
+    split: ForgetSplit
+    model_name: str
+    seed: int
+    device: torch.device
+    recipe: TrainRecipe
+    original: TrainedModel
+    retrained: TrainedModel | None
+    _outputs: dict = field(default_factory=dict, repr=False)
+
+    def task(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> UnlearnTask:
+        return UnlearnTask(self.bundle, self.split, self.original.model, self.device, self.seed, self.recipe,
+                           self.model_name, Reporter(progress, cancel, "unlearn"))
+
+    def outputs(self, which: str) -> dict[str, np.ndarray]:
+        """Softmax outputs of the original or retrained model (computed once)."""
+        if which not in self._outputs:
+            trained = self.original if which == "original" else self.retrained
+            if trained is None:
+                raise ValueError("no retrained model was prepared")
+            self._outputs[which] = model_outputs(trained.model, self.bundle, self.split, self.device)
+        return self._outputs[which]
+
+    def metrics(self, which: str) -> dict:
+        key = f"metrics:{which}"
+        if key not in self._outputs:
+            self._outputs[key] = evaluate_outputs(self.outputs(which), self.bundle, self.split, self.seed)
+        return self._outputs[key]
+
+
+def prepare(dataset: str = "mnist5k", model: str | None = None, forget: str | ForgetSpec = "class:3",
+            seed: int = 0, device=None, recipe: TrainRecipe | None = None, progress: ProgressFn | None = None,
+            cancel: threading.Event | None = None, with_retrain: bool = True) -> Setup:
+    """Load the data, resolve the forget set, and train or load the original and retrained models."""
+    bundle = load_dataset(dataset)
+    model_name = model or default_model_for(dataset)
+    spec = forget if isinstance(forget, ForgetSpec) else ForgetSpec.parse(forget)
+    split = spec.resolve(bundle, seed)
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    recipe = recipe or default_recipe(bundle.name)
+    original = get_original(bundle, model_name, seed, recipe, device, progress, cancel)
+    retrained = get_retrained(bundle, split, model_name, seed, recipe, device, progress, cancel) if with_retrain \
+        else None
+    return Setup(bundle, split, model_name, seed, device, recipe, original, retrained)
+
+
+@dataclass
+class MethodRun:
+    """A finished method run: the model, its resolved parameters and wall time."""
+
+    method: str
+    params: dict
+    model: torch.nn.Module
+    seconds: float
+    artifacts: dict
+
+
+def run_method(setup: Setup, method: str, params: dict | None = None, progress: ProgressFn | None = None,
+               cancel: threading.Event | None = None) -> MethodRun:
+    """Run one registered method on a prepared setup, timing the unlearning step alone."""
+    method_cls = get_method(method)
+    resolved = method_cls.resolve_params(params)
+    task = setup.task(progress, cancel)
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    output = method_cls().unlearn(task, resolved)
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    if output.seconds is not None:
+        seconds = output.seconds
+    output.model.eval()
+    return MethodRun(method_cls.name, resolved, output.model, seconds, output.artifacts)
+
+
+def clean_json(value):
+    """Replace NaN/inf by None and numpy scalars by Python ones, recursively."""
+    if isinstance(value, dict):
+        return {k: clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def build_report(setup: Setup, run: MethodRun) -> dict:
+    """Metrics of the original, unlearned and retrained models, gaps, JS and RTE."""
+    unlearned_outputs = model_outputs(run.model, setup.bundle, setup.split, setup.device)
+    unlearned = evaluate_outputs(unlearned_outputs, setup.bundle, setup.split, setup.seed)
+    report = {
+        "method": run.method,
+        "params": run.params,
+        "dataset": setup.bundle.name,
+        "model": setup.model_name,
+        "forget": str(setup.split.spec),
+        "seed": setup.seed,
+        "device": str(setup.device),
+        "n_forget": int(len(setup.split.forget_idx)),
+        "n_retain": int(len(setup.split.retain_idx)),
+        "forgotten_classes": list(setup.split.forgotten_classes),
+        "class_names": setup.bundle.class_names,
+        "seconds": run.seconds,
+        "original": setup.metrics("original"),
+        "unlearned": unlearned,
+    }
+    if setup.retrained is not None:
+        retrained_outputs = setup.outputs("retrained")
+        unlearned["js_forget"] = js_divergence(unlearned_outputs["forget"], retrained_outputs["forget"])
+        unlearned["js_test"] = js_divergence(unlearned_outputs["test"], retrained_outputs["test"])
+        retrain_seconds = setup.retrained.train_seconds
+        report.update({"retrained": setup.metrics("retrained"), "retrain_seconds": retrain_seconds,
+                       "rte": rte(retrain_seconds, run.seconds),
+                       "avg_gap": avg_gap(unlearned, setup.metrics("retrained"))})
+    return clean_json(report)
+
+
+def unlearn(dataset: str = "mnist5k", model: str | None = None, forget: str = "class:3", method: str = "finetune",
+            params: dict | None = None, seed: int = 0, device=None, progress: ProgressFn | None = None,
+            cancel: threading.Event | None = None) -> tuple[dict, MethodRun, Setup]:
+    """Prepare, run one method and evaluate it; returns ``(report, run, setup)``."""
+    get_method(method).resolve_params(params)  # fail on bad parameters before any training
+    setup = prepare(dataset, model, forget, seed, device, progress=progress, cancel=cancel)
+    run = run_method(setup, method, params, progress, cancel)
+    return build_report(setup, run), run, setup

@@ -1,0 +1,79 @@
+"""Progress reporting and cancellation shared by every long-running job.
+
+The core never draws anything: it calls a plain callback with a
+:class:`ProgressEvent`. The CLI turns events into a tqdm bar, the app into an
+``st.progress``. Cancellation is a ``threading.Event`` checked between steps.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from unlearn_core.errors import Cancelled, DivergenceError
+
+
+@dataclass
+class ProgressEvent:
+    """One progress report.
+
+    ``fraction`` is the share of the current stage done, in [0, 1].
+    """
+
+    stage: str
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps: int = 0
+    loss: Optional[float] = None
+    accuracy: Optional[float] = None
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        if self.epochs and self.steps:
+            done = (self.epoch - 1) * self.steps + self.step
+            return max(0.0, min(1.0, done / (self.epochs * self.steps)))
+        if self.steps:
+            return max(0.0, min(1.0, self.step / self.steps))
+        if self.epochs:
+            return max(0.0, min(1.0, self.epoch / self.epochs))
+        return 0.0
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+def no_progress(_: ProgressEvent) -> None:
+    """A callback that ignores every event."""
+
+
+class Reporter:
+    """Wraps an optional callback and cancel event for one stage of work."""
+
+    def __init__(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+                 stage: str = "work"):
+        self.progress = progress or no_progress
+        self.cancel = cancel
+        self.stage = stage
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(f"{self.stage} cancelled")
+
+    def __call__(self, **fields) -> None:
+        self.check_cancel()
+        self.progress(ProgressEvent(stage=self.stage, **fields))
+
+    def child(self, stage: str) -> "Reporter":
+        return Reporter(self.progress, self.cancel, stage)
+
+
+def check_finite(loss_value: float, where: str) -> float:
+    """Raise :class:`DivergenceError` if a loss is NaN or infinite."""
+    if not math.isfinite(loss_value):
+        raise DivergenceError(
+            f"{where}: loss became {loss_value} (diverged); lower the learning rate and try again")
+    return loss_value

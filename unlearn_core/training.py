@@ -1,0 +1,204 @@
+"""Supervised training, inference helpers, and the cached original/retrained models.
+
+The original model and the retrained reference share a recipe and the same
+initial weights (both are built from the same seed); the reference simply
+never sees the forget set. Both are cached on disk by a hash of everything
+that determines them, so a second request loads in well under a second.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearn_core.checkpoints import CheckpointCache, cache_key
+from unlearn_core.data import DatasetBundle, augment_batch, to_float
+from unlearn_core.device import pick_device
+from unlearn_core.errors import UnlearnError
+from unlearn_core.forget import ForgetSplit
+from unlearn_core.models import UnlearnModel, build_for_dataset
+from unlearn_core.progress import Reporter, check_finite
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How an original (and retrained) model is trained: SGD with a cosine schedule."""
+
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_RECIPES: dict[str, TrainRecipe] = {
+    "mnist5k": TrainRecipe(epochs=15, batch_size=64, lr=0.05),
+    "digits": TrainRecipe(epochs=40, batch_size=64, lr=0.05, augment=False),
+    "mnist": TrainRecipe(epochs=10, batch_size=128, lr=0.05),
+    "fashion_mnist": TrainRecipe(epochs=20, batch_size=128, lr=0.05),
+    "cifar10": TrainRecipe(epochs=60, batch_size=128, lr=0.1),
+    "cifar100": TrainRecipe(epochs=80, batch_size=128, lr=0.1),
+    "cifar20": TrainRecipe(epochs=80, batch_size=128, lr=0.1),
+    "svhn": TrainRecipe(epochs=30, batch_size=128, lr=0.05),
+}
+
+
+def default_recipe(dataset: str, **overrides) -> TrainRecipe:
+    """The default recipe for a data set, with optional field overrides."""
+    recipe = DEFAULT_RECIPES.get(dataset, TrainRecipe(epochs=30, batch_size=64, lr=0.05))
+    return replace(recipe, **overrides) if overrides else recipe
+
+
+def minibatches(n: int, batch_size: int, generator: torch.Generator | None = None,
+                shuffle: bool = True) -> Iterator[torch.Tensor]:
+    """Index batches over ``range(n)``."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device | None = None,
+                   batch_size: int = 1024) -> torch.Tensor:
+    """Logits for raw images (``uint8`` or float), in eval mode, returned on the CPU."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outs = [model(to_float(images[i:i + batch_size]).to(device)).float().cpu()
+            for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    if not outs:
+        return torch.zeros(0, model.head.out_features if hasattr(model, "head") else 0)
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def extract_features(model: UnlearnModel, images: torch.Tensor, device: torch.device | None = None,
+                     batch_size: int = 1024) -> torch.Tensor:
+    """Penultimate features for raw images, in eval mode, on the CPU."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outs = [model.features(to_float(images[i:i + batch_size]).to(device)).float().cpu()
+            for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.zeros(0, model.feature_dim)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device=None) -> float:
+    """Top-1 accuracy in percent (NaN for an empty set)."""
+    if len(labels) == 0:
+        return float("nan")
+    preds = predict_logits(model, images, device).argmax(1)
+    return float((preds == labels.cpu()).float().mean() * 100)
+
+
+def train_supervised(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recipe: TrainRecipe,
+                     device: torch.device, seed: int, reporter: Reporter | None = None,
+                     augmentation: str = "none", padding: int = 0) -> dict:
+    """Train with SGD + momentum and a per-step cosine schedule; returns timing and final stats."""
+    reporter = reporter or Reporter(stage="train")
+    model.to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    steps_per_epoch = max(1, -(-len(labels) // recipe.batch_size))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
+    loss_fn = nn.CrossEntropyLoss()
+    started = time.perf_counter()
+    epoch_loss = epoch_acc = float("nan")
+    for epoch in range(1, recipe.epochs + 1):
+        total_loss, correct, seen = 0.0, 0, 0
+        for step, batch in enumerate(minibatches(len(labels), recipe.batch_size, generator), start=1):
+            x = to_float(images[batch]).to(device)
+            y = labels[batch].to(device)
+            if recipe.augment:
+                x = augment_batch(x, augmentation, padding, generator)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            check_finite(loss.item(), "training")
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            reporter(epoch=epoch, epochs=recipe.epochs, step=step, steps=steps_per_epoch,
+                     loss=total_loss / seen, accuracy=100.0 * correct / seen)
+        epoch_loss, epoch_acc = total_loss / max(seen, 1), 100.0 * correct / max(seen, 1)
+    model.eval()
+    return {"seconds": time.perf_counter() - started, "final_loss": epoch_loss, "final_train_acc": epoch_acc}
+
+
+@dataclass
+class TrainedModel:
+    """A trained model with where it came from."""
+
+    model: UnlearnModel
+    key: str
+    meta: dict
+    from_cache: bool
+    load_seconds: float
+
+    @property
+    def train_seconds(self) -> float:
+        return float(self.meta.get("seconds", float("nan")))
+
+
+def _train_or_load(kind: str, bundle: DatasetBundle, model_name: str, seed: int, recipe: TrainRecipe,
+                   device: torch.device, indices: np.ndarray | None, split_key: str | None,
+                   reporter: Reporter, cache: CheckpointCache) -> TrainedModel:
+    key = cache_key({"v": CACHE_VERSION, "kind": kind, "dataset": bundle.name, "model": model_name, "seed": seed,
+                     "recipe": recipe.as_dict(), "forget": split_key, "n_train": int(bundle.train_y.numel())})
+    started = time.perf_counter()
+    model = build_for_dataset(model_name, bundle, seed=seed)
+    with cache.lock(key):
+        meta = cache.load(key, model)
+        if meta is not None:
+            model.to(device).eval()
+            return TrainedModel(model, key, meta, True, time.perf_counter() - started)
+        images, labels = bundle.train_x, bundle.train_y
+        if indices is not None:
+            idx = torch.as_tensor(indices, dtype=torch.long)
+            images, labels = images[idx], labels[idx]
+        stats = train_supervised(model, images, labels, recipe, device, seed, reporter, bundle.augmentation,
+                                 bundle.crop_padding)
+        stats.update({"kind": kind, "dataset": bundle.name, "model": model_name, "seed": seed,
+                      "recipe": recipe.as_dict(), "device": str(device), "spec": model.spec})
+        cache.save(key, model, stats)
+    return TrainedModel(model, key, stats, False, time.perf_counter() - started)
+
+
+def get_original(bundle: DatasetBundle, model_name: str | None = None, seed: int = 0,
+                 recipe: TrainRecipe | None = None, device=None, progress=None, cancel=None,
+                 cache: CheckpointCache | None = None) -> TrainedModel:
+    """Train (or load from the cache) the original model on the full training set."""
+    model_name = model_name or bundle.default_model
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    return _train_or_load("original", bundle, model_name, seed, recipe or default_recipe(bundle.name), device,
+                          None, None, Reporter(progress, cancel, "train original"), cache or CheckpointCache())
+
+
+def get_retrained(bundle: DatasetBundle, split: ForgetSplit, model_name: str | None = None, seed: int = 0,
+                  recipe: TrainRecipe | None = None, device=None, progress=None, cancel=None,
+                  cache: CheckpointCache | None = None) -> TrainedModel:
+    """Train (or load) the reference: same recipe and initial weights, remaining data only."""
+    if len(split.retain_idx) == 0:
+        raise UnlearnError("nothing remains to retrain on")
+    model_name = model_name or bundle.default_model
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    return _train_or_load("retrain", bundle, model_name, seed, recipe or default_recipe(bundle.name), device,
+                          split.retain_idx, split.key(), Reporter(progress, cancel, "retrain"),
+                          cache or CheckpointCache())
