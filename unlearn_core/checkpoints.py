@@ -16,6 +16,7 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,21 @@ from unlearn_core import paths
 from unlearn_core.errors import CheckpointError
 
 DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+MAX_UPLOAD_ENV = "UNLEARN_MAX_UPLOAD_MB"
+
+
+def max_upload_bytes() -> int:
+    """The upload size cap: ``UNLEARN_MAX_UPLOAD_MB`` (MiB) if set, else 200 MiB."""
+    raw = os.environ.get(MAX_UPLOAD_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_UPLOAD_BYTES
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        megabytes = float("nan")
+    if not megabytes > 0 or megabytes == float("inf"):
+        raise CheckpointError(f"{MAX_UPLOAD_ENV} must be a positive number of MiB, got {raw!r}")
+    return int(megabytes * 2**20)
 
 
 def cache_key(payload: dict) -> str:
@@ -64,8 +80,17 @@ def read_checkpoint(source, max_bytes: int | None = None) -> dict:
 
     Plain state dicts (as saved by ``torch.save(model.state_dict())``) are
     accepted too. Anything that is not tensors and plain containers is refused.
+    Bytes and file-like objects are uploads: unless ``max_bytes`` is given they
+    are capped by :func:`max_upload_bytes`.
     """
-    if isinstance(source, (bytes, bytearray)):
+    if hasattr(source, "read") and not isinstance(source, (str, Path)):
+        # An upload object (e.g. Streamlit's UploadedFile): read one byte past the cap, never the whole stream.
+        limit = max_bytes if max_bytes is not None else max_upload_bytes()
+        source = source.read(limit + 1)
+        max_bytes = limit
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if max_bytes is None:
+            max_bytes = max_upload_bytes()
         size = len(source)
         handle = io.BytesIO(source)
     else:
@@ -75,21 +100,34 @@ def read_checkpoint(source, max_bytes: int | None = None) -> dict:
         size = path.stat().st_size
         handle = open(path, "rb")
     if max_bytes is not None and size > max_bytes:
-        raise CheckpointError(f"checkpoint is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
+        raise CheckpointError(f"checkpoint is larger than the {max_bytes / 2**20:g} MiB upload limit "
+                              f"(set {MAX_UPLOAD_ENV} to change it)")
     try:
         with handle:
             loaded = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError("refused: the checkpoint holds objects other than tensors (it may try to run code); "
-                              f"only plain state dicts are accepted ({str(error).splitlines()[0][:200]})") from None
+        # torch's own text advises weights_only=False; never pass that on, name only what was refused.
+        refused = re.search(r"GLOBAL (\S+)", str(error))
+        if refused:
+            raise CheckpointError("refused: the checkpoint holds objects other than tensors and may try to run "
+                                  f"code (it references {refused.group(1)}); only plain state dicts of tensors "
+                                  "are accepted") from None
+        raise CheckpointError("not a readable PyTorch checkpoint: it is not a pickle of tensors") from None
     except Exception as error:  # truncated zip, wrong format, ...
-        raise CheckpointError(f"not a readable PyTorch checkpoint: {type(error).__name__}: "
-                              f"{str(error).splitlines()[0][:200] if str(error) else ''}") from None
+        detail = str(error).splitlines()[0][:200] if str(error) else "the file is empty or truncated"
+        raise CheckpointError(f"not a readable PyTorch checkpoint: {type(error).__name__}: {detail}") from None
     if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
         return {"state_dict": loaded["state_dict"], "meta": loaded.get("meta") or {}}
     if isinstance(loaded, dict) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
         return {"state_dict": loaded, "meta": {}}
     raise CheckpointError("checkpoint is not a state dict of tensors")
+
+
+def load_uploaded_checkpoint(source, model: nn.Module) -> dict:
+    """Read an uploaded checkpoint under the size cap and load it into ``model``; returns its metadata."""
+    checkpoint = read_checkpoint(source)
+    load_state_strict(model, checkpoint["state_dict"])
+    return checkpoint["meta"]
 
 
 def load_state_strict(model: nn.Module, state_dict: dict[str, Any]) -> None:
