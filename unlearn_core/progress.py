@@ -7,12 +7,19 @@ The core never draws anything: it calls a plain callback with a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from unlearn_core.errors import Cancelled, DivergenceError
+import torch
+
+from unlearn_core.errors import Cancelled, DivergenceError, UnlearnError
+
+
+class OutOfMemory(UnlearnError):
+    """The device ran out of memory; a smaller batch size may fit."""
 
 
 @dataclass
@@ -77,3 +84,35 @@ def check_finite(loss_value: float, where: str) -> float:
         raise DivergenceError(
             f"{where}: loss became {loss_value} (diverged); lower the learning rate and try again")
     return loss_value
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA/MPS/CPU allocator failures (torch raises several types for them)."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and ("out of memory" in str(error).lower()
+                                                or "not enough memory" in str(error).lower())
+
+
+def release_cached_memory(device: torch.device | str | None) -> None:
+    """Give cached blocks back after an out-of-memory error so the next attempt can fit."""
+    kind = torch.device(device).type if device is not None else "cpu"
+    if kind == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif kind == "mps" and hasattr(torch, "mps") and hasattr(torch.mps, "empty_cache"):
+        torch.mps.empty_cache()
+
+
+@contextlib.contextmanager
+def oom_guard(where: str, batch_size: int, device: torch.device | str | None):
+    """Turn an out-of-memory error inside the block into one clear :class:`OutOfMemory`."""
+    try:
+        yield
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        release_cached_memory(device)
+        name = torch.device(device).type if device is not None else "device"
+        advice = (f"choose a smaller batch size (e.g. {batch_size // 2}) and try again" if batch_size > 1
+                  else "even one sample does not fit; use a smaller model or run on the CPU")
+        raise OutOfMemory(f"{where}: the {name} ran out of memory at batch size {batch_size}; {advice}") from None

@@ -22,7 +22,7 @@ from unlearn_core.device import pick_device
 from unlearn_core.errors import UnlearnError
 from unlearn_core.forget import ForgetSplit
 from unlearn_core.models import UnlearnModel, build_for_dataset
-from unlearn_core.progress import Reporter, check_finite
+from unlearn_core.progress import Reporter, check_finite, is_out_of_memory, oom_guard, release_cached_memory
 
 CACHE_VERSION = 1
 
@@ -68,6 +68,22 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator | None = Non
         yield order[start:start + batch_size]
 
 
+def _batched_inference(fn, images: torch.Tensor, device, batch_size: int) -> list[torch.Tensor]:
+    """Apply ``fn`` batch by batch; on out-of-memory, halve the batch and carry on (results are the same)."""
+    outs, start = [], 0
+    while start < len(images):
+        try:
+            outs.append(fn(to_float(images[start:start + batch_size]).to(device)).float().cpu())
+        except Exception as error:
+            if not is_out_of_memory(error) or batch_size == 1:
+                raise
+            release_cached_memory(device)
+            batch_size = max(1, batch_size // 2)
+            continue
+        start += batch_size
+    return outs
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device | None = None,
                    batch_size: int = 1024) -> torch.Tensor:
@@ -75,9 +91,11 @@ def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device 
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    outs = [model(to_float(images[i:i + batch_size]).to(device)).float().cpu()
-            for i in range(0, len(images), batch_size)]
-    model.train(was_training)
+    try:
+        with oom_guard("inference", 1, device):
+            outs = _batched_inference(model, images, device, batch_size)
+    finally:
+        model.train(was_training)
     if not outs:
         return torch.zeros(0, model.head.out_features if hasattr(model, "head") else 0)
     return torch.cat(outs)
@@ -90,9 +108,11 @@ def extract_features(model: UnlearnModel, images: torch.Tensor, device: torch.de
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    outs = [model.features(to_float(images[i:i + batch_size]).to(device)).float().cpu()
-            for i in range(0, len(images), batch_size)]
-    model.train(was_training)
+    try:
+        with oom_guard("feature extraction", 1, device):
+            outs = _batched_inference(model.features, images, device, batch_size)
+    finally:
+        model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0, model.feature_dim)
 
 
@@ -126,11 +146,12 @@ def train_supervised(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             if recipe.augment:
                 x = augment_batch(x, augmentation, padding, generator)
             optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            check_finite(loss.item(), "training")
-            loss.backward()
-            optimizer.step()
+            with oom_guard("training", recipe.batch_size, device):
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                check_finite(loss.item(), "training")
+                loss.backward()
+                optimizer.step()
             scheduler.step()
             total_loss += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())

@@ -23,7 +23,7 @@ from unlearn_core.data import DatasetBundle, augment_batch, to_float
 from unlearn_core.errors import MethodError, ParameterError
 from unlearn_core.forget import ForgetSplit
 from unlearn_core.models import UnlearnModel
-from unlearn_core.progress import Reporter, check_finite
+from unlearn_core.progress import Reporter, check_finite, oom_guard
 from unlearn_core.training import TrainRecipe, minibatches
 
 _TRUE = {"1", "true", "yes", "on", "y"}
@@ -249,12 +249,13 @@ def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     augmented = torch.where(keep, augmented, x)
                 x = augmented
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            check_finite(loss.item(), stage)
-            loss.backward()
-            if after_backward is not None:
-                after_backward(model)
-            optimizer.step()
+            with oom_guard(stage, batch_size, task.device):
+                loss = loss_fn(model(x), y)
+                check_finite(loss.item(), stage)
+                loss.backward()
+                if after_backward is not None:
+                    after_backward(model)
+                optimizer.step()
             if scheduler_per_step is not None:
                 scheduler_per_step()
             total += loss.item() * len(y)
