@@ -1,8 +1,38 @@
-"""Unlearning Lab dashboard entry point (``streamlit run app.py``)."""
+"""Unlearning Lab dashboard entry point (``streamlit run app.py``).
+
+Thin on purpose: page config, shared state and navigation. Each page lives in
+``pages/`` and calls ``unlearn_core``; nothing heavy is imported here, so the
+first page appears quickly.
+"""
+
+from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="Unlearning Lab", layout="wide")
-st.title("Unlearning Lab")
-st.write("Machine unlearning on image classifiers: pick a data set, a model and a forget set, "
-         "run unlearning methods, and see what changed.")
+from app_pages import _shared
+
+ROOT = Path(__file__).resolve().parent
+
+st.set_page_config(page_title="Unlearning Lab", page_icon=":material/blur_off:", layout="wide")
+st.logo(str(ROOT / "assets" / "logo.svg"))
+st.html(f"<style>{(ROOT / 'assets' / 'style.css').read_text()}</style>")
+_shared.init_state()
+
+PAGE_SPECS = [
+    ("setup", "app_pages/setup.py", "Setup", ":material/tune:"),
+    ("forget", "app_pages/forget.py", "Forget set", ":material/select_all:"),
+    ("unlearn", "app_pages/unlearn.py", "Unlearn", ":material/play_circle:"),
+    ("results", "app_pages/results.py", "Results", ":material/table_chart:"),
+    ("embeddings", "app_pages/embeddings.py", "Embeddings", ":material/scatter_plot:"),
+    ("nullspace", "app_pages/nullspace.py", "Null space", ":material/stacked_line_chart:"),
+    ("hybrids", "app_pages/hybrids.py", "NatMU hybrids", ":material/gradient:"),
+]
+_shared.PAGES.clear()
+for name, path, title, icon in PAGE_SPECS:
+    _shared.PAGES[name] = st.Page(str(ROOT / path), title=title, icon=icon, url_path=name, default=name == "setup")
+
+with st.sidebar:
+    st.caption(f"**Current choice**  \n{st.session_state['dataset']} · {st.session_state['model'] or 'default model'}"
+               f" · forget `{st.session_state['forget']}`")
+
+st.navigation(list(_shared.PAGES.values())).run()

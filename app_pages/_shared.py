@@ -1,0 +1,228 @@
+"""Streamlit glue shared by the pages: cached resources, the shared choice, the jobs panel.
+
+Only thin UI code lives here; the work is in ``unlearn_core`` (appstate,
+jobs, embeddings, figures). Heavy modules (torch, umap) are imported inside
+functions so a page's title and explainer appear before they load.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import streamlit as st
+
+ENV_DATASET = "UNLEARN_DEFAULT_DATASET"
+ENV_MODEL = "UNLEARN_DEFAULT_MODEL"
+ENV_FORGET = "UNLEARN_DEFAULT_FORGET"
+ENV_AUTO_UMAP = "UNLEARN_APP_AUTO_UMAP"
+POLL_SECONDS = 0.5
+
+# Plain session keys (not widget keys): they survive page switches, unlike the widgets that set them.
+SHARED_KEYS = ("dataset", "model", "forget", "seed")
+
+
+def init_state() -> None:
+    """Defaults for the shared choice: query params, then environment, then the embedded default."""
+    params = st.query_params
+    dataset = params.get("dataset") or os.environ.get(ENV_DATASET) or "mnist5k"
+    st.session_state.setdefault("dataset", dataset)
+    st.session_state.setdefault("model", params.get("model") or os.environ.get(ENV_MODEL) or "")
+    st.session_state.setdefault("forget", params.get("forget") or os.environ.get(ENV_FORGET) or "class:3")
+    st.session_state.setdefault("seed", 0)
+    st.session_state.setdefault("seen_finished", set())
+
+
+def choice():
+    from unlearn_core.appstate import Choice
+    from unlearn_core.data import default_model_for
+
+    model = st.session_state.get("model") or default_model_for(st.session_state["dataset"])
+    st.session_state["model"] = model
+    return Choice(st.session_state["dataset"], model, st.session_state["forget"], int(st.session_state["seed"]))
+
+
+def explainer(text: str) -> None:
+    with st.expander("What am I looking at?", expanded=False):
+        st.markdown(text)
+
+
+def _data_dir() -> str:
+    from unlearn_core.paths import data_dir
+
+    return str(data_dir())
+
+
+@st.cache_resource(show_spinner=False)
+def _runner(data_dir: str):
+    from unlearn_core.jobs import JobRunner
+
+    return JobRunner()
+
+
+@st.cache_resource(show_spinner=False)
+def _setups(data_dir: str):
+    from unlearn_core.appstate import SetupCache
+
+    return SetupCache()
+
+
+@st.cache_resource(show_spinner=False)
+def _store(data_dir: str):
+    from unlearn_core.runstore import RunStore
+
+    return RunStore()
+
+
+@st.cache_resource(show_spinner=False)
+def _embedding_cache(data_dir: str):
+    from unlearn_core.embeddings import EmbeddingCache
+
+    return EmbeddingCache()
+
+
+# The data directory is part of every key, so tests that switch UNLEARN_DATA_DIR never share state.
+def runner():
+    return _runner(_data_dir())
+
+
+def setups():
+    return _setups(_data_dir())
+
+
+def store():
+    return _store(_data_dir())
+
+
+def embedding_cache():
+    return _embedding_cache(_data_dir())
+
+
+def run_artifacts(run_id: int) -> dict | None:
+    """Artifacts of a run finished in this server process (the run store keeps reports, not artifacts)."""
+    for job in runner().jobs("run"):
+        snap = job.snapshot()
+        if snap.run_id == run_id and isinstance(job.result, tuple):
+            return job.result[2].artifacts
+    return None
+
+
+def original_ready(current) -> bool:
+    from unlearn_core.appstate import original_is_cached
+
+    if setups().peek(current) is not None:
+        return True
+    return original_is_cached(current.dataset, current.model, current.seed)
+
+
+def current_setup(with_retrain: bool = False):
+    """The prepared setup for the shared choice if its models are on disk, else stop with a pointer to Setup."""
+    from unlearn_core.errors import UnlearnError
+
+    try:
+        current = choice()
+        if not original_ready(current):
+            st.info("No original model yet for this data set and model. Train or load it on the **Setup** page.")
+            st.page_link(page("setup"), label="Go to Setup", icon=":material/tune:")
+            st.stop()
+        return setups().get(current, with_retrain=with_retrain)
+    except UnlearnError as error:
+        st.error(str(error))
+        st.stop()
+
+
+PAGES: dict = {}
+
+
+def page(name: str):
+    return PAGES[name]
+
+
+def jobs_panel(kind: str | None = None, title: str = "Jobs") -> None:
+    """Live progress of the worker's jobs with cancel buttons; reruns the page when a job ends."""
+    from unlearn_core.jobs import DONE, FAILED
+
+    active = runner().active(kind)
+
+    @st.fragment(run_every=POLL_SECONDS if active else None)
+    def panel():
+        jobs = runner().jobs(kind)
+        if not jobs:
+            return
+        st.markdown(f"**{title}**")
+        ended_now = False
+        seen = st.session_state.setdefault("seen_finished", set())
+        for job in reversed(jobs[-8:]):
+            snap = job.snapshot()
+            if not snap.finished:
+                cols = st.columns([5, 1])
+                cols[0].progress(min(max(snap.fraction, 0.0), 1.0), text=snap.describe())
+                if cols[1].button("Cancel", key=f"cancel_{snap.job_id}", icon=":material/stop_circle:"):
+                    job.cancel()
+                    st.toast(f"Cancelling {snap.label} ...")
+            elif snap.status == DONE:
+                st.success(snap.describe() + (f" (run #{snap.run_id})" if snap.run_id else ""),
+                           icon=":material/check_circle:")
+            elif snap.status == FAILED:
+                st.error(f"{snap.label} failed: {snap.error}")
+            else:
+                st.warning(snap.describe(), icon=":material/cancel:")
+            if snap.finished and snap.job_id not in seen:
+                seen.add(snap.job_id)
+                ended_now = ended_now or bool(active)
+        if ended_now:
+            st.rerun(scope="app")
+
+    panel()
+
+
+def wait_note() -> None:
+    st.caption("Work runs in one background worker: you can switch pages while it runs; nothing is lost on reload.")
+
+
+def timed(label: str):
+    """A tiny context manager for dev timing in the page footer (shown only with UNLEARN_APP_TIMINGS=1)."""
+    class _Timer:
+        def __enter__(self):
+            self.started = time.perf_counter()
+            return self
+
+        def __exit__(self, *exc):
+            if os.environ.get("UNLEARN_APP_TIMINGS") == "1":
+                st.caption(f"{label}: {time.perf_counter() - self.started:.3f} s")
+    return _Timer()
+
+
+def runs_csv(runs: list[dict]) -> bytes:
+    """The run store's own CSV export of ``runs``, as bytes for a download button."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "runs.csv"
+        store().export_csv(runs, path)
+        return path.read_bytes()
+
+
+@st.cache_resource(show_spinner="Loading the run's model ...", max_entries=16)
+def _run_model(data_dir: str, run_id: int, _run: dict, _bundle, _device):
+    from unlearn_core.appstate import load_run_model
+
+    return load_run_model(_run, _bundle, _device)
+
+
+def run_model(run: dict, setup):
+    """The unlearned model of a stored run (loaded from its checkpoint once per server process)."""
+    return _run_model(_data_dir(), int(run["id"]), run, setup.bundle, setup.device)
+
+
+@st.cache_resource(show_spinner="Evaluating the run's model ...", max_entries=16)
+def _run_outputs(data_dir: str, run_id: int, _run: dict, _setup):
+    from unlearn_core.metrics import model_outputs
+
+    return model_outputs(run_model(_run, _setup), _setup.bundle, _setup.split, _setup.device)
+
+
+def run_outputs(run_id: int, setup, run: dict) -> dict:
+    """Softmax outputs of a run's model on the forget, remaining and test sets (computed once)."""
+    return _run_outputs(_data_dir(), int(run_id), run, setup)

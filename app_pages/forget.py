@@ -1,0 +1,122 @@
+"""Forget-set page: whole classes, a random fraction, a sub-class, or samples picked on the embedding map."""
+
+import numpy as np
+import streamlit as st
+
+from app_pages import _shared
+
+st.title("Forget set")
+_shared.explainer(
+    "The **forget set** is the training data the model must unlearn. *Class-wise* forgetting removes whole classes "
+    "(the model should fail on them afterwards, like a model that never saw them). *Random* forgetting removes a "
+    "fraction of samples from every class: the model should treat them like unseen test images, not fail on them. "
+    "*Hand-picked* samples are chosen with the lasso or box tool on the original model's feature map: nearby points "
+    "are images the model finds similar.")
+
+from unlearn_core.appstate import display_scale, forget_spec_for, to_display  # noqa: E402
+from unlearn_core.errors import UnlearnError  # noqa: E402
+from unlearn_core.forget import ForgetSpec  # noqa: E402
+
+setup = _shared.current_setup(with_retrain=False)
+bundle = setup.bundle
+names = bundle.class_names
+current_spec = ForgetSpec.parse(st.session_state["forget"])
+
+modes = {"class": "Whole classes", "random": "Random fraction", "indices": "Hand-picked samples"}
+if bundle.fine_names:
+    modes = {"class": "Whole classes", "random": "Random fraction", "subclass": "Sub-class",
+             "indices": "Hand-picked samples"}
+if "w_forget_mode" not in st.session_state:
+    st.session_state["w_forget_mode"] = current_spec.kind if current_spec.kind in modes else "class"
+mode = st.radio("Kind of forget set", list(modes), format_func=modes.get, horizontal=True, key="w_forget_mode")
+
+spec_text = None
+try:
+    if mode == "class":
+        if "w_forget_classes" not in st.session_state:
+            from unlearn_core.forget import _class_index
+
+            st.session_state["w_forget_classes"] = (
+                [names[_class_index(v, names, "class")] for v in current_spec.values]
+                if current_spec.kind == "class" else [names[min(3, len(names) - 1)]])
+        chosen = st.multiselect("Classes to forget", names, key="w_forget_classes")
+        spec_text = forget_spec_for("class", [names.index(c) for c in chosen])
+    elif mode == "random":
+        fraction = st.slider("Fraction of every class to forget", 0.01, 0.5,
+                             value=current_spec.fraction if current_spec.kind == "random" else 0.1, step=0.01,
+                             key="w_forget_fraction")
+        spec_text = forget_spec_for("random", fraction=fraction)
+    elif mode == "subclass":
+        fine = st.selectbox("Fine class to forget (its super-class stays)", bundle.fine_names, key="w_forget_fine")
+        spec_text = forget_spec_for("subclass", subclass=fine)
+    else:
+        import pandas as pd
+
+        from unlearn_core.embeddings import features_of, joint_embedding, sample_points
+        from unlearn_core.figures import embedding_scatter
+
+        picked = st.session_state.setdefault("picked", [])
+        labels = bundle.train_y.numpy()
+        shown = sample_points(labels, 2000, seed=0)
+
+        @st.cache_data(show_spinner="Embedding the original model's features ...")
+        def _original_map(model_key: str, dataset: str, _model, _images) -> np.ndarray:
+            return joint_embedding({"original": features_of(_model, _images)}, "pca")["original"]
+
+        import torch
+
+        coords = _original_map(setup.original.key, bundle.name, setup.original.model,
+                               bundle.train_x[torch.as_tensor(shown)])
+        mask = np.isin(shown, picked)
+        fig = embedding_scatter(coords, labels[shown], shown, mask, names,
+                                title="Original model's features (PCA): lasso or box-select samples",
+                                selectable=True)
+        event = st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box", "points"),
+                                key="forget_map", width="stretch")
+        selected = []
+        if event and event.selection and event.selection.points:
+            selected = [int(p["customdata"]) for p in event.selection.points if p.get("customdata") is not None]
+        cols = st.columns(3)
+        if cols[0].button(f"Add {len(selected)} selected", disabled=not selected):
+            st.session_state["picked"] = sorted(set(picked) | set(selected))
+            st.rerun()
+        if cols[1].button("Remove selected from the set", disabled=not selected):
+            st.session_state["picked"] = sorted(set(picked) - set(selected))
+            st.rerun()
+        if cols[2].button("Clear", disabled=not picked):
+            st.session_state["picked"] = []
+            st.rerun()
+        typed = st.text_input("…or type training indices (comma separated)", key="w_forget_typed")
+        if typed.strip():
+            extra = [int(v) for v in typed.replace(" ", "").split(",") if v.strip().lstrip("-").isdigit()]
+            st.session_state["picked"] = sorted(set(st.session_state["picked"]) | set(extra))
+        st.caption(f"{len(st.session_state['picked'])} sample(s) picked.")
+        spec_text = forget_spec_for("indices", indices=st.session_state["picked"])
+    split = ForgetSpec.parse(spec_text).resolve(bundle, setup.seed)
+except UnlearnError as error:
+    st.error(str(error))
+    st.stop()
+
+if spec_text != st.session_state["forget"]:
+    st.session_state["forget"] = spec_text
+st.success(f"Forget set `{spec_text}`: {len(split.forget_idx):,} training samples to forget, "
+           f"{len(split.retain_idx):,} remain.", icon=":material/check_circle:")
+
+counts = split.counts_per_class(bundle.train_y.numpy())
+import plotly.graph_objects as go  # noqa: E402
+
+totals = np.bincount(bundle.train_y.numpy(), minlength=bundle.num_classes)
+fig = go.Figure()
+fig.add_bar(x=names, y=[int(totals[c]) - counts.get(c, 0) for c in range(bundle.num_classes)], name="remain",
+            marker_color="#BAB0AC")
+fig.add_bar(x=names, y=[counts.get(c, 0) for c in range(bundle.num_classes)], name="forget", marker_color="#E15759")
+fig.update_layout(barmode="stack", height=260, title="Training samples per class", margin=dict(l=10, r=10, t=40, b=10),
+                  template="plotly_white")
+st.plotly_chart(fig, width="stretch", key="forget_counts")
+
+st.caption("A preview of the forget set (first 40):")
+scale = display_scale(bundle.image_size)
+preview = split.forget_idx[:40]
+st.image(to_display(bundle.train_x[preview], scale), width=48,
+         caption=[f"#{i} ({names[int(bundle.train_y[i])]})" for i in preview])
+st.page_link(_shared.page("unlearn"), label="Next: run unlearning methods", icon=":material/arrow_forward:")

@@ -1,0 +1,145 @@
+"""Setup page: data set, model, and the original model (trained in the worker or loaded from the cache)."""
+
+import streamlit as st
+
+from app_pages import _shared
+
+st.title("Setup")
+_shared.explainer(
+    "Pick a **data set** and a **model**. The *original* model is trained once on the whole training set and then "
+    "cached on disk, so every later visit loads it instantly. Every unlearning method starts from this model and "
+    "is judged against a model **retrained** without the forget set (the gold standard, trained on first use). "
+    "The embedded default (5,000 MNIST digits with a small CNN) needs no download.")
+
+from unlearn_core.data import DATASETS, IMAGEFOLDER_PREFIX, default_model_for  # noqa: E402 (after the title)
+from unlearn_core.errors import UnlearnError  # noqa: E402
+from unlearn_core.models import MODELS  # noqa: E402
+
+dataset_options = list(DATASETS) + ["imagefolder (my images)"]
+current_dataset = st.session_state["dataset"]
+if "w_dataset" not in st.session_state:
+    st.session_state["w_dataset"] = (current_dataset if current_dataset in DATASETS
+                                     else "imagefolder (my images)")
+left, right = st.columns(2)
+with left:
+    picked = st.selectbox("Data set", dataset_options, key="w_dataset",
+                          format_func=lambda n: f"{n} — {DATASETS[n].description}" if n in DATASETS else n,
+                          help="Embedded sets load offline; torchvision sets need their files in the data directory.")
+    dataset = picked
+    if picked == "imagefolder (my images)":
+        folder = st.text_input("Image folder (one sub-folder per class, inside UNLEARN_IMAGE_ROOT)",
+                               value=current_dataset[len(IMAGEFOLDER_PREFIX):]
+                               if current_dataset.startswith(IMAGEFOLDER_PREFIX) else "",
+                               key="w_folder")
+        dataset = IMAGEFOLDER_PREFIX + folder.strip() if folder.strip() else ""
+if not dataset:
+    st.info("Enter a folder name to load your own images.")
+    st.stop()
+if dataset != st.session_state["dataset"]:
+    st.session_state["dataset"] = dataset
+    st.session_state["model"] = ""
+    st.session_state["w_model"] = default_model_for(dataset)
+    st.session_state["forget"] = "class:0" if dataset.startswith(IMAGEFOLDER_PREFIX) else "class:3"
+
+try:
+    from unlearn_core.data import load_dataset
+
+    with st.spinner("Loading the data set ..."):
+        bundle = load_dataset(dataset)
+except UnlearnError as error:
+    st.error(str(error))
+    st.stop()
+
+with right:
+    if "w_model" not in st.session_state:
+        st.session_state["w_model"] = st.session_state["model"] or default_model_for(dataset)
+    model = st.selectbox("Model", list(MODELS), key="w_model",
+                         format_func=lambda n: f"{n} — {MODELS[n].description}")
+    st.session_state["model"] = model
+
+current = _shared.choice()
+info = bundle.describe()
+cols = st.columns(4)
+cols[0].metric("Training images", f"{info['train']:,}")
+cols[1].metric("Test images", f"{info['test']:,}")
+cols[2].metric("Classes", info["classes"])
+cols[3].metric("Image shape", "×".join(str(v) for v in info["image_shape"]))
+if bundle.notes.get("skipped"):
+    st.warning(f"Skipped {bundle.notes['skipped']} file(s) that are not readable images.")
+
+st.subheader("Original model")
+runner = _shared.runner()
+setup_jobs = [j for j in runner.active("setup")]
+ready = _shared.original_ready(current)
+if ready:
+    from unlearn_core.appstate import model_size
+    from unlearn_core.training import accuracy
+
+    try:
+        setup = _shared.setups().get(current, with_retrain=False)
+    except UnlearnError as error:
+        st.error(str(error))
+        st.stop()
+
+    @st.cache_data(show_spinner=False)
+    def _test_accuracy(model_key: str, _setup) -> float:
+        return accuracy(_setup.original.model, _setup.bundle.test_x, _setup.bundle.test_y, _setup.device)
+
+    size = model_size(setup.original.model)
+    cols = st.columns(4)
+    cols[0].metric("Test accuracy", f"{_test_accuracy(setup.original.key, setup):.2f} %")
+    cols[1].metric("Parameters", f"{size['parameters']:,}")
+    cols[2].metric("Weights", f"{size['mib']:.2f} MiB")
+    trained = setup.original.train_seconds
+    cols[3].metric("Training time", f"{trained:.1f} s" if trained == trained else "uploaded")
+    st.success(f"Original {current.model} on {current.dataset} is ready (cached on disk).",
+               icon=":material/check_circle:")
+elif setup_jobs:
+    st.info("Training the original model ...")
+else:
+    st.info("No cached original model for this choice yet.")
+    if st.button("Train the original model", type="primary", icon=":material/model_training:"):
+        request = current
+
+        def train(progress, cancel):
+            return _shared.setups().get(request, progress, cancel, with_retrain=False)
+
+        runner.submit(f"train original {current.model} on {current.dataset}", train, kind="setup")
+        st.rerun()
+_shared.jobs_panel("setup", title="Training")
+
+with st.expander("Upload a checkpoint for this model (optional)"):
+    st.caption("A PyTorch state dict saved from the same architecture. It is checked key by key and shape by shape "
+               "before use; pickled code is refused.")
+    uploaded = st.file_uploader("Checkpoint (.pt)", type=["pt", "pth", "bin"], key="w_upload")
+    if uploaded is not None:
+        from unlearn_core.appstate import load_uploaded_checkpoint
+        from unlearn_core.training import accuracy
+
+        try:
+            network = load_uploaded_checkpoint(uploaded.getvalue(), current.dataset, current.model, current.seed)
+        except UnlearnError as error:
+            st.error(str(error))
+        else:
+            st.success(f"The checkpoint fits {current.model}: test accuracy "
+                       f"{accuracy(network, bundle.test_x, bundle.test_y):.2f} %.")
+            if st.button("Use it as the original model"):
+                from unlearn_core.appstate import install_original
+
+                install_original(network, current)
+                _shared.setups().clear()
+                st.rerun()
+
+st.subheader("Examples per class")
+from unlearn_core.appstate import display_scale, gallery_indices, to_display  # noqa: E402
+
+per_class = gallery_indices(bundle.train_y.numpy(), per_class=6, seed=0)
+scale = display_scale(bundle.image_size)
+shown = list(per_class.items())[:20]
+for row_start in range(0, len(shown), 2):
+    cols = st.columns(2)
+    for col, (cls, indices) in zip(cols, shown[row_start:row_start + 2]):
+        with col:
+            st.caption(f"class {cls}: **{bundle.class_names[cls]}** "
+                       f"({int((bundle.train_y == cls).sum())} training images)")
+            st.image(to_display(bundle.train_x[indices], scale), width=56)

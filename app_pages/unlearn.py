@@ -1,0 +1,89 @@
+"""Unlearn page: pick methods, set their declared hyperparameters, run them in the worker with live progress."""
+
+import streamlit as st
+
+from app_pages import _shared
+
+st.title("Unlearn")
+_shared.explainer(
+    "Each **method** takes the original model and the forget set and returns an unlearned model. The widgets below "
+    "come from each method's declared hyperparameters (hover the ? for what each does). Runs go to one background "
+    "worker, one after another, with live progress and a cancel button, and every finished run is stored: a reload "
+    "or a restart of the app loses nothing. The **retrained** reference is trained once per forget set and cached.")
+
+from unlearn_core.errors import UnlearnError  # noqa: E402
+from unlearn_core.methods import get_method, method_names  # noqa: E402
+
+setup = _shared.current_setup(with_retrain=False)
+current = _shared.choice()
+st.markdown(f"**{current.dataset}** · **{current.model}** · forget `{current.forget}` "
+            f"({len(setup.split.forget_idx):,} samples)")
+
+names = method_names()
+if "w_methods" not in st.session_state:
+    st.session_state["w_methods"] = ["unsc"] if "unsc" in names else names[:1]
+chosen = st.multiselect("Methods", names, key="w_methods",
+                        format_func=lambda n: f"{get_method(n).title or n}",
+                        help="Every registered method appears here as soon as its module exists.")
+
+
+def widget_for(method: str, param):
+    """One input widget drawn from a declared Param; the key keeps values per method."""
+    key = f"p_{method}_{param.name}"
+    label = param.name
+    if param.type is bool:
+        return st.checkbox(label, value=bool(param.default), help=param.help, key=key)
+    if param.type is int:
+        return st.number_input(label, value=int(param.default), step=1, help=param.help, key=key,
+                               min_value=int(param.low) if param.low is not None else None,
+                               max_value=int(param.high) if param.high is not None else None)
+    if param.type is float:
+        step = abs(param.default) / 10 if param.log and param.default else 0.01
+        return st.number_input(label, value=float(param.default), help=param.help, key=key, format="%g",
+                               step=step or 0.01,
+                               min_value=float(param.low) if param.low is not None else None,
+                               max_value=float(param.high) if param.high is not None else None)
+    if param.choices:
+        options = [str(c) for c in param.choices]
+        return st.selectbox(label, options, index=options.index(str(param.default)), help=param.help, key=key)
+    return st.text_input(label, value=str(param.default), help=param.help, key=key)
+
+
+if chosen:
+    with st.form("method_params"):
+        tabs = st.tabs([get_method(n).title or n for n in chosen])
+        values = {}
+        for tab, method in zip(tabs, chosen):
+            cls = get_method(method)
+            with tab:
+                st.caption(cls.summary)
+                cols = st.columns(3)
+                values[method] = {}
+                for i, param in enumerate(cls.params):
+                    with cols[i % 3]:
+                        values[method][param.name] = widget_for(method, param)
+        submitted = st.form_submit_button(f"Run {len(chosen)} method(s)", type="primary",
+                                          icon=":material/play_arrow:")
+    if submitted:
+        request = current
+        try:
+            resolved = {m: get_method(m).resolve_params(values[m]) for m in chosen}
+        except UnlearnError as error:
+            st.error(str(error))
+        else:
+            def provider(progress, cancel, request=request):
+                return _shared.setups().get(request, progress, cancel, with_retrain=True)
+
+            for method in chosen:
+                _shared.runner().submit_run(provider, method, resolved[method], store=_shared.store(),
+                                            label=f"{method} on {request.dataset}/{request.forget}",
+                                            meta={"forget": request.forget, "dataset": request.dataset})
+            st.toast(f"Queued {len(chosen)} run(s).")
+            st.rerun()
+else:
+    st.info("Choose at least one method.")
+
+_shared.jobs_panel("run", title="Runs")
+_shared.wait_note()
+if any(j.snapshot().status == "done" for j in _shared.runner().jobs("run")):
+    st.page_link(_shared.page("results"), label="See the results", icon=":material/arrow_forward:")

@@ -1,0 +1,195 @@
+"""Feature embeddings of several models in ONE shared 2-D map.
+
+To see how unlearning moves features, the penultimate features of the
+original ("before"), unlearned ("after") and retrained models on the same
+samples are stacked and reduced together, so a point that moves in the map
+moved in feature space. PCA is instant; UMAP (umap-learn) is slower and
+compiles numba kernels on first use in every process, so it runs behind one
+lock (concurrent fits can crash the process) and results are cached by a
+small key in memory and on disk. Nothing here imports Streamlit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unlearn_core import paths
+from unlearn_core.checkpoints import atomic_write_bytes, cache_key
+from unlearn_core.errors import UnlearnError
+
+REDUCERS = ("pca", "umap")
+CACHE_VERSION = 1
+# Serialises every UMAP fit in this process: numba's threading layer is not safe for concurrent fits.
+REDUCE_LOCK = threading.Lock()
+
+
+def features_of(model, images: torch.Tensor, device=None) -> np.ndarray:
+    """Penultimate features (float32, ``(N, D)``) of raw ``uint8`` images."""
+    from unlearn_core.training import extract_features
+
+    return extract_features(model, images, device).numpy().astype(np.float32, copy=False)
+
+
+def sample_points(labels: np.ndarray, max_points: int, seed: int = 0,
+                  include: np.ndarray | None = None) -> np.ndarray:
+    """Sorted indices of at most ``max_points`` samples, class-stratified.
+
+    Indices in ``include`` (e.g. the forget set) are kept first, up to half
+    the budget, so the highlighted samples are always in the picture.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if max_points <= 0:
+        raise UnlearnError("max_points must be positive")
+    if n <= max_points:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(n, dtype=bool)
+    if include is not None and len(include):
+        include = np.unique(np.asarray(include, dtype=np.int64))
+        if len(include) > max_points // 2:
+            include = rng.choice(include, size=max_points // 2, replace=False)
+        chosen[include] = True
+    budget = max_points - int(chosen.sum())
+    rest = np.flatnonzero(~chosen)
+    share = budget / len(rest)
+    for cls in np.unique(labels[rest]):
+        members = rest[labels[rest] == cls]
+        take = min(len(members), int(round(len(members) * share)))
+        chosen[rng.choice(members, size=take, replace=False)] = True
+    picked = np.flatnonzero(chosen)
+    if len(picked) > max_points:  # rounding can overshoot by a few
+        keep = set(np.asarray(include if include is not None else [], dtype=np.int64).tolist())
+        extra = np.array([i for i in picked if i not in keep])
+        drop = rng.choice(extra, size=len(picked) - max_points, replace=False)
+        picked = np.setdiff1d(picked, drop)
+    return picked
+
+
+def _pca_2d(stacked: np.ndarray) -> np.ndarray:
+    centred = stacked - stacked.mean(axis=0, keepdims=True)
+    if centred.shape[0] < 2:
+        return np.zeros((centred.shape[0], 2), dtype=np.float32)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    coords = centred @ vt[:2].T
+    if coords.shape[1] < 2:
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    # A fixed sign per axis keeps the map from flipping between reruns with slightly different data.
+    signs = np.sign(coords[np.abs(coords).argmax(axis=0), np.arange(2)])
+    signs[signs == 0] = 1
+    return (coords * signs).astype(np.float32)
+
+
+def _umap_2d(stacked: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
+    import umap  # slow import (numba); only when asked for
+
+    n_neighbors = max(2, min(n_neighbors, len(stacked) - 1))
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=seed)
+    with REDUCE_LOCK:
+        return reducer.fit_transform(stacked).astype(np.float32)
+
+
+def joint_embedding(feature_sets: dict[str, np.ndarray], reducer: str = "pca", seed: int = 0) -> dict[str, np.ndarray]:
+    """Reduce several ``(N, D)`` feature matrices of the same samples into one 2-D map.
+
+    Returns one ``(N, 2)`` array per name. Every set is standardised with the
+    statistics of the first (the "before" model), so distances mean the same
+    in every set.
+    """
+    if reducer not in REDUCERS:
+        raise UnlearnError(f"unknown reducer {reducer!r}; choose one of {', '.join(REDUCERS)}")
+    if not feature_sets:
+        raise UnlearnError("no feature sets to embed")
+    names = list(feature_sets)
+    sizes = [len(feature_sets[name]) for name in names]
+    dims = {feature_sets[name].shape[1] for name in names}
+    if len(dims) != 1:
+        raise UnlearnError(f"feature sets have different widths {sorted(dims)}; they must come from one architecture")
+    reference = feature_sets[names[0]]
+    mean = reference.mean(axis=0, keepdims=True)
+    scale = reference.std(axis=0, keepdims=True).mean() + 1e-6
+    stacked = np.concatenate([(feature_sets[name] - mean) / scale for name in names]).astype(np.float32)
+    coords = _pca_2d(stacked) if reducer == "pca" else _umap_2d(stacked, seed)
+    out, start = {}, 0
+    for name, size in zip(names, sizes):
+        out[name] = coords[start:start + size]
+        start += size
+    return out
+
+
+def warm_umap(seed: int = 0) -> float:
+    """Fit a tiny UMAP once so numba compiles its kernels; returns the seconds it took."""
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    _umap_2d(rng.normal(size=(300, 8)).astype(np.float32), seed)
+    return time.perf_counter() - started
+
+
+def embedding_key(**parts) -> str:
+    """A small cache key from small identifying values (model keys, run id, reducer, sample hash)."""
+    return cache_key({"v": CACHE_VERSION, **{k: (str(v) if not isinstance(v, (int, float, bool)) else v)
+                                             for k, v in sorted(parts.items())}})
+
+
+def indices_digest(indices: np.ndarray) -> str:
+    return cache_key({"idx": np.asarray(indices, dtype=np.int64).tolist()})
+
+
+class EmbeddingCache:
+    """Embeddings by key: an LRU dict in memory over ``.npz`` files on disk."""
+
+    def __init__(self, root: Path | None = None, memory_items: int = 32):
+        self.root = Path(root) if root is not None else paths.data_dir() / "embeddings"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.memory_items = memory_items
+        self._memory: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _path(self, key: str) -> Path:
+        return self.root / f"{key}.npz"
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key]
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                value = {name: data[name] for name in data.files}
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)  # a torn or foreign file is recomputed, never trusted
+            return None
+        self._remember(key, value)
+        return value
+
+    def put(self, key: str, value: dict[str, np.ndarray]) -> None:
+        import io
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **value)
+        atomic_write_bytes(self._path(key), buffer.getvalue())
+        self._remember(key, value)
+
+    def _remember(self, key: str, value: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            self._memory[key] = value
+            self._memory.move_to_end(key)
+            while len(self._memory) > self.memory_items:
+                self._memory.popitem(last=False)
+
+    def get_or_compute(self, key: str, compute) -> dict[str, np.ndarray]:
+        cached = self.get(key)
+        if cached is not None:
+            return cached
+        value = compute()
+        self.put(key, value)
+        return value

@@ -1,0 +1,155 @@
+"""Plotly figures for the dashboard, built from plain arrays (no Streamlit).
+
+Keeping the figure builders here lets tests check the traces directly on
+``go.Figure`` objects, which AppTest cannot render.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+# A 10-colour qualitative palette (Tableau 10) so classes stay distinguishable.
+PALETTE = ["#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F", "#EDC948", "#B07AA1", "#FF9DA7", "#9C755F",
+           "#BAB0AC"]
+FORGET_COLOUR = "#111111"
+
+
+def class_colour(cls: int) -> str:
+    return PALETTE[int(cls) % len(PALETTE)]
+
+
+def embedding_scatter(coords: np.ndarray, labels: np.ndarray, indices: np.ndarray, forget_mask: np.ndarray,
+                      class_names: list[str], title: str = "", selectable: bool = False,
+                      ghost: np.ndarray | None = None, height: int = 480) -> go.Figure:
+    """Points coloured by class, forget samples outlined; ``customdata`` carries the dataset index.
+
+    ``ghost`` (same shape as ``coords``) draws another state's positions in
+    light grey behind, so the eye sees where points came from.
+    """
+    fig = go.Figure()
+    if ghost is not None:
+        fig.add_trace(go.Scattergl(x=ghost[:, 0], y=ghost[:, 1], mode="markers", name="other state",
+                                   marker=dict(size=4, color="rgba(160,160,160,0.25)"), hoverinfo="skip",
+                                   customdata=np.asarray(indices)))
+    for cls in np.unique(labels):
+        keep = (labels == cls) & ~forget_mask
+        if keep.any():
+            fig.add_trace(go.Scattergl(
+                x=coords[keep, 0], y=coords[keep, 1], mode="markers", name=str(class_names[int(cls)]),
+                marker=dict(size=5, color=class_colour(cls), opacity=0.75), customdata=np.asarray(indices)[keep],
+                hovertemplate=f"class {class_names[int(cls)]}<br>sample %{{customdata}}<extra></extra>"))
+    if forget_mask.any():
+        fig.add_trace(go.Scattergl(
+            x=coords[forget_mask, 0], y=coords[forget_mask, 1], mode="markers", name="forget set",
+            marker=dict(size=8, color=[class_colour(c) for c in labels[forget_mask]], symbol="x",
+                        line=dict(width=1.5, color=FORGET_COLOUR)),
+            customdata=np.asarray(indices)[forget_mask],
+            hovertemplate="FORGET sample %{customdata}<extra></extra>"))
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), legend_title_text="class",
+                      xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None),
+                      dragmode="lasso" if selectable else "zoom", template="plotly_white")
+    return fig
+
+
+def per_class_heatmap(shift: pd.DataFrame, forgotten: tuple[int, ...] = ()) -> go.Figure:
+    """Method x class change in test accuracy (points); red = lost accuracy. Forgotten classes are marked."""
+    columns = [f"{c} (forgotten)" if i in set(forgotten) else str(c) for i, c in enumerate(shift.columns)]
+    values = shift.to_numpy(dtype=float)
+    limit = max(5.0, float(np.nanmax(np.abs(values))) if values.size else 5.0)
+    fig = go.Figure(go.Heatmap(z=values, x=columns, y=list(shift.index), zmin=-limit, zmax=limit,
+                               colorscale="RdBu", colorbar=dict(title="Δ acc (pts)"),
+                               text=np.round(values, 1), texttemplate="%{text}",
+                               hovertemplate="%{y}<br>class %{x}<br>Δ %{z:.1f} pts<extra></extra>"))
+    fig.update_layout(title="Per-class test accuracy change vs the original", height=120 + 40 * len(shift),
+                      margin=dict(l=10, r=10, t=40, b=10), yaxis=dict(autorange="reversed"), template="plotly_white")
+    return fig
+
+
+def per_class_bars(shift: pd.DataFrame, forgotten: tuple[int, ...] = ()) -> go.Figure:
+    """Grouped bars of the same change; bars of retained classes that fell are the over-unlearning signal."""
+    fig = go.Figure()
+    for i, (label, row) in enumerate(shift.iterrows()):
+        fig.add_trace(go.Bar(name=str(label), x=[str(c) for c in shift.columns], y=row.to_numpy(dtype=float),
+                             marker_color=PALETTE[i % len(PALETTE)]))
+    for cls in forgotten:
+        fig.add_vrect(x0=cls - 0.5, x1=cls + 0.5, fillcolor="grey", opacity=0.15, line_width=0,
+                      annotation_text="forgotten", annotation_position="top left")
+    fig.update_layout(barmode="group", height=380, yaxis_title="Δ test accuracy (points)", xaxis_title="class",
+                      margin=dict(l=10, r=10, t=30, b=10), template="plotly_white")
+    return fig
+
+
+def confusion_difference(after: np.ndarray, before: np.ndarray, class_names: list[str], title: str) -> go.Figure:
+    """Row-normalised confusion (after) minus (before), in percent of each true class."""
+    def normalise(matrix):
+        rows = matrix.sum(axis=1, keepdims=True).astype(float)
+        return np.divide(matrix * 100.0, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
+
+    diff = normalise(after) - normalise(before)
+    limit = max(1.0, float(np.abs(diff).max()))
+    names = [str(n) for n in class_names]
+    fig = go.Figure(go.Heatmap(z=diff, x=names, y=names, zmin=-limit, zmax=limit, colorscale="RdBu_r",
+                               colorbar=dict(title="Δ %"),
+                               hovertemplate="true %{y} → predicted %{x}<br>Δ %{z:.1f} %<extra></extra>"))
+    fig.update_layout(title=title, height=420, xaxis_title="predicted", yaxis_title="true",
+                      yaxis=dict(autorange="reversed"), margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
+    return fig
+
+
+def entropy_histograms(groups: dict[str, np.ndarray], title: str) -> go.Figure:
+    """Overlaid histograms of prediction entropy for forget, remaining and test samples."""
+    names = {"forget": "forget", "retain": "remaining", "test": "test"}
+    colours = {"forget": "#E15759", "retain": "#4E79A7", "test": "#59A14F"}
+    fig = go.Figure()
+    for key, values in groups.items():
+        fig.add_trace(go.Histogram(x=values, name=names.get(key, key), histnorm="probability", opacity=0.6,
+                                   marker_color=colours.get(key), nbinsx=40))
+    fig.update_layout(barmode="overlay", title=title, xaxis_title="prediction entropy (nats)",
+                      yaxis_title="share of samples", height=320, margin=dict(l=10, r=10, t=40, b=10),
+                      template="plotly_white")
+    return fig
+
+
+def spectrum_figure(layers: list[tuple[str, np.ndarray]], eps: float) -> go.Figure:
+    """Normalised singular values (log scale) and cumulative energy per layer, with the eps threshold."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("normalised singular values σᵢ/σ₁ (log)",
+                                                        "cumulative energy Σσᵢ² / Σσ²"))
+    for i, (name, values) in enumerate(layers):
+        values = np.asarray(values, dtype=float)
+        if values.size == 0:
+            continue
+        normalised = values / max(values[0], 1e-30)
+        energy = np.cumsum(values ** 2) / max(np.sum(values ** 2), 1e-30)
+        colour = PALETTE[i % len(PALETTE)]
+        x = np.arange(1, len(values) + 1)
+        fig.add_trace(go.Scatter(x=x, y=np.maximum(normalised, 1e-12), name=name, line=dict(color=colour),
+                                 legendgroup=name), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=energy, name=name, line=dict(color=colour), legendgroup=name,
+                                 showlegend=False), row=1, col=2)
+    fig.add_hline(y=eps, line_dash="dash", line_color="black", row=1, col=1, annotation_text=f"eps={eps:g}")
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_xaxes(title_text="index i", row=1, col=1)
+    fig.update_xaxes(title_text="index i", row=1, col=2)
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
+    return fig
+
+
+def rank_bars(names: list[str], ranks: list[int], dims: list[int]) -> go.Figure:
+    """Per layer: the retained-space rank against the input dimension (the gap is the null space)."""
+    fig = go.Figure()
+    fig.add_trace(go.Bar(name="input dimension", x=names, y=dims, marker_color="#BAB0AC"))
+    fig.add_trace(go.Bar(name="rank (retained space)", x=names, y=ranks, marker_color="#4E79A7"))
+    fig.update_layout(barmode="overlay", height=320, yaxis_title="dimensions", margin=dict(l=10, r=10, t=30, b=10),
+                      template="plotly_white")
+    return fig
+
+
+def loss_curve(points: list[tuple[float, float]], title: str = "loss") -> go.Figure:
+    fig = go.Figure(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers"))
+    fig.update_layout(title=title, height=220, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="progress",
+                      template="plotly_white")
+    return fig

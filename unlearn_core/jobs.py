@@ -1,0 +1,199 @@
+"""One background worker for long jobs (training, unlearning runs, UMAP fits).
+
+The dashboard must never block a page on minutes of work, and a widget click
+must not discard a job half-way. So long work is submitted here: a single
+``ThreadPoolExecutor(max_workers=1)`` runs jobs one after another, each job
+publishes a :class:`JobSnapshot` that a UI can poll, and a ``threading.Event``
+per job cancels it between steps. Nothing here imports Streamlit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from unlearn_core.errors import Cancelled, UnlearnError
+from unlearn_core.progress import ProgressEvent
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINISHED = (DONE, FAILED, CANCELLED)
+
+JobFn = Callable[[Callable[[ProgressEvent], None], threading.Event], Any]
+
+
+@dataclass
+class JobSnapshot:
+    """What a UI shows about a job: status, the latest progress event, the outcome."""
+
+    job_id: int
+    label: str
+    kind: str
+    status: str = QUEUED
+    stage: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps: int = 0
+    loss: float | None = None
+    fraction: float = 0.0
+    message: str = ""
+    error: str = ""
+    run_id: int | None = None
+    meta: dict = field(default_factory=dict)
+    submitted_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def describe(self) -> str:
+        """One line such as ``unsc: fine-tune epoch 2/5, loss 0.3121``."""
+        if self.status == QUEUED:
+            return f"{self.label}: waiting for the worker"
+        if self.status == RUNNING:
+            parts = [self.stage or "working"]
+            if self.epochs:
+                parts.append(f"epoch {self.epoch}/{self.epochs}")
+            elif self.steps:
+                parts.append(f"step {self.step}/{self.steps}")
+            if self.loss is not None:
+                parts.append(f"loss {self.loss:.4f}")
+            if self.message:
+                parts.append(self.message)
+            return f"{self.label}: " + ", ".join(parts)
+        if self.status == DONE:
+            took = (self.finished_at or 0) - (self.started_at or 0)
+            return f"{self.label}: done in {took:.1f} s"
+        return f"{self.label}: {self.status}" + (f" ({self.error})" if self.error else "")
+
+
+class Job:
+    """A submitted job: its cancel event, its future and a thread-safe snapshot."""
+
+    def __init__(self, job_id: int, label: str, kind: str, meta: dict | None = None):
+        self.cancel_event = threading.Event()
+        self.future: Future | None = None
+        self.result: Any = None
+        self._lock = threading.Lock()
+        self._state = JobSnapshot(job_id, label, kind, meta=dict(meta or {}))
+
+    @property
+    def job_id(self) -> int:
+        return self._state.job_id
+
+    def snapshot(self) -> JobSnapshot:
+        with self._lock:
+            return replace(self._state, meta=dict(self._state.meta))
+
+    def update(self, **fields) -> None:
+        with self._lock:
+            for key, value in fields.items():
+                setattr(self._state, key, value)
+
+    def on_progress(self, event: ProgressEvent) -> None:
+        """The progress callback handed to the core."""
+        self.update(stage=event.stage, epoch=event.epoch, epochs=event.epochs, step=event.step, steps=event.steps,
+                    loss=event.loss, fraction=event.fraction, message=event.message)
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+        if self.future is not None and self.future.cancel():
+            self.update(status=CANCELLED, error="cancelled before it started", finished_at=time.time())
+
+
+class JobRunner:
+    """A single worker thread with a list of every job it was given."""
+
+    def __init__(self, history: int = 200):
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unlearn-job")
+        self._jobs: dict[int, Job] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._history = history
+
+    def submit(self, label: str, fn: JobFn, kind: str = "work", meta: dict | None = None) -> Job:
+        """Queue ``fn(progress, cancel)``; its return value lands in ``job.result``."""
+        with self._lock:
+            job = Job(next(self._ids), label, kind, meta)
+            self._jobs[job.job_id] = job
+            for old in sorted(self._jobs)[:-self._history]:
+                if self._jobs[old].snapshot().finished:
+                    del self._jobs[old]
+        job.future = self._executor.submit(self._run, job, fn)
+        return job
+
+    def _run(self, job: Job, fn: JobFn) -> None:
+        if job.cancel_event.is_set():
+            job.update(status=CANCELLED, error="cancelled before it started", finished_at=time.time())
+            return
+        job.update(status=RUNNING, started_at=time.time())
+        try:
+            job.result = fn(job.on_progress, job.cancel_event)
+        except Cancelled:
+            job.update(status=CANCELLED, error="cancelled", finished_at=time.time())
+        except UnlearnError as error:
+            job.update(status=FAILED, error=str(error), finished_at=time.time())
+        except Exception as error:  # a bug must not kill the worker; the UI shows it as a failed job
+            log.error("job %s failed:\n%s", job.snapshot().label, traceback.format_exc())
+            job.update(status=FAILED, error=f"{type(error).__name__}: {error}", finished_at=time.time())
+        else:
+            run_id = job.result[0] if job.snapshot().kind == "run" and isinstance(job.result, tuple) else None
+            job.update(status=DONE, fraction=1.0, finished_at=time.time(), run_id=run_id)
+
+    def submit_run(self, setup_provider: Callable, method: str, params: dict | None = None, store=None,
+                   label: str | None = None, meta: dict | None = None) -> Job:
+        """Queue one unlearning run, recorded in the run store.
+
+        ``setup_provider(progress, cancel)`` returns the prepared
+        :class:`~unlearn_core.pipeline.Setup`; it runs inside the job so the
+        first request's training (original and retrained reference) also
+        reports progress and can be cancelled.
+        """
+        from unlearn_core import runstore
+
+        def work(progress, cancel):
+            setup = setup_provider(progress, cancel)
+            return runstore.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store)
+
+        return self.submit(label or method, work, kind="run", meta={"method": method, **(meta or {})})
+
+    def get(self, job_id: int) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def jobs(self, kind: str | None = None) -> list[Job]:
+        with self._lock:
+            jobs = [self._jobs[k] for k in sorted(self._jobs)]
+        return [j for j in jobs if kind is None or j.snapshot().kind == kind]
+
+    def active(self, kind: str | None = None) -> list[Job]:
+        return [j for j in self.jobs(kind) if not j.snapshot().finished]
+
+    def cancel_all(self, kind: str | None = None) -> int:
+        active = self.active(kind)
+        for job in active:
+            job.cancel()
+        return len(active)
+
+    def wait(self, job: Job, timeout: float | None = None) -> JobSnapshot:
+        """Block until ``job`` ends (for scripts and tests)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not job.snapshot().finished:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job.job_id} still {job.snapshot().status} after {timeout} s")
+            time.sleep(0.02)
+        return job.snapshot()
+
+    def shutdown(self) -> None:
+        self.cancel_all()
+        self._executor.shutdown(wait=True, cancel_futures=True)
