@@ -223,3 +223,57 @@ def test_run_and_record_marks_failures_and_cancels(tmp_path, digits_class3, monk
     cancelled = store.list(method="finetune")[0]
     assert cancelled["status"] == "cancelled" and cancelled["checkpoint_path"] is None
     assert not (tmp_path / "runs" / f"{cancelled['id']}.pt").exists()
+
+
+def test_cli_runs_list_show_export(tmp_path, capsys):
+    from unlearn_core.cli import main
+
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    done = store.start(CONFIG)
+    store.finish(done, fake_report(3.0))
+    failed = store.start({**CONFIG, "method": "ga"})
+    store.fail(failed, "diverged")
+    capsys.readouterr()
+
+    assert main(["runs", "list", "--store", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[1].split()[:3] == [str(failed), "failed", "ga"]
+    assert main(["runs", "list", "--store", str(path), "--status", "done", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in listed] == [done] and listed[0]["unlearned_FA"] == 3.0
+
+    assert main(["runs", "show", str(done), "--store", str(path)]) == 0
+    shown = capsys.readouterr().out
+    assert f"run {done} [done] finetune" in shown and "per-class test accuracy" in shown
+    assert main(["runs", "show", str(done), "--store", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["report"]["unlearned"]["FA"] == 3.0
+
+    assert main(["runs", "export", "--store", str(path), "--csv", str(tmp_path / "a.csv"),
+                 "--json", str(tmp_path / "a.json")]) == 0
+    assert len((tmp_path / "a.csv").read_text().splitlines()) == 3
+    assert len(json.loads((tmp_path / "a.json").read_text())) == 2
+
+    for argv in (["runs", "show", "999", "--store", str(path)], ["runs", "show", "x", "--store", str(path)],
+                 ["runs", "export", "--store", str(path)], ["runs"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_cli_unlearn_records_its_run(tmp_path, capsys, monkeypatch, digits_class3):
+    import unlearn_core.runstore as runstore
+    from unlearn_core.cli import main
+
+    monkeypatch.setattr(runstore, "default_store_path", lambda: tmp_path / "runs.sqlite")
+    argv = ["unlearn", "--dataset", "digits", "--model", "mlp", "--forget", "class:3", "--method", "finetune",
+            "--param", "epochs=1", "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    assert "recorded as run 1" in capsys.readouterr().out
+    run = RunStore(tmp_path / "runs.sqlite").get(1)
+    assert run["status"] == "done" and run["method"] == "finetune" and run["params"]["epochs"] == 1
+    assert (tmp_path / "runs" / "1.pt").is_file()
+    assert main(argv + ["--no-record"]) == 0
+    assert RunStore(tmp_path / "runs.sqlite").count() == 1
+    assert main(argv[:-3] + ["--param", "epochs=0"]) == 2  # bad parameter: one line, nothing recorded
+    assert RunStore(tmp_path / "runs.sqlite").count() == 1

@@ -94,6 +94,32 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--param", action="append", metavar="KEY=VALUE",
                          help="method hyperparameter (repeatable); see `methods`")
     unlearn.add_argument("--json", default=None, help="write the full report here")
+    unlearn.add_argument("--no-record", action="store_true",
+                         help="do not record the run (and its checkpoint) in the run store")
+
+    runs = commands.add_parser("runs", help="list, show and export recorded runs (the run store)")
+    runs.set_defaults(handler=_cmd_runs)
+    runs_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=_Parser)
+    runs_list = runs_commands.add_parser("list", help="recorded runs, newest first")
+    runs_export = runs_commands.add_parser("export", help="write runs to CSV and/or JSON")
+    for sub in (runs_list, runs_export):
+        sub.add_argument("--dataset", default=None, help="only runs on this data set")
+        sub.add_argument("--model", default=None, help="only runs of this model")
+        sub.add_argument("--forget", default=None, help="only runs with this forget spec (e.g. class:3)")
+        sub.add_argument("--method", default=None, help="only runs of this method")
+        sub.add_argument("--status", default=None, choices=("running", "done", "failed", "cancelled"),
+                         help="only runs with this status")
+        sub.add_argument("--tag", default=None, help="only runs with this tag (bench runs are tagged)")
+        sub.add_argument("--limit", type=int, default=None, help="at most this many runs")
+    runs_list.add_argument("--json", action="store_true", help="print as JSON")
+    runs_export.add_argument("--csv", default=None, metavar="PATH", help="write a flat CSV here")
+    runs_export.add_argument("--json", default=None, metavar="PATH", help="write full runs (with reports) here")
+    runs_show = runs_commands.add_parser("show", help="one run in full")
+    runs_show.add_argument("run_id", metavar="ID", help="run id (see `runs list`)")
+    runs_show.add_argument("--json", action="store_true", help="print the whole stored run as JSON")
+    for sub in (runs_list, runs_export, runs_show):
+        sub.add_argument("--store", default=None, metavar="PATH",
+                         help="run store database (default: <data dir>/runs.sqlite)")
 
     methods = commands.add_parser("methods", help="list methods and their parameters")
     methods.add_argument("--json", action="store_true", help="print as JSON")
@@ -166,11 +192,20 @@ def _cmd_train(args, progress) -> int:
 
 
 def _cmd_unlearn(args, progress) -> int:
-    from unlearn_core.pipeline import unlearn
+    from unlearn_core.methods import get_method
+    from unlearn_core.pipeline import prepare, unlearn
+    from unlearn_core.runstore import RunStore, run_and_record
 
     params = parse_param_pairs(args.param)
-    report, _, _ = unlearn(args.dataset, args.model, args.forget, args.method, params, args.seed, args.device,
-                           progress)
+    run_id = None
+    if args.no_record:
+        report, _, _ = unlearn(args.dataset, args.model, args.forget, args.method, params, args.seed, args.device,
+                               progress)
+    else:
+        get_method(args.method).resolve_params(params)  # fail on bad parameters before any training
+        store = RunStore()
+        setup = prepare(args.dataset, args.model, args.forget, args.seed, args.device, progress=progress)
+        run_id, report, _ = run_and_record(setup, args.method, params, progress, store=store)
     if isinstance(progress, TerminalProgress):
         progress.close()
     u, r, o = report["unlearned"], report.get("retrained", {}), report["original"]
@@ -187,9 +222,78 @@ def _cmd_unlearn(args, progress) -> int:
                                              ("FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy")))
     print(f"seconds {report['seconds']:.2f}  retrain {fmt(report.get('retrain_seconds')).strip()}s  "
           f"RTE {fmt(report.get('rte')).strip()}  Avg.Gap {fmt(report.get('avg_gap')).strip()}")
+    if run_id is not None:
+        print(f"recorded as run {run_id} (python -m unlearn_core runs show {run_id})")
     if args.json:
         _write_json(args.json, report)
         print(f"report written to {args.json}")
+    return 0
+
+
+def _fmt_number(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _cmd_runs(args, _progress) -> int:
+    from unlearn_core.runstore import RunStore
+
+    if args.runs_command is None:
+        raise CliError("runs needs an action: list, show ID or export --csv PATH / --json PATH")
+    store = RunStore(args.store)
+    if args.runs_command == "show":
+        run = store.get(args.run_id)
+        if args.json:
+            print(json.dumps(run, indent=2))
+            return 0
+        print(f"run {run['id']} [{run['status']}] {run['method']} on {run['dataset']}/{run['model']} "
+              f"forget {run['forget']} seed {run['seed']} device {run['device']}")
+        print(f"  params   {json.dumps(run['params'], sort_keys=True)}")
+        print(f"  code     {run['code_version']}  started {run['started_at']}  finished {run['finished_at'] or '-'}")
+        if run["error"]:
+            print(f"  error    {run['error']}")
+        if run["checkpoint_path"]:
+            print(f"  checkpoint {run['checkpoint_path']}")
+        report = run["report"] or {}
+        keys = ("FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy")
+        if report:
+            print(f"  {'':10s} " + " ".join(f"{k:>11s}" for k in keys))
+            for which in ("original", "unlearned", "retrained"):
+                if report.get(which):
+                    print(f"  {which:10s} " + " ".join(f"{_fmt_number(report[which].get(k)):>11s}" for k in keys))
+            print(f"  seconds {_fmt_number(run['seconds'])}  retrain {_fmt_number(run['retrain_seconds'])}s  "
+                  f"RTE {_fmt_number(run['rte'])}  Avg.Gap {_fmt_number(run['avg_gap'])}")
+            per_class = (report.get("unlearned") or {}).get("per_class_test")
+            if per_class:
+                print("  per-class test accuracy: " + " ".join(_fmt_number(v, 1) for v in per_class))
+        return 0
+    if args.limit is not None and args.limit < 0:
+        raise CliError("--limit must be at least 0")
+    runs = store.list(dataset=args.dataset, model=args.model, forget=args.forget, method=args.method,
+                      status=args.status, limit=args.limit, tag=args.tag)
+    if args.runs_command == "export":
+        if not args.csv and not args.json:
+            raise CliError("runs export needs --csv PATH and/or --json PATH")
+        if args.csv:
+            store.export_csv(runs, args.csv)
+            print(f"{len(runs)} runs written to {args.csv}")
+        if args.json:
+            store.export_json(runs, args.json)
+            print(f"{len(runs)} runs written to {args.json}")
+        return 0
+    if args.json:
+        print(json.dumps([RunStore.flat_row(run) for run in runs], indent=2))
+        return 0
+    if not runs:
+        print(f"no runs recorded in {store.path}")
+        return 0
+    print(f"{'id':>5s} {'status':9s} {'method':13s} {'dataset':9s} {'model':10s} {'forget':12s} {'seed':>4s} "
+          f"{'FA':>6s} {'RA':>6s} {'TA':>6s} {'MIAent':>6s} {'AvgGap':>6s} {'sec':>7s}  started")
+    for run in runs:
+        print(f"{run['id']:>5d} {run['status']:9s} {str(run['method'])[:13]:13s} {str(run['dataset'])[:9]:9s} "
+              f"{str(run['model'])[:10]:10s} {str(run['forget'])[:12]:12s} {str(run['seed']):>4s} "
+              f"{_fmt_number(run['FA']):>6s} {_fmt_number(run['RA']):>6s} {_fmt_number(run['TA']):>6s} "
+              f"{_fmt_number(run['MIA_entropy']):>6s} {_fmt_number(run['avg_gap']):>6s} "
+              f"{_fmt_number(run['seconds']):>7s}  {run['started_at'][:19]}")
     return 0
 
 
@@ -207,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_datasets(args)
         if args.command == "models":
             return _cmd_models(args)
-        progress = TerminalProgress(False if args.no_progress else None)
+        progress = TerminalProgress(False if getattr(args, "no_progress", False) else None)
         if args.command == "train":
             return _cmd_train(args, progress)
         if args.command == "unlearn":

@@ -310,9 +310,10 @@ class RunStore:
             return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
     def checkpoint_path(self, run_id: int) -> Path:
-        """Where this store keeps a run's checkpoint (``runs/<id>.pt`` beside the database)."""
-        if self.path == default_store_path():
-            return run_checkpoint_path(run_id)
+        """Where this store keeps a run's checkpoint: ``runs/<id>.pt`` beside the database.
+
+        For the default store that is :func:`run_checkpoint_path`.
+        """
         return self.path.parent / "runs" / f"{int(run_id)}.pt"
 
     # -- export ------------------------------------------------------------------------------------------------
