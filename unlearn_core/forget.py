@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from unlearn_core.data import DatasetBundle
-from unlearn_core.errors import ForgetSpecError
+from unlearn_core.errors import ForgetSpecError, ParameterError
 
 KINDS = ("class", "random", "subclass", "indices")
 MAX_INDEX_FILE_BYTES = 50 * 1024 * 1024
+MAX_SEED = 2**32 - 1  # numpy's default_rng takes no negative seed; torch none past 2**64
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class ForgetSpec:
 
     def resolve(self, bundle: DatasetBundle, seed: int = 0) -> "ForgetSplit":
         """Resolve against ``bundle``; random forgetting is seeded by ``seed``."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+            raise ParameterError(f"seed must be a whole number in [0, {MAX_SEED}], got {seed!r}")
         train_y = bundle.train_y.numpy()
         test_y = bundle.test_y.numpy()
         n_train = len(train_y)
@@ -195,14 +198,23 @@ def _read_indices(values: tuple[str, ...]) -> np.ndarray:
             else:
                 text = path.read_text()
                 raw = json.loads(text) if text.lstrip().startswith("[") else text.replace(",", " ").split()
-        except (ValueError, OSError) as error:
-            raise ForgetSpecError(f"cannot read indices file {path}: {error}") from None
+        except (ValueError, OSError, RecursionError) as error:
+            raise ForgetSpecError(f"cannot read indices file {path}: {type(error).__name__}") from None
+        source = f"indices file {path}"
     else:
         raw = list(values)
-    try:
-        parsed = [int(str(v).strip()) for v in raw]
-    except ValueError as error:
-        raise ForgetSpecError(f"indices must be whole numbers: {error}") from None
+        source = "indices"
+    parsed = []
+    for value in raw:
+        try:
+            parsed.append(int(str(value).strip()))
+        except ValueError:
+            # A file's content is never echoed: the path may name a server file the user should not read.
+            shown = "" if source != "indices" else f"; {str(value)[:40]!r} is not"
+            raise ForgetSpecError(f"{source} must hold whole numbers only{shown}") from None
     if not parsed:
-        raise ForgetSpecError("indices list is empty")
+        raise ForgetSpecError(f"{source} lists no indices")
+    too_big = [v for v in parsed if not -2**62 < v < 2**62]
+    if too_big:
+        raise ForgetSpecError(f"index {too_big[0]} is out of range")
     return np.unique(np.asarray(parsed, dtype=np.int64))
