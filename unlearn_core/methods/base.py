@@ -65,13 +65,15 @@ class Param:
                 if isinstance(value, bool):
                     raise ValueError
                 number = float(value) if self.type is float else _as_int(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ParameterError(f"{where} must be {'a number' if self.type is float else 'a whole number'}, "
-                                     f"got {value!r}") from None
+                                     f"got {str(value)[:40]!r}") from None
             if self.type is float and not math.isfinite(number):
                 raise ParameterError(f"{where} must be finite, got {value!r}")
             if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
-                raise ParameterError(f"{where} must be in [{self.low:g}, {self.high:g}], got {number:g}")
+                low = "-inf" if self.low is None else f"{self.low:g}"
+                high = "inf" if self.high is None else f"{self.high:g}"
+                raise ParameterError(f"{where} must be in [{low}, {high}], got {str(number)[:40]}")
             return number
         text = str(value).strip()
         if self.choices is not None and text not in self.choices:
