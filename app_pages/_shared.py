@@ -226,3 +226,20 @@ def _run_outputs(data_dir: str, run_id: int, _run: dict, _setup):
 def run_outputs(run_id: int, setup, run: dict) -> dict:
     """Softmax outputs of a run's model on the forget, remaining and test sets (computed once)."""
     return _run_outputs(_data_dir(), int(run_id), run, setup)
+
+
+@st.cache_resource(show_spinner="Extracting features ...", max_entries=32)
+def _features_and_probs(data_dir: str, model_key: str, digest: str, _model, _bundle, _idx):
+    import torch
+
+    from unlearn_core.appstate import predictions
+    from unlearn_core.embeddings import features_of
+
+    images = _bundle.train_x[torch.as_tensor(_idx, dtype=torch.long)]
+    _, probs = predictions(_model, images)
+    return features_of(_model, images), probs
+
+
+def features_and_probs(model_key: str, digest: str, model, bundle, idx):
+    """Penultimate features and softmax of ``model`` on training samples ``idx`` (once per model and sample set)."""
+    return _features_and_probs(_data_dir(), model_key, digest, model, bundle, idx)

@@ -112,28 +112,36 @@ def entropy_histograms(groups: dict[str, np.ndarray], title: str) -> go.Figure:
     return fig
 
 
-def spectrum_figure(layers: list[tuple[str, np.ndarray]], eps: float) -> go.Figure:
-    """Normalised singular values (log scale) and cumulative energy per layer, with the eps threshold."""
+def spectrum_figure(layers: list[tuple[str, np.ndarray]], eps: float, ranks: dict[str, int]) -> go.Figure:
+    """Per layer: normalised squared singular values S_i^2 / sum S^2 (log) and the cumulative energy with eps.
+
+    ``layers`` holds ``(name, normalised spectrum)``; a marker on each energy
+    curve shows the rank that ``eps`` picks.
+    """
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("normalised singular values σᵢ/σ₁ (log)",
-                                                        "cumulative energy Σσᵢ² / Σσ²"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("normalised spectrum Sᵢ² / ΣS² (log)",
+                                                        "cumulative energy and the eps threshold"))
     for i, (name, values) in enumerate(layers):
         values = np.asarray(values, dtype=float)
         if values.size == 0:
             continue
-        normalised = values / max(values[0], 1e-30)
-        energy = np.cumsum(values ** 2) / max(np.sum(values ** 2), 1e-30)
+        energy = np.cumsum(values)
         colour = PALETTE[i % len(PALETTE)]
         x = np.arange(1, len(values) + 1)
-        fig.add_trace(go.Scatter(x=x, y=np.maximum(normalised, 1e-12), name=name, line=dict(color=colour),
-                                 legendgroup=name), row=1, col=1)
-        fig.add_trace(go.Scatter(x=x, y=energy, name=name, line=dict(color=colour), legendgroup=name,
-                                 showlegend=False), row=1, col=2)
-    fig.add_hline(y=eps, line_dash="dash", line_color="black", row=1, col=1, annotation_text=f"eps={eps:g}")
+        fig.add_trace(go.Scattergl(x=x, y=np.maximum(values, 1e-16), name=name, line=dict(color=colour),
+                                   legendgroup=name, mode="lines"), row=1, col=1)
+        fig.add_trace(go.Scattergl(x=x, y=energy, name=name, line=dict(color=colour), legendgroup=name,
+                                   showlegend=False, mode="lines"), row=1, col=2)
+        rank = ranks.get(name, 0)
+        if rank > 0:
+            fig.add_trace(go.Scatter(x=[rank], y=[energy[rank - 1]], mode="markers", legendgroup=name,
+                                     showlegend=False, marker=dict(color=colour, size=10, symbol="diamond"),
+                                     hovertemplate=f"{name}: rank {rank}<extra></extra>"), row=1, col=2)
+    fig.add_hline(y=eps, line_dash="dash", line_color="black", row=1, col=2, annotation_text=f"eps = {eps:g}")
     fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_xaxes(title_text="index i", row=1, col=1)
-    fig.update_xaxes(title_text="index i", row=1, col=2)
+    fig.update_xaxes(type="log", title_text="direction i", row=1, col=1)
+    fig.update_xaxes(type="log", title_text="direction i", row=1, col=2)
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
     return fig
 

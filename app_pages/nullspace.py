@@ -1,0 +1,92 @@
+"""Null space page: UNSC's retained-space spectrum per layer, with a live eps slider."""
+
+import time
+
+import numpy as np
+import streamlit as st
+
+from app_pages import _shared
+
+st.title("Null space")
+_shared.explainer(
+    "UNSC changes the model only in directions the **remaining** data does not use. For every layer, the inputs "
+    "it receives on remaining data are collected into a Gram matrix; its eigenvalues (the squared singular values "
+    "S²) say how much energy each input direction carries. **eps** is the share of that energy to protect: the "
+    "smallest number of top directions (the *rank*) that holds eps of the energy spans the *retained space*, and "
+    "the rest (input dimension − rank) is the **null space** where unlearning updates may go. Moving the slider "
+    "re-thresholds the stored spectrum; nothing is recomputed. The last chart shows how much of the forget set's "
+    "gradient lies in the retained space, i.e. how much UNSC's projection removes: the more it removes, the "
+    "less the update can disturb remaining data, but the less it can push the forget samples.")
+
+from unlearn_core.errors import UnlearnError  # noqa: E402
+
+try:
+    from unlearn_core.methods import get_method
+    from unlearn_core.nullspace import build_retained_space, sample_per_class
+
+    unsc = get_method("unsc")
+except (ImportError, UnlearnError):
+    st.info("The null-space module or the UNSC method is not available in this installation yet.")
+    st.stop()
+
+from unlearn_core.appstate import forget_gradient_shares  # noqa: E402
+from unlearn_core.figures import rank_bars, spectrum_figure  # noqa: E402
+
+setup = _shared.current_setup(with_retrain=False)
+default_eps = float(unsc.param("eps").default)
+default_samples = int(unsc.param("samples_per_class").default)
+
+
+@st.cache_resource(show_spinner="Building the retained space (Gram matrices, once per model and forget set) ...",
+                   max_entries=8)
+def _space(data_dir: str, model_key: str, split_key: str, per_class: int, _setup):
+    import torch
+
+    from unlearn_core.methods.unsc import pseudo_labels
+
+    bundle, split = _setup.bundle, _setup.split
+    chosen = sample_per_class(bundle.train_y.numpy(), np.asarray(split.retain_idx), per_class, _setup.seed)
+    indices = np.sort(np.concatenate(list(chosen.values())))
+    model = _setup.original.model
+    space = build_retained_space(model, bundle.train_x[torch.as_tensor(indices)], default_eps, _setup.device)
+    forget_x = bundle.train_x[torch.as_tensor(split.forget_idx)]
+    forget_y = bundle.train_y[torch.as_tensor(split.forget_idx)]
+    targets = pseudo_labels(model, forget_x, forget_y, tuple(split.forgotten_classes), _setup.device)
+    shares = forget_gradient_shares(model, space, forget_x, targets, _setup.device)
+    return space, shares
+
+
+try:
+    space, shares = _space(_shared._data_dir(), setup.original.key, setup.split.key(), default_samples, setup)
+except UnlearnError as error:
+    st.error(str(error))
+    st.stop()
+
+started = time.perf_counter()
+eps = st.slider("eps (share of the remaining data's energy to protect)", 0.80, 1.0, value=default_eps,
+                step=0.0005, format="%.4f", key="w_eps")
+ranks = space.ranks(eps)
+names = list(space.layers)
+dims = [space.layers[n].input_dim for n in names]
+cols = st.columns(len(names))
+for col, name, dim in zip(cols, names, dims):
+    col.metric(name, f"rank {ranks[name]}", f"null space {dim - ranks[name]} of {dim}", delta_color="off")
+st.plotly_chart(spectrum_figure([(n, space.layers[n].normalized_spectrum()) for n in names], eps, ranks),
+                width="stretch", key="ns_spectrum")
+left, right = st.columns(2)
+with left:
+    st.markdown("**Rank (retained) vs input dimension per layer**")
+    st.plotly_chart(rank_bars(names, [ranks[n] for n in names], dims), width="stretch", key="ns_ranks")
+with right:
+    import plotly.graph_objects as go
+
+    removed = [float(shares[n][min(ranks[n], len(shares[n]) - 1)]) * 100 if n in shares else float("nan")
+               for n in names]
+    fig = go.Figure(go.Bar(x=names, y=removed, marker_color="#E15759", text=[f"{v:.1f} %" for v in removed],
+                           textposition="outside"))
+    fig.update_layout(height=320, yaxis=dict(range=[0, 105], title="% of forget gradient removed"),
+                      margin=dict(l=10, r=10, t=30, b=10), template="plotly_white")
+    st.markdown("**Share of the forget-set gradient the projection removes** (at this eps)")
+    st.plotly_chart(fig, width="stretch", key="ns_removed")
+st.caption(f"Built from {space.samples:,} remaining samples ({default_samples} per class) in {space.seconds:.1f} s; "
+           f"this redraw took {(time.perf_counter() - started) * 1000:.0f} ms.")
