@@ -71,8 +71,7 @@ class ForgetSpec:
 
     def resolve(self, bundle: DatasetBundle, seed: int = 0) -> "ForgetSplit":
         """Resolve against ``bundle``; random forgetting is seeded by ``seed``."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
-            raise ParameterError(f"seed must be a whole number in [0, {MAX_SEED}], got {seed!r}")
+        validate_seed(seed)
         train_y = bundle.train_y.numpy()
         test_y = bundle.test_y.numpy()
         n_train = len(train_y)
@@ -154,6 +153,13 @@ class ForgetSplit:
     def counts_per_class(self, train_y: np.ndarray) -> dict[int, int]:
         labels, counts = np.unique(np.asarray(train_y)[self.forget_idx], return_counts=True)
         return {int(label): int(count) for label, count in zip(labels, counts)}
+
+
+def validate_seed(seed) -> int:
+    """Refuse seeds that numpy or torch would choke on (negative, too large, not whole)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise ParameterError(f"seed must be a whole number in [0, {MAX_SEED}], got {str(seed)[:40]}")
+    return int(seed)
 
 
 def parse_forget(text: str) -> ForgetSpec:

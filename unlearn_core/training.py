@@ -20,7 +20,7 @@ from unlearn_core.checkpoints import CheckpointCache, cache_key
 from unlearn_core.data import DatasetBundle, augment_batch, to_float
 from unlearn_core.device import pick_device
 from unlearn_core.errors import UnlearnError
-from unlearn_core.forget import ForgetSplit
+from unlearn_core.forget import ForgetSplit, validate_seed
 from unlearn_core.models import UnlearnModel, build_for_dataset
 from unlearn_core.progress import Reporter, check_finite, is_out_of_memory, oom_guard, release_cached_memory
 
@@ -181,6 +181,7 @@ class TrainedModel:
 def _train_or_load(kind: str, bundle: DatasetBundle, model_name: str, seed: int, recipe: TrainRecipe,
                    device: torch.device, indices: np.ndarray | None, split_key: str | None,
                    reporter: Reporter, cache: CheckpointCache) -> TrainedModel:
+    seed = validate_seed(seed)
     key = cache_key({"v": CACHE_VERSION, "kind": kind, "dataset": bundle.name, "model": model_name, "seed": seed,
                      "recipe": recipe.as_dict(), "forget": split_key, "n_train": int(bundle.train_y.numel())})
     started = time.perf_counter()
