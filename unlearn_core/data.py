@@ -310,15 +310,24 @@ def resolve_image_folder(path: str, root: Path | None = None) -> Path:
     that lead outside the root are refused.
     """
     root = (root or paths.image_root()).resolve()
-    candidate = Path(path).expanduser()
-    if not candidate.is_absolute():
-        candidate = root / candidate
-    resolved = candidate.resolve()
+    if not isinstance(path, str) or "\x00" in path:
+        raise DatasetError(f"image folder name {str(path)[:60]!r} is not a valid path")
+    try:
+        candidate = Path(path).expanduser()
+        if not candidate.is_absolute():
+            candidate = root / candidate
+        resolved = candidate.resolve()
+    except (OSError, RuntimeError, ValueError) as error:  # a symlink loop, an unknown ~user, ...
+        raise DatasetError(f"image folder {path[:60]!r} cannot be resolved: {type(error).__name__}") from None
     if os.path.commonpath([str(resolved), str(root)]) != str(root):
         raise DatasetError(f"image folder {path!r} is outside the allowed root {root} "
                            f"(set UNLEARN_IMAGE_ROOT to change it)")
-    if not resolved.is_dir():
-        raise DatasetError(f"image folder {resolved} does not exist or is not a directory")
+    try:
+        is_dir = resolved.is_dir()
+    except OSError:  # e.g. a name too long for the file system
+        is_dir = False
+    if not is_dir:
+        raise DatasetError(f"image folder {str(resolved)[:200]} does not exist or is not a directory")
     return resolved
 
 
