@@ -32,6 +32,7 @@ from unlearn_core.nullspace import (GradientProjector, RetainedSpace, build_reta
 from unlearn_core.training import predict_logits
 
 DRIFT_SAMPLES = 256
+INCREMENTAL_STEP = 0.003
 
 
 def pseudo_labels(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, forgotten: tuple[int, ...],
@@ -81,7 +82,8 @@ class UNSC(UnlearningMethod):
         Param("labels", str, "pseudo", "target labels: 'pseudo' (nearest remaining class by the original model) "
               "or 'random' (the paper's RL + null space ablation)", choices=("pseudo", "random")),
         Param("basis", str, "pooled", "'pooled': one basis from all sampled remaining data; 'incremental': "
-              "per-class bases (cached per model) merged with the GPM rule at eps, eps+0.003, ...",
+              "per-class bases (cached per model) merged with the GPM rule, thresholds rising by 0.003 per class up "
+              "to eps",
               choices=("pooled", "incremental")),
     )
 
@@ -146,7 +148,11 @@ class UNSC(UnlearningMethod):
         keys = {c: _sample_key(bundle, idx) for c, idx in by_class.items()}
         factors = class_factors(original, images_by_class, task.device, cache_dir=paths.checkpoints_dir(),
                                 sample_keys=keys, reporter=reporter)
-        space = incremental_space(original, factors, sorted(factors), params["eps"])
+        classes = sorted(factors)
+        # GPM raises the threshold by 0.003 per class; ending at eps keeps the last (strictest) class at eps
+        # instead of pushing later classes to 1.0, which would leave no null space at all.
+        first = max(0.5, params["eps"] - INCREMENTAL_STEP * (len(classes) - 1))
+        space = incremental_space(original, factors, classes, first, INCREMENTAL_STEP)
         space.samples = int(sum(len(idx) for idx in by_class.values()))
         return space
 
