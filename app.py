@@ -31,8 +31,9 @@ _shared.PAGES.clear()
 for name, path, title, icon in PAGE_SPECS:
     _shared.PAGES[name] = st.Page(str(ROOT / path), title=title, icon=icon, url_path=name, default=name == "setup")
 
+st.navigation(list(_shared.PAGES.values())).run()
+
+# After the page ran, so the sidebar shows what the page just chose.
 with st.sidebar:
     st.caption(f"**Current choice**  \n{st.session_state['dataset']} · {st.session_state['model'] or 'default model'}"
                f" · forget `{st.session_state['forget']}`")
-
-st.navigation(list(_shared.PAGES.values())).run()

@@ -243,3 +243,27 @@ def _features_and_probs(data_dir: str, model_key: str, digest: str, _model, _bun
 def features_and_probs(model_key: str, digest: str, model, bundle, idx):
     """Penultimate features and softmax of ``model`` on training samples ``idx`` (once per model and sample set)."""
     return _features_and_probs(_data_dir(), model_key, digest, model, bundle, idx)
+
+
+@st.cache_resource(show_spinner=False)
+def _umap_warmer(data_dir: str):
+    import logging
+    import threading
+
+    from unlearn_core.embeddings import warm_umap
+
+    def warm():
+        try:
+            logging.getLogger(__name__).info("UMAP warmed up in %.1f s", warm_umap())
+        except Exception:  # warming is an optimisation; the real fit reports its own errors
+            logging.getLogger(__name__).exception("UMAP warm-up failed")
+
+    thread = threading.Thread(target=warm, name="umap-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_umap_in_background() -> None:
+    """Compile umap's numba kernels once per server process, off the page (unless UMAP is switched off)."""
+    if os.environ.get(ENV_AUTO_UMAP, "1") != "0":
+        _umap_warmer(_data_dir())

@@ -11,7 +11,8 @@ st.title("Embeddings")
 _shared.explainer(
     "Every point is one training image, placed by the model's **penultimate features** (what the last layer "
     "classifies). The original (*before*), unlearned (*after*) and retrained features of the same images are reduced "
-    "**together** into one map, so a point that moves between panels moved in feature space. Crosses are the forget "
+    "**together** into one map (the retrained model's points are then placed into that same map), so a point that "
+    "moves between panels moved in feature space. Crosses are the forget "
     "set. After class unlearning they should leave their old cluster (as in the retrained model) while the other "
     "clusters stay put. PCA appears instantly; UMAP (which separates clusters better) is computed in the background "
     "and replaces it when ready. Click or lasso a point in the *after* panel to see the image and its predictions.")
@@ -54,13 +55,16 @@ for state, (model_key, model) in models.items():
     feats[state], probs[state] = _shared.features_and_probs(model_key, digest, model, bundle, idx)
 
 cache = _shared.embedding_cache()
-parts = dict(run=run_id, original=setup.original.key, retrained=setup.retrained.key, idx=digest)
+parts = dict(run=run_id, original=setup.original.key, retrained=setup.retrained.key, idx=digest, fit="before+after")
 pca_key = embedding_key(reducer="pca", **parts)
 umap_key = embedding_key(reducer="umap", **parts)
-pca = cache.get_or_compute(pca_key, lambda: joint_embedding(feats, "pca"))
+FIT_ON = ["before", "after"]  # the retrained reference is placed into the before/after map by transform()
+pca = cache.get_or_compute(pca_key, lambda: joint_embedding(feats, "pca", fit_on=FIT_ON))
 umap_coords = cache.get(umap_key)
 umap_jobs = [j for j in _shared.runner().active("umap") if j.snapshot().meta.get("key") == umap_key]
 auto_umap = os.environ.get(_shared.ENV_AUTO_UMAP, "1") != "0"
+if auto_umap:
+    _shared.warm_umap_in_background()
 if umap_coords is None and not umap_jobs and (auto_umap or cols[2].button("Compute UMAP")):
     features_copy = {k: v.copy() for k, v in feats.items()}
 
@@ -68,7 +72,7 @@ if umap_coords is None and not umap_jobs and (auto_umap or cols[2].button("Compu
         from unlearn_core.progress import ProgressEvent
 
         progress(ProgressEvent(stage="umap", message=f"fitting {sum(len(v) for v in features.values())} points"))
-        return cache.get_or_compute(key, lambda: joint_embedding(features, "umap", seed=0))
+        return cache.get_or_compute(key, lambda: joint_embedding(features, "umap", seed=0, fit_on=FIT_ON))
 
     umap_jobs = [_shared.runner().submit(f"UMAP of run #{run_id}", fit, kind="umap", meta={"key": umap_key})]
 

@@ -78,6 +78,7 @@ if chosen:
                 _shared.runner().submit_run(provider, method, resolved[method], store=_shared.store(),
                                             label=f"{method} on {request.dataset}/{request.forget}",
                                             meta={"forget": request.forget, "dataset": request.dataset})
+            _shared.warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
             st.toast(f"Queued {len(chosen)} run(s).")
             st.rerun()
 else:

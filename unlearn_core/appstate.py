@@ -185,9 +185,8 @@ def metrics_table(runs: list[dict]) -> pd.DataFrame:
     reference = table[table["method"] == "retrained"]
     for key in METRIC_COLUMNS:
         table[f"gap_{key}"] = (table[key] - float(reference[key].iloc[0])).abs() if len(reference) else float("nan")
-    for column in ("rte", "avg_gap", "run_id"):
-        if column not in table:
-            table[column] = float("nan")
+    for column in ("rte", "avg_gap", "run_id", "seconds"):
+        table[column] = pd.to_numeric(table[column], errors="coerce") if column in table else float("nan")
     return table
 
 

@@ -72,62 +72,81 @@ def sample_points(labels: np.ndarray, max_points: int, seed: int = 0,
     return picked
 
 
-def _pca_2d(stacked: np.ndarray) -> np.ndarray:
-    centred = stacked - stacked.mean(axis=0, keepdims=True)
+def _pca_fit_transform(fit: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    mean = fit.mean(axis=0, keepdims=True)
+    centred = fit - mean
     if centred.shape[0] < 2:
-        return np.zeros((centred.shape[0], 2), dtype=np.float32)
+        return np.zeros((len(fit), 2), np.float32), [np.zeros((len(o), 2), np.float32) for o in others]
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    coords = centred @ vt[:2].T
-    if coords.shape[1] < 2:
-        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    axes = vt[:2].T
+    if axes.shape[1] < 2:
+        axes = np.pad(axes, ((0, 0), (0, 2 - axes.shape[1])))
+    coords = centred @ axes
     # A fixed sign per axis keeps the map from flipping between reruns with slightly different data.
     signs = np.sign(coords[np.abs(coords).argmax(axis=0), np.arange(2)])
     signs[signs == 0] = 1
-    return (coords * signs).astype(np.float32)
+    axes = axes * signs
+    return (centred @ axes).astype(np.float32), [((o - mean) @ axes).astype(np.float32) for o in others]
 
 
-def _umap_2d(stacked: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
+def _umap_fit_transform(fit: np.ndarray, others: list[np.ndarray], seed: int,
+                        n_neighbors: int = 15) -> tuple[np.ndarray, list[np.ndarray]]:
     import umap  # slow import (numba); only when asked for
 
-    n_neighbors = max(2, min(n_neighbors, len(stacked) - 1))
+    n_neighbors = max(2, min(n_neighbors, len(fit) - 1))
     reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=seed)
     with REDUCE_LOCK:
-        return reducer.fit_transform(stacked).astype(np.float32)
+        coords = reducer.fit_transform(fit).astype(np.float32)
+        return coords, [reducer.transform(o).astype(np.float32) for o in others]
 
 
-def joint_embedding(feature_sets: dict[str, np.ndarray], reducer: str = "pca", seed: int = 0) -> dict[str, np.ndarray]:
+def joint_embedding(feature_sets: dict[str, np.ndarray], reducer: str = "pca", seed: int = 0,
+                    fit_on: list[str] | None = None) -> dict[str, np.ndarray]:
     """Reduce several ``(N, D)`` feature matrices of the same samples into one 2-D map.
 
-    Returns one ``(N, 2)`` array per name. Every set is standardised with the
-    statistics of the first (the "before" model), so distances mean the same
-    in every set.
+    The sets named in ``fit_on`` (default: all) are stacked and fitted
+    together, so their points share one map; any other set is placed into
+    that map with the fitted reducer's ``transform``. Every set is
+    standardised with the statistics of the first (the "before" model), so
+    distances mean the same in every set. Returns one ``(N, 2)`` array per name.
     """
     if reducer not in REDUCERS:
         raise UnlearnError(f"unknown reducer {reducer!r}; choose one of {', '.join(REDUCERS)}")
     if not feature_sets:
         raise UnlearnError("no feature sets to embed")
     names = list(feature_sets)
-    sizes = [len(feature_sets[name]) for name in names]
+    fit_on = list(fit_on) if fit_on else names
+    unknown = [n for n in fit_on if n not in feature_sets]
+    if unknown:
+        raise UnlearnError(f"cannot fit on unknown feature set(s) {', '.join(unknown)}")
     dims = {feature_sets[name].shape[1] for name in names}
     if len(dims) != 1:
         raise UnlearnError(f"feature sets have different widths {sorted(dims)}; they must come from one architecture")
     reference = feature_sets[names[0]]
     mean = reference.mean(axis=0, keepdims=True)
     scale = reference.std(axis=0, keepdims=True).mean() + 1e-6
-    stacked = np.concatenate([(feature_sets[name] - mean) / scale for name in names]).astype(np.float32)
-    coords = _pca_2d(stacked) if reducer == "pca" else _umap_2d(stacked, seed)
+    scaled = {name: ((feature_sets[name] - mean) / scale).astype(np.float32) for name in names}
+    rest = [n for n in names if n not in fit_on]
+    stacked = np.concatenate([scaled[n] for n in fit_on])
+    if reducer == "pca":
+        coords, transformed = _pca_fit_transform(stacked, [scaled[n] for n in rest])
+    else:
+        coords, transformed = _umap_fit_transform(stacked, [scaled[n] for n in rest], seed)
     out, start = {}, 0
-    for name, size in zip(names, sizes):
+    for name in fit_on:
+        size = len(scaled[name])
         out[name] = coords[start:start + size]
         start += size
-    return out
+    out.update(zip(rest, transformed))
+    return {name: out[name] for name in names}
 
 
 def warm_umap(seed: int = 0) -> float:
-    """Fit a tiny UMAP once so numba compiles its kernels; returns the seconds it took."""
+    """Fit and transform a tiny UMAP once so numba compiles its kernels; returns the seconds it took."""
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
-    _umap_2d(rng.normal(size=(300, 8)).astype(np.float32), seed)
+    data = rng.normal(size=(300, 8)).astype(np.float32)
+    _umap_fit_transform(data, [data[:50]], seed)
     return time.perf_counter() - started
 
 

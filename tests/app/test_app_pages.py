@@ -1,0 +1,215 @@
+"""AppTest drives every dashboard page on digits + mlp: select, run, and check what the pages show."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+import torch
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[2]
+APP = str(REPO / "app.py")
+TIMEOUT = 180
+
+
+@pytest.fixture()
+def app_env(tmp_path, monkeypatch):
+    """A fresh data directory (fresh run store) that borrows the shared, keyed checkpoint cache."""
+    shared = Path(os.environ["UNLEARN_DATA_DIR"]) / "checkpoints"
+    shared.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "checkpoints").symlink_to(shared, target_is_directory=True)
+    monkeypatch.setenv("UNLEARN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("UNLEARN_DEFAULT_DATASET", "digits")
+    monkeypatch.setenv("UNLEARN_APP_AUTO_UMAP", "0")  # keep UMAP (numba compile) out of these tests
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield tmp_path
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def start(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception, at.exception
+    return at
+
+
+def run_until(at: AppTest, done, timeout: float = TIMEOUT) -> AppTest:
+    """Rerun until ``done(at)``: AppTest does not fire fragment timers, so poll by hand."""
+    deadline = time.monotonic() + timeout
+    while not done(at):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; page shows errors {[e.value for e in at.error]}, "
+                                 f"successes {[s.value for s in at.success]}")
+        time.sleep(0.25)
+        at.run()
+        assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def ensure_original(at: AppTest) -> AppTest:
+    if any(b.label == "Train the original model" for b in at.button):
+        next(b for b in at.button if b.label == "Train the original model").click().run()
+    return run_until(at, lambda a: any("is ready" in s for s in texts(a.success)))
+
+
+def queue_runs(at: AppTest, methods: list[str], overrides: dict | None = None) -> AppTest:
+    at.switch_page("app_pages/unlearn.py").run()
+    at.multiselect(key="w_methods").set_value(methods).run()
+    for key, value in (overrides or {}).items():
+        at.number_input(key=key).set_value(value)
+    next(b for b in at.button if b.label.startswith("Run ")).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def finished_runs(tmp_path) -> list[dict]:
+    from unlearn_core.runstore import RunStore
+
+    return RunStore(tmp_path / "runs.sqlite").list()
+
+
+def test_setup_trains_in_the_worker_and_reports_accuracy(app_env):
+    (app_env / "checkpoints").unlink()  # an empty cache forces real training through the background worker
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert texts(at.title) == ["Setup"]
+    assert any("No cached original model" in i for i in texts(at.info))
+    at = ensure_original(at)
+    accuracy = next(m for m in at.metric if m.label == "Test accuracy").value
+    assert float(accuracy.rstrip(" %")) > 85.0
+    parameters = next(m for m in at.metric if m.label == "Parameters").value
+    assert int(parameters.replace(",", "")) == 64 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+
+
+def test_setup_rejects_a_checkpoint_that_does_not_fit(app_env):
+    from unlearn_core.data import load_dataset
+    from unlearn_core.models import build_for_dataset
+
+    at = ensure_original(start())
+    wrong = build_for_dataset("small_cnn", load_dataset("digits"), seed=0)
+    buffer = io.BytesIO()
+    torch.save(wrong.state_dict(), buffer)
+    at.file_uploader(key="w_upload").set_value(("wrong.pt", buffer.getvalue(), "application/octet-stream")).run()
+    assert not at.exception
+    assert any("does not fit the model" in e for e in texts(at.error))
+    at.file_uploader(key="w_upload").set_value(("junk.pt", b"not a checkpoint at all", "application/octet-stream"))
+    at.run()
+    assert any("not a readable PyTorch checkpoint" in e for e in texts(at.error))
+
+    right = build_for_dataset("mlp", load_dataset("digits"), seed=0)
+    buffer = io.BytesIO()
+    torch.save(right.state_dict(), buffer)
+    at.file_uploader(key="w_upload").set_value(("right.pt", buffer.getvalue(), "application/octet-stream")).run()
+    assert any("fits mlp" in s for s in texts(at.success))
+
+
+def test_forget_page_validates_and_previews(app_env):
+    at = ensure_original(start())
+    at.switch_page("app_pages/forget.py").run()
+    assert any("`class:3`" in s and "training samples to forget" in s for s in texts(at.success))
+
+    at.multiselect(key="w_forget_classes").set_value([]).run()
+    assert any("choose at least one class" in e for e in texts(at.error))
+    at.multiselect(key="w_forget_classes").set_value([str(c) for c in range(10)]).run()
+    assert any("leaves nothing to keep" in e for e in texts(at.error))
+    assert at.session_state["forget"] == "class:3"  # a bad choice never replaces the last good one
+
+    at.multiselect(key="w_forget_classes").set_value(["1", "7"]).run()
+    assert at.session_state["forget"] == "class:1,7"
+    at.radio(key="w_forget_mode").set_value("random").run()
+    at.slider(key="w_forget_fraction").set_value(0.2).run()
+    assert at.session_state["forget"] == "random:0.2"
+    success = texts(at.success)[0]
+    forgotten = int(success.split(":")[-1].split("training")[0].strip().split()[-1].replace(",", ""))
+    assert 0.18 * 1437 < forgotten < 0.22 * 1437
+
+    at.radio(key="w_forget_mode").set_value("indices").run()
+    assert any("the forget set is empty" in e for e in texts(at.error))
+    at.text_input(key="w_forget_typed").set_value("4, 8, 15").run()
+    assert at.session_state["forget"] == "indices:4,8,15"
+    assert len(at.get("plotly_chart")) >= 1  # the selectable map of the original's features
+
+
+def test_runs_are_recorded_and_results_compare_them(app_env):
+    at = ensure_original(start())
+    at = queue_runs(at, ["finetune", "unsc"], {"p_finetune_epochs": 2})
+    at = run_until(at, lambda a: sum("done in" in s for s in texts(a.success)) == 2)
+    runs = finished_runs(app_env)
+    assert sorted(r["method"] for r in runs) == ["finetune", "unsc"]
+    assert all(r["status"] == "done" for r in runs)
+    assert next(r for r in runs if r["method"] == "finetune")["params"]["epochs"] == 2
+
+    at.switch_page("app_pages/results.py").run()
+    assert not at.exception
+    assert any("2 finished run(s)" in m for m in texts(at.markdown))
+    table = at.dataframe[0].value
+    assert list(table.index[:2]) == ["original", "retrain (reference)"]
+    assert {"#1 finetune", "#2 unsc"} <= set(table.index) or {"#2 finetune", "#1 unsc"} <= set(table.index)
+    unsc_row = table.loc[[i for i in table.index if i.endswith("unsc")][0]]
+    # UNSC on a forgotten class: forget accuracy collapses and the gap to retrain's FA (0) stays small.
+    assert unsc_row["FA"] < 20 and unsc_row["gap_FA"] < 20
+    # heatmap, bars, two confusion differences and three entropy histograms
+    assert len(at.get("plotly_chart")) == 7
+    assert len(at.get("download_button")) == 2
+
+    # A fresh session (a browser reload or an app restart) finds the same runs in the store.
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    again = start("results")
+    assert any("2 finished run(s)" in m for m in texts(again.markdown))
+
+
+def test_a_running_job_can_be_cancelled(app_env):
+    at = ensure_original(start())
+    at = queue_runs(at, ["finetune"], {"p_finetune_epochs": 200})
+    run_until(at, lambda a: any(b.label == "Cancel" for b in a.button), timeout=60)
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    run_until(at, lambda a: any("cancelled" in w for w in texts(a.warning)), timeout=60)
+    runs = finished_runs(app_env)
+    assert [r["status"] for r in runs] == ["cancelled"]
+
+
+def test_embeddings_nullspace_and_hybrid_pages(app_env):
+    at = ensure_original(start())
+    at.switch_page("app_pages/embeddings.py").run()
+    assert any("No finished run" in i for i in texts(at.info))
+
+    at = queue_runs(at, ["unsc"])
+    at = run_until(at, lambda a: any("done in" in s for s in texts(a.success)))
+    at.switch_page("app_pages/embeddings.py").run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 3  # before | after | retrained in one shared map
+    at.radio(key="w_embed_view").set_value("One panel (toggle)").run()
+    assert len(at.get("plotly_chart")) == 1 and not at.exception
+
+    at.switch_page("app_pages/nullspace.py").run()
+    assert not at.exception
+
+    def null_dims(app):
+        return {m.label: int(m.delta.split()[2]) for m in app.metric}
+
+    at.slider(key="w_eps").set_value(0.9).run()
+    loose = null_dims(at)
+    at.slider(key="w_eps").set_value(0.9995).run()
+    tight = null_dims(at)
+    assert loose.keys() == tight.keys() and len(loose) == 3  # the mlp's three Linear layers
+    assert all(tight[k] <= loose[k] for k in loose) and any(tight[k] < loose[k] for k in loose)
+
+    at.switch_page("app_pages/hybrids.py").run()
+    assert not at.exception
+    at.slider(key="w_delta_preview").set_value(1.0).run()
+    assert any("delta = +1.000" in m and "1.00, 1.00, 1.00, 1.00" in m for m in texts(at.markdown))
+    at.slider(key="w_delta_preview").set_value(-0.2).run()
+    assert not any("1.00, 1.00, 1.00, 1.00" in m for m in texts(at.markdown))
