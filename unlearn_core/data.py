@@ -327,7 +327,7 @@ def resolve_image_folder(path: str, root: Path | None = None) -> Path:
     except OSError:  # e.g. a name too long for the file system
         is_dir = False
     if not is_dir:
-        raise DatasetError(f"image folder {str(resolved)[:200]} does not exist or is not a directory")
+        raise DatasetError(f"image folder {str(resolved)[:200]!r} does not exist or is not a directory")
     return resolved
 
 
@@ -368,7 +368,7 @@ def load_image_folder(path: str, size: int = DEFAULT_IMAGE_SIZE, root: Path | No
             labels.append(len(class_names) - 1)
             loaded += 1
     if len(class_names) < 2:
-        raise DatasetError(f"image folder {folder} has {len(class_names)} class(es) with readable images; "
+        raise DatasetError(f"image folder {str(folder)!r} has {len(class_names)} class(es) with readable images; "
                            f"need at least 2 class sub-folders (skipped {skipped} non-image or unreadable files)")
     bundle = _bundle_from_arrays(f"{IMAGEFOLDER_PREFIX}{path}", np.stack(images).astype(np.uint8),
                                  np.asarray(labels, dtype=np.int64), class_names, augmentation="crop_flip",
