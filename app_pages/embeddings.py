@@ -65,7 +65,13 @@ umap_jobs = [j for j in _shared.runner().active("umap") if j.snapshot().meta.get
 auto_umap = os.environ.get(_shared.ENV_AUTO_UMAP, "1") != "0"
 if auto_umap:
     _shared.warm_umap_in_background()
-if umap_coords is None and not umap_jobs and (auto_umap or cols[2].button("Compute UMAP")):
+umap_failed = [j.snapshot() for j in _shared.runner().jobs("umap")
+               if j.snapshot().meta.get("key") == umap_key and j.snapshot().status == "failed"]
+if umap_failed:
+    st.error(f"UMAP failed: {umap_failed[-1].error}. The PCA map below is still exact.")
+retry = umap_failed and cols[2].button("Retry UMAP")
+if umap_coords is None and not umap_jobs and ((auto_umap and not umap_failed) or retry
+                                              or (not auto_umap and cols[2].button("Compute UMAP"))):
     features_copy = {k: v.copy() for k, v in feats.items()}
 
     def fit(progress, cancel, key=umap_key, features=features_copy):

@@ -1,0 +1,87 @@
+"""Shared 2-D maps of several models' features, point sampling and the embedding cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unlearn_core.embeddings import (EmbeddingCache, embedding_key, indices_digest, joint_embedding,
+                                     sample_points)
+from unlearn_core.errors import UnlearnError
+
+
+def blobs(seed=0, n=200, dim=16, centres=3):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=10, size=(centres, dim))
+    labels = np.arange(n) % centres
+    return (means[labels] + rng.normal(size=(n, dim))).astype(np.float32), labels
+
+
+def test_sample_points_keeps_forget_samples_and_the_budget():
+    labels = np.repeat(np.arange(10), 100)
+    forget = np.arange(300, 340)
+    picked = sample_points(labels, 200, seed=1, include=forget)
+    assert len(picked) == 200 and np.all(np.diff(picked) > 0)
+    assert set(forget) <= set(picked)
+    counts = np.bincount(labels[np.setdiff1d(picked, forget)], minlength=10)
+    others = np.delete(counts, 3)
+    assert others.max() - others.min() <= 1  # stratified: the rest in proportion to each class's size
+    assert abs(counts[3] - 0.6 * others.mean()) <= 1.5  # class 3 has 60, not 100, samples left to draw from
+    assert np.array_equal(sample_points(labels, 5000), np.arange(1000))
+    with pytest.raises(UnlearnError):
+        sample_points(labels, 0)
+
+
+def test_identical_features_land_on_identical_points_and_moved_ones_move():
+    before, _ = blobs()
+    after = before.copy()
+    after[:20] += 25.0  # the first 20 samples' features change a lot
+    maps = joint_embedding({"before": before, "after": after}, "pca")
+    assert maps["before"].shape == (200, 2)
+    distance = np.linalg.norm(maps["after"] - maps["before"], axis=1)
+    assert np.allclose(distance[20:], 0, atol=1e-4)
+    assert distance[:20].min() > 1.0
+
+
+def test_transformed_sets_share_the_fitted_map():
+    before, _ = blobs(1)
+    maps = joint_embedding({"before": before, "after": before + 0.0, "retrained": before.copy()}, "pca",
+                           fit_on=["before", "after"])
+    assert np.allclose(maps["retrained"], maps["before"], atol=1e-4)
+    with pytest.raises(UnlearnError, match="unknown feature set"):
+        joint_embedding({"before": before}, "pca", fit_on=["nope"])
+    with pytest.raises(UnlearnError, match="different widths"):
+        joint_embedding({"a": before, "b": before[:, :3]}, "pca")
+    with pytest.raises(UnlearnError, match="unknown reducer"):
+        joint_embedding({"a": before}, "tsne")
+
+
+def test_cache_round_trips_through_disk_and_survives_a_torn_file(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    key = embedding_key(run=3, reducer="pca", idx=indices_digest(np.arange(5)))
+    assert key != embedding_key(run=4, reducer="pca", idx=indices_digest(np.arange(5)))
+    value = {"before": np.ones((5, 2), np.float32), "after": np.zeros((5, 2), np.float32)}
+    calls = []
+    assert cache.get_or_compute(key, lambda: calls.append(1) or value)["before"].sum() == 10
+    fresh = EmbeddingCache(tmp_path)  # a new process: memory is empty, disk is not
+    assert np.array_equal(fresh.get(key)["after"], value["after"])
+    (tmp_path / f"{key}.npz").write_bytes(b"torn")
+    third = EmbeddingCache(tmp_path)
+    assert third.get(key) is None
+    assert third.get_or_compute(key, lambda: value)["before"].shape == (5, 2)
+    assert calls == [1]
+
+
+@pytest.mark.slow
+def test_umap_map_keeps_clusters_apart():
+    features, labels = blobs(2, n=300)
+    maps = joint_embedding({"before": features, "after": features.copy(), "retrained": features.copy()},
+                           "umap", seed=0, fit_on=["before", "after"])
+    coords = maps["before"]
+    centres = np.stack([coords[labels == c].mean(0) for c in range(3)])
+    spread = max(np.linalg.norm(coords[labels == c] - centres[c], axis=1).mean() for c in range(3))
+    gaps = [np.linalg.norm(centres[a] - centres[b]) for a in range(3) for b in range(a + 1, 3)]
+    assert min(gaps) > 2 * spread
+    # the transformed retrained copy lands in the right clusters
+    nearest = np.argmin(np.linalg.norm(maps["retrained"][:, None] - centres[None], axis=2), axis=1)
+    assert (nearest == labels).mean() > 0.95

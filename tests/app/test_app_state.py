@@ -1,0 +1,99 @@
+"""UI-agnostic helpers behind the pages: tables, over-unlearning flags, forget specs, figures, gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unlearn_core.appstate import (best_per_column, forget_spec_for, metrics_table, over_unlearning,
+                                   per_class_shift, to_display)
+from unlearn_core.errors import ForgetSpecError
+from unlearn_core.figures import embedding_scatter, per_class_heatmap
+
+
+def fake_run(run_id, method, fa, ta, per_class, seconds=1.0):
+    metrics = lambda fa_, ta_, pc: {"FA": fa_, "RA": 99.0, "TA": ta_, "Acc_f": fa_, "Acc_r": 98.0, "MIA_svc": 10.0,
+                                    "MIA_entropy": 5.0, "per_class_test": pc}
+    return {"id": run_id, "method": method, "status": "done", "report": {
+        "original": metrics(99.0, 98.0, [98.0] * 4), "retrained": metrics(0.0, 75.0, [98.0, 98.0, 98.0, 0.0]),
+        "unlearned": metrics(fa, ta, per_class), "seconds": seconds, "rte": 10.0 / seconds, "avg_gap": abs(fa) / 4,
+        "retrain_seconds": 10.0, "class_names": ["a", "b", "c", "d"], "forgotten_classes": [3]}}
+
+
+def test_metrics_table_measures_gaps_to_retrain_and_picks_the_best():
+    runs = [fake_run(2, "good", 1.0, 74.0, [98, 98, 97, 1], seconds=2.0),
+            fake_run(1, "bad", 30.0, 60.0, [98, 60, 98, 30], seconds=0.5)]
+    table = metrics_table(runs).set_index("run")
+    assert list(table.index) == ["original", "retrain (reference)", "#2 good", "#1 bad"]
+    assert table.loc["#2 good", "gap_FA"] == pytest.approx(1.0)
+    assert table.loc["#1 bad", "gap_TA"] == pytest.approx(15.0)
+    best = best_per_column(table.reset_index())
+    assert best["gap_FA"] == "#2 good" and best["gap_TA"] == "#2 good"
+    assert best["rte"] == "#1 bad"  # the faster run has the larger speed-up
+    assert "original" not in best.values()
+
+
+def test_over_unlearning_flags_a_retained_class_that_lost_accuracy():
+    runs = [fake_run(2, "good", 1.0, 74.0, [98, 98, 97, 1]), fake_run(1, "bad", 30.0, 60.0, [98, 60, 98, 30])]
+    shift, names, forgotten = per_class_shift(runs)
+    assert names == ["a", "b", "c", "d"] and forgotten == (3,)
+    assert list(shift.index) == ["retrain (reference)", "#2 good", "#1 bad"]
+    assert shift.loc["#1 bad", "b"] == pytest.approx(-38.0)
+    warnings = over_unlearning(shift, forgotten)
+    assert len(warnings) == 1 and "#1 bad" in warnings[0] and "class b" in warnings[0]
+    figure = per_class_heatmap(shift, forgotten)
+    assert list(figure.data[0].x)[3] == "d (forgotten)"
+
+
+def test_forget_spec_for_each_mode_and_its_errors():
+    assert forget_spec_for("class", [1, 3]) == "class:1,3"
+    assert forget_spec_for("random", fraction=0.25) == "random:0.25"
+    assert forget_spec_for("indices", indices=[9, 2, 2]) == "indices:2,9"
+    for kwargs in ({"mode": "class"}, {"mode": "random", "fraction": 1.0}, {"mode": "indices"},
+                   {"mode": "subclass"}, {"mode": "nope"}):
+        with pytest.raises(ForgetSpecError):
+            forget_spec_for(**kwargs)
+
+
+def test_scatter_carries_dataset_indices_in_every_trace():
+    coords = np.arange(20, dtype=float).reshape(10, 2)
+    labels = np.array([0, 1] * 5)
+    indices = np.arange(100, 110)
+    forget = np.zeros(10, bool)
+    forget[[1, 4]] = True
+    figure = embedding_scatter(coords, labels, indices, forget, ["zero", "one"], selectable=True)
+    carried = sorted(int(v) for trace in figure.data for v in trace.customdata)
+    assert carried == list(indices)
+    forget_trace = next(t for t in figure.data if t.name == "forget set")
+    assert sorted(forget_trace.customdata) == [101, 104]
+    assert figure.layout.dragmode == "lasso"
+
+
+def test_to_display_upscales_grey_and_colour_images():
+    grey = np.arange(2 * 1 * 8 * 8, dtype=np.uint8).reshape(2, 1, 8, 8)
+    out = to_display(grey, scale=3)
+    assert out[0].shape == (24, 24) and out[0][0, 0] == 0 and out[0][3, 3] == grey[0, 0, 1, 1]
+    colour = np.zeros((1, 3, 4, 4), np.uint8)
+    assert to_display(colour)[0].shape == (4, 4, 3)
+
+
+def test_forget_gradient_shares_grow_to_the_whole_gradient(digits_class3):
+    import torch
+
+    from unlearn_core.appstate import forget_gradient_shares
+    from unlearn_core.nullspace import build_retained_space
+
+    setup = digits_class3
+    model = setup.original.model
+    retain = setup.bundle.train_x[torch.as_tensor(setup.split.retain_idx[:400])]
+    space = build_retained_space(model, retain, 0.99, setup.device)
+    forget = setup.bundle.train_x[torch.as_tensor(setup.split.forget_idx)]
+    targets = torch.zeros(len(forget), dtype=torch.long)
+    shares = forget_gradient_shares(model, space, forget, targets, setup.device)
+    assert set(shares) == set(space.layers)
+    for name, share in shares.items():
+        assert share[0] == 0 and np.all(np.diff(share) >= -1e-9)
+        assert share[-1] == pytest.approx(1.0, abs=1e-6)  # the full basis captures the whole gradient
+    # the first layer's input (pixels) is the same for forget and remaining data: most of its gradient is protected
+    first = next(iter(shares))
+    assert shares[first][space.layers[first].rank(0.99)] > 0.5
