@@ -213,3 +213,27 @@ def test_embeddings_nullspace_and_hybrid_pages(app_env):
     assert any("delta = +1.000" in m and "1.00, 1.00, 1.00, 1.00" in m for m in texts(at.markdown))
     at.slider(key="w_delta_preview").set_value(-0.2).run()
     assert not any("1.00, 1.00, 1.00, 1.00" in m for m in texts(at.markdown))
+
+
+def test_an_unusable_image_folder_is_an_error_not_a_traceback(app_env, monkeypatch):
+    from PIL import Image
+
+    root = app_env / "images"
+    (root / "only_class").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (10, 10), (i * 40, 0, 0)).save(root / "only_class" / f"{i}.png")
+    (root / "only_class" / "notes.txt").write_text("not an image")
+    (root / "junk" / "a").mkdir(parents=True)
+    (root / "junk" / "a" / "x.png").write_bytes(b"not really a png")
+    (root / "junk" / "b").mkdir()
+    (root / "junk" / "b" / "y.jpg").write_bytes(b"\xff\xd8 broken")
+    monkeypatch.setenv("UNLEARN_IMAGE_ROOT", str(root))
+    at = start()
+    at.selectbox(key="w_dataset").select("imagefolder (my images)").run()
+    at.text_input(key="w_folder").set_value(".").run()  # the root itself: one class folder, one text file
+    assert not at.exception
+    assert any("need at least 2 class sub-folders" in e for e in texts(at.error))
+    at.text_input(key="w_folder").set_value("junk").run()  # two classes, but nothing decodes
+    assert any("0 class(es) with readable images" in e and "skipped 2" in e for e in texts(at.error))
+    at.text_input(key="w_folder").set_value("../../etc").run()
+    assert any("outside the allowed root" in e for e in texts(at.error))
