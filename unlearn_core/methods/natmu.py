@@ -30,7 +30,7 @@ class NatMU(UnlearningMethod):
     summary = ("Fine-tune on the remaining data plus hybrids: each forget image blended with remaining images of "
                "its most-confused classes, labelled with the remaining image's correct class.")
     params = (
-        Param("delta", float, -0.1, "mask shift: the forget image's weight in a hybrid (1 = plain relabelling, "
+        Param("delta", float, -0.2, "mask shift: the forget image's weight in a hybrid (1 = plain relabelling, "
               "about -0.2 = mean weight 0.3)", low=-1.0, high=1.0),
         Param("num_hybrids", int, 4, "hybrids per forget sample (capped at the number of classes it may borrow "
               "from: C-1 less forgotten classes)", low=1, high=64),
