@@ -18,6 +18,7 @@ import os
 import pickle
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,9 +158,27 @@ class CheckpointCache:
     second waits and then loads what the first wrote.
     """
 
+    STALE_TEMP_SECONDS = 3600
+
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else paths.checkpoints_dir()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.remove_stale_temp_files()
+
+    def remove_stale_temp_files(self, older_than: float | None = None) -> int:
+        """Delete temporary files that a killed writer left behind; returns how many.
+
+        Only files untouched for ``older_than`` seconds (default an hour) go, so a
+        write in progress in another process is never pulled from under it.
+        """
+        cutoff = time.time() - (self.STALE_TEMP_SECONDS if older_than is None else older_than)
+        removed = 0
+        for temp in self.root.glob(".*.pt.*.tmp"):
+            with contextlib.suppress(OSError):
+                if temp.stat().st_mtime < cutoff:
+                    temp.unlink()
+                    removed += 1
+        return removed
 
     def path_for(self, key: str) -> Path:
         return self.root / f"{key}.pt"
