@@ -253,3 +253,18 @@ def test_unrelated_runtime_errors_are_not_mistaken_for_out_of_memory(digits_clas
     monkeypatch.setattr(UnlearnModel, "forward", broken)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         run_method(digits_class3, "finetune", {"epochs": 1})
+
+
+def test_cache_sweeps_temp_files_that_killed_writers_left_behind(tmp_path):
+    stale = tmp_path / ".abc.pt.k1l2e3d.tmp"
+    fresh = tmp_path / ".def.pt.w4r5i6t.tmp"
+    finished = tmp_path / "abc.pt"
+    for path in (stale, fresh, finished):
+        path.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    os.utime(finished, (two_hours_ago, two_hours_ago))
+    CheckpointCache(tmp_path)
+    # The stale temporary file goes; one that may still be being written stays; real checkpoints are untouched.
+    assert not stale.exists() and fresh.exists() and finished.exists()
+    assert CheckpointCache(tmp_path).remove_stale_temp_files(older_than=0) == 1 and not fresh.exists()
