@@ -206,6 +206,9 @@ def select_partners(probs: np.ndarray, forget_labels: np.ndarray, retain_labels:
     num_classes = probs.shape[1]
     if num_hybrids < 1:
         raise ValueError(f"num_hybrids must be at least 1, got {num_hybrids}")
+    if probs.ndim != 2 or len(probs) != len(forget_labels):
+        raise ValueError(f"probs must be (forget samples, classes); got {probs.shape} for {len(forget_labels)} "
+                         "forget labels")
     members = [np.flatnonzero(retain_labels == c) for c in range(num_classes)]
     excluded = np.array([len(m) == 0 for m in members])
     excluded[list(forgotten_classes)] = True
