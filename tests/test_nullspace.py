@@ -63,9 +63,10 @@ def test_spectrum_equals_svd_of_the_explicit_representation_matrix():
     values, vectors = energy.decompose()
     R = explicit_patches(x, conv).double().T
     u, s, _ = torch.linalg.svd(R, full_matrices=False)
-    assert np.allclose(values.numpy(), (s ** 2).numpy()[:len(values)], rtol=1e-9)
+    # float32 products of bounded chunks, summed in float64: agreement to float32 precision.
+    assert np.allclose(values.numpy(), (s ** 2).numpy()[:len(values)], rtol=1e-5)
     # Same subspaces: the projectors onto the top 5 directions agree.
-    assert torch.allclose(vectors[:, :5] @ vectors[:, :5].T, u[:, :5] @ u[:, :5].T, atol=1e-8)
+    assert torch.allclose(vectors[:, :5] @ vectors[:, :5].T, u[:, :5] @ u[:, :5].T, atol=1e-5)
 
 
 def test_few_columns_path_matches_the_gram_path():

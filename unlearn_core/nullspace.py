@@ -8,8 +8,9 @@ subspaces and projects gradients out of them.
 * :func:`build_retained_space` records every layer's input with forward
   pre-hooks in eval mode, unfolds conv inputs exactly as the layer sees them
   (its real padding, stride and dilation) and accumulates the Gram matrix
-  ``G = R R^T`` batch by batch in float64, so the representation matrix ``R``
-  is never held. One symmetric eigendecomposition of ``G`` per layer gives the
+  ``G = R R^T`` batch by batch into float64 (products of bounded chunks in
+  the activations' precision), so the representation matrix ``R`` is never
+  held. One symmetric eigendecomposition of ``G`` per layer gives the
   left singular vectors and squared singular values of ``R``.
 * A :class:`LayerSpectrum` keeps the whole decomposition, so the rank and
   null-space dimension for any other ``eps`` come from a cumulative sum, not
@@ -211,7 +212,7 @@ class LayerEnergy:
     for wide linear layers fed by a few hundred samples.
     """
 
-    def __init__(self, dim: int, max_chunk_elements: int = 1 << 23):
+    def __init__(self, dim: int, max_chunk_elements: int = 1 << 22):
         self.dim = dim
         self.columns = 0
         self.rows: list[torch.Tensor] = []
@@ -228,11 +229,13 @@ class LayerEnergy:
             for kept in self.rows:
                 self.gram.addmm_(kept.T, kept)
             self.rows.clear()
-        # Chunks bound the float64 copy of the rows; big conv batches would otherwise double memory.
+        # Products of chunks of at most 2^22 entries in the rows' own precision (float32 is 3x faster than
+        # float64 on CPU), each added to the float64 total: the rounding stays within one chunk and the
+        # ranks match a float64 SVD (benchmarks/bench_unsc.py checks this).
         step = max(1, self.max_chunk_elements // max(self.dim, 1))
         for start in range(0, rows.shape[0], step):
-            chunk = rows[start:start + step].double()
-            self.gram.addmm_(chunk.T, chunk)
+            chunk = rows[start:start + step]
+            self.gram += (chunk.T @ chunk).double()
 
     def factor(self) -> torch.Tensor:
         """``F`` (``d x k``, float64) with ``F F^T = G``; ``k <= min(columns, d)``."""

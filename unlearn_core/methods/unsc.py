@@ -75,10 +75,10 @@ class UNSC(UnlearningMethod):
               "(higher: more protection, less room to unlearn)", low=0.5, high=1.0),
         Param("samples_per_class", int, 100, "remaining samples per class used to build the subspace (0 = all)",
               low=0, high=100000),
-        Param("lr", float, 0.3, "SGD learning rate (plain SGD: no momentum, no weight decay)", low=1e-5, high=2.0,
+        Param("lr", float, 1.0, "SGD learning rate (plain SGD: no momentum, no weight decay)", low=1e-5, high=2.0,
               log=True),
-        Param("epochs", int, 15, "passes over the forget samples", low=1, high=500),
-        Param("batch_size", int, 128, "mini-batch size", low=1, high=4096),
+        Param("epochs", int, 12, "passes over the forget samples", low=1, high=500),
+        Param("batch_size", int, 256, "mini-batch size", low=1, high=4096),
         Param("labels", str, "pseudo", "target labels: 'pseudo' (nearest remaining class by the original model) "
               "or 'random' (the paper's RL + null space ablation)", choices=("pseudo", "random")),
         Param("basis", str, "pooled", "'pooled': one basis from all sampled remaining data; 'incremental': "
