@@ -181,6 +181,7 @@ def main() -> None:
         out["embedding"] = bench_embedding(work)
         out["eps_slider"] = bench_eps_slider()
     finally:
+        out["load_average_1_5_15"] = [round(v, 2) for v in os.getloadavg()]  # the machine is shared: say how busy
         print(json.dumps(out, indent=1))
 
 

@@ -73,12 +73,24 @@ def sample_points(labels: np.ndarray, max_points: int, seed: int = 0,
 
 
 def _pca_fit_transform(fit: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    # These products are small: one BLAS thread is fastest, and spinning BLAS threads on a busy machine cost
+    # 10-100x (measured: 2 s instead of 20 ms for 4,000 x 128 with the load at 10 on 2 cores).
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn brings threadpoolctl; without it, just run
+        return _pca_core(fit, others)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _pca_core(fit, others)
+
+
+def _pca_core(fit: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     mean = fit.mean(axis=0, keepdims=True)
-    centred = fit - mean
+    centred = (fit - mean).astype(np.float64)
     if centred.shape[0] < 2:
         return np.zeros((len(fit), 2), np.float32), [np.zeros((len(o), 2), np.float32) for o in others]
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    axes = vt[:2].T
+    # The top eigenvectors of the small D x D covariance: much cheaper than an SVD of the N x D data.
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    axes = vectors[:, ::-1][:, :2]
     if axes.shape[1] < 2:
         axes = np.pad(axes, ((0, 0), (0, 2 - axes.shape[1])))
     coords = centred @ axes
@@ -89,12 +101,16 @@ def _pca_fit_transform(fit: np.ndarray, others: list[np.ndarray]) -> tuple[np.nd
     return (centred @ axes).astype(np.float32), [((o - mean) @ axes).astype(np.float32) for o in others]
 
 
+UMAP_EPOCHS = 200  # umap's default is 500 below 10k points; 200 draws the same clusters in well under half the time
+
+
 def _umap_fit_transform(fit: np.ndarray, others: list[np.ndarray], seed: int,
                         n_neighbors: int = 15) -> tuple[np.ndarray, list[np.ndarray]]:
     import umap  # slow import (numba); only when asked for
 
     n_neighbors = max(2, min(n_neighbors, len(fit) - 1))
-    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=seed)
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=seed,
+                        n_epochs=UMAP_EPOCHS)
     with REDUCE_LOCK:
         coords = reducer.fit_transform(fit).astype(np.float32)
         return coords, [reducer.transform(o).astype(np.float32) for o in others]

@@ -167,7 +167,7 @@ def test_default_flow_renders_every_page(server, browser_page, tmp_path):
     page.wait_for_function("document.querySelectorAll('[data-testid=stPlotlyChart] .main-svg').length >= 3",
                            timeout=120_000)
     if SCREENSHOTS:  # wait for the background UMAP to replace PCA, for the documentation picture
-        page.get_by_text("UMAP", exact=True).first.wait_for(timeout=240_000)
+        page.get_by_text("UMAP", exact=True).first.wait_for(timeout=420_000)
         _settle(page)
     # Scatter points are drawn by WebGL: every panel needs its GL canvas.
     assert page.locator("[data-testid=stPlotlyChart] canvas").count() >= 3
