@@ -1,0 +1,118 @@
+"""Helpers shared by the baseline methods: a generic training loop, relabelling and distillation losses.
+
+:func:`fit_classifier` in ``base`` covers plain cross-entropy on hard labels;
+the loop here takes any per-batch loss (gradient ascent, NegGrad+, SCRUB,
+Bad Teacher, l1-sparse) and keeps the same progress, cancel and NaN checks.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearn_core.data import to_float
+from unlearn_core.errors import MethodError
+from unlearn_core.methods.base import UnlearnTask
+from unlearn_core.progress import check_finite
+from unlearn_core.training import minibatches
+
+BatchLoss = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def make_optimizer(name: str, parameters, lr: float, momentum: float = 0.9,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """SGD (with momentum) or Adam, the two optimisers the baselines' papers use."""
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    raise MethodError(f"unknown optimiser {name!r}; choose sgd or adam")
+
+
+def batch_images(images: torch.Tensor, batch: torch.Tensor, task: UnlearnTask, augment: bool = False,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Raw ``uint8`` images of one batch as floats in [0, 1] on the task's device, optionally augmented."""
+    x = to_float(images[batch]).to(task.device)
+    return task.augment(x, generator) if augment else x
+
+
+def train_steps(model: nn.Module, task: UnlearnTask, n: int, batch_size: int, epochs: int,
+                batch_loss: BatchLoss, optimizer: torch.optim.Optimizer, stage: str, *,
+                generator: torch.Generator | None = None,
+                after_backward: Callable[[nn.Module], None] | None = None,
+                after_step: Callable[[nn.Module], None] | None = None,
+                train_mode: Callable[[nn.Module], None] | None = None) -> dict:
+    """Mini-batch training over ``range(n)`` with any loss.
+
+    ``batch_loss(batch_indices, epoch)`` returns the loss to minimise.
+    Raises :class:`~unlearn_core.errors.DivergenceError` on a non-finite loss
+    and :class:`~unlearn_core.errors.Cancelled` when the task is cancelled.
+    """
+    if n == 0:
+        raise MethodError(f"{stage}: there are no samples to train on")
+    reporter = task.reporter.child(stage)
+    generator = generator or task.generator()
+    steps = max(1, -(-n // batch_size))
+    last = float("nan")
+    for epoch in range(1, epochs + 1):
+        model.train()
+        if train_mode is not None:
+            train_mode(model)
+        total, seen = 0.0, 0
+        for step, batch in enumerate(minibatches(n, batch_size, generator), start=1):
+            optimizer.zero_grad(set_to_none=True)
+            loss = batch_loss(batch, epoch)
+            check_finite(loss.item(), stage)
+            loss.backward()
+            if after_backward is not None:
+                after_backward(model)
+            optimizer.step()
+            if after_step is not None:
+                after_step(model)
+            total += loss.item() * len(batch)
+            seen += len(batch)
+            reporter(epoch=epoch, epochs=epochs, step=step, steps=steps, loss=total / seen)
+        last = total / max(seen, 1)
+    model.eval()
+    return {"final_loss": last}
+
+
+def cycle_batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless shuffled index batches over ``range(n)`` (pairs a small set with a large one)."""
+    while True:
+        yield from minibatches(n, batch_size, generator)
+
+
+def random_wrong_labels(task: UnlearnTask, labels: torch.Tensor, offset: int = 17) -> torch.Tensor:
+    """A seeded random label for each sample, never its true one.
+
+    For class forgetting the new labels are drawn from the remaining classes
+    only, so no forgotten class is taught back (as in SalUn's random labelling).
+    """
+    num_classes = task.bundle.num_classes
+    allowed = list(task.split.remaining_classes) if task.split.is_classwise else list(range(num_classes))
+    rng = np.random.default_rng(task.seed * 1000 + offset)
+    true = labels.numpy()
+    out = np.empty_like(true)
+    for i, label in enumerate(true):
+        choices = [c for c in allowed if c != label]
+        if not choices:
+            raise MethodError("random relabelling needs at least two classes")
+        out[i] = choices[rng.integers(len(choices))]
+    return torch.as_tensor(out, dtype=torch.long)
+
+
+def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened outputs, scaled by T^2, averaged over the batch."""
+    log_student = F.log_softmax(student_logits / temperature, dim=1)
+    teacher = F.softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(log_student, teacher, reduction="batchmean") * temperature ** 2
+
+
+def weight_l1(model: nn.Module) -> torch.Tensor:
+    """Sum of absolute values of every parameter."""
+    return sum(p.abs().sum() for p in model.parameters())

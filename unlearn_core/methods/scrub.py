@@ -1,0 +1,89 @@
+"""SCRUB (Kurmanji et al., NeurIPS 2023): a student moves away from its teacher on forget data only.
+
+The teacher is the original model; the student starts as a copy. Each epoch,
+for the first ``max_epochs`` epochs, max-steps over the forget batches
+*increase* KL(teacher || student); then min-steps over the remaining batches
+minimise ``gamma * CE + alpha * KL(teacher || student)``. KL uses temperature T.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from unlearn_core.errors import MethodError
+from unlearn_core.methods._common import batch_images, distill_kl, make_optimizer
+from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, register
+from unlearn_core.progress import check_finite
+from unlearn_core.training import minibatches
+
+
+@register
+class Scrub(UnlearningMethod):
+    name = "scrub"
+    title = "SCRUB"
+    summary = "Student-teacher: max-steps push the student from the teacher on forget data, min-steps keep it " \
+              "close (CE + KL) on remaining data."
+    params = (
+        Param("lr", float, 5e-3, "SGD learning rate", low=1e-6, high=1.0, log=True),
+        Param("epochs", int, 3, "epochs (each: optional max-steps, then min-steps)", low=1, high=100),
+        Param("max_epochs", int, 2, "how many of the first epochs include max-steps", low=0, high=100),
+        Param("temperature", float, 4.0, "distillation temperature T", low=0.1, high=20.0),
+        Param("alpha", float, 0.5, "weight of the KL term in min-steps", low=0.0, high=10.0),
+        Param("gamma", float, 1.0, "weight of the CE term in min-steps", low=0.0, high=10.0),
+        Param("batch_size", int, 64, "remaining-data mini-batch size", low=1, high=4096),
+        Param("forget_batch_size", int, 32, "forget-data mini-batch size", low=1, high=4096),
+        Param("momentum", float, 0.9, "SGD momentum", low=0.0, high=0.99),
+        Param("weight_decay", float, 5e-4, "L2 weight decay", low=0.0, high=0.1),
+    )
+
+    def unlearn(self, task: UnlearnTask, params: dict) -> UnlearnOutput:
+        teacher = task.frozen_original()
+        student = task.copy_original()
+        retain_x, retain_y = task.retain_data()
+        forget_x, forget_y = task.forget_data()
+        if len(retain_y) == 0 or len(forget_y) == 0:
+            raise MethodError("SCRUB needs both forget and remaining samples")
+        optimizer = make_optimizer("sgd", student.parameters(), params["lr"], params["momentum"],
+                                   params["weight_decay"])
+        generator = task.generator()
+        temperature, augment = params["temperature"], task.recipe.augment
+        epochs = params["epochs"]
+        max_reporter, min_reporter = task.reporter.child("scrub max-steps"), task.reporter.child("scrub min-steps")
+        history = []
+
+        def step(loss, where):
+            check_finite(loss.item(), where)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+
+        for epoch in range(1, epochs + 1):
+            student.train()
+            record = {"epoch": epoch}
+            if epoch <= params["max_epochs"]:
+                steps = -(-len(forget_y) // params["forget_batch_size"])
+                total = 0.0
+                for i, batch in enumerate(minibatches(len(forget_y), params["forget_batch_size"], generator), 1):
+                    x = batch_images(forget_x, batch, task)
+                    with torch.no_grad():
+                        teacher_logits = teacher(x)
+                    total += -step(-distill_kl(student(x), teacher_logits, temperature), "scrub max-step")
+                    max_reporter(epoch=epoch, epochs=epochs, step=i, steps=steps, loss=total / i)
+                record["forget_kl"] = total / max(steps, 1)
+            steps = -(-len(retain_y) // params["batch_size"])
+            total = 0.0
+            for i, batch in enumerate(minibatches(len(retain_y), params["batch_size"], generator), 1):
+                x = batch_images(retain_x, batch, task, augment, generator)
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+                logits = student(x)
+                loss = params["gamma"] * F.cross_entropy(logits, retain_y[batch].to(task.device)) \
+                    + params["alpha"] * distill_kl(logits, teacher_logits, temperature)
+                total += step(loss, "scrub min-step")
+                min_reporter(epoch=epoch, epochs=epochs, step=i, steps=steps, loss=total / i)
+            record["retain_loss"] = total / max(steps, 1)
+            history.append(record)
+        student.eval()
+        return UnlearnOutput(student, {"history": history})
