@@ -48,7 +48,7 @@ def bench_first_page() -> dict:
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
                                 "--server.headless", "true", "--server.port", str(port),
-                                "--browser.gatherUsageStats", "false"], cwd=REPO, stdout=log,
+                                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"], cwd=REPO, stdout=log,
                                stderr=subprocess.STDOUT)
     try:
         import urllib.request

@@ -56,7 +56,9 @@ def server(tmp_path_factory):
     log = open(log_path, "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         # The watcher scans the whole repository (caches and other writers included) and competes for the CPU.
+         "--server.fileWatcherType", "none"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -119,6 +121,21 @@ def _goto(page, title: str) -> None:
     _settle(page)
 
 
+def _wait_for_run(page, shots: Path, timeout_s: float) -> None:
+    """Wait until the jobs panel says the run is done; fail at once with its message if it failed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = page.inner_text("body")
+        if "done in" in body:
+            return
+        if " failed: " in body or ": cancelled" in body:
+            _shoot(page, "failure_unlearn", shots)
+            pytest.fail(f"the run did not finish: {body[body.find('Runs'):][:800]}")
+        page.wait_for_timeout(1000)
+    _shoot(page, "failure_unlearn", shots)
+    pytest.fail(f"the run was not done after {timeout_s} s: {page.inner_text('body')[-800:]}")
+
+
 def _rendered_plots(page) -> int:
     """Plotly charts that drew their SVG layers (a chart that failed to render has none)."""
     return page.locator("[data-testid=stPlotlyChart] .main-svg").count()
@@ -149,7 +166,7 @@ def test_default_flow_renders_every_page(server, browser_page, tmp_path):
     _goto(page, "Unlearn")
     assert "UNSC" in page.inner_text("body"), "UNSC should be registered and preselected"
     page.get_by_role("button", name="Run 1 method(s)").click()
-    page.get_by_text("done in", exact=False).first.wait_for(timeout=300_000)
+    _wait_for_run(page, shots, timeout_s=600)
     _settle(page)
     _no_exception(page, "Unlearn", server)
     _shoot(page, "3_unlearn", shots)
