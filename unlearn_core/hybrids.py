@@ -22,6 +22,7 @@ NUM_MASKS = 4
 # overflow to classes requested fewer than BALANCE_LOW * per times, per = |D_r| / C.
 BALANCE_HIGH = 0.98
 BALANCE_LOW = 0.4
+BUILD_BLOCK = 2048
 
 
 def _tent(length: int) -> np.ndarray:
@@ -74,11 +75,15 @@ def blend(forget: np.ndarray, partner: np.ndarray, mask: np.ndarray) -> np.ndarr
     if forget.shape != partner.shape:
         raise ValueError(f"forget {forget.shape} and partner {partner.shape} images differ in shape")
     weight = np.asarray(mask, dtype=np.float32)[..., None, :, :]
+    base = partner.astype(np.float32)
+    # partner + (forget - partner) * mask, in place: the same blend with fewer full-size temporaries.
+    mixed = forget.astype(np.float32)
+    mixed -= base
+    mixed *= weight
+    mixed += base
     if forget.dtype == np.uint8:
-        mixed = partner.astype(np.float32) * (1.0 - weight) + forget.astype(np.float32) * weight
-        return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-    mixed = partner.astype(np.float32) * (1.0 - weight) + forget.astype(np.float32) * weight
-    return np.clip(mixed, 0.0, 1.0)
+        return np.clip(np.rint(mixed, out=mixed), 0, 255, out=mixed).astype(np.uint8)
+    return np.clip(mixed, 0.0, 1.0, out=mixed)
 
 
 def recompute_hybrids(forget_images: np.ndarray, partner_images: np.ndarray,
@@ -260,4 +265,10 @@ def build_hybrids(forget_images: np.ndarray, retain_images: np.ndarray, plan: Pa
     """The hybrid images of a plan, in the images' dtype, ``(len(plan), C, H, W)``."""
     height, width = forget_images.shape[-2:]
     masks = tent_masks(height, width, delta)
-    return blend(forget_images[plan.forget_pos], retain_images[plan.partner_pos], masks[mask_index(plan.slot)])
+    out = np.empty((len(plan), *forget_images.shape[1:]), dtype=forget_images.dtype)
+    # Blocks bound the float temporaries (tens of MB) however many hybrids there are.
+    for start in range(0, len(plan), BUILD_BLOCK):
+        rows = slice(start, start + BUILD_BLOCK)
+        out[rows] = blend(forget_images[plan.forget_pos[rows]], retain_images[plan.partner_pos[rows]],
+                          masks[mask_index(plan.slot[rows])])
+    return out
