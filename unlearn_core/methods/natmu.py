@@ -92,10 +92,12 @@ def _gallery(task: UnlearnTask, plan, probs: np.ndarray, forget_np: np.ndarray, 
     candidates = np.flatnonzero(per_sample == slots) if slots else np.zeros(0, dtype=np.int64)
     order = np.random.default_rng(task.seed * 1000 + 23).permutation(candidates)
     labels = np.asarray(task.bundle.train_y)[task.split.forget_idx]
-    seen: set = set()
-    first_of_class = [int(i) for i in order if not (labels[i] in seen or seen.add(labels[i]))]
-    rest = [int(i) for i in order[:GALLERY_SIZE + len(first_of_class)] if int(i) not in first_of_class]
-    chosen = (first_of_class + rest)[:GALLERY_SIZE]
+    first_of_class: dict[int, int] = {}
+    for i in order:
+        first_of_class.setdefault(int(labels[i]), int(i))
+    varied = list(first_of_class.values())[:GALLERY_SIZE]
+    rest = [int(i) for i in order[:2 * GALLERY_SIZE] if int(i) not in varied]
+    chosen = (varied + rest)[:GALLERY_SIZE]
     rows = [np.flatnonzero(plan.forget_pos == i) for i in chosen]  # sorted by slot
     take = np.asarray(rows, dtype=np.int64).reshape(len(chosen), slots)
     chosen = np.asarray(chosen, dtype=np.int64)
