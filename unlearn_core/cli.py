@@ -121,6 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--store", default=None, metavar="PATH",
                          help="run store database (default: <data dir>/runs.sqlite)")
 
+    bench = commands.add_parser("bench", help="compare every method with the retrained model over seeds")
+    bench.set_defaults(handler=_cmd_bench)
+    bench.add_argument("--dataset", default=None, help="data set (default: mnist5k, or the preset's)")
+    bench.add_argument("--model", default=None, help="model (default: the data set's default, or the preset's)")
+    bench.add_argument("--preset", default=None, help="paper-like setting: cifar10-resnet18 (GPU, downloads CIFAR-10)")
+    bench.add_argument("--forget", action="append", default=None, metavar="SPEC",
+                       help="forget setting (repeatable; default: class:3 and random:0.1)")
+    bench.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    bench.add_argument("--methods", default=None, help="comma-separated methods (default: every registered one)")
+    bench.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
+                       help="a method's hyperparameter (repeatable), e.g. ga.lr=1e-3")
+    bench.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps")
+    bench.add_argument("--out", default=None, metavar="PATH", help="also write the markdown tables here")
+    bench.add_argument("--csv", default=None, metavar="PATH", help="write mean/std per method and setting as CSV")
+    bench.add_argument("--json", default=None, metavar="PATH", help="write every per-seed value as JSON")
+    bench.add_argument("--store", default=None, metavar="PATH",
+                       help="run store database (default: <data dir>/runs.sqlite)")
+    bench.add_argument("--quiet", action="store_true", help="no per-run log lines on stderr")
+
     methods = commands.add_parser("methods", help="list methods and their parameters")
     methods.add_argument("--json", action="store_true", help="print as JSON")
     commands.add_parser("datasets", help="list data sets")
@@ -295,6 +314,64 @@ def _cmd_runs(args, _progress) -> int:
               f"{_fmt_number(run['MIA_entropy']):>6s} {_fmt_number(run['avg_gap']):>6s} "
               f"{_fmt_number(run['seconds']):>7s}  {run['started_at'][:19]}")
     return 0
+
+
+def _cmd_bench(args, _progress) -> int:
+    from unlearn_core.bench import PRESETS, markdown_report, parse_seeds, run_bench, write_csv, write_json
+    from unlearn_core.runstore import RunStore
+
+    recipe_overrides, dataset, model = None, args.dataset, args.model
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            raise CliError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+        preset = PRESETS[args.preset]
+        dataset, model, recipe_overrides = dataset or preset.dataset, model or preset.model, preset.recipe
+    dataset = dataset or "mnist5k"
+    seeds = parse_seeds(args.seeds)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    if args.methods is not None and not methods:
+        raise CliError("--methods lists no method")
+    forgets = args.forget or ["class:3", "random:0.1"]
+    log = (lambda _message: None) if args.quiet else None
+    result = run_bench(dataset, forgets, seeds, methods, model, args.device, recipe_overrides,
+                       parse_param_pairs(args.param), RunStore(args.store), log=log)
+    text = markdown_report(result, _bench_command(args, dataset, model, forgets))
+    print(text)
+    print(f"total {result['total_seconds']:.0f}s; runs recorded with tag {result['tag']} "
+          f"(python -m unlearn_core runs list --tag {result['tag']})")
+    if args.out:
+        _write_text(args.out, text)
+    if args.csv:
+        write_csv(result, args.csv)
+    if args.json:
+        write_json(result, args.json)
+    return 0
+
+
+def _bench_command(args, dataset: str, model: str | None, forgets: list[str]) -> str:
+    """The canonical command line that reproduces a bench (printed above its tables)."""
+    import shlex
+
+    parts = ["python -m unlearn_core bench"]
+    if args.preset:
+        parts.append(f"--preset {args.preset}")
+    parts.append(f"--dataset {dataset}")
+    if model:
+        parts.append(f"--model {model}")
+    parts += [f"--forget {shlex.quote(f)}" for f in forgets]
+    parts.append(f"--seeds {args.seeds}")
+    if args.methods:
+        parts.append(f"--methods {args.methods}")
+    parts += [f"--param {shlex.quote(p)}" for p in args.param or []]
+    if args.device != "auto":
+        parts.append(f"--device {args.device}")
+    return " ".join(parts)
+
+
+def _write_text(path: str, text: str) -> None:
+    from unlearn_core.checkpoints import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), (text + "\n").encode())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_core.data import to_float
-from unlearn_core.errors import MethodError
+from unlearn_core.errors import DivergenceError, MethodError
 from unlearn_core.methods.base import UnlearnTask
 from unlearn_core.progress import check_finite
 from unlearn_core.training import minibatches
@@ -77,8 +77,17 @@ def train_steps(model: nn.Module, task: UnlearnTask, n: int, batch_size: int, ep
             seen += len(batch)
             reporter(epoch=epoch, epochs=epochs, step=step, steps=steps, loss=total / seen)
         last = total / max(seen, 1)
+    check_finite_weights(model, stage)
     model.eval()
     return {"final_loss": last}
+
+
+def check_finite_weights(model: nn.Module, where: str) -> None:
+    """Raise DivergenceError if a step left NaN/inf weights (the loss of the last step can still look finite)."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise DivergenceError(f"{where}: weights became NaN or infinite in {name} (diverged); "
+                                  "lower the learning rate and try again")
 
 
 def cycle_batches(n: int, batch_size: int, generator: torch.Generator):

@@ -23,10 +23,10 @@ class L1Sparse(UnlearningMethod):
     title = "l1-sparse"
     summary = "Fine-tune on the remaining data with an l1 penalty on the weights whose weight decays linearly."
     params = (
-        Param("alpha", float, 5e-4, "initial l1 penalty weight (decays linearly to 0)", low=0.0, high=1.0,
-              log=False),
+        # 5e-4 over 5 epochs left 94.8% forget accuracy on mnist5k class 3.
+        Param("alpha", float, 2e-3, "initial l1 penalty weight (decays linearly to 0)", low=0.0, high=1.0),
         Param("lr", float, 0.01, "SGD learning rate", low=1e-6, high=1.0, log=True),
-        Param("epochs", int, 5, "passes over the remaining data", low=1, high=200),
+        Param("epochs", int, 3, "passes over the remaining data", low=1, high=200),
         Param("batch_size", int, 64, "mini-batch size", low=1, high=4096),
         Param("momentum", float, 0.9, "SGD momentum", low=0.0, high=0.99),
         Param("weight_decay", float, 5e-4, "L2 weight decay", low=0.0, high=0.1),

@@ -1,0 +1,259 @@
+"""The comparison a paper would print: every method against the retrained model, over seeds.
+
+:func:`run_bench` prepares (or loads from the cache) the original and the
+retrained model for each forget setting and seed, runs every requested method
+through :func:`~unlearn_core.runstore.run_and_record` (so every bench run is in
+the run store, tagged), and aggregates mean and standard deviation per method.
+:func:`markdown_table` renders one setting as the table in ``docs/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from unlearn_core.errors import Cancelled, ParameterError
+
+COLUMNS = (("Acc_f", "Acc_f"), ("Acc_r", "Acc_r"), ("FA", "FA"), ("RA", "RA"), ("TA", "TA"),
+           ("MIA_svc", "MIA-SVC"), ("MIA_entropy", "MIA-ent"), ("avg_gap", "Avg.Gap"), ("seconds", "Time (s)"),
+           ("rte", "RTE"))
+REFERENCE_ROWS = ("retrain", "original")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named paper-like setting: data set, model and training recipe overrides."""
+
+    dataset: str
+    model: str
+    recipe: dict
+    description: str
+
+
+PRESETS = {
+    # SalUn / l1-sparse train ResNet-18 on CIFAR-10 for 182 epochs (SGD, lr 0.1, batch 256); UNSC and NatMU use
+    # comparable budgets. Needs a GPU and the CIFAR-10 download.
+    "cifar10-resnet18": Preset("cifar10", "resnet18", {"epochs": 182, "batch_size": 256, "lr": 0.1,
+                                                       "momentum": 0.9, "weight_decay": 5e-4, "augment": True},
+                               "CIFAR-10, ResNet-18, 182 epochs SGD lr 0.1 batch 256 (SalUn's recipe)"),
+}
+
+
+@dataclass
+class MethodRow:
+    """One method's results over seeds in one forget setting."""
+
+    method: str
+    title: str
+    values: dict = field(default_factory=lambda: {key: [] for key, _ in COLUMNS})
+    run_ids: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+
+    def add(self, metrics: dict) -> None:
+        for key, _ in COLUMNS:
+            value = metrics.get(key)
+            self.values[key].append(float("nan") if value is None else float(value))
+
+    def mean_std(self, key: str) -> tuple[float, float]:
+        values = np.array([v for v in self.values[key] if not math.isnan(v)], dtype=float)
+        if values.size == 0:
+            return float("nan"), float("nan")
+        return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+    def as_dict(self) -> dict:
+        summary = {key: dict(zip(("mean", "std"), self.mean_std(key))) for key, _ in COLUMNS}
+        return {"method": self.method, "title": self.title, "runs": len(self.values["TA"]), "run_ids": self.run_ids,
+                "errors": self.errors, "values": self.values, "summary": summary}
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise ParameterError(f"--seeds must be whole numbers separated by commas, got {text!r}") from None
+    if not seeds:
+        raise ParameterError("--seeds lists no seed")
+    if len(set(seeds)) != len(seeds):
+        raise ParameterError(f"--seeds repeats a seed: {text}")
+    return seeds
+
+
+def bench_methods(requested: list[str] | None = None) -> list[str]:
+    """The methods to compare, in registry order; ``retrain`` is a reference row, never a method row."""
+    from unlearn_core.methods import get_method, method_names
+
+    if requested:
+        names = [get_method(name).name for name in requested]
+        if len(set(names)) != len(names):
+            raise ParameterError(f"--methods repeats a method: {', '.join(requested)}")
+    else:
+        names = method_names()
+    return [name for name in names if name != "retrain"]
+
+
+def _split_overrides(overrides: dict | None, methods: list[str]) -> dict[str, dict]:
+    """``{"ga.lr": "1e-3"}`` -> ``{"ga": {"lr": "1e-3"}}``, checked against each method's parameters."""
+    from unlearn_core.methods import get_method
+
+    out: dict[str, dict] = {}
+    for key, value in (overrides or {}).items():
+        method, sep, name = key.partition(".")
+        if not sep or not name:
+            raise ParameterError(f"bench parameters look like METHOD.NAME=VALUE, got {key!r}")
+        method = get_method(method).name
+        if method not in methods:
+            raise ParameterError(f"parameter {key!r} is for {method!r}, which this bench does not run")
+        get_method(method).param(name).coerce(value)
+        out.setdefault(method, {})[name] = value
+    return out
+
+
+def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random:0.1"), seeds: list[int] = (0,),
+              methods: list[str] | None = None, model: str | None = None, device=None,
+              recipe_overrides: dict | None = None, params: dict | None = None, store=None, tag: str | None = None,
+              log=None, cancel=None) -> dict:
+    """Run the comparison; returns a JSON-able dict with one entry per forget setting.
+
+    ``params`` maps ``"method.name"`` to a value. A method that fails (e.g.
+    diverges) on a seed is recorded as failed and listed in its row's errors;
+    the bench goes on.
+    """
+    from unlearn_core.data import load_dataset
+    from unlearn_core.device import pick_device
+    from unlearn_core.forget import ForgetSpec
+    from unlearn_core.methods import get_method
+    from unlearn_core.metrics import avg_gap
+    from unlearn_core.pipeline import prepare
+    from unlearn_core.runstore import RunStore, run_and_record
+    from unlearn_core.training import default_recipe
+
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    methods = bench_methods(methods)
+    per_method = _split_overrides(params, methods)
+    specs = [ForgetSpec.parse(f) for f in forgets]
+    bundle = load_dataset(dataset)
+    recipe = default_recipe(bundle.name)
+    if recipe_overrides:
+        recipe = replace(recipe, **recipe_overrides)
+    device = pick_device(device)
+    store = store or RunStore()
+    tag = tag or f"bench-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    started = time.perf_counter()
+    settings = []
+    total_runs = len(specs) * len(seeds) * (len(methods) + 1)
+    done_runs = 0
+    for spec in specs:
+        rows = {"retrain": MethodRow("retrain", get_method("retrain").title),
+                "original": MethodRow("original", "Original (before unlearning)")}
+        rows.update({m: MethodRow(m, get_method(m).title) for m in methods})
+        model_name = None
+        for seed in seeds:
+            setup = prepare(bundle.name, model, spec, seed, device, recipe=recipe, cancel=cancel)
+            model_name = setup.model_name
+            original, retrained = setup.metrics("original"), setup.metrics("retrained")
+            rows["original"].add({**original, "avg_gap": avg_gap(original, retrained), "seconds": None,
+                                  "rte": None})
+            for method in ["retrain"] + methods:
+                done_runs += 1
+                try:
+                    run_id, report, _ = run_and_record(setup, method, per_method.get(method), cancel=cancel,
+                                                       store=store, tag=tag)
+                except Cancelled:
+                    raise
+                except Exception as error:  # recorded as failed by run_and_record; the bench goes on
+                    rows[method].errors.append(f"seed {seed}: {error}")
+                    log(f"[{done_runs}/{total_runs}] {spec} seed {seed} {method}: FAILED ({error})")
+                    continue
+                rows[method].add({**report["unlearned"], "avg_gap": report.get("avg_gap"),
+                                  "seconds": report["seconds"], "rte": report.get("rte")})
+                rows[method].run_ids.append(run_id)
+                u = report["unlearned"]
+                log(f"[{done_runs}/{total_runs}] {spec} seed {seed} {method}: FA {u['FA']:.1f} RA {u['RA']:.1f} "
+                    f"TA {u['TA']:.1f} gap {report.get('avg_gap') or 0:.2f} ({report['seconds']:.1f}s, "
+                    f"{time.perf_counter() - started:.0f}s elapsed)")
+        settings.append({"forget": str(spec), "model": model_name,
+                         "rows": [rows[name].as_dict() for name in ("retrain", "original", *methods)]})
+    return {"dataset": bundle.name, "model": settings[0]["model"] if settings else model, "device": str(device),
+            "seeds": list(seeds), "recipe": recipe.as_dict(), "tag": tag, "params": per_method,
+            "total_seconds": time.perf_counter() - started, "settings": settings}
+
+
+def _cell(summary: dict, key: str, runs: int) -> str:
+    mean, std = summary[key]["mean"], summary[key]["std"]
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    digits = 1 if key in ("seconds", "rte") and mean >= 10 else 2
+    return f"{mean:.{digits}f}" if runs <= 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(setting: dict) -> str:
+    """One forget setting as a markdown table (mean ± std over seeds)."""
+    header = "| Method | " + " | ".join(label for _, label in COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    for row in setting["rows"]:
+        cells = [_cell(row["summary"], key, row["runs"]) for key, _ in COLUMNS]
+        if row["method"] == "original":
+            cells[-2] = cells[-1] = "–"
+        name = row["title"] if row["method"] in REFERENCE_ROWS else f"{row['title']} (`{row['method']}`)"
+        if row["errors"]:
+            name += f" [{len(row['errors'])} failed]"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(result: dict, command: str | None = None) -> str:
+    """Every setting's table with a one-line heading each."""
+    seeds = ",".join(map(str, result["seeds"]))
+    parts = []
+    if command:
+        parts.append(f"Command: `{command}`\n")
+    for setting in result["settings"]:
+        parts.append(f"### {result['dataset']} / {setting['model']}, forget `{setting['forget']}` "
+                     f"(seeds {seeds}, device {result['device']})\n")
+        parts.append(markdown_table(setting) + "\n")
+        errors = [f"- {row['method']}: {e}" for row in setting["rows"] for e in row["errors"]]
+        if errors:
+            parts.append("Failed runs:\n" + "\n".join(errors) + "\n")
+    return "\n".join(parts)
+
+
+def flat_rows(result: dict) -> list[dict]:
+    rows = []
+    for setting in result["settings"]:
+        for row in setting["rows"]:
+            flat = {"dataset": result["dataset"], "model": setting["model"], "forget": setting["forget"],
+                    "method": row["method"], "runs": row["runs"], "failed": len(row["errors"])}
+            for key, _ in COLUMNS:
+                flat[f"{key}_mean"] = row["summary"][key]["mean"]
+                flat[f"{key}_std"] = row["summary"][key]["std"]
+            rows.append(flat)
+    return rows
+
+
+def write_csv(result: dict, path: str | Path) -> None:
+    from unlearn_core.checkpoints import atomic_write_bytes
+
+    rows = flat_rows(result)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()) if rows else ["dataset"], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                         for k, v in row.items()})
+    atomic_write_bytes(Path(path), buffer.getvalue().encode())
+
+
+def write_json(result: dict, path: str | Path) -> None:
+    from unlearn_core.checkpoints import atomic_write_bytes
+    from unlearn_core.runstore import _jsonable
+
+    atomic_write_bytes(Path(path), (json.dumps(_jsonable(result), indent=2) + "\n").encode())
