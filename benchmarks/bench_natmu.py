@@ -81,6 +81,7 @@ def main() -> None:
             **{f"{which}_{m}": (None if report[which][m] is None else round(report[which][m], 2))
                for which in ("original", "unlearned", "retrained") for m in METRICS},
         })
+        print(json.dumps(rows[-1]), flush=True)  # each row as soon as it is done: runs are long on CPU
     summary = {"dataset": args.dataset, "model": setup.model_name, "device": "cpu",
                "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                "python": platform.python_version(), "torch": torch.__version__,
