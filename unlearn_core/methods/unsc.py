@@ -77,8 +77,8 @@ class UNSC(UnlearningMethod):
               low=0, high=100000),
         Param("lr", float, 1.0, "SGD learning rate (plain SGD: no momentum, no weight decay)", low=1e-5, high=2.0,
               log=True),
-        Param("epochs", int, 12, "passes over the forget samples", low=1, high=500),
-        Param("batch_size", int, 256, "mini-batch size", low=1, high=4096),
+        Param("epochs", int, 6, "passes over the forget samples", low=1, high=500),
+        Param("batch_size", int, 128, "mini-batch size", low=1, high=4096),
         Param("labels", str, "pseudo", "target labels: 'pseudo' (nearest remaining class by the original model) "
               "or 'random' (the paper's RL + null space ablation)", choices=("pseudo", "random")),
         Param("basis", str, "pooled", "'pooled': one basis from all sampled remaining data; 'incremental': "
@@ -162,6 +162,9 @@ class UNSC(UnlearningMethod):
         """Share of the full forget-set gradient each layer's projection removes (measured once, before training)."""
         model.train()
         freeze_batchnorm(model)
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.eval()  # the reported share must not depend on one random dropout mask
         model.zero_grad(set_to_none=True)
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
         with torch.enable_grad():
