@@ -1,0 +1,227 @@
+"""The nine baselines: each one's defining behaviour, plus a smoke test per method on digits."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unlearn_core.data import to_float
+from unlearn_core.errors import Cancelled, DivergenceError
+from unlearn_core.methods import get_method
+from unlearn_core.methods._common import random_wrong_labels, train_steps
+from unlearn_core.metrics import accuracy_percent
+from unlearn_core.pipeline import run_method
+from unlearn_core.training import predict_logits
+
+BASELINES = ("ga", "neggrad_plus", "rl", "bs", "l1_sparse", "salun", "scrub", "ssd", "bad_teacher")
+# Defaults are tuned on mnist5k. The digits MLP is trained to 100% train accuracy over 40 epochs and these four need
+# a stronger push there (gradient-based forgetting of a saturated model); values found by a quick sweep on digits.
+DIGITS_CLASS_OVERRIDES = {"ga": {"lr": 0.01}, "neggrad_plus": {"alpha": 0.8, "epochs": 2}, "l1_sparse": {"alpha": 0.03},
+                          "scrub": {"lr": 2e-3, "epochs": 4, "max_epochs": 4}}
+
+
+def forget_accuracy(setup, model) -> float:
+    x, y = setup.task().forget_data()
+    return accuracy_percent(predict_logits(model, x, setup.device).argmax(1).numpy(), y.numpy())
+
+
+def forget_loss(setup, model) -> float:
+    x, y = setup.task().forget_data()
+    return float(F.cross_entropy(predict_logits(model, x, setup.device), y))
+
+
+def state(model) -> dict:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_class_forgetting_drops_forget_accuracy(digits_class3, method):
+    events = []
+    before = forget_accuracy(digits_class3, digits_class3.original.model)
+    original_state = state(digits_class3.original.model)
+    overrides = DIGITS_CLASS_OVERRIDES.get(method, {})
+    run = run_method(digits_class3, method, overrides, progress=events.append)
+    assert run.params == {**get_method(method).defaults(), **overrides}
+    logits = predict_logits(run.model, digits_class3.bundle.test_x, digits_class3.device)
+    assert logits.shape == (len(digits_class3.bundle.test_y), digits_class3.bundle.num_classes)
+    assert torch.isfinite(logits).all()
+    after = forget_accuracy(digits_class3, run.model)
+    assert before > 95.0 and after < before - 20.0, f"{method}: forget accuracy {before:.1f} -> {after:.1f}"
+    # The remaining classes survive (well above the 10% of chance).
+    test_y = digits_class3.bundle.test_y.numpy()
+    remaining = test_y != 3
+    assert accuracy_percent(logits.argmax(1).numpy()[remaining], test_y[remaining]) > 50.0
+    assert events, f"{method} reported no progress"
+    # The original model is never modified in place.
+    for name, p in digits_class3.original.model.named_parameters():
+        assert torch.equal(p, original_state[name])
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_random_forgetting_runs(digits_random, method):
+    run = run_method(digits_random, method)
+    logits = predict_logits(run.model, digits_random.bundle.test_x, digits_random.device)
+    assert torch.isfinite(logits).all()
+    assert logits.shape[1] == digits_random.bundle.num_classes
+    changed = any(not torch.equal(a, b) for a, b in zip(run.model.parameters(),
+                                                        digits_random.original.model.parameters()))
+    assert changed, f"{method} left the model unchanged"
+
+
+def test_ga_raises_the_forget_loss(digits_class3):
+    before = forget_loss(digits_class3, digits_class3.original.model)
+    run = run_method(digits_class3, "ga", {"lr": 0.01})
+    assert forget_loss(digits_class3, run.model) > before + 0.5
+
+
+def test_salun_moves_only_masked_weights(digits_class3):
+    from unlearn_core.methods.salun import saliency_mask
+
+    fraction = 0.2
+    task = digits_class3.task()
+    masks = saliency_mask(task, fraction)
+    total = sum(m.numel() for m in masks.values())
+    assert sum(int(m.sum()) for m in masks.values()) == round(fraction * total)
+
+    # The mask is the top fraction of |forget-loss gradient| summed over the forget set, computed here directly.
+    model = task.copy_original()
+    x, y = task.forget_data()
+    F.cross_entropy(model(to_float(x)), y, reduction="sum").backward()
+    saliency = {name: p.grad.abs() for name, p in model.named_parameters()}
+    chosen = torch.cat([saliency[n][masks[n]] for n in masks])
+    rest = torch.cat([saliency[n][~masks[n]] for n in masks])
+    assert chosen.min() >= rest.max()
+
+    original = state(digits_class3.original.model)
+    run = run_method(digits_class3, "salun", {"mask_fraction": fraction, "weight_decay": 5e-3})
+    moved = 0
+    for name, p in run.model.named_parameters():
+        assert torch.equal(p[~masks[name]], original[name][~masks[name]]), f"unmasked weights of {name} moved"
+        moved += int((p[masks[name]] != original[name][masks[name]]).sum())
+    assert moved > 0.5 * round(fraction * total)
+
+
+def _fisher(model, images, labels, batch_size):
+    grads_sq = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    batches = 0
+    for start in range(0, len(labels), batch_size):
+        model.zero_grad()
+        F.cross_entropy(model(to_float(images[start:start + batch_size])), labels[start:start + batch_size]).backward()
+        for name, p in model.named_parameters():
+            grads_sq[name] += p.grad ** 2
+        batches += 1
+    return {name: g / batches for name, g in grads_sq.items()}
+
+
+def test_ssd_dampens_exactly_the_selected_weights(digits_class3):
+    task = digits_class3.task()
+    model = task.copy_original().eval()
+    x, y = task.forget_data()
+    forget = _fisher(model, x, y, 64)
+    general = _fisher(model, digits_class3.bundle.train_x, digits_class3.bundle.train_y, 64)
+    alpha, dampening = 10.0, 1.0
+    run = run_method(digits_class3, "ssd", {"alpha": alpha, "dampening": dampening, "batch_size": 64})
+    original = state(digits_class3.original.model)
+    n_selected = 0
+    for name, p in run.model.named_parameters():
+        selected = forget[name] > alpha * general[name]
+        # Borderline weights (within float noise of the threshold) may go either way.
+        clear = (forget[name] - alpha * general[name]).abs() > 1e-6 * forget[name].abs().clamp_min(1e-20)
+        assert torch.equal(p[~selected & clear], original[name][~selected & clear]), f"{name}: unselected moved"
+        expected = original[name] * torch.clamp(dampening * general[name] / forget[name], max=1.0)
+        keep = selected & clear
+        assert torch.allclose(p[keep], expected[keep], rtol=1e-3, atol=1e-7)
+        n_selected += int(keep.sum())
+    assert n_selected > 0
+    assert run.artifacts["dampened_weights"] >= n_selected
+
+
+def test_bs_neighbour_labels_are_wrong_and_adversarial(digits_class3):
+    from unlearn_core.methods.bs import neighbour_labels
+
+    task = digits_class3.task()
+    x, y = task.forget_data()
+    labels = neighbour_labels(task, x, y, 0.1)
+    assert (labels != y).all()
+    # Where the FGSM image crosses the boundary, the label is the class it lands in.
+    original = task.frozen_original()
+    images = to_float(x).requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(original(images), y), images)
+    landed = original((images + 0.1 * grad.sign()).clamp(0, 1)).argmax(1)
+    crossed = landed != y
+    assert torch.equal(labels[crossed], landed[crossed])
+
+
+def test_random_labels_are_wrong_and_from_remaining_classes(digits_class3, digits_random):
+    task = digits_class3.task()
+    _, y = task.forget_data()
+    labels = random_wrong_labels(task, y)
+    assert (labels != y).all() and not (labels == 3).any()
+    assert len(set(labels.tolist())) > 3  # spread over many classes
+    task = digits_random.task()
+    _, y = task.forget_data()
+    assert (random_wrong_labels(task, y) != y).all()
+
+
+def test_l1_sparse_penalty_shrinks_weights(digits_class3):
+    from unlearn_core.methods._common import weight_l1
+    from unlearn_core.methods.l1_sparse import l1_weight
+
+    assert [l1_weight(1.0, e, 4) for e in (1, 2, 3, 4)] == [1.0, 0.75, 0.5, 0.25]
+    plain = run_method(digits_class3, "l1_sparse", {"alpha": 0.0, "epochs": 2})
+    sparse = run_method(digits_class3, "l1_sparse", {"alpha": 1e-2, "epochs": 2})
+    with torch.no_grad():
+        assert float(weight_l1(sparse.model)) < 0.9 * float(weight_l1(plain.model))
+
+
+def test_scrub_max_steps_push_forget_outputs_away(digits_class3):
+    from unlearn_core.methods._common import distill_kl
+
+    def forget_kl(model):
+        x, _ = digits_class3.task().forget_data()
+        teacher = predict_logits(digits_class3.original.model, x)
+        return float(distill_kl(predict_logits(model, x), teacher, 1.0))
+
+    min_only = run_method(digits_class3, "scrub", {"max_epochs": 0, "epochs": 3, "lr": 2e-3})
+    with_max = run_method(digits_class3, "scrub", {"max_epochs": 3, "epochs": 3, "lr": 2e-3})
+    pushed, kept = forget_kl(with_max.model), forget_kl(min_only.model)
+    assert pushed > 0.02 and pushed > 100 * kept
+
+
+def test_bad_teacher_forget_outputs_follow_the_random_teacher(digits_class3):
+    run = run_method(digits_class3, "bad_teacher")
+    x, _ = digits_class3.task().forget_data()
+    probs = torch.softmax(predict_logits(run.model, x), 1)
+    original = torch.softmax(predict_logits(digits_class3.original.model, x), 1)
+    # The random teacher is near-uniform, so forget predictions lose most of their confidence.
+    assert probs.max(1).values.mean() < 0.8 * original.max(1).values.mean()
+
+
+def test_nan_loss_raises_divergence(digits_class3):
+    task = digits_class3.task()
+    model = task.copy_original()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(DivergenceError):
+        train_steps(model, task, 10, 5, 1, lambda batch, epoch: model.head.weight.sum() * float("nan"), optimizer,
+                    "test")
+
+
+@pytest.mark.parametrize("method", ("scrub", "ssd", "neggrad_plus"))
+def test_cancel_stops_a_method(digits_class3, method):
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        run_method(digits_class3, method, cancel=cancel)
+
+
+def test_every_baseline_is_registered_with_valid_defaults():
+    for method in BASELINES:
+        cls = get_method(method)
+        assert cls.name == method and cls.title and cls.summary
+        for param in cls.params:
+            assert param.coerce(param.default) == param.default
+    assert np.all([get_method(m).resolve_params({}) == get_method(m).defaults() for m in BASELINES])
