@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -59,7 +60,8 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
              "--server.port", str(self.port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats",
-             "false"], cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+             "false", "--server.fileWatcherType", "none"],  # as in production: edits must not rerun sessions
+            cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -108,7 +110,8 @@ async def _exceptions(page) -> list[str]:
     return [await boxes.nth(i).inner_text() for i in range(await boxes.count())]
 
 
-async def _session(browser, url: str, index: int, forget_class: int, timeout_s: float) -> dict:
+async def _session(browser, url: str, index: int, forget_class: int, timeout_s: float,
+                   shots: Path | None) -> dict:
     """One user's default flow; returns step latencies (seconds) and what the pages showed."""
     timeout_ms = int(timeout_s * 1000)
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -151,18 +154,23 @@ async def _session(browser, url: str, index: int, forget_class: int, timeout_s: 
     except Exception as error:  # a timed-out or broken session is a data point, not a crash of the benchmark
         result["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
         result["exceptions"] = await _exceptions(page)
+        result["stuck_at"] = next((s for s in STEPS if s not in result["steps"]), "")
+        with contextlib.suppress(Exception):
+            result["page_text"] = (await page.inner_text("body"))[-1500:]
+            if shots is not None:
+                await page.screenshot(path=str(shots / f"session{index}-{result['stuck_at']}.png"), full_page=True)
     finally:
         await context.close()
     return result
 
 
-async def _drive(url: str, sessions: int, timeout_s: float) -> list[dict]:
+async def _drive(url: str, sessions: int, timeout_s: float, shots: Path | None) -> list[dict]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            return await asyncio.gather(*(_session(browser, url, i, (3 + i) % 10, timeout_s)
+            return await asyncio.gather(*(_session(browser, url, i, (3 + i) % 10, timeout_s, shots)
                                           for i in range(sessions)))
         finally:
             await browser.close()
@@ -177,7 +185,7 @@ def _summary(values: list[float]) -> dict:
 
 
 def run_level(sessions: int, shared_checkpoints: Path | None = None, timeout_s: float = 600.0,
-              work_dir: Path | None = None) -> dict:
+              work_dir: Path | None = None, shots: Path | None = None) -> dict:
     """Start a server, drive ``sessions`` browsers at once, check the run store; return the measurements."""
     from unlearn_core import paths
     from unlearn_core.runstore import RunStore
@@ -187,7 +195,7 @@ def run_level(sessions: int, shared_checkpoints: Path | None = None, timeout_s: 
         data_dir = Path(tmp)
         with Server(data_dir, shared_checkpoints) as server:
             started = time.perf_counter()
-            results = asyncio.run(_drive(server.url, sessions, timeout_s))
+            results = asyncio.run(_drive(server.url, sessions, timeout_s, shots))
             wall = time.perf_counter() - started
             rss = server.rss_mb()
             log_tail = server.log_path.read_text()[-1500:]
@@ -213,13 +221,17 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds each step may take")
     parser.add_argument("--json", default=None, help="write all measurements here")
+    parser.add_argument("--shots", default=None, help="save a screenshot of every session that fails here")
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
         print(f"error: {CHROMIUM} is missing (run `make browser`)", file=sys.stderr)
         return 2
     levels = []
     for sessions in args.sessions:
-        level = run_level(sessions, timeout_s=args.timeout)
+        shots = Path(args.shots) if args.shots else None
+        if shots is not None:
+            shots.mkdir(parents=True, exist_ok=True)
+        level = run_level(sessions, timeout_s=args.timeout, shots=shots)
         levels.append(level)
         steps = "  ".join(f"{k} {v.get('median', '-')}/{v.get('p95', '-')}s" for k, v in level["steps"].items())
         print(f"{sessions:2d} sessions: {level['ok_sessions']}/{sessions} ok, {level['runs_done']} runs done, "
@@ -227,8 +239,8 @@ def main() -> int:
               f"{level['load_average'][0]:.1f}; median/p95 {steps}", flush=True)
         for detail in level["sessions_detail"]:
             if not detail["ok"]:
-                print(f"    session {detail['session']} ({detail['forget']}): {detail['error']} "
-                      f"{detail['exceptions'][:1]}", flush=True)
+                print(f"    session {detail['session']} ({detail['forget']}) stuck at {detail.get('stuck_at')}: "
+                      f"{detail['error']} {detail['exceptions'][:1]}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": f"{os.cpu_count()}-core CPU, no GPU", "levels": levels},
                                               indent=2))
