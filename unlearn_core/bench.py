@@ -187,6 +187,50 @@ def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random
             "total_seconds": time.perf_counter() - started, "settings": settings}
 
 
+def result_from_store(store, tag: str) -> dict:
+    """Rebuild a bench result from the runs recorded under ``tag`` (e.g. to re-render an interrupted bench).
+
+    Only finished runs count; the original model's row comes from the reports' ``original`` section.
+    """
+    from unlearn_core.methods import get_method
+    from unlearn_core.metrics import avg_gap
+
+    runs = [r for r in reversed(store.list(tag=tag)) if r["status"] == "done" and r["report"]]
+    if not runs:
+        raise ParameterError(f"no finished runs are recorded with tag {tag!r}")
+    settings, order = {}, []
+    for run in runs:
+        forget = run["forget"]
+        if forget not in settings:
+            order.append(forget)
+            settings[forget] = {"model": run["model"], "seeds": set(),
+                                "rows": {"retrain": MethodRow("retrain", get_method("retrain").title),
+                                         "original": MethodRow("original", "Original (before unlearning)")}}
+        setting = settings[forget]
+        report = run["report"]
+        if run["seed"] not in setting["seeds"] and report.get("retrained"):
+            setting["seeds"].add(run["seed"])
+            setting["rows"]["original"].add({**report["original"],
+                                             "avg_gap": avg_gap(report["original"], report["retrained"]),
+                                             "seconds": None, "rte": None})
+        method = run["method"]
+        if method not in setting["rows"]:
+            setting["rows"][method] = MethodRow(method, get_method(method).title)
+        setting["rows"][method].add({**report["unlearned"], "avg_gap": report.get("avg_gap"),
+                                     "seconds": report["seconds"], "rte": report.get("rte")})
+        setting["rows"][method].run_ids.append(run["id"])
+    for run in store.list(tag=tag, status="failed"):
+        rows = settings.get(run["forget"], {}).get("rows", {})
+        if run["method"] in rows:
+            rows[run["method"]].errors.append(f"seed {run['seed']}: {run['error']}")
+    first = runs[0]
+    seeds = sorted({r["seed"] for r in runs})
+    return {"dataset": first["dataset"], "model": first["model"], "device": first["device"], "seeds": seeds,
+            "tag": tag, "settings": [{"forget": f, "model": settings[f]["model"],
+                                      "rows": [row.as_dict() for row in settings[f]["rows"].values()]}
+                                     for f in order]}
+
+
 def _cell(summary: dict, key: str, runs: int) -> str:
     mean, std = summary[key]["mean"], summary[key]["std"]
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):

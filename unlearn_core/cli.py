@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--store", default=None, metavar="PATH",
                        help="run store database (default: <data dir>/runs.sqlite)")
     bench.add_argument("--quiet", action="store_true", help="no per-run log lines on stderr")
+    bench.add_argument("--from-tag", default=None, metavar="TAG",
+                       help="run nothing: rebuild the tables from the runs recorded under TAG")
 
     methods = commands.add_parser("methods", help="list methods and their parameters")
     methods.add_argument("--json", action="store_true", help="print as JSON")
@@ -320,6 +322,19 @@ def _cmd_bench(args, _progress) -> int:
     from unlearn_core.bench import PRESETS, markdown_report, parse_seeds, run_bench, write_csv, write_json
     from unlearn_core.runstore import RunStore
 
+    if args.from_tag:
+        from unlearn_core.bench import result_from_store
+
+        result = result_from_store(RunStore(args.store), args.from_tag)
+        text = markdown_report(result, f"python -m unlearn_core bench --from-tag {args.from_tag}")
+        print(text)
+        if args.out:
+            _write_text(args.out, text)
+        if args.csv:
+            write_csv(result, args.csv)
+        if args.json:
+            write_json(result, args.json)
+        return 0
     recipe_overrides, dataset, model = None, args.dataset, args.model
     if args.preset is not None:
         if args.preset not in PRESETS:
