@@ -20,8 +20,10 @@ class NegGradPlus(UnlearningMethod):
     summary = "Weighted CE on remaining batches minus CE on forget batches: ascent held in check by descent."
     params = (
         Param("lr", float, 0.01, "SGD learning rate", low=1e-6, high=1.0, log=True),
-        Param("epochs", int, 1, "passes over the remaining data (3 at alpha 0.95 wrecks mnist5k)", low=1, high=100),
-        Param("alpha", float, 0.95, "weight of the remaining loss; the forget loss gets 1 - alpha", low=0.0,
+        Param("epochs", int, 1, "passes over the remaining data", low=1, high=100),
+        # On mnist5k class 3 (1 epoch): alpha 0.95 keeps 91.5% forget accuracy, 0.9 forgets fully at TA 87.1 (retrain
+        # 89.1); two epochs at either value collapse the model. NegGrad+ is sensitive: tune per setting.
+        Param("alpha", float, 0.9, "weight of the remaining loss; the forget loss gets 1 - alpha", low=0.0,
               high=1.0),
         Param("batch_size", int, 64, "mini-batch size (each of remaining and forget)", low=1, high=4096),
         Param("momentum", float, 0.9, "SGD momentum", low=0.0, high=0.99),
