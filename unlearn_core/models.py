@@ -169,18 +169,30 @@ def build_model(name: str, channels: int, image_size: tuple[int, int], num_class
         raise ModelError(f"normalisation has {len(mean)} channel(s) but the images have {channels}")
     spec = {"name": name, "channels": channels, "image_size": list(image_size), "num_classes": num_classes,
             "mean": list(mean), "std": list(std)}
-    generator_state = None
+    body = info.builder(channels, tuple(image_size))
+    feature_dim = _output_dim(body, channels, tuple(image_size))
+    model = UnlearnModel(body, feature_dim, num_classes, mean, std, spec)
     if seed is not None:
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-    try:
-        body = info.builder(channels, tuple(image_size))
-        feature_dim = _output_dim(body, channels, tuple(image_size))
-        model = UnlearnModel(body, feature_dim, num_classes, mean, std, spec)
-    finally:
-        if generator_state is not None:
-            torch.random.set_rng_state(generator_state)
+        seeded_init(model, seed)
     return model
+
+
+def seeded_init(model: nn.Module, seed: int) -> None:
+    """Re-draw every Conv/Linear weight and bias from a private generator.
+
+    Same distributions as PyTorch's defaults (uniform in +-1/sqrt(fan_in)), but
+    never touches the process-wide RNG, so models built in parallel threads
+    each get exactly their own seed's weights.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                fan_in = module.weight[0].numel()
+                bound = 1.0 / max(fan_in, 1) ** 0.5
+                for tensor in (module.weight, module.bias):
+                    if tensor is not None:
+                        tensor.copy_((torch.rand(tensor.shape, generator=generator) * 2 - 1) * bound)
 
 
 def build_for_dataset(name: str, bundle, seed: int | None = None) -> UnlearnModel:

@@ -24,7 +24,7 @@ from unlearn_core.forget import ForgetSplit, validate_seed
 from unlearn_core.models import UnlearnModel, build_for_dataset
 from unlearn_core.progress import Reporter, check_finite, is_out_of_memory, oom_guard, release_cached_memory
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: private-generator initial weights, seeded dropout
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,19 @@ def train_supervised(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     loss_fn = nn.CrossEntropyLoss()
     started = time.perf_counter()
     epoch_loss = epoch_acc = float("nan")
+    # Dropout draws from torch's global RNG: seed it inside a fork so one seed gives one model
+    # and the caller's random state is left as it was.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        epoch_loss, epoch_acc = _train_epochs(model, images, labels, recipe, device, reporter, augmentation,
+                                              padding, optimizer, scheduler, generator, loss_fn, steps_per_epoch)
+    model.eval()
+    return {"seconds": time.perf_counter() - started, "final_loss": epoch_loss, "final_train_acc": epoch_acc}
+
+
+def _train_epochs(model, images, labels, recipe, device, reporter, augmentation, padding, optimizer, scheduler,
+                  generator, loss_fn, steps_per_epoch) -> tuple[float, float]:
+    epoch_loss = epoch_acc = float("nan")
     for epoch in range(1, recipe.epochs + 1):
         total_loss, correct, seen = 0.0, 0, 0
         for step, batch in enumerate(minibatches(len(labels), recipe.batch_size, generator), start=1):
@@ -159,8 +172,7 @@ def train_supervised(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             reporter(epoch=epoch, epochs=recipe.epochs, step=step, steps=steps_per_epoch,
                      loss=total_loss / seen, accuracy=100.0 * correct / seen)
         epoch_loss, epoch_acc = total_loss / max(seen, 1), 100.0 * correct / max(seen, 1)
-    model.eval()
-    return {"seconds": time.perf_counter() - started, "final_loss": epoch_loss, "final_train_acc": epoch_acc}
+    return epoch_loss, epoch_acc
 
 
 @dataclass

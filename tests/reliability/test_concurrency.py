@@ -168,8 +168,6 @@ def test_two_processes_asking_for_the_same_model_train_it_once(tmp_path):
     assert len(files) == 1 and read_checkpoint(files[0])["state_dict"]
 
 
-@pytest.mark.xfail(strict=True, reason="models.build_model seeds torch's process-wide RNG, so concurrent builds "
-                                       "with different seeds get each other's numbers (see docs/RELIABILITY.md)")
 def test_models_built_in_parallel_threads_get_their_own_seeded_weights():
     expected = {seed: build_model("small_cnn", 1, (28, 28), 10, seed=seed).head.weight.clone() for seed in range(6)}
     wrong = []
