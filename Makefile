@@ -33,10 +33,12 @@ browser:
 	@bash scripts/ensure_chromium.sh
 
 run: $(RUN_STAMP)
-	$(PY) -m streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
+	$(PY) -m streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false \
+		--server.fileWatcherType none --server.maxUploadSize $${UNLEARN_MAX_UPLOAD_MB:-200}
 
 test: $(TEST_STAMP) browser
 	$(PY) -m pytest
 
 bench: $(TEST_STAMP)
 	$(PY) benchmarks/bench_training_cache.py
+	$(PY) benchmarks/bench_app.py

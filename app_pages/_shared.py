@@ -138,18 +138,31 @@ def page(name: str):
     return PAGES[name]
 
 
+def session_owner() -> str:
+    """This browser session's id: jobs are tagged with it so sessions never see or cancel each other's work."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "local"
+
+
 def jobs_panel(kind: str | None = None, title: str = "Jobs") -> None:
-    """Live progress of the worker's jobs with cancel buttons; reruns the page when a job ends."""
+    """Live progress of this session's jobs with cancel buttons; reruns the page when a job ends."""
     from unlearn_core.jobs import DONE, FAILED
 
-    active = runner().active(kind)
+    owner = session_owner()
+    active = runner().active(kind, owner)
 
     @st.fragment(run_every=POLL_SECONDS if active else None)
     def panel():
-        jobs = runner().jobs(kind)
+        jobs = runner().jobs(kind, owner)
         if not jobs:
             return
         st.markdown(f"**{title}**")
+        mine = runner().active(owner=owner)
+        others = len(runner().active()) - len(mine)
+        if mine and others > 0:
+            st.caption(f"{others} job(s) of other sessions share the worker; yours run in turn.")
         ended_now = False
         seen = st.session_state.setdefault("seen_finished", set())
         for job in reversed(jobs[-8:]):

@@ -80,7 +80,8 @@ if umap_coords is None and not umap_jobs and ((auto_umap and not umap_failed) or
         progress(ProgressEvent(stage="umap", message=f"fitting {sum(len(v) for v in features.values())} points"))
         return cache.get_or_compute(key, lambda: joint_embedding(features, "umap", seed=0, fit_on=FIT_ON))
 
-    umap_jobs = [_shared.runner().submit(f"UMAP of run #{run_id}", fit, kind="umap", meta={"key": umap_key})]
+    umap_jobs = [_shared.runner().submit(f"UMAP of run #{run_id}", fit, kind="umap",
+                                         meta={"key": umap_key, "owner": _shared.session_owner()})]
 
 reducers = ["UMAP", "PCA"] if umap_coords is not None else ["PCA"]
 reducer = cols[2].radio("Map", reducers, horizontal=True, key="w_embed_reducer") if len(reducers) > 1 else "PCA"

@@ -104,7 +104,8 @@ else:
         def train(progress, cancel):
             return _shared.setups().get(request, progress, cancel, with_retrain=False)
 
-        runner.submit(f"train original {current.model} on {current.dataset}", train, kind="setup")
+        runner.submit(f"train original {current.model} on {current.dataset}", train, kind="setup",
+                      meta={"owner": _shared.session_owner()})
         st.rerun()
 _shared.jobs_panel("setup", title="Training")
 

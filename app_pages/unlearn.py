@@ -77,7 +77,8 @@ if chosen:
             for method in chosen:
                 _shared.runner().submit_run(provider, method, resolved[method], store=_shared.store(),
                                             label=f"{method} on {request.dataset}/{request.forget}",
-                                            meta={"forget": request.forget, "dataset": request.dataset})
+                                            meta={"forget": request.forget, "dataset": request.dataset,
+                                                  "owner": _shared.session_owner()})
             _shared.warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
             st.toast(f"Queued {len(chosen)} run(s).")
             st.rerun()

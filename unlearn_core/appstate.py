@@ -20,7 +20,6 @@ from unlearn_core.errors import CheckpointError, ForgetSpecError, UnlearnError
 METRIC_COLUMNS = ("FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy")
 # Every metric is judged by its distance to the retrained reference (the gold standard of unlearning).
 GAP_COLUMNS = tuple(f"gap_{m}" for m in METRIC_COLUMNS)
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,7 @@ def load_uploaded_checkpoint(data: bytes, dataset: str, model: str, seed: int = 
 
     if not data:
         raise CheckpointError("the uploaded file is empty")
-    checkpoint = read_checkpoint(bytes(data), MAX_UPLOAD_BYTES)
+    checkpoint = read_checkpoint(bytes(data))  # the UNLEARN_MAX_UPLOAD_MB cap applies
     network = build_for_dataset(model, load_dataset(dataset), seed=seed)
     load_state_strict(network, checkpoint["state_dict"])
     network.eval()

@@ -171,13 +171,15 @@ class JobRunner:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def jobs(self, kind: str | None = None) -> list[Job]:
+    def jobs(self, kind: str | None = None, owner: str | None = None) -> list[Job]:
+        """Jobs in submission order, optionally only one kind and one owner (``meta["owner"]``)."""
         with self._lock:
             jobs = [self._jobs[k] for k in sorted(self._jobs)]
-        return [j for j in jobs if kind is None or j.snapshot().kind == kind]
+        return [j for j in jobs if (kind is None or j.snapshot().kind == kind)
+                and (owner is None or j.snapshot().meta.get("owner") == owner)]
 
-    def active(self, kind: str | None = None) -> list[Job]:
-        return [j for j in self.jobs(kind) if not j.snapshot().finished]
+    def active(self, kind: str | None = None, owner: str | None = None) -> list[Job]:
+        return [j for j in self.jobs(kind, owner) if not j.snapshot().finished]
 
     def cancel_all(self, kind: str | None = None) -> int:
         active = self.active(kind)
