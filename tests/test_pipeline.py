@@ -34,3 +34,16 @@ def test_cancel_stops_a_method(digits_class3):
     cancel.set()
     with pytest.raises(Cancelled):
         run_method(digits_class3, "finetune", cancel=cancel)
+
+
+def test_a_diverged_model_is_reported_not_scored(digits_class3):
+    import torch
+
+    from unlearn_core.errors import DivergenceError
+    from unlearn_core.pipeline import MethodRun
+
+    broken = digits_class3.task().copy_original()
+    with torch.no_grad():
+        broken.head.weight.fill_(float("nan"))
+    with pytest.raises(DivergenceError, match="NaN or infinite"):
+        build_report(digits_class3, MethodRun("finetune", {}, broken, 1.0, {}))

@@ -168,7 +168,9 @@ def test_crash_during_a_run_keeps_earlier_runs(tmp_path):
 
     runs = RunStore(path).list()
     assert [r["id"] for r in runs[1:]] == [r["id"] for r in earlier[::-1]]
-    assert runs[0]["method"] == "crashing" and runs[0]["status"] == "running"
+    # The crashed process's run is reaped when the store is reopened: failed, never left "running".
+    assert runs[0]["method"] == "crashing" and runs[0]["status"] == "failed"
+    assert "interrupted" in runs[0]["error"]
     for before in earlier:
         assert store.get(before["id"]) == before
     conn = sqlite3.connect(path)

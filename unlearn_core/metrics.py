@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from unlearn_core.data import DatasetBundle
+from unlearn_core.errors import DivergenceError
 from unlearn_core.forget import ForgetSplit
 
 MIA_MAX_PER_SIDE = 2000
@@ -150,11 +151,15 @@ def model_outputs(model, bundle: DatasetBundle, split: ForgetSplit, device=None)
 
     forget = torch.as_tensor(split.forget_idx, dtype=torch.long)
     retain = torch.as_tensor(split.retain_idx, dtype=torch.long)
-    return {
+    outputs = {
         "forget": softmax(predict_logits(model, bundle.train_x[forget], device)),
         "retain": softmax(predict_logits(model, bundle.train_x[retain], device)),
         "test": softmax(predict_logits(model, bundle.test_x, device)),
     }
+    if not all(np.isfinite(probs).all() for probs in outputs.values()):
+        raise DivergenceError("the model's outputs are NaN or infinite (its weights diverged); "
+                              "lower the learning rate and try again")
+    return outputs
 
 
 def evaluate_outputs(outputs: dict[str, np.ndarray], bundle: DatasetBundle, split: ForgetSplit,

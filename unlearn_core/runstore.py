@@ -77,6 +77,16 @@ class RunStoreError(UnlearnError):
     """The run store cannot be opened or a request to it is invalid."""
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -155,6 +165,7 @@ class RunStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._initialise()
+            self.reap_stale()
         except sqlite3.DatabaseError as error:
             raise RunStoreError(f"cannot open the run store {self.path}: {error}") from None
 
@@ -265,6 +276,22 @@ class RunStore:
                                   (status, str(error), _now(), int(run_id)))
             if cursor.rowcount == 0:
                 raise RunNotFoundError(f"no run with id {run_id}")
+
+    def reap_stale(self) -> int:
+        """Mark ``running`` runs whose process is gone (killed, crashed) as failed; returns how many.
+
+        Called when a store is opened, so a killed worker's run does not stay
+        "running" forever. A live pid (possibly reused) is left alone.
+        """
+        with self._read() as conn:
+            rows = conn.execute("SELECT id, pid FROM runs WHERE status = 'running'").fetchall()
+        stale = [int(row["id"]) for row in rows if row["pid"] is not None and not _pid_alive(int(row["pid"]))]
+        for run_id in stale:
+            with self._write() as conn:
+                conn.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ? "
+                             "WHERE id = ? AND status = 'running'",
+                             ("interrupted: the process running it is gone", _now(), run_id))
+        return len(stale)
 
     # -- reads -------------------------------------------------------------------------------------------------
     @staticmethod

@@ -17,7 +17,7 @@ from torch import nn
 from unlearn_core.data import to_float
 from unlearn_core.errors import DivergenceError, MethodError
 from unlearn_core.methods.base import UnlearnTask
-from unlearn_core.progress import check_finite
+from unlearn_core.progress import check_finite, oom_guard
 from unlearn_core.training import minibatches
 
 BatchLoss = Callable[[torch.Tensor, int], torch.Tensor]
@@ -65,12 +65,13 @@ def train_steps(model: nn.Module, task: UnlearnTask, n: int, batch_size: int, ep
         total, seen = 0.0, 0
         for step, batch in enumerate(minibatches(n, batch_size, generator), start=1):
             optimizer.zero_grad(set_to_none=True)
-            loss = batch_loss(batch, epoch)
-            check_finite(loss.item(), stage)
-            loss.backward()
-            if after_backward is not None:
-                after_backward(model)
-            optimizer.step()
+            with oom_guard(stage, batch_size, task.device):
+                loss = batch_loss(batch, epoch)
+                check_finite(loss.item(), stage)
+                loss.backward()
+                if after_backward is not None:
+                    after_backward(model)
+                optimizer.step()
             if after_step is not None:
                 after_step(model)
             total += loss.item() * len(batch)
