@@ -153,11 +153,14 @@ class UnlearnOutput:
 
     ``seconds`` overrides the measured wall time (only ``retrain`` uses it,
     to report the training time of a cached reference).
+    ``diagnostics_seconds`` is time spent measuring things for display
+    (not unlearning); it is subtracted from the method's reported time.
     """
 
     model: UnlearnModel
     artifacts: dict = field(default_factory=dict)
     seconds: float | None = None
+    diagnostics_seconds: float = 0.0
 
 
 class UnlearningMethod:

@@ -108,11 +108,14 @@ class UNSC(UnlearningMethod):
 
         model = task.copy_original()
         projector = space.projector(model)
+        diagnostics_started = time.perf_counter()
         removed = self._removed_share(model, projector, forget_x, targets, task)
+        diagnostics_seconds = time.perf_counter() - diagnostics_started
         optimizer = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=0.0, weight_decay=0.0)
         stats = fit_classifier(model, forget_x, targets, task, optimizer, params["epochs"], params["batch_size"],
                                after_backward=projector.project, train_mode=freeze_batchnorm, stage="unsc")
 
+        diagnostics_started = time.perf_counter()
         retain_x, _ = task.retain_data()
         pick = task.generator(23)
         retain_probe = retain_x[torch.randperm(len(retain_x), generator=pick)[:DRIFT_SAMPLES]]
@@ -132,7 +135,10 @@ class UNSC(UnlearningMethod):
             },
             "target_counts": np.bincount(targets.numpy(), minlength=bundle.num_classes).tolist(),
         }
-        return UnlearnOutput(model, artifacts)
+        diagnostics_seconds += time.perf_counter() - diagnostics_started
+        artifacts["diagnostics_seconds"] = diagnostics_seconds
+        # The gradient share and drift are measurements for the dashboard, not part of unlearning.
+        return UnlearnOutput(model, artifacts, diagnostics_seconds=diagnostics_seconds)
 
     def _retained_space(self, task: UnlearnTask, params: dict) -> RetainedSpace:
         split, bundle = task.split, task.bundle
