@@ -69,7 +69,8 @@ class UNSC(UnlearningMethod):
     name = "unsc"
     title = "UNSC (null space calibration)"
     summary = ("Fine-tune on the forget samples towards pseudo-labels, with every weight update projected into the "
-               "null space of the remaining data's layer inputs, so remaining classes are left alone.")
+               "null space of the remaining data's layer inputs, so remaining classes are left alone. Built for class "
+               "forgetting: on random samples it over-unlearns badly (docs/UNSC.md).")
     params = (
         Param("eps", float, 0.99, "energy of the remaining data's layer inputs the retained subspace keeps "
               "(higher: more protection, less room to unlearn)", low=0.5, high=1.0),
