@@ -319,7 +319,7 @@ def _cmd_runs(args, _progress) -> int:
 
 
 def _cmd_bench(args, _progress) -> int:
-    from unlearn_core.bench import PRESETS, markdown_report, parse_seeds, run_bench, write_csv, write_json
+    from unlearn_core.bench import PRESETS, markdown_report, parse_seeds, run_bench
     from unlearn_core.runstore import RunStore
 
     if args.from_tag:
@@ -328,12 +328,7 @@ def _cmd_bench(args, _progress) -> int:
         result = result_from_store(RunStore(args.store), args.from_tag)
         text = markdown_report(result, f"python -m unlearn_core bench --from-tag {args.from_tag}")
         print(text)
-        if args.out:
-            _write_text(args.out, text)
-        if args.csv:
-            write_csv(result, args.csv)
-        if args.json:
-            write_json(result, args.json)
+        _write_bench_files(args, result, text)
         return 0
     recipe_overrides, dataset, model = None, args.dataset, args.model
     if args.preset is not None:
@@ -354,13 +349,19 @@ def _cmd_bench(args, _progress) -> int:
     print(text)
     print(f"total {result['total_seconds']:.0f}s; runs recorded with tag {result['tag']} "
           f"(python -m unlearn_core runs list --tag {result['tag']})")
+    _write_bench_files(args, result, text)
+    return 0
+
+
+def _write_bench_files(args, result: dict, text: str) -> None:
+    from unlearn_core.bench import write_csv, write_json
+
     if args.out:
         _write_text(args.out, text)
     if args.csv:
         write_csv(result, args.csv)
     if args.json:
         write_json(result, args.json)
-    return 0
 
 
 def _bench_command(args, dataset: str, model: str | None, forgets: list[str]) -> str:
