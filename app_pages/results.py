@@ -1,6 +1,7 @@
 """Results page: every stored run against the original and the retrained reference."""
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from app_pages import _shared
@@ -38,7 +39,8 @@ if not done:
 table = metrics_table(done)
 best = best_per_column(table)
 shown_columns = ["run", *METRIC_COLUMNS, "avg_gap", *GAP_COLUMNS, "seconds", "rte"]
-view = table[shown_columns].set_index("run")
+# Reference rows hold None where a column does not apply; numeric dtypes let the formatter show "–".
+view = table[shown_columns].set_index("run").apply(pd.to_numeric, errors="coerce")
 
 
 def highlight(column):
