@@ -47,3 +47,30 @@ def test_a_diverged_model_is_reported_not_scored(digits_class3):
         broken.head.weight.fill_(float("nan"))
     with pytest.raises(DivergenceError, match="NaN or infinite"):
         build_report(digits_class3, MethodRun("finetune", {}, broken, 1.0, {}))
+
+
+@pytest.mark.parametrize("method, params", [("natmu", {"epochs": 1}), ("neggrad_plus", {}), ("unsc", {"epochs": 2}),
+                                            ("rl", {"epochs": 1})])
+def test_same_seed_gives_the_same_model_whatever_the_global_random_state(digits_class3, method, params):
+    import dataclasses
+
+    import torch
+
+    from unlearn_core.models import build_for_dataset
+    from unlearn_core.training import TrainedModel
+
+    # small_cnn has dropout, which draws from torch's global generator; a seed must still give one model.
+    original = build_for_dataset("small_cnn", digits_class3.bundle, seed=0)
+    setup = dataclasses.replace(digits_class3, model_name="small_cnn", _outputs={},
+                                original=TrainedModel(original, "untrained-small-cnn", {}, False, 0.0))
+    torch.manual_seed(123)
+    first = run_method(setup, method, params).model.state_dict()
+    torch.manual_seed(456)
+    state_before = torch.random.get_rng_state()
+    second = run_method(setup, method, params).model.state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state_before), "the run changed the caller's random state"
+    changed = False
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+        changed |= not torch.equal(first[key], original.state_dict()[key])
+    assert changed, f"{method} did not change the model, so the test proves nothing"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from unlearn_core.errors import UnlearnError
@@ -34,3 +36,17 @@ def pick_device(override: str | None = None) -> torch.device:
             raise UnlearnError("device 'mps' requested but MPS is not available on this machine")
         return torch.device("mps")
     raise UnlearnError(f"unknown device {override!r}; choose one of {', '.join(VALID_DEVICES)} or cuda:N")
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device):
+    """Seed torch's global generators inside a fork, restoring the caller's state afterwards.
+
+    Dropout (and anything else that draws without an explicit generator) uses
+    the global generators; seeding them here makes one seed give one model,
+    without disturbing the random state of whoever called us.
+    """
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield

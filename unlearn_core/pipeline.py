@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from unlearn_core.data import DatasetBundle, default_model_for, load_dataset
-from unlearn_core.device import pick_device
+from unlearn_core.device import pick_device, seeded_global_rng
 from unlearn_core.forget import ForgetSpec, ForgetSplit
 from unlearn_core.methods import UnlearnTask, get_method
 from unlearn_core.metrics import avg_gap, evaluate_outputs, js_divergence, model_outputs, rte
@@ -96,7 +96,10 @@ def run_method(setup: Setup, method: str, params: dict | None = None, progress: 
     if setup.device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    output = method_cls().unlearn(task, resolved)
+    # Methods with dropout draw from torch's global generators: seeded here, once for every method, a seed
+    # gives one unlearned model (the bench's seeds are otherwise not reproducible).
+    with seeded_global_rng(setup.seed, setup.device):
+        output = method_cls().unlearn(task, resolved)
     if setup.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started - output.diagnostics_seconds

@@ -18,7 +18,7 @@ from torch import nn
 
 from unlearn_core.checkpoints import CheckpointCache, cache_key
 from unlearn_core.data import DatasetBundle, augment_batch, to_float
-from unlearn_core.device import pick_device
+from unlearn_core.device import pick_device, seeded_global_rng
 from unlearn_core.errors import UnlearnError
 from unlearn_core.forget import ForgetSplit, validate_seed
 from unlearn_core.models import UnlearnModel, build_for_dataset
@@ -138,10 +138,7 @@ def train_supervised(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     loss_fn = nn.CrossEntropyLoss()
     started = time.perf_counter()
     epoch_loss = epoch_acc = float("nan")
-    # Dropout draws from torch's global RNG: seed it inside a fork so one seed gives one model
-    # and the caller's random state is left as it was.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed, device):
         epoch_loss, epoch_acc = _train_epochs(model, images, labels, recipe, device, reporter, augmentation,
                                               padding, optimizer, scheduler, generator, loss_fn, steps_per_epoch)
     model.eval()

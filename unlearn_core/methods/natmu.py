@@ -67,13 +67,9 @@ class NatMU(UnlearningMethod):
         optimizer = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
         total_steps = params["epochs"] * max(1, -(-len(labels) // params["batch_size"]))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=0.0)
-        # Dropout draws from torch's global generator: fork and seed it, so one seed gives one result
-        # without disturbing the caller's random state.
-        with torch.random.fork_rng(devices=[task.device.index or 0] if task.device.type == "cuda" else []):
-            torch.manual_seed(task.seed)
-            stats = fit_classifier(model, images, labels, task, optimizer, params["epochs"], params["batch_size"],
-                                   augment=task.recipe.augment, augment_mask=augment_mask,
-                                   scheduler_per_step=scheduler.step, stage="natmu fine-tune")
+        stats = fit_classifier(model, images, labels, task, optimizer, params["epochs"], params["batch_size"],
+                               augment=task.recipe.augment, augment_mask=augment_mask,
+                               scheduler_per_step=scheduler.step, stage="natmu fine-tune")
         artifacts = {**stats, **plan.summary(), "reinit_head": reinit,
                      "gallery": _gallery(task, plan, probs, forget_np, retain_np, hybrids, params["delta"])}
         return UnlearnOutput(model, artifacts)
