@@ -56,10 +56,10 @@ class JobSnapshot:
     def finished(self) -> bool:
         return self.status in FINISHED
 
-    def describe(self) -> str:
-        """One line such as ``unsc: fine-tune epoch 2/5, loss 0.3121``."""
+    def describe(self, ahead: int = 0) -> str:
+        """One line such as ``unsc: fine-tune epoch 2/5, loss 0.3121``; ``ahead`` counts jobs queued before it."""
         if self.status == QUEUED:
-            return f"{self.label}: waiting for the worker"
+            return f"{self.label}: waiting for the worker" + (f" ({ahead} job(s) ahead)" if ahead else "")
         if self.status == RUNNING:
             parts = [self.stage or "working"]
             if self.epochs:
@@ -180,6 +180,10 @@ class JobRunner:
 
     def active(self, kind: str | None = None, owner: str | None = None) -> list[Job]:
         return [j for j in self.jobs(kind, owner) if not j.snapshot().finished]
+
+    def ahead_of(self, job: Job) -> int:
+        """Unfinished jobs of any kind and owner submitted before ``job``: what it waits for in the one worker."""
+        return sum(1 for other in self.active() if other.job_id < job.job_id)
 
     def cancel_all(self, kind: str | None = None) -> int:
         active = self.active(kind)

@@ -40,6 +40,21 @@ def test_jobs_run_one_at_a_time_in_submission_order(runner):
     assert [j.result for j in jobs] == [0, 1, 2, 3]
 
 
+def test_queued_jobs_say_how_many_jobs_are_ahead_of_them(runner):
+    release = threading.Event()
+    blocker = runner.submit("blocker", lambda progress, cancel: release.wait(10), meta={"owner": "a"})
+    second = runner.submit("second", lambda progress, cancel: None, meta={"owner": "b"})
+    third = runner.submit("third", lambda progress, cancel: None, meta={"owner": "a"})
+    try:
+        assert runner.ahead_of(blocker) == 0
+        assert runner.ahead_of(third) == 2  # other sessions' jobs count: they hold the one worker too
+        assert third.snapshot().describe(runner.ahead_of(third)) == "third: waiting for the worker (2 job(s) ahead)"
+    finally:
+        release.set()
+    runner.wait(third, timeout=10)
+    assert runner.ahead_of(second) == 0
+
+
 def test_progress_events_land_in_the_snapshot(runner):
     release = threading.Event()
     seen = threading.Event()
