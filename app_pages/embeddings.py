@@ -15,11 +15,12 @@ _shared.explainer(
     "moves between panels moved in feature space. Crosses are the forget "
     "set. After class unlearning they should leave their old cluster (as in the retrained model) while the other "
     "clusters stay put. PCA appears instantly; UMAP (which separates clusters better) is computed in the background "
-    "and replaces it when ready. Click or lasso a point in the *after* panel to see the image and its predictions.")
+    "and replaces it when ready. Hover a point for its predictions before, after and retrained; click or lasso points "
+    "in the *after* panel to see their images.")
 
 from unlearn_core.embeddings import embedding_key, indices_digest, joint_embedding, sample_points  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
-from unlearn_core.figures import embedding_scatter  # noqa: E402
+from unlearn_core.figures import embedding_scatter, prediction_hover  # noqa: E402
 
 current = _shared.choice()
 runs = [r for r in _shared.store().list(dataset=current.dataset, model=current.model, forget=current.forget,
@@ -96,13 +97,14 @@ names = bundle.class_names
 view = st.radio("View", ["Side by side", "One panel (toggle)"], horizontal=True, key="w_embed_view")
 titles = {"before": "before (original)", "after": f"after (run #{run_id} {run['method']})",
           "retrained": "retrained reference"}
+hover = prediction_hover(probs, names)
 selection = None
 if view == "Side by side":
     panels = st.columns(3)
     for panel, state in zip(panels, ("before", "after", "retrained")):
         with panel:
             fig = embedding_scatter(coords[state], labels, idx, forget_mask, names, title=titles[state],
-                                    selectable=state == "after", height=420)
+                                    selectable=state == "after", height=420, hover=hover)
             if state == "after":
                 selection = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "lasso", "box"),
                                             key="embed_after", width="stretch")
@@ -113,7 +115,7 @@ else:
                              key="w_embed_state", format_func=titles.get)
     ghost = coords["before"] if state != "before" else None
     fig = embedding_scatter(coords[state], labels, idx, forget_mask, names, title=titles[state], selectable=True,
-                            ghost=ghost, height=600)
+                            ghost=ghost, height=600, hover=hover)
     selection = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "lasso", "box"),
                                 key="embed_single", width="stretch")
 

@@ -20,14 +20,28 @@ def class_colour(cls: int) -> str:
     return PALETTE[int(cls) % len(PALETTE)]
 
 
+def prediction_hover(probs_by_state: dict[str, np.ndarray], class_names: list[str]) -> np.ndarray:
+    """One hover line per point: each model's predicted class and confidence, e.g. ``before: 3 (99%) · after: 5``."""
+    parts = []
+    for state, probs in probs_by_state.items():
+        predicted = probs.argmax(1)
+        confidence = np.rint(probs.max(1) * 100).astype(int)
+        parts.append([f"{state}: {class_names[int(c)]} ({p}%)" for c, p in zip(predicted, confidence)])
+    return np.asarray([" · ".join(row) for row in zip(*parts)], dtype=object)
+
+
 def embedding_scatter(coords: np.ndarray, labels: np.ndarray, indices: np.ndarray, forget_mask: np.ndarray,
                       class_names: list[str], title: str = "", selectable: bool = False,
-                      ghost: np.ndarray | None = None, height: int = 480) -> go.Figure:
+                      ghost: np.ndarray | None = None, height: int = 480,
+                      hover: np.ndarray | None = None) -> go.Figure:
     """Points coloured by class, forget samples outlined; ``customdata`` carries the dataset index.
 
     ``ghost`` (same shape as ``coords``) draws another state's positions in
-    light grey behind, so the eye sees where points came from.
+    light grey behind, so the eye sees where points came from. ``hover`` adds
+    one line of text per point to its tooltip (see :func:`prediction_hover`).
     """
+    extra = "<br>%{text}" if hover is not None else ""
+    hover = np.asarray(hover, dtype=object) if hover is not None else np.full(len(labels), "", dtype=object)
     fig = go.Figure()
     if ghost is not None:
         fig.add_trace(go.Scattergl(x=ghost[:, 0], y=ghost[:, 1], mode="markers", name="other state",
@@ -39,14 +53,15 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, indices: np.ndarra
             fig.add_trace(go.Scattergl(
                 x=coords[keep, 0], y=coords[keep, 1], mode="markers", name=str(class_names[int(cls)]),
                 marker=dict(size=5, color=class_colour(cls), opacity=0.75), customdata=np.asarray(indices)[keep],
-                hovertemplate=f"class {class_names[int(cls)]}<br>sample %{{customdata}}<extra></extra>"))
+                text=hover[keep],
+                hovertemplate=f"class {class_names[int(cls)]}<br>sample %{{customdata}}{extra}<extra></extra>"))
     if forget_mask.any():
         fig.add_trace(go.Scattergl(
             x=coords[forget_mask, 0], y=coords[forget_mask, 1], mode="markers", name="forget set",
             marker=dict(size=8, color=[class_colour(c) for c in labels[forget_mask]], symbol="x",
                         line=dict(width=1.5, color=FORGET_COLOUR)),
-            customdata=np.asarray(indices)[forget_mask],
-            hovertemplate="FORGET sample %{customdata}<extra></extra>"))
+            customdata=np.asarray(indices)[forget_mask], text=hover[forget_mask],
+            hovertemplate=f"FORGET sample %{{customdata}}{extra}<extra></extra>"))
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), legend_title_text="class",
                       xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None),
                       dragmode="lasso" if selectable else "zoom", template="plotly_white")

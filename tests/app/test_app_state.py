@@ -69,6 +69,22 @@ def test_scatter_carries_dataset_indices_in_every_trace():
     assert figure.layout.dragmode == "lasso"
 
 
+def test_hover_shows_each_points_predictions_before_and_after():
+    from unlearn_core.figures import prediction_hover
+
+    before = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
+    after = np.array([[0.3, 0.7], [0.1, 0.9], [0.6, 0.4]])
+    hover = prediction_hover({"before": before, "after": after}, ["zero", "one"])
+    assert list(hover) == ["before: zero (90%) · after: one (70%)", "before: one (80%) · after: one (90%)",
+                           "before: zero (70%) · after: zero (60%)"]
+    labels, forget = np.array([0, 1, 0]), np.array([False, False, True])
+    figure = embedding_scatter(np.zeros((3, 2)), labels, np.array([10, 11, 12]), forget, ["zero", "one"],
+                               hover=hover)
+    texts = {int(i): t for trace in figure.data for i, t in zip(trace.customdata, trace.text)}
+    assert texts == {10: hover[0], 11: hover[1], 12: hover[2]}  # each point keeps its own line, forget trace too
+    assert all("%{text}" in trace.hovertemplate for trace in figure.data)
+
+
 def test_to_display_upscales_grey_and_colour_images():
     grey = np.arange(2 * 1 * 8 * 8, dtype=np.uint8).reshape(2, 1, 8, 8)
     out = to_display(grey, scale=3)
