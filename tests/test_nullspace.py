@@ -244,3 +244,50 @@ def test_drift_is_zero_for_an_unchanged_model_and_positive_after_a_change(digits
 def test_decompose_factor_of_an_empty_factor_is_empty():
     values, vectors = decompose_factor(torch.zeros(5, 0, dtype=torch.float64))
     assert values.numel() == 0 and vectors.shape == (5, 0)
+
+
+def test_wide_gram_gives_eigenvalues_first_and_only_the_leading_vectors_asked_for():
+    from unlearn_core.nullspace import LAZY_GRAM_DIM, gram_eigenpairs
+
+    torch.manual_seed(5)
+    dim = LAZY_GRAM_DIM + 16
+    factor = torch.randn(dim, 300, dtype=torch.float64) * torch.logspace(0, -3, 300, dtype=torch.float64)
+    gram = factor @ factor.T
+    pairs = gram_eigenpairs(gram)
+    values, vectors = torch.linalg.eigh(gram)
+    values, vectors = values.flip(0), vectors.flip(1)
+    assert len(pairs) == 300  # the numerically zero directions of a rank-300 Gram are dropped
+    assert np.allclose(pairs.values.numpy(), values[:300].numpy(), rtol=1e-8)
+    top = pairs.vectors(40)
+    assert top.shape == (dim, 40)
+    assert torch.allclose(top @ top.T, vectors[:, :40] @ vectors[:, :40].T, atol=1e-8)
+    assert torch.allclose(top.T @ top, torch.eye(40, dtype=torch.float64), atol=1e-10)
+
+
+def test_ill_conditioned_factor_still_gives_an_orthonormal_basis():
+    from unlearn_core.nullspace import factor_eigenpairs
+
+    torch.manual_seed(6)
+    scales = torch.logspace(0, -6, 50, dtype=torch.float64)  # eigenvalues span 1e-12: the QR pass must run
+    factor = torch.linalg.qr(torch.randn(400, 50, dtype=torch.float64))[0] * scales
+    for part in (factor, factor[:, :10]):  # with and without the QR pass
+        pairs = factor_eigenpairs(part)
+        basis = pairs.vectors()
+        assert len(pairs) == part.shape[1]
+        assert torch.allclose(basis.T @ basis, torch.eye(len(pairs), dtype=torch.float64), atol=1e-13)
+        assert torch.allclose(basis @ (basis.T @ part), part, atol=1e-10)  # it spans the factor
+
+
+def test_a_spectrum_computes_eigenvectors_only_when_a_basis_is_asked_for():
+    from unlearn_core.nullspace import Eigenpairs, LayerSpectrum
+
+    asked = []
+    vectors = torch.eye(6, dtype=torch.float64)[:, :4]
+    pairs = Eigenpairs(torch.tensor([4.0, 3.0, 2.0, 1.0], dtype=torch.float64),
+                       lambda count: asked.append(count) or vectors[:, :count])
+    spectrum = LayerSpectrum("fc", "linear", 6, np.array([4.0, 3.0, 2.0, 1.0, 0.0, 0.0]), pairs, 10)
+    assert spectrum.rank(0.65) == 2 and spectrum.null_dim(0.65) == 4 and spectrum.summary(0.95)["rank"] == 4
+    assert asked == []  # ranks, spectrum and the eps slider need eigenvalues only
+    assert spectrum.basis(0.65).shape == (6, 2) and asked == [2]
+    spectrum.basis(0.5)
+    assert asked == [2]  # fewer vectors than already computed: nothing new

@@ -94,21 +94,51 @@ def representation_rows(module: nn.Module, layer_input: torch.Tensor) -> torch.T
     return layer_input.reshape(-1, layer_input.shape[-1])
 
 
+class Eigenpairs:
+    """Descending nonzero eigenvalues of a PSD matrix; eigenvectors computed only as far as they are asked for.
+
+    The dashboard's spectrum, ranks and eps slider need the eigenvalues alone,
+    and UNSC's projection only the leading ``r`` vectors, so the rest of an
+    eigendecomposition is never paid for unless someone asks
+    (``leading(count)`` returns the first ``count`` vectors, ``(d, count)``).
+    """
+
+    def __init__(self, values: torch.Tensor, leading: Callable[[int], torch.Tensor]):
+        self.values = values
+        self._leading = leading
+        self._vectors: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.values.numel())
+
+    def vectors(self, count: int | None = None) -> torch.Tensor:
+        """The first ``count`` eigenvectors (all of them by default), computed once and kept."""
+        count = len(self) if count is None else min(int(count), len(self))
+        if self._vectors is None or self._vectors.shape[1] < count:
+            self._vectors = self._leading(count)
+        return self._vectors[:, :count]
+
+
 @dataclass
 class LayerSpectrum:
     """The eigendecomposition of one layer's Gram matrix, for any eps.
 
     ``eigenvalues`` (descending, >= 0, length ``input_dim``) are the squared
     singular values of the representation matrix; ``eigenvectors[:, i]`` the
-    matching left singular vectors, kept for the nonzero ones only.
+    matching left singular vectors, for the nonzero ones only. A basis is
+    computed lazily (:class:`Eigenpairs`) and kept.
     """
 
     name: str
     kind: str
     input_dim: int
     eigenvalues: np.ndarray
-    eigenvectors: torch.Tensor
+    pairs: Eigenpairs = field(repr=False)
     columns: int
+
+    @property
+    def eigenvectors(self) -> torch.Tensor:
+        return self.pairs.vectors().float()
 
     @property
     def total_energy(self) -> float:
@@ -124,14 +154,14 @@ class LayerSpectrum:
 
     def rank(self, eps: float) -> int:
         """The smallest r whose retained energy reaches ``eps`` (0 for a silent layer)."""
-        return min(rank_for_energy(self.eigenvalues, eps), self.eigenvectors.shape[1])
+        return min(rank_for_energy(self.eigenvalues, eps), len(self.pairs))
 
     def null_dim(self, eps: float) -> int:
         return self.input_dim - self.rank(eps)
 
     def basis(self, eps: float) -> torch.Tensor:
         """Orthonormal ``(input_dim, r)`` basis of the retained subspace."""
-        return self.eigenvectors[:, :self.rank(eps)]
+        return self.pairs.vectors(self.rank(eps)).float()
 
     def summary(self, eps: float) -> dict:
         """What the dashboard draws for this layer (plain lists, JSON-able)."""
@@ -231,11 +261,23 @@ class LayerEnergy:
             self.rows.clear()
         # Products of chunks of at most 2^22 entries in the rows' own precision (float32 is 3x faster than
         # float64 on CPU), each added to the float64 total: the rounding stays within one chunk and the
-        # ranks match a float64 SVD (benchmarks/bench_unsc.py checks this).
+        # ranks match a float64 SVD (benchmarks/bench_unsc.py checks this). On the CPU, BLAS syrk fills only
+        # the upper triangle, half the work of a full product; the lower one is mirrored when decomposing.
         step = max(1, self.max_chunk_elements // max(self.dim, 1))
+        syrk = _cpu_syrk(rows)
         for start in range(0, rows.shape[0], step):
             chunk = rows[start:start + step]
-            self.gram += (chunk.T @ chunk).double()
+            if syrk is not None:
+                self.gram.numpy()[...] += syrk(1.0, chunk.contiguous().numpy().T, trans=0)
+            else:
+                self.gram += (chunk.T @ chunk).double()
+
+    def full_gram(self) -> torch.Tensor:
+        """``G`` as a full symmetric float64 matrix (float64 ``R^T R`` of the kept columns if it was never built)."""
+        if self.gram is None:
+            factor = self.factor()
+            return factor @ factor.T
+        return torch.triu(self.gram) + torch.triu(self.gram, 1).T
 
     def factor(self) -> torch.Tensor:
         """``F`` (``d x k``, float64) with ``F F^T = G``; ``k <= min(columns, d)``."""
@@ -243,14 +285,28 @@ class LayerEnergy:
             if not self.rows:
                 return torch.zeros(self.dim, 0, dtype=torch.float64)
             return torch.cat(self.rows).T
-        values, vectors = decompose_gram(self.gram)
+        values, vectors = decompose_gram(self.full_gram())
         return vectors * values.sqrt()
 
-    def decompose(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Descending nonzero eigenvalues of ``G`` and their eigenvectors ``(d, m)``."""
+    def eigenpairs(self) -> Eigenpairs:
+        """Descending nonzero eigenvalues of ``G``, eigenvectors on demand."""
         if self.gram is None:
-            return decompose_factor(self.factor())
-        return decompose_gram(self.gram)
+            return factor_eigenpairs(self.factor())
+        return gram_eigenpairs(self.full_gram())
+
+    def decompose(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Descending nonzero eigenvalues of ``G`` and all their eigenvectors ``(d, m)``."""
+        pairs = self.eigenpairs()
+        return pairs.values, pairs.vectors()
+
+
+def _cpu_syrk(rows: torch.Tensor):
+    """scipy's BLAS ``?syrk`` for float32/float64 CPU rows, else None (GPU: a plain product)."""
+    if rows.device.type != "cpu" or rows.dtype not in (torch.float32, torch.float64):
+        return None
+    from scipy.linalg import blas
+
+    return blas.ssyrk if rows.dtype == torch.float32 else blas.dsyrk
 
 
 def _truncate(values: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,25 +318,68 @@ def _truncate(values: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor
     return values[:keep], vectors[:, :keep]
 
 
-def decompose_gram(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenpairs of a symmetric PSD matrix, descending, numerically zero ones dropped."""
-    values, vectors = torch.linalg.eigh(gram)
-    return _truncate(values.flip(0), vectors.flip(1))
+# Below this width a full eigendecomposition costs milliseconds: not worth a second LAPACK call.
+LAZY_GRAM_DIM = 1024
+# U = F V / sqrt(lambda) is orthonormal to about 1e-16 * lambda_max / lambda; above this ratio that is below
+# float32's precision (the bases are used in float32), so no re-orthonormalisation is needed.
+CONDITION_FOR_QR = 1e-8
 
 
-def decompose_factor(factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gram_eigenpairs(gram: torch.Tensor) -> Eigenpairs:
+    """Eigenpairs of a symmetric PSD matrix, descending, numerically zero ones dropped.
+
+    Wide CPU matrices get their eigenvalues alone first (``eigvalsh``, a
+    fraction of a full ``eigh``) and only the leading eigenvectors when asked
+    (LAPACK's ``syevr`` on an index range).
+    """
+    dim = gram.shape[0]
+    if dim < LAZY_GRAM_DIM or gram.device.type != "cpu":
+        values, vectors = torch.linalg.eigh(gram)
+        values, vectors = _truncate(values.flip(0), vectors.flip(1))
+        return Eigenpairs(values, lambda count: vectors[:, :count])
+    values, _ = _truncate(torch.linalg.eigvalsh(gram).flip(0), gram[:, :0])
+
+    def leading(count: int) -> torch.Tensor:
+        if count == 0:
+            return gram[:, :0]
+        from scipy.linalg import eigh
+
+        _, vectors = eigh(gram.numpy(), subset_by_index=[dim - count, dim - 1], driver="evr")
+        return torch.from_numpy(np.ascontiguousarray(vectors[:, ::-1]))
+
+    return Eigenpairs(values, leading)
+
+
+def factor_eigenpairs(factor: torch.Tensor) -> Eigenpairs:
     """Eigenpairs of ``F F^T`` from ``F`` (``d x k``), through the smaller of ``F^T F`` and ``F F^T``."""
     dim, width = factor.shape
     if width == 0:
-        return torch.zeros(0, dtype=factor.dtype, device=factor.device), factor[:, :0]
+        return Eigenpairs(torch.zeros(0, dtype=factor.dtype, device=factor.device), lambda count: factor[:, :0])
     if width >= dim:
-        return decompose_gram(factor @ factor.T)
+        return gram_eigenpairs(factor @ factor.T)
     values, right = torch.linalg.eigh(factor.T @ factor)
     values, right = _truncate(values.flip(0), right.flip(1))
-    vectors = (factor @ right) / values.sqrt()
-    # One Gram-Schmidt pass removes the rounding that division by small singular values lets in.
-    vectors, _ = torch.linalg.qr(vectors)
-    return values, vectors
+
+    def leading(count: int) -> torch.Tensor:
+        vectors = (factor @ right[:, :count]) / values[:count].sqrt()
+        if count and float(values[count - 1]) < CONDITION_FOR_QR * float(values[0]):
+            # One Gram-Schmidt pass removes the rounding that division by small singular values lets in.
+            vectors, _ = torch.linalg.qr(vectors)
+        return vectors
+
+    return Eigenpairs(values, leading)
+
+
+def decompose_gram(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of a symmetric PSD matrix, descending, numerically zero ones dropped (all vectors)."""
+    pairs = gram_eigenpairs(gram)
+    return pairs.values, pairs.vectors()
+
+
+def decompose_factor(factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of ``F F^T`` from ``F`` (``d x k``), all vectors (see :func:`factor_eigenpairs`)."""
+    pairs = factor_eigenpairs(factor)
+    return pairs.values, pairs.vectors()
 
 
 class GramAccumulator:
@@ -329,14 +428,13 @@ def accumulate_energy(model: nn.Module, images: torch.Tensor, device: torch.devi
     return accumulator.energy
 
 
-def make_spectrum(name: str, module: nn.Module, values: torch.Tensor, vectors: torch.Tensor,
-                  columns: int) -> LayerSpectrum:
+def make_spectrum(name: str, module: nn.Module, pairs: Eigenpairs, columns: int) -> LayerSpectrum:
     """A :class:`LayerSpectrum` from descending nonzero eigenpairs (eigenvalues zero-padded to ``d``)."""
     dim = layer_input_dim(module)
     eigenvalues = np.zeros(dim)
-    eigenvalues[:len(values)] = values.cpu().numpy()
+    eigenvalues[:len(pairs)] = pairs.values.cpu().numpy()
     kind = "conv" if isinstance(module, nn.Conv2d) else "linear"
-    return LayerSpectrum(name, kind, dim, eigenvalues, vectors.float(), columns)
+    return LayerSpectrum(name, kind, dim, eigenvalues, pairs, columns)
 
 
 def sample_per_class(labels: torch.Tensor | np.ndarray, indices: np.ndarray, per_class: int,
@@ -363,8 +461,7 @@ def build_retained_space(model: nn.Module, images: torch.Tensor, eps: float = 0.
     energy = accumulate_energy(model, images, device, batch_size, reporter, layers)
     spectra = {}
     for name, module in layers.items():
-        values, vectors = energy[name].decompose()
-        spectra[name] = make_spectrum(name, module, values, vectors, energy[name].columns)
+        spectra[name] = make_spectrum(name, module, energy[name].eigenpairs(), energy[name].columns)
     return RetainedSpace(spectra, eps, len(images), time.perf_counter() - started, info={"form": "pooled"})
 
 
@@ -472,8 +569,7 @@ def incremental_space(model: nn.Module, factors: dict[int, dict[str, torch.Tenso
         dim = layer_input_dim(module)
         per_class = [factors[c][name] for c in classes]
         bases[name] = gpm_merge(per_class, thresholds, dim).to(per_class[0].device)
-        values, vectors = decompose_factor(torch.cat(per_class, 1).double())
-        spectra[name] = make_spectrum(name, module, values, vectors, 0)
+        spectra[name] = make_spectrum(name, module, factor_eigenpairs(torch.cat(per_class, 1).double()), 0)
     return RetainedSpace(spectra, eps, 0, time.perf_counter() - started, bases,
                          {"form": "incremental", "thresholds": thresholds, "classes": classes})
 
