@@ -252,13 +252,16 @@ class LayerEnergy:
     def add(self, rows: torch.Tensor) -> None:
         self.columns += int(rows.shape[0])
         if self.gram is None and self.columns <= self.dim:
-            self.rows.append(rows.double())
+            self.rows.append(rows.clone())  # a copy: the rows may be a view of an activation changed in place later
             return
         if self.gram is None:
             self.gram = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=rows.device)
             for kept in self.rows:
-                self.gram.addmm_(kept.T, kept)
+                self._accumulate(kept)
             self.rows.clear()
+        self._accumulate(rows)
+
+    def _accumulate(self, rows: torch.Tensor) -> None:
         # Products of chunks of at most 2^22 entries in the rows' own precision (float32 is 3x faster than
         # float64 on CPU), each added to the float64 total: the rounding stays within one chunk and the
         # ranks match a float64 SVD (benchmarks/bench_unsc.py checks this). On the CPU, BLAS syrk fills only
@@ -284,7 +287,7 @@ class LayerEnergy:
         if self.gram is None:
             if not self.rows:
                 return torch.zeros(self.dim, 0, dtype=torch.float64)
-            return torch.cat(self.rows).T
+            return torch.cat(self.rows).T.double()
         values, vectors = decompose_gram(self.full_gram())
         return vectors * values.sqrt()
 
