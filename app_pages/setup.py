@@ -83,6 +83,9 @@ if ready:
 
     @st.cache_data(show_spinner=False)
     def _test_accuracy(model_key: str, _setup) -> float:
+        stored = _setup.original.meta.get("test_accuracy")  # written at training time; older checkpoints lack it
+        if stored is not None:
+            return float(stored)
         return accuracy(_setup.original.model, _setup.bundle.test_x, _setup.bundle.test_y, _setup.device)
 
     size = model_size(setup.original.model)

