@@ -1,7 +1,7 @@
 """Unlearning Lab dashboard entry point (``streamlit run app.py``).
 
 Thin on purpose: page config, shared state and navigation. Each page lives in
-``pages/`` and calls ``unlearn_core``; nothing heavy is imported here, so the
+``app_pages/`` and calls ``unlearn_core``; nothing heavy is imported here, so the
 first page appears quickly.
 """
 
@@ -27,11 +27,12 @@ PAGE_SPECS = [
     ("nullspace", "app_pages/nullspace.py", "Null space", ":material/stacked_line_chart:"),
     ("hybrids", "app_pages/hybrids.py", "NatMU hybrids", ":material/gradient:"),
 ]
-_shared.PAGES.clear()
-for name, path, title, icon in PAGE_SPECS:
-    _shared.PAGES[name] = st.Page(str(ROOT / path), title=title, icon=icon, url_path=name, default=name == "setup")
-
-st.navigation(list(_shared.PAGES.values())).run()
+pages = {name: st.Page(str(ROOT / path), title=title, icon=icon, url_path=name, default=name == "setup")
+         for name, path, title, icon in PAGE_SPECS}
+# One rebinding, never clear-and-refill: every browser session runs this script in its own thread, and a session
+# that read the shared dict half-filled got a navigation of two pages and was thrown onto one of them.
+_shared.PAGES = pages
+st.navigation(list(pages.values())).run()
 
 # After the page ran, so the sidebar shows what the page just chose.
 with st.sidebar:
