@@ -59,7 +59,7 @@ cache = _shared.embedding_cache()
 parts = dict(run=run_id, original=setup.original.key, retrained=setup.retrained.key, idx=digest, fit="before+after")
 pca_key = embedding_key(reducer="pca", **parts)
 umap_key = embedding_key(reducer="umap", **parts)
-FIT_ON = ["before", "after"]  # the retrained reference is placed into the before/after map by transform()
+FIT_ON = ["before", "after"]  # the retrained reference is then placed into the before/after map
 pca = cache.get_or_compute(pca_key, lambda: joint_embedding(feats, "pca", fit_on=FIT_ON))
 umap_coords = cache.get(umap_key)
 umap_jobs = [j for j in _shared.runner().active("umap") if j.snapshot().meta.get("key") == umap_key]

@@ -9,7 +9,7 @@ Prints one JSON object; docs/APP.md quotes a run of it.
    script finished, i.e. interactive. Needs /usr/bin/chromium.
 2. ``embedding``: the aligned map of 2,000 "before" and 2,000 "after" points
    (mnist5k, small_cnn, UNSC on class 3), UMAP fitted on the stacked 4,000
-   and the retrained model's 2,000 placed by ``transform``. Measured in a
+   and the retrained model's 2,000 placed by nearest neighbours. Measured in a
    fresh process (cold: import, numba compile, fit), after the background
    warm-up the app starts, and on revisit (memory and disk cache).
 3. ``eps_slider``: one move of the Null space page's eps slider, as the

@@ -24,7 +24,7 @@ from unlearn_core.checkpoints import atomic_write_bytes, cache_key
 from unlearn_core.errors import UnlearnError
 
 REDUCERS = ("pca", "umap")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: UMAP places non-fitted sets by nearest neighbours
 # Serialises every UMAP fit in this process: numba's threading layer is not safe for concurrent fits.
 REDUCE_LOCK = threading.Lock()
 
@@ -113,7 +113,28 @@ def _umap_fit_transform(fit: np.ndarray, others: list[np.ndarray], seed: int,
                         n_epochs=UMAP_EPOCHS)
     with REDUCE_LOCK:
         coords = reducer.fit_transform(fit).astype(np.float32)
-        return coords, [reducer.transform(o).astype(np.float32) for o in others]
+    return coords, [place_by_neighbours(fit, coords, o, n_neighbors) for o in others]
+
+
+def place_by_neighbours(fitted: np.ndarray, coords: np.ndarray, new: np.ndarray, k: int = 15) -> np.ndarray:
+    """Place new points in a fitted 2-D map at the distance-weighted mean of their ``k`` nearest fitted points.
+
+    This is where umap's own ``transform`` starts its points. Its refinement
+    is left out on purpose: below 4,096 fitted points umap-learn finds the
+    neighbours with a Python-level loop over every pair (8.5 s for 2,000 new
+    points against 4,000, measured in benchmarks/bench_app.py's setting),
+    while this takes milliseconds and keeps every new point inside the
+    neighbourhood its features belong to.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    k = max(1, min(k, len(fitted)))
+    distances, neighbours = NearestNeighbors(n_neighbors=k).fit(fitted).kneighbors(new)
+    # Weights fall off with the distance beyond the nearest neighbour, as in umap's fuzzy memberships.
+    scale = np.maximum((distances - distances[:, :1]).mean(axis=1, keepdims=True), 1e-12)
+    weights = np.exp(-(distances - distances[:, :1]) / scale)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return np.einsum("nk,nkd->nd", weights, coords[neighbours]).astype(np.float32)
 
 
 def joint_embedding(feature_sets: dict[str, np.ndarray], reducer: str = "pca", seed: int = 0,
@@ -122,7 +143,7 @@ def joint_embedding(feature_sets: dict[str, np.ndarray], reducer: str = "pca", s
 
     The sets named in ``fit_on`` (default: all) are stacked and fitted
     together, so their points share one map; any other set is placed into
-    that map with the fitted reducer's ``transform``. Every set is
+    that map (PCA: its projection; UMAP: :func:`place_by_neighbours`). Every set is
     standardised with the statistics of the first (the "before" model), so
     distances mean the same in every set. Returns one ``(N, 2)`` array per name.
     """
@@ -158,11 +179,11 @@ def joint_embedding(feature_sets: dict[str, np.ndarray], reducer: str = "pca", s
 
 
 def warm_umap(seed: int = 0) -> float:
-    """Fit and transform a tiny UMAP once so numba compiles its kernels; returns the seconds it took."""
+    """Fit a tiny UMAP once so numba compiles its kernels; returns the seconds it took."""
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     data = rng.normal(size=(300, 8)).astype(np.float32)
-    _umap_fit_transform(data, [data[:50]], seed)
+    _umap_fit_transform(data, [], seed)
     return time.perf_counter() - started
 
 

@@ -85,3 +85,14 @@ def test_umap_map_keeps_clusters_apart():
     # the transformed retrained copy lands in the right clusters
     nearest = np.argmin(np.linalg.norm(maps["retrained"][:, None] - centres[None], axis=2), axis=1)
     assert (nearest == labels).mean() > 0.95
+
+
+def test_new_points_land_among_their_nearest_fitted_neighbours():
+    from unlearn_core.embeddings import place_by_neighbours
+
+    fitted = np.array([[0.0, 0.0], [0.1, 0.0], [10.0, 10.0], [10.1, 10.0]])
+    coords = np.array([[-5.0, -5.0], [-5.0, -4.0], [5.0, 5.0], [5.0, 6.0]])
+    placed = place_by_neighbours(fitted, coords, np.array([[0.05, 0.0], [10.05, 10.0], [10.0, 10.0]]), k=2)
+    assert np.allclose(placed[0], [-5.0, -4.5]) and np.allclose(placed[1], [5.0, 5.5])
+    assert np.linalg.norm(placed[2] - [5.0, 5.0]) < np.linalg.norm(placed[2] - [5.0, 6.0])  # nearer one weighs more
+    assert placed.dtype == np.float32
