@@ -27,6 +27,9 @@ def test_metrics_table_measures_gaps_to_retrain_and_picks_the_best():
     assert list(table.index) == ["original", "retrain (reference)", "#2 good", "#1 bad"]
     assert table.loc["#2 good", "gap_FA"] == pytest.approx(1.0)
     assert table.loc["#1 bad", "gap_TA"] == pytest.approx(15.0)
+    # The reference rows carry their own distance from retraining: what unlearning must close, and zero.
+    assert table.loc["original", "avg_gap"] == pytest.approx((23.0 + 0.0 + 99.0 + 0.0) / 4)
+    assert table.loc["retrain (reference)", "avg_gap"] == pytest.approx(0.0)
     best = best_per_column(table.reset_index())
     assert best["gap_FA"] == "#2 good" and best["gap_TA"] == "#2 good"
     assert best["rte"] == "#1 bad"  # the faster run has the larger speed-up
