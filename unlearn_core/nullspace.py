@@ -250,6 +250,8 @@ class LayerEnergy:
         self.max_chunk_elements = max_chunk_elements
 
     def add(self, rows: torch.Tensor) -> None:
+        if rows.device.type == "mps":
+            rows = rows.cpu()  # MPS has no float64, and the Gram is summed in float64
         self.columns += int(rows.shape[0])
         if self.gram is None and self.columns <= self.dim:
             self.rows.append(rows.clone())  # a copy: the rows may be a view of an activation changed in place later
