@@ -188,7 +188,7 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 def _load_mnist5k() -> DatasetBundle:
     images, labels = _mnist5k_arrays()
-    return _bundle_from_arrays("mnist5k", images, labels.astype(np.int64), [str(i) for i in range(10)],
+    return _bundle_from_arrays("mnist5k", images, labels, [str(i) for i in range(10)],
                                mean=(0.1307,), std=(0.3081,), augmentation="crop", crop_padding=2,
                                default_model="small_cnn")
 

@@ -41,7 +41,11 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, indices: np.ndarra
     one line of text per point to its tooltip (see :func:`prediction_hover`).
     """
     extra = "<br>%{text}" if hover is not None else ""
-    hover = np.asarray(hover, dtype=object) if hover is not None else np.full(len(labels), "", dtype=object)
+    hover = np.asarray(hover, dtype=object) if hover is not None else None
+
+    def text(mask):
+        return None if hover is None else hover[mask]
+
     fig = go.Figure()
     if ghost is not None:
         fig.add_trace(go.Scattergl(x=ghost[:, 0], y=ghost[:, 1], mode="markers", name="other state",
@@ -53,14 +57,14 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, indices: np.ndarra
             fig.add_trace(go.Scattergl(
                 x=coords[keep, 0], y=coords[keep, 1], mode="markers", name=str(class_names[int(cls)]),
                 marker=dict(size=5, color=class_colour(cls), opacity=0.75), customdata=np.asarray(indices)[keep],
-                text=hover[keep],
+                text=text(keep),
                 hovertemplate=f"class {class_names[int(cls)]}<br>sample %{{customdata}}{extra}<extra></extra>"))
     if forget_mask.any():
         fig.add_trace(go.Scattergl(
             x=coords[forget_mask, 0], y=coords[forget_mask, 1], mode="markers", name="forget set",
             marker=dict(size=8, color=[class_colour(c) for c in labels[forget_mask]], symbol="x",
                         line=dict(width=1.5, color=FORGET_COLOUR)),
-            customdata=np.asarray(indices)[forget_mask], text=hover[forget_mask],
+            customdata=np.asarray(indices)[forget_mask], text=text(forget_mask),
             hovertemplate=f"FORGET sample %{{customdata}}{extra}<extra></extra>"))
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), legend_title_text="class",
                       xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None),
