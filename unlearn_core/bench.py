@@ -1,9 +1,10 @@
 """The comparison a paper would print: every method against the retrained model, over seeds.
 
-:func:`run_bench` prepares (or loads from the cache) the original and the
-retrained model for each forget setting and seed, runs every requested method
-through :func:`~unlearn_core.runstore.run_and_record` (so every bench run is in
-the run store, tagged), and aggregates mean and standard deviation per method.
+:func:`run_bench` is a sweep (:mod:`unlearn_core.sweeps`) of every requested
+method at its defaults, once per forget setting and seed, with one retrained
+model per seed as the reference row; every run is a recorded run of the run
+store, linked to the bench's tag, and rows aggregate mean and standard
+deviation per method. ``COLUMNS`` is the one definition of the table's columns.
 :func:`markdown_table` renders one setting as the table in ``docs/RESULTS.md``.
 """
 
@@ -13,15 +14,13 @@ import csv
 import io
 import json
 import math
-import sys
 import time
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from unlearn_core.errors import Cancelled, ParameterError
+from unlearn_core.errors import ParameterError
 
 COLUMNS = (("Acc_f", "Acc_f"), ("Acc_r", "Acc_r"), ("FA", "FA"), ("RA", "RA"), ("TA", "TA"),
            ("MIA_svc", "MIA-SVC"), ("MIA_entropy", "MIA-ent"), ("avg_gap", "Avg.Gap"), ("seconds", "Time (s)"),
@@ -120,71 +119,79 @@ def _split_overrides(overrides: dict | None, methods: list[str]) -> dict[str, di
 def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random:0.1"), seeds: list[int] = (0,),
               methods: list[str] | None = None, model: str | None = None, device=None,
               recipe_overrides: dict | None = None, params: dict | None = None, store=None, tag: str | None = None,
-              log=None, cancel=None) -> dict:
-    """Run the comparison; returns a JSON-able dict with one entry per forget setting.
+              log=None, cancel=None, engine: str = "inline", address: str | None = None,
+              num_cpus: int | None = None, progress=None) -> dict:
+    """Run the comparison as a sweep; returns a JSON-able dict with one entry per forget setting.
 
-    ``params`` maps ``"method.name"`` to a value. A method that fails (e.g.
-    diverges) on a seed is recorded as failed and listed in its row's errors;
-    the bench goes on.
+    A bench is a sweep (:mod:`unlearn_core.sweeps`) of every method at its
+    defaults (``params`` maps ``"method.name"`` to a value to change one), with
+    a reference ensemble of one retrained model per seed: the ``retrain`` row.
+    A method that fails (e.g. diverges) on a seed is recorded as failed and
+    listed in its row's errors; the bench goes on. Runs already in the store
+    under the same key are reused, so an interrupted bench resumes. The engine
+    is ``inline`` by default so that times stay comparable with earlier
+    benches (torch's default threads, one run at a time).
     """
-    from unlearn_core.data import load_dataset
-    from unlearn_core.device import pick_device
-    from unlearn_core.forget import ForgetSpec
-    from unlearn_core.methods import get_method
-    from unlearn_core.metrics import avg_gap
-    from unlearn_core.pipeline import prepare
-    from unlearn_core.runstore import RunStore, run_and_record
-    from unlearn_core.training import default_recipe
+    from unlearn_core.sweeps import SweepSpec, new_tag, run_sweep
 
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     methods = bench_methods(methods)
     per_method = _split_overrides(params, methods)
-    specs = [ForgetSpec.parse(f) for f in forgets]
-    bundle = load_dataset(dataset)
-    recipe = default_recipe(bundle.name)
-    if recipe_overrides:
-        recipe = replace(recipe, **recipe_overrides)
-    device = pick_device(device)
-    store = store or RunStore()
-    tag = tag or f"bench-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    grid = {method: {name: [value] for name, value in values.items()} for method, values in per_method.items()}
+    spec = SweepSpec(dataset=dataset, model=model, forgets=[str(f) for f in forgets], methods=methods, grid=grid,
+                     seeds=list(seeds), retrains=len(seeds), recipe_overrides=recipe_overrides,
+                     tag=tag or new_tag("bench"))
     started = time.perf_counter()
+    swept = run_sweep(spec, engine=engine, address=address, num_cpus=num_cpus, device=device, store=store,
+                      progress=progress, cancel=cancel, log=log, kind="bench")
+    result = bench_result(swept)
+    result.update({"params": per_method, "total_seconds": time.perf_counter() - started,
+                   "ran": swept["ran"], "skipped": swept["skipped"], "engine": engine})
+    return result
+
+
+def bench_result(swept: dict) -> dict:
+    """A sweep result as the bench's per-setting rows (retrain, original, then one row per method)."""
+    from unlearn_core.methods import get_method
+    from unlearn_core.metrics import avg_gap
+
+    methods = [m for m in swept["spec"].get("methods", []) if m != "retrain"]
     settings = []
-    total_runs = len(specs) * len(seeds) * (len(methods) + 1)
-    done_runs = 0
-    for spec in specs:
+    for entry in swept["forgets"]:
         rows = {"retrain": MethodRow("retrain", get_method("retrain").title),
                 "original": MethodRow("original", "Original (before unlearning)")}
         rows.update({m: MethodRow(m, get_method(m).title) for m in methods})
-        model_name = None
-        for seed in seeds:
-            setup = prepare(bundle.name, model, spec, seed, device, recipe=recipe, cancel=cancel)
-            model_name = setup.model_name
-            original, retrained = setup.metrics("original"), setup.metrics("retrained")
-            rows["original"].add({**original, "avg_gap": avg_gap(original, retrained), "seconds": None,
-                                  "rte": None})
-            for method in ["retrain"] + methods:
-                done_runs += 1
-                try:
-                    run_id, report, _ = run_and_record(setup, method, per_method.get(method), cancel=cancel,
-                                                       store=store, tag=tag)
-                except Cancelled:
-                    raise
-                except Exception as error:  # recorded as failed by run_and_record; the bench goes on
-                    rows[method].errors.append(f"seed {seed}: {error}")
-                    log(f"[{done_runs}/{total_runs}] {spec} seed {seed} {method}: FAILED ({error})")
-                    continue
-                rows[method].add({**report["unlearned"], "avg_gap": report.get("avg_gap"),
-                                  "seconds": report["seconds"], "rte": report.get("rte")})
-                rows[method].run_ids.append(run_id)
-                u = report["unlearned"]
-                log(f"[{done_runs}/{total_runs}] {spec} seed {seed} {method}: FA {u['FA']:.1f} RA {u['RA']:.1f} "
-                    f"TA {u['TA']:.1f} gap {report.get('avg_gap') or 0:.2f} ({report['seconds']:.1f}s, "
-                    f"{time.perf_counter() - started:.0f}s elapsed)")
-        settings.append({"forget": str(spec), "model": model_name,
+        references = {run["seed"]: run for run in
+                      sorted(_reference_runs(swept, entry["forget"]), key=lambda run: run["seed"])}
+        for seed, run in references.items():
+            _add_run(rows["retrain"], run)
+        for seed, original in sorted(entry["per_seed"]["original"].items()):
+            retrained = entry["per_seed"]["reference"].get(seed)
+            rows["original"].add({**original, "avg_gap": avg_gap(original, retrained) if retrained else None,
+                                  "seconds": None, "rte": None})
+        for cell in swept["cells"]:
+            if cell["forget"] == entry["forget"] and cell["method"] in rows and cell["method"] != "retrain":
+                for run in cell["runs"]:
+                    _add_run(rows[cell["method"]], run)
+        settings.append({"forget": entry["forget"], "model": swept["model"],
                          "rows": [rows[name].as_dict() for name in ("retrain", "original", *methods)]})
-    return {"dataset": bundle.name, "model": settings[0]["model"] if settings else model, "device": str(device),
-            "seeds": list(seeds), "recipe": recipe.as_dict(), "tag": tag, "params": per_method,
-            "total_seconds": time.perf_counter() - started, "settings": settings}
+    return {"dataset": swept["dataset"], "model": swept["model"], "device": swept.get("device"),
+            "seeds": list(swept.get("seeds") or []), "recipe": swept["spec"].get("recipe"), "tag": swept["tag"],
+            "settings": settings}
+
+
+def _reference_runs(swept: dict, forget: str) -> list[dict]:
+    entry = next(e for e in swept["forgets"] if e["forget"] == forget)
+    done = [{"run_id": run_id, "seed": seed, "status": "done", "metrics": entry["per_seed"]["reference"][seed]}
+            for run_id, seed in zip(entry["reference"]["run_ids"], entry["reference"]["seeds"])]
+    return done + list(entry["reference"]["failed"])
+
+
+def _add_run(row: MethodRow, run: dict) -> None:
+    if run["status"] != "done":
+        row.errors.append(f"seed {run['seed']}: {run['error']}")
+        return
+    row.add(run["metrics"])
+    row.run_ids.append(run["run_id"])
 
 
 def result_from_store(store, tag: str) -> dict:
@@ -195,6 +202,11 @@ def result_from_store(store, tag: str) -> dict:
     from unlearn_core.methods import get_method
     from unlearn_core.metrics import avg_gap
 
+    if store.get_sweep(tag) is not None:
+        from unlearn_core.sweeps import sweep_result
+
+        return bench_result(sweep_result(store, tag))
+    # Benches recorded before benches were sweeps: rebuild from the runs' tags.
     runs = [r for r in reversed(store.list(tag=tag)) if r["status"] == "done" and r["report"]]
     if not runs:
         raise ParameterError(f"no finished runs are recorded with tag {tag!r}")

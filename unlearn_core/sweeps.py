@@ -186,11 +186,17 @@ def parse_grid(items: list[str] | None, methods: list[str]) -> dict[str, dict[st
         method_cls = get_method(method)
         if method_cls.name not in methods:
             raise ParameterError(f"--grid {left.strip()}: {method_cls.name!r} is not in --methods")
-        param = method_cls.param(name.strip())
+        try:
+            param = method_cls.param(name.strip())
+        except ParameterError as error:
+            raise ParameterError(f"--grid {left.strip()}: {error}") from None
         raw = [v.strip() for v in right.split(",")]
         if not right.strip() or any(not v for v in raw):
             raise ParameterError(f"--grid {left.strip()} needs comma-separated values, got {right!r}")
-        values = [param.coerce(v) for v in raw]
+        try:
+            values = [param.coerce(v) for v in raw]
+        except ParameterError as error:
+            raise ParameterError(f"--grid {left.strip()}: {error}") from None
         if len(set(values)) != len(values):
             raise ParameterError(f"--grid {left.strip()} repeats a value: {right}")
         if param.name in grid.get(method_cls.name, {}):
@@ -693,8 +699,7 @@ def run_sweep(spec: SweepSpec, engine: str = "ray", address: str | None = None, 
                             done=counts["done"], failed=counts["failed"], running=running, skipped=skipped,
                             seconds_left=seconds_left))
 
-    log(f"sweep {tag}: {len(planned)} runs, {skipped} already stored, {len(pending)} to run "
-        f"(engine {engine})")
+    emit(0, None)  # the first event already tells how many runs were stored before
     engine_obj = None
     if pending:
         if engine == "ray":
@@ -905,12 +910,15 @@ def sweep_result(store, tag: str) -> dict:
             reference[metric] = stats
         seeds = sorted(entry["originals"])
         original = {metric: summarize([entry["originals"][s].get(metric) for s in seeds]) for metric in MODEL_METRICS}
+        per_seed = {"original": {s: entry["originals"][s] for s in seeds},
+                    "reference": {r["seed"]: r["metrics"] for r in done}}
         forget_out.append({"forget": name, "reference": {"seeds": sorted(r["seed"] for r in done),
                                                          "run_ids": [r["run_id"] for r in done],
                                                          "failed": [r for r in entry["references"]
                                                                     if r["status"] != "done"],
                                                          "metrics": reference},
-                           "original": {"seeds": seeds, "metrics": original}})
+                           "original": {"seeds": seeds, "metrics": original},
+                           "per_seed": per_seed})
     references = {f["forget"]: f["reference"]["metrics"] for f in forget_out}
     method_order = {m: i for i, m in enumerate(spec.get("methods", []))}
     forget_order = {f: i for i, f in enumerate(spec.get("forgets", []))}
