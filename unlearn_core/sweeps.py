@@ -384,7 +384,8 @@ def execute_run(run: dict, original: dict, retrained: dict, device: str, threads
 
     _one_thread(threads)
     started = time.perf_counter()
-    out = {"key": run["key"], "pid": os.getpid(), "report": None, "state": None, "error": None}
+    out = {"key": run["key"], "forget": run["forget"], "seed": run["seed"], "pid": os.getpid(), "report": None,
+           "state": None, "error": None}
     try:
         device = torch.device(device)
         bundle = load_dataset(run["dataset"])
@@ -719,17 +720,24 @@ def run_sweep(spec: SweepSpec, engine: str = "ray", address: str | None = None, 
     return result
 
 
+def _model_ref(engine, model_refs: dict, spec: SweepSpec, kind: str, forget: str | None, seed: int, recipe: dict,
+               device_name: str, threads: int | None):
+    """The (blob, info) refs of a model task, submitted once per engine: every run that needs it shares it."""
+    key = (kind, forget if kind != "original" else None, seed)
+    if key not in model_refs:
+        model_refs[key] = engine.submit(train_model, (kind, spec.dataset, spec.model, forget or "", seed, recipe,
+                                                      device_name, threads), num_returns=2, kind="model")
+    return model_refs[key]
+
+
 def _drive(engine, pending, spec, recipe, device_name, threads, tag, store, save_checkpoints, counts, emit, log,
-           cancel, started, save_checkpoint) -> None:
+           cancel, started, save_checkpoint, model_refs: dict | None = None) -> None:
     """Submit model tasks and runs, then record each result as it arrives (the driver alone writes the store)."""
-    model_refs: dict = {}
+    model_refs = {} if model_refs is None else model_refs
+    already = set(model_refs)
 
     def model_ref(kind: str, forget: str | None, seed: int):
-        key = (kind, forget, seed)
-        if key not in model_refs:
-            model_refs[key] = engine.submit(train_model, (kind, spec.dataset, spec.model, forget or "", seed, recipe,
-                                                          device_name, threads), num_returns=2, kind="model")
-        return model_refs[key]
+        return _model_ref(engine, model_refs, spec, kind, forget, seed, recipe, device_name, threads)
 
     run_refs = {}
     for p in pending:
@@ -741,7 +749,7 @@ def _drive(engine, pending, spec, recipe, device_name, threads, tag, store, save
                                           save_checkpoints))
         run_refs[ref] = p
     infos: dict = {}
-    info_refs = {info: key for key, (_, info) in model_refs.items()}
+    info_refs = {info: key for key, (_, info) in model_refs.items() if key not in already}
     waiting = list(info_refs)  # model infos first: they are small and the run configs name the checkpoints
     outstanding = list(run_refs)
     recorded = set()
@@ -829,6 +837,220 @@ def _log_run(log, planned: PlannedRun, out: dict, counts: dict, total: int, star
     log(f"[{finished}/{total}] {where}: FA {u['FA']:.1f} RA {u['RA']:.1f} TA {u['TA']:.1f} "
         f"gap {report.get('avg_gap') or 0:.2f} ({report['seconds']:.1f}s, "
         f"{time.perf_counter() - started:.0f}s elapsed)")
+
+
+# -- search --------------------------------------------------------------------------------------------------------
+def search_space(method: str, fixed: dict[str, list] | None = None) -> dict:
+    """Ray Tune's space for a method: every declared parameter with a range or choices.
+
+    Floats draw uniformly (log-uniformly when the ``Param`` says ``log``), ints
+    likewise over [low, high], strings and booleans from their choices.
+    Parameters in ``fixed`` (from ``--grid``) keep their one value, or choose
+    among their values; a number without both bounds keeps its default.
+    """
+    from ray import tune
+
+    from unlearn_core.methods import get_method
+
+    fixed = fixed or {}
+    space = {}
+    for param in get_method(method).params:
+        if param.name in fixed:
+            values = list(fixed[param.name])
+            space[param.name] = values[0] if len(values) == 1 else tune.choice(values)
+        elif param.type is bool:
+            space[param.name] = tune.choice([True, False])
+        elif param.choices is not None:
+            space[param.name] = tune.choice(list(param.choices))
+        elif param.type in (int, float) and param.low is not None and param.high is not None:
+            log_scale = param.log and param.low > 0
+            if param.type is float:
+                space[param.name] = (tune.loguniform if log_scale else tune.uniform)(param.low, param.high)
+            else:  # Tune's integer upper bounds are exclusive
+                space[param.name] = (tune.lograndint if log_scale else tune.randint)(int(param.low),
+                                                                                     int(param.high) + 1)
+    return space
+
+
+def _trial(config: dict, method: str = "", runs: list | None = None, models: dict | None = None,
+           device: str = "cpu", threads: int | None = 1, objective: str = "avg_gap") -> None:
+    """One Tune trial: the method with ``config`` on every forget set and seed; reports the mean objective."""
+    import ray
+    from ray import tune
+
+    outs = []
+    for run in runs or []:
+        original = ray.get(models[("original", None, run["seed"])])
+        retrained = ray.get(models[("retrain", run["forget"], run["seed"])])
+        out = execute_run({**run, "method": method, "params": dict(config)}, original, retrained, device, threads,
+                          save_state=False)
+        outs.append({k: v for k, v in out.items() if k != "state"})
+    values = [o["report"].get(objective) for o in outs if o.get("report")]
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    # A failed run counts as the worst possible gap (100 points), so the searcher steers away from it.
+    score = (sum(values) + 100.0 * (len(outs) - len(values))) / max(len(outs), 1)
+    tune.report({objective: score, "failed": len(outs) - len(values), "outs": json.dumps(outs, default=str)})
+
+
+def run_search(spec: SweepSpec, trials: int, objective: str = "avg_gap", engine: str = "ray",
+               address: str | None = None, num_cpus: int | None = None, gpus_per_run: float = 0.0, store=None,
+               progress: ProgressFn | None = None, log: Callable[[str], None] | None = None, seed: int = 0) -> dict:
+    """Search each method's declared ranges with Ray Tune and Optuna; every trial's runs are recorded.
+
+    Per method, ``trials`` parameter sets are drawn by Optuna's TPE sampler;
+    each is run on every forget set and seed and scored by the mean
+    ``objective``. The reference ensemble runs first (keyed and resumable like
+    any sweep). Trials are recorded by the driver as cells of the sweep, so
+    the table shows every trial and :func:`sweep_result` works as for a grid.
+    """
+    from unlearn_core.checkpoints import save_checkpoint
+    from unlearn_core.data import load_dataset
+    from unlearn_core.runstore import RunStore
+    from unlearn_core.training import default_recipe
+
+    if engine != "ray":
+        raise SweepError("--search runs on Ray Tune: use --engine ray")
+    if objective not in OBJECTIVES:
+        raise SweepError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise SweepError(f"--trials must be at least 1, got {trials!r}")
+    spec = validate(spec)
+    methods = [m for m in spec.methods if m != "retrain"]
+    if not methods:
+        raise SweepError("--search needs a method other than retrain")
+    # Tune's old console reporter stays silent at verbose=0; the new one prints a summary box to stdout.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    try:
+        from ray.tune.search.optuna import OptunaSearch  # noqa: F401  (fail here, before any work)
+        import optuna  # noqa: F401
+    except ImportError as error:
+        raise SweepError(f"--search optuna needs ray[tune] and optuna (pip install -r requirements.txt): "
+                         f"{_first_line(error)}") from None
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    gpus_per_run = float(gpus_per_run or 0.0)
+    bundle = load_dataset(spec.dataset)
+    recipe = default_recipe(bundle.name, **(spec.recipe_overrides or {})).as_dict()
+    device_name = "cuda" if gpus_per_run > 0 else "cpu"
+    tag = spec.tag or f"search-{_hash({**spec.as_dict(), 'trials': trials, 'objective': objective})[:10]}"
+    store = store or RunStore()
+    store.save_sweep(tag, "search", {**spec.as_dict(), "recipe": recipe, "device": device_name,
+                                     "search": {"searcher": "optuna", "trials": trials, "objective": objective}})
+    started = time.perf_counter()
+    counts = {"done": 0, "failed": 0}
+    references = [p for p in plan(SweepSpec(spec.dataset, spec.model, spec.forgets, [], {}, spec.seeds,
+                                            spec.retrains), recipe, device_name) if p.role == "reference"]
+    held = store.find_keys([p.key for p in references])
+    pending = []
+    for p in references:
+        if p.key in held:
+            store.link_sweep_run(tag, p.key, held[p.key]["id"], p.role)
+        else:
+            pending.append(p)
+    total_trials = trials * len(methods)
+
+    def emit(running: int, seconds_left: float | None) -> None:
+        if progress is not None:
+            finished = counts["done"] + counts["failed"]
+            progress(SweepEvent(stage="sweep", step=finished, steps=len(pending) + total_trials,
+                                message=f"{counts['done']} done, {running} running, {counts['failed']} failed",
+                                done=counts["done"], failed=counts["failed"], running=running))
+
+    engine_obj = RayEngine(address, num_cpus, gpus_per_run)
+    summary = {}
+    try:
+        model_refs: dict = {}
+        if pending:
+            _drive(engine_obj, pending, spec, recipe, device_name, 1, tag, store, True, counts, emit, log, None,
+                   started, save_checkpoint, model_refs)
+        for forget in spec.forgets:
+            for s in spec.seeds:
+                _model_ref(engine_obj, model_refs, spec, "original", None, s, recipe, device_name, 1)
+                _model_ref(engine_obj, model_refs, spec, "retrain", forget, s, recipe, device_name, 1)
+        blobs = {key: refs[0] for key, refs in model_refs.items()}
+        for method in methods:
+            summary[method] = _search_method(engine_obj, spec, method, trials, objective, blobs, recipe,
+                                             device_name, gpus_per_run, tag, store, counts, emit, log, seed,
+                                             save_checkpoint)
+    finally:
+        engine_obj.close()
+    result = sweep_result(store, tag)
+    result.update({"engine": engine, "ran": len(pending) + counts.get("recorded", 0), "skipped": len(references) -
+                   len(pending), "seconds": time.perf_counter() - started, "search": summary})
+    return result
+
+
+def _search_method(engine, spec, method, trials, objective, blobs, recipe, device_name, gpus_per_run, tag, store,
+                   counts, emit, log, seed, save_checkpoint) -> dict:
+    import logging
+
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from unlearn_core import paths
+
+    logging.getLogger("optuna").setLevel(logging.WARNING)  # one line per study and trial otherwise
+    from unlearn_core.methods import get_method
+
+    space = search_space(method, spec.grid.get(method))
+    runs = [{"key": "", "dataset": spec.dataset, "model": spec.model, "forget": forget, "seed": s, "recipe": recipe}
+            for forget in spec.forgets for s in spec.seeds]
+
+    class Progress(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            emit(sum(1 for t in trials if t.status == "RUNNING"), None)
+
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, method=method, runs=runs, models=blobs, device=device_name, threads=1,
+                             objective=objective),
+        {"cpu": 1, "gpu": gpus_per_run})
+    searcher = OptunaSearch(metric=objective, mode="min", seed=seed)
+    tuner = tune.Tuner(trainable, param_space=space,
+                       tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trials,
+                                                   max_concurrent_trials=engine.slots),
+                       run_config=tune.RunConfig(name=f"{tag}-{method}", verbose=0,
+                                                 storage_path=str(paths.data_dir() / "ray_results"),
+                                                 callbacks=[Progress()]))
+    grid = tuner.fit()
+    best, recorded = None, 0
+    for result in grid:
+        if result.error is not None or not result.metrics or "outs" not in result.metrics:
+            counts["failed"] += 1
+            log(f"search {method}: a trial failed ({_first_line(result.error) if result.error else 'no result'})")
+            continue
+        params = get_method(method).resolve_params({k: v for k, v in result.config.items()})
+        cell = Cell(spec.dataset, spec.model, "", method, tuple(sorted(params.items())))
+        for out in json.loads(result.metrics["outs"]):
+            run = next(r for r in runs if r["forget"] == out["forget"] and r["seed"] == out["seed"])
+            run_cell = Cell(cell.dataset, cell.model, run["forget"], method, cell.params)
+            key = run_key(run_cell, run["seed"], recipe, device_name.split(":")[0])
+            planned = PlannedRun(run_cell, run["seed"], "run", key)
+            if key in store.find_keys([key]) and store.find_keys([key])[key]["status"] == "done":
+                store.link_sweep_run(tag, key, store.find_keys([key])[key]["id"], "run")
+                continue
+            _record(store, tag, planned, out, recipe, device_name, {}, "ray-tune", False, save_checkpoint)
+            recorded += 1
+            counts["recorded"] = counts.get("recorded", 0) + 1
+        counts["done"] += 1
+        value = result.metrics.get(objective)
+        if best is None or value < best[0]:
+            best = (value, params)
+    log(f"search {method}: {len(grid)} trials, best {objective} "
+        f"{'-' if best is None else f'{best[0]:.3f}'}")
+    return {"trials": len(grid), "objective": objective, "best_value": None if best is None else best[0],
+            "best_params": None if best is None else best[1],
+            "space": sorted(k for k, v in space.items() if not isinstance(v, (int, float, str, bool)))}
+
+
+def search_summary(result: dict) -> str:
+    """The best parameters per searched method, one line each."""
+    lines = ["Search results (lower is better):"]
+    for method, info in (result.get("search") or {}).items():
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in sorted((info.get("best_params") or {}).items()))
+        best = "-" if info.get("best_value") is None else f"{info['best_value']:.3f}"
+        lines.append(f"- `{method}`: best {info['objective']} {best} over {info['trials']} trials "
+                     f"(searched {', '.join(info['space']) or 'nothing'}): {params}")
+    return "\n".join(lines) + "\n"
 
 
 # -- aggregation ---------------------------------------------------------------------------------------------------
@@ -958,9 +1180,21 @@ TABLE_METRICS = (("FA", "FA"), ("RA", "RA"), ("TA", "TA"), ("MIA_entropy", "MIA-
                  ("seconds", "Time (s)"))
 
 
-def _params_text(params: dict, method: str, spec: dict) -> str:
-    varied = set((spec.get("grid") or {}).get(method, {}))
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+def _varied(result: dict) -> dict[str, set]:
+    """Per method, the parameters a reader needs to tell its cells apart (grid names, and any that differ)."""
+    spec = result.get("spec") or {}
+    varied: dict[str, set] = {}
+    for cell in result["cells"]:
+        names = varied.setdefault(cell["method"], set((spec.get("grid") or {}).get(cell["method"], {})))
+        for other in result["cells"]:
+            if other["method"] == cell["method"]:
+                names.update(k for k, v in cell["params"].items() if other["params"].get(k) != v)
+    return varied
+
+
+def _params_text(params: dict, method: str, varied: dict[str, set]) -> str:
+    varied = varied.get(method, set())
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in sorted(params.items()) if k in varied) or "defaults"
 
 
@@ -982,7 +1216,7 @@ def markdown_tables(result: dict) -> str:
     A ✓ marks a model metric whose mean lies inside the reference ensemble's spread.
     """
     parts = []
-    spec = result.get("spec") or {}
+    spec = _varied(result)
     for entry in result["forgets"]:
         ref = entry["reference"]
         parts.append(f"### {result['dataset']} / {result['model']}, forget `{entry['forget']}` "

@@ -1,0 +1,199 @@
+"""Sweeps: a 2-CPU local Ray sweep on digits (grid x seeds), resume, a killed worker, bad grid arguments, and the
+inline engine giving the same numbers as Ray for the same seeds.
+
+One Ray instance serves the whole module (its start costs about ten seconds here); the sweeps share it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from unlearn_core.cli import main
+from unlearn_core.errors import ParameterError
+from unlearn_core.runstore import RunStore
+from unlearn_core.sweeps import SweepSpec, parse_grid, run_sweep, summarize, sweep_result
+
+REPO = Path(__file__).resolve().parents[1]
+COMPARED = ("FA", "RA", "TA", "Acc_r", "MIA_entropy", "MIA_svc", "avg_gap")
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    pytest.importorskip("ray")
+    from unlearn_core.sweeps import RayEngine, ray_temp_dir
+
+    engine = RayEngine(num_cpus=2)  # sweeps in this module find Ray running and share it
+    assert engine.slots == 2
+    # Ray's token file sits with its temp files (data dir or system temp), never in ~/.ray or the repository.
+    token = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+    assert token.parent == Path(ray_temp_dir()) and token.is_file()
+    assert REPO not in token.parents
+    yield engine
+    engine.close()
+
+
+def _spec(tag: str, **changes) -> SweepSpec:
+    values = dict(dataset="digits", model="mlp", forgets=["class:3"], methods=["rl"],
+                  grid={"rl": {"epochs": [1, 2]}}, seeds=[0, 1], retrains=2, tag=tag)
+    values.update(changes)
+    return SweepSpec(**values)
+
+
+def _by_key(result: dict) -> dict:
+    runs = {}
+    for cell in result["cells"]:
+        for run in cell["runs"]:
+            runs[(cell["method"], json.dumps(cell["params"], sort_keys=True), run["seed"])] = run
+    return runs
+
+
+def test_ray_sweep_grid_and_seeds_then_resume_and_inline_agrees(tmp_path, ray_instance):
+    store = RunStore(tmp_path / "runs.sqlite")
+    events = []
+    result = run_sweep(_spec("t-grid"), engine="ray", store=store, progress=events.append, log=lambda _: None)
+    # 2 grid points x 2 seeds, plus a reference ensemble of 2 retrained models.
+    assert result["ran"] == 6 and result["skipped"] == 0 and store.count() == 6
+    assert [c["params"]["epochs"] for c in result["cells"]] == [1, 2]
+    for cell in result["cells"]:
+        assert cell["seeds"] == [0, 1] and cell["failed"] == 0
+        values = [run["metrics"]["TA"] for run in cell["runs"]]
+        stats = cell["summary"]["TA"]
+        assert stats["mean"] == pytest.approx(sum(values) / 2)
+        assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
+        reference = result["forgets"][0]["reference"]["metrics"]["TA"]
+        assert cell["summary"]["TA"]["gap"] == pytest.approx(stats["mean"] - reference["mean"])
+        assert cell["summary"]["FA"]["mean"] < 50.0  # RL forgets class 3 at both grid points
+    assert result["forgets"][0]["reference"]["seeds"] == [0, 1]
+    assert events[-1].done == 6 and events[-1].failed == 0 and events[-1].running == 0
+    recorded = store.list(tag="t-grid")
+    assert len(recorded) == 6 and all(r["status"] == "done" for r in recorded)
+    assert {r["config"]["engine"] for r in recorded} == {"ray"}
+    assert all(Path(r["checkpoint_path"]).is_file() for r in recorded)
+    assert len({r["config"]["sweep_key"] for r in recorded}) == 6
+
+    # Resume: the same sweep again trains nothing and records nothing (Ray is not even needed).
+    again = run_sweep(_spec("t-grid"), engine="inline", store=store, log=lambda _: None)
+    assert again["ran"] == 0 and again["skipped"] == 6 and store.count() == 6
+    assert _by_key(again) == _by_key(result)
+
+    # The inline engine, in its own store, gives the same numbers for the same seeds.
+    inline = run_sweep(_spec("t-inline"), engine="inline", device="cpu", store=RunStore(tmp_path / "inline.sqlite"),
+                       log=lambda _: None)
+    assert inline["ran"] == 6
+    ray_runs, inline_runs = _by_key(result), _by_key(inline)
+    assert ray_runs.keys() == inline_runs.keys()
+    for key, run in ray_runs.items():
+        for metric in COMPARED:
+            assert inline_runs[key]["metrics"][metric] == pytest.approx(run["metrics"][metric], abs=1e-6), (key, metric)
+
+
+def _descends_from_us(pid: int) -> bool:
+    me = os.getpid()
+    for _ in range(6):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return False
+        pid = int(fields[1])
+        if pid == me:
+            return True
+        if pid <= 1:
+            return False
+    return False
+
+
+def _kill_one_run_worker(killed: list, stop: threading.Event) -> None:
+    """SIGKILL the first Ray worker of this test process that is executing a run (its title: ray::execute_run)."""
+    while not stop.is_set() and not killed:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if title.startswith(b"ray::execute_run") and _descends_from_us(int(entry.name)):
+                time.sleep(0.3)  # well inside the run, not at its first instruction
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+                return
+        time.sleep(0.05)
+
+
+def test_a_killed_worker_is_retried_and_every_cell_is_recorded_once(tmp_path, ray_instance):
+    store = RunStore(tmp_path / "runs.sqlite")
+    # Fine-tuning for 20 epochs takes long enough on digits for the killer to catch a run in flight.
+    spec = _spec("t-kill", methods=["finetune"], grid={"finetune": {"epochs": [20]}}, seeds=[0, 1], retrains=1)
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=_kill_one_run_worker, args=(killed, stop), daemon=True)
+    killer.start()
+    try:
+        result = run_sweep(spec, engine="ray", store=store, log=lambda _: None)
+    finally:
+        stop.set()
+        killer.join(5)
+    assert killed, "no run worker was caught in flight"
+    runs = store.list(tag="t-kill")
+    assert len(runs) == 3 and all(r["status"] == "done" for r in runs)
+    assert sorted((r["method"], r["seed"]) for r in runs) == [("finetune", 0), ("finetune", 1), ("retrain", 0)]
+    (cell,) = result["cells"]
+    assert cell["seeds"] == [0, 1] and cell["failed"] == 0
+
+
+def test_bad_grid_arguments_fail_before_anything_runs(tmp_path, capsys):
+    store = tmp_path / "r.sqlite"
+    base = ["sweep", "--dataset", "digits", "--model", "mlp", "--methods", "ga,rl", "--store", str(store),
+            "--engine", "inline"]
+    for extra in (["--grid", "ga.nope=1"], ["--grid", "ga.lr=5"], ["--grid", "ga.lr=abc"], ["--grid", "ga.lr="],
+                  ["--grid", "unsc.lr=0.1"], ["--grid", "ga.epochs=1.5"], ["--grid", "lr=0.1"],
+                  ["--grid", "ga.lr=1e-3,1e-3"], ["--grid", "ga.optimizer=sgd,rmsprop"], ["--seeds", "0,٣"],
+                  ["--retrains", "-1"], ["--forget", "class:"], ["--methods", "nope"]):
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert not store.exists() or RunStore(store).count() == 0
+    with pytest.raises(ParameterError):
+        parse_grid(["ga.lr=1e-3"], ["rl"])
+
+
+def test_nothing_imports_ray_until_a_ray_sweep_starts():
+    code = ("import sys, unlearn_core.cli, unlearn_core.sweeps, unlearn_core.bench; "
+            "from unlearn_core.cli import build_parser; build_parser(); print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+def test_summary_statistics():
+    stats = summarize([1.0, 2.0, 3.0, None, float("nan")])
+    assert stats["n"] == 3 and stats["mean"] == pytest.approx(2.0) and stats["std"] == pytest.approx(1.0)
+    # t(0.975, 2) = 4.3027: the 95 % interval of the mean is 2 ± 4.3027 / sqrt(3).
+    assert stats["ci_high"] - 2.0 == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)
+    single = summarize([5.0])
+    assert single["mean"] == 5.0 and single["std"] is None and single["ci_low"] is None
+    assert summarize([])["mean"] is None
+
+
+def test_cli_sweep_inline_prints_the_table_and_writes_files(tmp_path, capsys):
+    store = tmp_path / "r.sqlite"
+    argv = ["sweep", "--dataset", "digits", "--model", "mlp", "--forget", "class:3", "--methods", "rl",
+            "--grid", "rl.epochs=1", "--seeds", "0", "--retrains", "1", "--engine", "inline", "--store", str(store),
+            "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv"), "--quiet", "--tag", "t-cli"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| Retrain ensemble | 1 |" in out and "`rl` epochs=1" in out and "sweep t-cli: 2 runs now" in out
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["cells"][0]["runs"][0]["status"] == "done"
+    rows = (tmp_path / "s.csv").read_text().splitlines()
+    assert rows[0].startswith("sweep,dataset,model,row") and sum(r.count(",run,") for r in rows) == 1
+    assert main(argv) == 0
+    assert "sweep t-cli: 0 runs now, 2 already stored" in capsys.readouterr().out
+    assert sweep_result(RunStore(store), "t-cli")["cells"][0]["summary"]["TA"]["n"] == 1
