@@ -13,7 +13,8 @@ import pytest
 from unlearn_core.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-REPORT_MODEL_KEYS = {"FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy", "per_class_test"}
+REPORT_MODEL_KEYS = {"FA", "RA", "TA", "TA_retain", "Acc_f", "Acc_r", "MIA_svc", "MIA_svc_detail", "MIA_entropy",
+                     "per_class_test"}
 
 
 def test_help_lists_the_commands(capsys):
@@ -84,3 +85,19 @@ def test_module_entry_point_runs_in_a_subprocess():
                             env=dict(os.environ), timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: unknown class 99")
+
+
+def test_unlearn_outside_a_methods_scope_says_so(tmp_path, capsys):
+    """UNSC is a class-forgetting method: on random forgetting it still runs, but the report and stdout say so."""
+    out = tmp_path / "out.json"
+    code = main(["unlearn", "--dataset", "digits", "--model", "mlp", "--forget", "random:0.1", "--method", "unsc",
+                 "--param", "epochs=1", "--json", str(out), "--no-progress", "--no-record"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "OUT OF SCOPE: UNSC (null space calibration) was designed for class forgetting, not random" in printed
+    report = json.loads(out.read_text())
+    assert report["in_scope"] is False and "class forgetting" in report["in_scope_reason"]
+    main(["unlearn", "--dataset", "digits", "--model", "mlp", "--forget", "random:0.1", "--method", "natmu",
+          "--param", "epochs=1", "--json", str(out), "--no-progress", "--no-record"])
+    assert "OUT OF SCOPE" not in capsys.readouterr().out
+    assert json.loads(out.read_text())["in_scope"] is True

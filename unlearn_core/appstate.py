@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from unlearn_core.errors import CheckpointError, ForgetSpecError, UnlearnError
-from unlearn_core.metrics import avg_gap
+from unlearn_core.metrics import AVG_GAP_KEYS, avg_gap
 
 METRIC_COLUMNS = ("FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy")
 # Every metric is judged by its distance to the retrained reference (the gold standard of unlearning).
@@ -173,7 +173,7 @@ def metrics_table(runs: list[dict]) -> pd.DataFrame:
             row["seconds"] = newest.get("retrain_seconds") if which == "retrained" else float("nan")
             if newest.get("retrained") is not None:
                 # The original's distance from retraining is what unlearning has to close; the reference's is 0.
-                row["avg_gap"] = avg_gap(metrics, newest["retrained"])
+                row["avg_gap"] = avg_gap(metrics, newest["retrained"], newest.get("avg_gap_keys") or AVG_GAP_KEYS)
             rows.append(row)
     for run in done:
         report = run["report"]

@@ -23,8 +23,8 @@ import numpy as np
 from unlearn_core.errors import ParameterError
 
 COLUMNS = (("Acc_f", "Acc_f"), ("Acc_r", "Acc_r"), ("FA", "FA"), ("RA", "RA"), ("TA", "TA"),
-           ("MIA_svc", "MIA-SVC"), ("MIA_entropy", "MIA-ent"), ("avg_gap", "Avg.Gap"), ("seconds", "Time (s)"),
-           ("rte", "RTE"))
+           ("TA_retain", "TA_r"), ("MIA_svc", "MIA-SVC"), ("MIA_entropy", "MIA-ent"), ("avg_gap", "Avg.Gap"),
+           ("seconds", "Time (s)"), ("rte", "Speed-up (x)"))
 REFERENCE_ROWS = ("retrain", "original")
 
 
@@ -56,11 +56,19 @@ class MethodRow:
     values: dict = field(default_factory=lambda: {key: [] for key, _ in COLUMNS})
     run_ids: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    in_scope: bool = True
+    scope_reason: str = ""
+    rte_not_comparable: list = field(default_factory=list)
 
-    def add(self, metrics: dict) -> None:
+    def add(self, metrics: dict, report: dict | None = None) -> None:
         for key, _ in COLUMNS:
             value = metrics.get(key)
             self.values[key].append(float("nan") if value is None else float(value))
+        if report is not None:
+            if report.get("in_scope") is False:
+                self.in_scope, self.scope_reason = False, report.get("in_scope_reason") or ""
+            if report.get("rte_comparable") is False:
+                self.rte_not_comparable.append(report.get("rte_not_comparable_reason") or "")
 
     def mean_std(self, key: str) -> tuple[float, float]:
         values = np.array([v for v in self.values[key] if not math.isnan(v)], dtype=float)
@@ -71,7 +79,8 @@ class MethodRow:
     def as_dict(self) -> dict:
         summary = {key: dict(zip(("mean", "std"), self.mean_std(key))) for key, _ in COLUMNS}
         return {"method": self.method, "title": self.title, "runs": len(self.values["TA"]), "run_ids": self.run_ids,
-                "errors": self.errors, "values": self.values, "summary": summary}
+                "errors": self.errors, "values": self.values, "summary": summary, "in_scope": self.in_scope,
+                "scope_reason": self.scope_reason, "rte_not_comparable": self.rte_not_comparable}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -119,8 +128,8 @@ def _split_overrides(overrides: dict | None, methods: list[str]) -> dict[str, di
 def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random:0.1"), seeds: list[int] = (0,),
               methods: list[str] | None = None, model: str | None = None, device=None,
               recipe_overrides: dict | None = None, params: dict | None = None, store=None, tag: str | None = None,
-              log=None, cancel=None, engine: str = "inline", address: str | None = None,
-              num_cpus: int | None = None, progress=None) -> dict:
+              log=None, cancel=None, threads: int | None = None, engine: str = "inline",
+              address: str | None = None, num_cpus: int | None = None, progress=None) -> dict:
     """Run the comparison as a sweep; returns a JSON-able dict with one entry per forget setting.
 
     A bench is a sweep (:mod:`unlearn_core.sweeps`) of every method at its
@@ -128,10 +137,39 @@ def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random
     a reference ensemble of one retrained model per seed: the ``retrain`` row.
     A method that fails (e.g. diverges) on a seed is recorded as failed and
     listed in its row's errors; the bench goes on. Runs already in the store
-    under the same key are reused, so an interrupted bench resumes. The engine
-    is ``inline`` by default so that times stay comparable with earlier
-    benches (torch's default threads, one run at a time).
+    under the same key are reused, so an interrupted bench resumes.
+
+    Every timing is made with torch pinned to ``threads`` threads (default:
+    the count torch uses when the bench starts; on Ray, one per task), and a
+    cached retrained model timed with another count or device is trained
+    again, so the speed-up column divides like-for-like seconds. The engine is
+    ``inline`` by default: one run at a time, as in docs/RESULTS.md.
     """
+    import torch
+
+    threads = _check_threads(threads) if engine == "inline" or threads is not None else 1
+    previous_threads = torch.get_num_threads()
+    if engine == "inline":
+        torch.set_num_threads(threads)
+    try:
+        return _run_bench(dataset, forgets, seeds, methods, model, device, recipe_overrides, params, store, tag, log,
+                          cancel, threads, engine, address, num_cpus, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _check_threads(threads: int | None) -> int:
+    import torch
+
+    if threads is None:
+        return torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
+        raise ParameterError(f"--threads must be a whole number from 1 to 1024, got {threads!r}")
+    return threads
+
+
+def _run_bench(dataset, forgets, seeds, methods, model, device, recipe_overrides, params, store, tag, log, cancel,
+               threads, engine, address, num_cpus, progress) -> dict:
     from unlearn_core.sweeps import SweepSpec, new_tag, run_sweep
 
     methods = bench_methods(methods)
@@ -142,9 +180,9 @@ def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random
                      tag=tag or new_tag("bench"))
     started = time.perf_counter()
     swept = run_sweep(spec, engine=engine, address=address, num_cpus=num_cpus, device=device, store=store,
-                      progress=progress, cancel=cancel, log=log, kind="bench")
+                      progress=progress, cancel=cancel, log=log, kind="bench", threads=threads)
     result = bench_result(swept)
-    result.update({"params": per_method, "total_seconds": time.perf_counter() - started,
+    result.update({"params": per_method, "total_seconds": time.perf_counter() - started, "threads": threads,
                    "ran": swept["ran"], "skipped": swept["skipped"], "engine": engine})
     return result
 
@@ -165,9 +203,12 @@ def bench_result(swept: dict) -> dict:
         for seed, run in references.items():
             _add_run(rows["retrain"], run)
         for seed, original in sorted(entry["per_seed"]["original"].items()):
+            # Reports carry the original's own gap, on the same terms as the methods' (class-wise keys).
+            gap = original.get("avg_gap")
             retrained = entry["per_seed"]["reference"].get(seed)
-            rows["original"].add({**original, "avg_gap": avg_gap(original, retrained) if retrained else None,
-                                  "seconds": None, "rte": None})
+            if gap is None and retrained:
+                gap = avg_gap(original, retrained)
+            rows["original"].add({**original, "avg_gap": gap, "seconds": None, "rte": None})
         for cell in swept["cells"]:
             if cell["forget"] == entry["forget"] and cell["method"] in rows and cell["method"] != "retrain":
                 for run in cell["runs"]:
@@ -190,7 +231,7 @@ def _add_run(row: MethodRow, run: dict) -> None:
     if run["status"] != "done":
         row.errors.append(f"seed {run['seed']}: {run['error']}")
         return
-    row.add(run["metrics"])
+    row.add(run["metrics"], run.get("flags"))
     row.run_ids.append(run["run_id"])
 
 
@@ -200,7 +241,7 @@ def result_from_store(store, tag: str) -> dict:
     Only finished runs count; the original model's row comes from the reports' ``original`` section.
     """
     from unlearn_core.methods import get_method
-    from unlearn_core.metrics import avg_gap
+    from unlearn_core.metrics import AVG_GAP_KEYS, avg_gap
 
     if store.get_sweep(tag) is not None:
         from unlearn_core.sweeps import sweep_result
@@ -222,14 +263,15 @@ def result_from_store(store, tag: str) -> dict:
         report = run["report"]
         if run["seed"] not in setting["seeds"] and report.get("retrained"):
             setting["seeds"].add(run["seed"])
+            keys = report.get("avg_gap_keys") or AVG_GAP_KEYS
             setting["rows"]["original"].add({**report["original"],
-                                             "avg_gap": avg_gap(report["original"], report["retrained"]),
+                                             "avg_gap": avg_gap(report["original"], report["retrained"], keys),
                                              "seconds": None, "rte": None})
         method = run["method"]
         if method not in setting["rows"]:
             setting["rows"][method] = MethodRow(method, get_method(method).title)
         setting["rows"][method].add({**report["unlearned"], "avg_gap": report.get("avg_gap"),
-                                     "seconds": report["seconds"], "rte": report.get("rte")})
+                                     "seconds": report["seconds"], "rte": report.get("rte")}, report)
         setting["rows"][method].run_ids.append(run["id"])
     for run in store.list(tag=tag, status="failed"):
         rows = settings.get(run["forget"], {}).get("rows", {})
@@ -251,15 +293,48 @@ def _cell(summary: dict, key: str, runs: int) -> str:
     return f"{mean:.{digits}f}" if runs <= 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def best_avg_gap_methods(setting: dict) -> set[str]:
+    """The method rows whose mean Avg. Gap is the smallest (all of them on a tie).
+
+    Only in-scope method rows with at least one run compete, and nothing is
+    best when fewer than two of them do.
+    """
+    candidates = {}
+    for row in setting["rows"]:
+        mean = row["summary"]["avg_gap"]["mean"]
+        if row["method"] in REFERENCE_ROWS or not row.get("in_scope", True) or row["runs"] == 0:
+            continue
+        if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+            continue
+        candidates[row["method"]] = round(float(mean), 2)
+    if len(candidates) < 2:
+        return set()
+    best = min(candidates.values())
+    return {method for method, value in candidates.items() if value == best}
+
+
 def markdown_table(setting: dict) -> str:
-    """One forget setting as a markdown table (mean ± std over seeds)."""
+    """One forget setting as a markdown table (mean ± std over seeds).
+
+    Rows of methods outside their declared scope are marked with a dagger and
+    never bolded as best; a speed-up whose two times were taken under other
+    conditions reads "n/c" (not comparable).
+    """
     header = "| Method | " + " | ".join(label for _, label in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    best = best_avg_gap_methods(setting)
+    gap_at = [key for key, _ in COLUMNS].index("avg_gap")
     for row in setting["rows"]:
         cells = [_cell(row["summary"], key, row["runs"]) for key, _ in COLUMNS]
         if row["method"] == "original":
             cells[-2] = cells[-1] = "–"
+        elif row.get("rte_not_comparable") and cells[-1] == "–":
+            cells[-1] = "n/c"
+        if row["method"] in best:
+            cells[gap_at] = f"**{cells[gap_at]}**"
         name = row["title"] if row["method"] in REFERENCE_ROWS else f"{row['title']} (`{row['method']}`)"
+        if not row.get("in_scope", True):
+            name += " † out of scope"
         if row["errors"]:
             name += f" [{len(row['errors'])} failed]"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -273,9 +348,17 @@ def markdown_report(result: dict, command: str | None = None) -> str:
     if command:
         parts.append(f"Command: `{command}`\n")
     for setting in result["settings"]:
+        threads = f", {result['threads']} torch thread(s)" if result.get("threads") else ""
         parts.append(f"### {result['dataset']} / {setting['model']}, forget `{setting['forget']}` "
-                     f"(seeds {seeds}, device {result['device']})\n")
+                     f"(seeds {seeds}, device {result['device']}{threads})\n")
         parts.append(markdown_table(setting) + "\n")
+        scope = [f"- † `{row['method']}`: {row['scope_reason']}" for row in setting["rows"]
+                 if not row.get("in_scope", True)]
+        if scope:
+            parts.append("\n".join(scope) + "\n")
+        not_comparable = sorted({reason for row in setting["rows"] for reason in row.get("rte_not_comparable", [])})
+        if not_comparable:
+            parts.append("Speed-up n/c (times not comparable): " + "; ".join(not_comparable) + "\n")
         errors = [f"- {row['method']}: {e}" for row in setting["rows"] for e in row["errors"]]
         if errors:
             parts.append("Failed runs:\n" + "\n".join(errors) + "\n")

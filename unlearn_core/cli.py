@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--store", default=None, metavar="PATH",
                        help="run store database (default: <data dir>/runs.sqlite)")
     bench.add_argument("--quiet", action="store_true", help="no per-run log lines on stderr")
+    bench.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="pin torch to N threads for every timing (default: torch's count at the start)")
     bench.add_argument("--from-tag", default=None, metavar="TAG",
                        help="run nothing: rebuild the tables from the runs recorded under TAG")
     bench.add_argument("--tag", default=None, help="the bench's name in the run store (default: bench-<time>); "
@@ -249,8 +251,13 @@ def _cmd_unlearn(args, progress) -> int:
         if row:
             print(f"{name:10s} " + " ".join(fmt(row.get(k)) for k in
                                              ("FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy")))
+    speedup = fmt(report.get("rte")).strip() if report.get("rte_comparable", True) else "n/c"
     print(f"seconds {report['seconds']:.2f}  retrain {fmt(report.get('retrain_seconds')).strip()}s  "
-          f"RTE {fmt(report.get('rte')).strip()}  Avg.Gap {fmt(report.get('avg_gap')).strip()}")
+          f"speed-up vs retrain {speedup}x  Avg.Gap {fmt(report.get('avg_gap')).strip()}")
+    if report.get("rte_comparable") is False:
+        print(f"speed-up not comparable: {report.get('rte_not_comparable_reason')}")
+    if report.get("in_scope") is False:
+        print(f"OUT OF SCOPE: {report.get('in_scope_reason')}")
     if run_id is not None:
         print(f"recorded as run {run_id} (python -m unlearn_core runs show {run_id})")
     if args.json:
@@ -355,7 +362,7 @@ def _cmd_bench(args, _progress) -> int:
         raise CliError("--address needs --engine ray")
     result = run_bench(dataset, forgets, seeds, methods, model, args.device, recipe_overrides,
                        parse_param_pairs(args.param), RunStore(args.store), tag=args.tag, log=log,
-                       engine=args.engine, address=args.address)
+                       threads=args.threads, engine=args.engine, address=args.address)
     text = markdown_report(result, _bench_command(args, dataset, model, forgets))
     print(text)
     print(f"total {result['total_seconds']:.0f}s ({result['ran']} runs now, {result['skipped']} already stored); "
@@ -392,6 +399,8 @@ def _bench_command(args, dataset: str, model: str | None, forgets: list[str]) ->
     parts += [f"--param {shlex.quote(p)}" for p in args.param or []]
     if args.device != "auto":
         parts.append(f"--device {args.device}")
+    if args.threads:
+        parts.append(f"--threads {args.threads}")
     return " ".join(parts)
 
 

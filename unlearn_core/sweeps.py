@@ -56,9 +56,14 @@ from unlearn_core.progress import ProgressEvent, ProgressFn
 
 KEY_VERSION = 1
 ENGINES = ("ray", "inline")
-#: Metrics aggregated per cell; the first seven are the model's and are compared with the reference ensemble.
-MODEL_METRICS = ("Acc_f", "Acc_r", "FA", "RA", "TA", "MIA_svc", "MIA_entropy")
-RUN_METRICS = MODEL_METRICS + ("avg_gap", "seconds", "rte", "js_forget", "js_test")
+#: The model's own metrics (a report's ``unlearned`` section), compared with the reference ensemble; any other
+#: number a report's ``unlearned`` section gains is aggregated and compared too, after these.
+MODEL_METRICS = ("Acc_f", "Acc_r", "FA", "RA", "TA", "TA_retain", "MIA_svc", "MIA_entropy")
+#: Numbers about the run rather than the model: aggregated, not compared with the ensemble.
+RUN_ONLY_METRICS = ("avg_gap", "seconds", "rte", "js_forget", "js_test")
+RUN_METRICS = MODEL_METRICS + RUN_ONLY_METRICS
+#: What a report says about a run beyond its numbers (the bench marks rows with these).
+REPORT_FLAGS = ("in_scope", "in_scope_reason", "rte_comparable", "rte_not_comparable_reason")
 OBJECTIVES = ("avg_gap",)
 SEARCHERS = ("optuna",)
 #: Ray's socket paths must stay under 107 bytes; its session folder adds about 70 characters to the temp dir.
@@ -332,8 +337,12 @@ def train_model(kind: str, dataset: str, model: str, forget: str, seed: int, rec
     if kind == "original":
         trained = get_original(bundle, model, seed, recipe_obj, device)
     else:
+        from unlearn_core.device import timing_conditions
+
         split = ForgetSpec.parse(forget).resolve(bundle, seed)
-        trained = get_retrained(bundle, split, model, seed, recipe_obj, device)
+        # Timed under this task's conditions (device, threads), so each run's speed-up divides like for like.
+        trained = get_retrained(bundle, split, model, seed, recipe_obj, device,
+                                retime_for=timing_conditions(device))
     state = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
     info = {"kind": kind, "forget": forget, "seed": seed, "key": trained.key, "from_cache": trained.from_cache,
             "train_seconds": trained.train_seconds, "pid": os.getpid()}
@@ -1070,11 +1079,25 @@ def summarize(values: list[float]) -> dict:
     return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _run_metrics(report: dict) -> dict:
+    """Every scalar of the report's ``unlearned`` section, plus the run's Avg. Gap, seconds and speed-up."""
     unlearned = report.get("unlearned") or {}
-    out = {k: unlearned.get(k) for k in MODEL_METRICS + ("js_forget", "js_test")}
+    out = {k: unlearned.get(k) for k in MODEL_METRICS}
+    out.update({k: v for k, v in unlearned.items() if k not in out and (v is None or _is_number(v))})
     out.update({k: report.get(k) for k in ("avg_gap", "seconds", "rte")})
     return out
+
+
+def _metric_order(records: list[dict]) -> list[str]:
+    """The declared metrics first, then any other number the runs carry, in first-seen order."""
+    names = list(MODEL_METRICS)
+    for record in records:
+        names.extend(k for k in record["metrics"] if k not in names and k not in RUN_ONLY_METRICS)
+    return names + list(RUN_ONLY_METRICS)
 
 
 def _cell_identity(run: dict) -> tuple:
@@ -1102,13 +1125,16 @@ def sweep_result(store, tag: str) -> dict:
     runs = store.sweep_runs(tag)
     forgets: dict[str, dict] = {f: {"forget": f, "references": [], "originals": {}} for f in spec.get("forgets", [])}
     groups: dict[tuple, dict] = {}
+    all_records: list[dict] = []
     for run in runs:
         entry = forgets.setdefault(run["forget"], {"forget": run["forget"], "references": [], "originals": {}})
         report = run["report"] or {}
         if report.get("original") and run["seed"] not in entry["originals"]:
             entry["originals"][run["seed"]] = report["original"]
         record = {"run_id": run["id"], "seed": run["seed"], "status": run["status"], "error": run["error"],
-                  "key": run["run_key"], "metrics": _run_metrics(report) if report else {}}
+                  "key": run["run_key"], "metrics": _run_metrics(report) if report else {},
+                  "flags": {k: report.get(k) for k in REPORT_FLAGS if k in report}}
+        all_records.append(record)
         if run["role"] == "reference":
             entry["references"].append(record)
         # A "retrain" cell asked for in --methods is the reference at the sweep's seeds (same keys, run once).
@@ -1120,18 +1146,20 @@ def sweep_result(store, tag: str) -> dict:
                                                  "forget": run["forget"], "method": run["method"],
                                                  "params": run["params"], "runs": []})
             group["runs"].append(record)
+    metrics = _metric_order(all_records)
     forget_out = []
     for name, entry in forgets.items():
         done = [r for r in entry["references"] if r["status"] == "done"]
         reference = {}
-        for metric in RUN_METRICS:
+        for metric in metrics:
             values = [r["metrics"].get(metric) for r in done]
             stats = summarize(values)
             clean = [v for v in values if v is not None]
             stats.update({"min": min(clean) if clean else None, "max": max(clean) if clean else None})
             reference[metric] = stats
         seeds = sorted(entry["originals"])
-        original = {metric: summarize([entry["originals"][s].get(metric) for s in seeds]) for metric in MODEL_METRICS}
+        original = {metric: summarize([entry["originals"][s].get(metric) for s in seeds])
+                    for metric in metrics if metric not in RUN_ONLY_METRICS or metric == "avg_gap"}
         per_seed = {"original": {s: entry["originals"][s] for s in seeds},
                     "reference": {r["seed"]: r["metrics"] for r in done}}
         forget_out.append({"forget": name, "reference": {"seeds": sorted(r["seed"] for r in done),
@@ -1151,11 +1179,11 @@ def sweep_result(store, tag: str) -> dict:
         group["runs"].sort(key=lambda r: r["seed"])
         done = [r for r in group["runs"] if r["status"] == "done"]
         summary = {}
-        for metric in RUN_METRICS:
+        for metric in metrics:
             stats = summarize([r["metrics"].get(metric) for r in done])
             ref = references.get(group["forget"], {}).get(metric) or {}
             gap = inside = None
-            if metric in MODEL_METRICS and stats["mean"] is not None and ref.get("mean") is not None:
+            if metric not in RUN_ONLY_METRICS and stats["mean"] is not None and ref.get("mean") is not None:
                 gap = stats["mean"] - ref["mean"]
                 if ref.get("n", 0) >= 2:
                     inside = abs(gap) <= 2 * ref["std"] + 1e-9
@@ -1169,7 +1197,7 @@ def sweep_result(store, tag: str) -> dict:
             title = group["method"]
         cells_out.append({"id": cell.cell_id(), **group, "title": title, "seeds": [r["seed"] for r in done],
                           "failed": len(group["runs"]) - len(done), "summary": summary})
-    return {"tag": tag, "kind": sweep["kind"], "spec": spec, "dataset": spec.get("dataset"),
+    return {"tag": tag, "kind": sweep["kind"], "spec": spec, "metrics": metrics, "dataset": spec.get("dataset"),
             "model": spec.get("model"), "seeds": spec.get("seeds"), "retrains": spec.get("retrains"),
             "device": spec.get("device"), "created_at": sweep["created_at"], "forgets": forget_out,
             "cells": cells_out}
@@ -1237,7 +1265,7 @@ def markdown_tables(result: dict) -> str:
             name = f"`{cell['method']}` {_params_text(cell['params'], cell['method'], spec)}"
             if cell["failed"]:
                 name += f" [{cell['failed']} failed]"
-            values = [_stat_text(cell["summary"][key], key in MODEL_METRICS) for key, _ in TABLE_METRICS]
+            values = [_stat_text(cell["summary"][key], key not in RUN_ONLY_METRICS) for key, _ in TABLE_METRICS]
             lines.append(f"| {name} | {len(cell['seeds'])} | " + " | ".join(values) + " |")
         parts.append("\n".join(lines) + "\n")
         errors = [f"- `{c['method']}` {_params_text(c['params'], c['method'], spec)} seed {r['seed']}: {r['error']}"
@@ -1256,7 +1284,7 @@ def flat_rows(result: dict) -> list[dict]:
     for entry in result["forgets"]:
         row = {**base, "row": "reference", "forget": entry["forget"], "method": "retrain", "params": "{}",
                "n": len(entry["reference"]["run_ids"])}
-        for metric in RUN_METRICS:
+        for metric in result["metrics"]:
             stats = entry["reference"]["metrics"][metric]
             row.update({f"{metric}_mean": stats["mean"], f"{metric}_std": stats["std"]})
         rows.append(row)
@@ -1264,7 +1292,7 @@ def flat_rows(result: dict) -> list[dict]:
         row = {**base, "row": "cell", "cell": cell["id"], "forget": cell["forget"], "method": cell["method"],
                "params": json.dumps(cell["params"], sort_keys=True), "n": len(cell["seeds"]),
                "failed": cell["failed"]}
-        for metric in RUN_METRICS:
+        for metric in result["metrics"]:
             stats = cell["summary"][metric]
             row.update({f"{metric}_{part}": stats[part]
                         for part in ("mean", "std", "ci_low", "ci_high", "gap", "inside")})
@@ -1273,7 +1301,7 @@ def flat_rows(result: dict) -> list[dict]:
             run_row = {**base, "row": "run", "cell": cell["id"], "forget": cell["forget"], "method": cell["method"],
                        "params": json.dumps(cell["params"], sort_keys=True), "run_id": run["run_id"],
                        "seed": run["seed"], "status": run["status"], "error": run["error"]}
-            run_row.update({f"{metric}_value": run["metrics"].get(metric) for metric in RUN_METRICS})
+            run_row.update({f"{metric}_value": run["metrics"].get(metric) for metric in result["metrics"]})
             rows.append(run_row)
     return rows
 
