@@ -49,14 +49,26 @@ def spec_for(config: dict, tag: str):
                      methods=config["methods"], grid={}, seeds=config["seeds"], retrains=0, tag=tag)
 
 
-def warm_models(config: dict) -> float:
-    """Train (or load) every original and retrained model the sweep needs, so the timings below all see them cached."""
+def warm_models(config: dict, threads: int) -> float:
+    """Train (or load) every model the sweep needs, its reference timed with ``threads`` torch threads.
+
+    A cached reference timed under other conditions is trained again when a sweep needs like-for-like speed-ups
+    (training.py); warming under the engine's own conditions keeps that retraining out of the timings: torch's default
+    threads before the inline sweep, one thread (as in every Ray task) before the Ray sweep.
+    """
+    import torch
+
     from unlearn_core.pipeline import prepare
 
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
     started = time.perf_counter()
-    for forget in config["forgets"]:
-        for seed in config["seeds"]:
-            prepare(config["dataset"], config["model"], forget, seed, device="cpu")
+    try:
+        for forget in config["forgets"]:
+            for seed in config["seeds"]:
+                prepare(config["dataset"], config["model"], forget, seed, device="cpu", retime_reference=True)
+    finally:
+        torch.set_num_threads(previous)
     return time.perf_counter() - started
 
 
@@ -118,6 +130,33 @@ def cli_command(config: dict, store: Path, tag: str) -> list[str]:
     return cmd
 
 
+def _ancestors(pid: int, depth: int = 6) -> list[int]:
+    out = []
+    for _ in range(depth):
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            break
+        out.append(pid)
+        if pid <= 1:
+            break
+    return out
+
+
+def run_workers(root: int) -> list[int]:
+    """Ray workers descending from ``root`` that are executing a run (their title is ray::execute_run)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if title.startswith(b"ray::execute_run") and root in _ancestors(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
 def resume_after_killed_driver(config: dict, work: Path) -> dict:
     from unlearn_core.runstore import RunStore
 
@@ -126,12 +165,13 @@ def resume_after_killed_driver(config: dict, work: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen(cli_command(config, store_path, tag), cwd=work, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
-    recorded_at_kill, in_flight_lines = None, []
+    recorded_at_kill, in_flight = None, None
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline and child.poll() is None:
         if store_path.exists():
             count = len(RunStore(store_path).sweep_runs(tag)) if RunStore(store_path).get_sweep(tag) else 0
             if count >= total // 2:
+                in_flight = len(run_workers(child.pid))  # runs being computed at the moment of the kill
                 os.killpg(child.pid, signal.SIGKILL)  # the driver and the local Ray instance it started
                 recorded_at_kill = count
                 break
@@ -144,7 +184,9 @@ def resume_after_killed_driver(config: dict, work: Path) -> dict:
     match = re.search(r"(\d+) runs now, (\d+) already stored", again.stdout)
     store = RunStore(store_path)
     keys = [run["config"].get("sweep_key") for run in store.list(tag=tag) if run["status"] == "done"]
-    return {"total_runs": total, "recorded_when_killed": recorded_at_kill, "rows_before_resume": before,
+    # Lost work = the runs in flight at the kill; everything recorded before it is reused, the rest was never begun.
+    return {"total_runs": total, "recorded_when_killed": recorded_at_kill, "in_flight_when_killed": in_flight,
+            "rows_before_resume": before,
             "resume_exit_code": again.returncode, "trained_again": int(match.group(1)) if match else None,
             "skipped": int(match.group(2)) if match else None, "resume_wall_s": wall,
             "runs_linked_after": len(store.sweep_runs(tag)), "duplicate_done_keys": len(keys) - len(set(keys)),
@@ -157,31 +199,18 @@ def killed_worker(config: dict, work: Path) -> dict:
 
     killed: list = []
     stop = threading.Event()
-    me = os.getpid()
-
-    def ours(pid: int) -> bool:
-        for _ in range(6):
-            try:
-                pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                return False
-            if pid == me:
-                return True
-        return False
 
     def killer():
         while not stop.is_set() and not killed:
-            for entry in Path("/proc").iterdir():
-                if entry.name.isdigit():
-                    try:
-                        title = (entry / "cmdline").read_bytes().split(b"\0")[0]
-                    except OSError:
-                        continue
-                    if title.startswith(b"ray::execute_run") and ours(int(entry.name)):
-                        time.sleep(0.5)
-                        os.kill(int(entry.name), signal.SIGKILL)
-                        killed.append((int(entry.name), time.perf_counter()))
-                        return
+            workers = run_workers(os.getpid())
+            if workers:
+                time.sleep(0.5)  # inside the run, not at its first instruction
+                try:
+                    os.kill(workers[0], signal.SIGKILL)
+                    killed.append(workers[0])
+                except ProcessLookupError:
+                    continue
+                return
             time.sleep(0.05)
 
     store = RunStore(work / "fault.sqlite")
@@ -212,11 +241,17 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-sweeps-"))
     os.environ.setdefault("UNLEARN_DATA_DIR", str(Path(tempfile.gettempdir()) / "bench-sweeps-data"))
     out = {"config": config, "cpus": os.cpu_count(), "load_before": load(), "data_dir": os.environ["UNLEARN_DATA_DIR"]}
-    out["warm_models_s"] = warm_models(config)
+    import torch
+
+    out["inline_threads"] = torch.get_num_threads()
     if "engines" not in skip:
+        out["warm_models_inline_s"] = warm_models(config, out["inline_threads"])
         out["inline"] = timed_sweep(config, "inline", work / "inline.sqlite", "bench-inline")
+        out["warm_models_ray_s"] = warm_models(config, 1)
         out["ray"] = timed_sweep(config, "ray", work / "ray.sqlite", "bench-ray")
         out["ray_speedup"] = out["inline"]["wall_s"] / out["ray"]["wall_s"]
+    else:
+        out["warm_models_ray_s"] = warm_models(config, 1)
     if "costs" not in skip:
         out["ray_costs"] = ray_costs()
         if "inline" in out:

@@ -197,3 +197,24 @@ def test_cli_sweep_inline_prints_the_table_and_writes_files(tmp_path, capsys):
     assert main(argv) == 0
     assert "sweep t-cli: 0 runs now, 2 already stored" in capsys.readouterr().out
     assert sweep_result(RunStore(store), "t-cli")["cells"][0]["summary"]["TA"]["n"] == 1
+
+
+def test_cancel_stops_between_runs_and_the_rest_runs_on_resume(tmp_path):
+    import threading as _threading
+
+    from unlearn_core.errors import Cancelled
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    cancel = _threading.Event()
+
+    def progress(event):
+        if event.done >= 2:
+            cancel.set()
+
+    spec = _spec("t-cancel", grid={"rl": {"epochs": [1]}}, seeds=[0, 1, 2], retrains=1)  # 1 reference + 3 runs
+    with pytest.raises(Cancelled):
+        run_sweep(spec, engine="inline", device="cpu", store=store, progress=progress, cancel=cancel,
+                  log=lambda _: None)
+    assert store.count() == 2  # nothing half-recorded, nothing after the cancel
+    resumed = run_sweep(spec, engine="inline", device="cpu", store=store, log=lambda _: None)
+    assert resumed["ran"] == 2 and resumed["skipped"] == 2 and store.count() == 4
