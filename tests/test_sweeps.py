@@ -218,3 +218,14 @@ def test_cancel_stops_between_runs_and_the_rest_runs_on_resume(tmp_path):
     assert store.count() == 2  # nothing half-recorded, nothing after the cancel
     resumed = run_sweep(spec, engine="inline", device="cpu", store=store, log=lambda _: None)
     assert resumed["ran"] == 2 and resumed["skipped"] == 2 and store.count() == 4
+
+
+def test_a_narrower_request_under_the_same_tag_shows_only_its_own_runs(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_sweep(_spec("t-narrow", seeds=[0], retrains=1), engine="inline", device="cpu", store=store,
+              log=lambda _: None)
+    narrower = run_sweep(_spec("t-narrow", grid={"rl": {"epochs": [1]}}, seeds=[0], retrains=1), engine="inline",
+                         device="cpu", store=store, log=lambda _: None)
+    assert narrower["ran"] == 0 and narrower["skipped"] == 2
+    assert [cell["params"]["epochs"] for cell in narrower["cells"]] == [1]
+    assert store.count() == 3 and len(store.sweep_runs("t-narrow")) == 2

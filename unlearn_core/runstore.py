@@ -412,16 +412,24 @@ class RunStore:
                          "ON CONFLICT(tag, run_key) DO UPDATE SET run_id = excluded.run_id, role = excluded.role",
                          (tag, run_key, int(run_id), role))
 
+    def unlink_sweep_runs(self, tag: str, keep: set[str]) -> int:
+        """Drop the links of sweep ``tag`` whose keys are not in ``keep`` (the runs stay); returns how many."""
+        with self._read() as conn:
+            linked = [row[0] for row in conn.execute("SELECT run_key FROM sweep_runs WHERE tag = ?", (tag,))]
+        stale = [key for key in linked if key not in keep]
+        with self._write() as conn:
+            for start in range(0, len(stale), 500):
+                chunk = stale[start:start + 500]
+                conn.execute(f"DELETE FROM sweep_runs WHERE tag = ? AND run_key IN ({', '.join('?' * len(chunk))})",
+                             [tag, *chunk])
+        return len(stale)
+
     def sweep_runs(self, tag: str) -> list[dict]:
         """The runs linked to sweep ``tag``, oldest first, each with its ``run_key`` and ``role``."""
         with self._read() as conn:
             rows = conn.execute("SELECT r.*, s.run_key AS run_key, s.role AS role FROM sweep_runs s "
                                 "JOIN runs r ON r.id = s.run_id WHERE s.tag = ? ORDER BY r.id", (tag,)).fetchall()
-        out = []
-        for row in rows:
-            run = self._row(row)
-            out.append(run)
-        return out
+        return [self._row(row) for row in rows]
 
     # -- export ------------------------------------------------------------------------------------------------
     @staticmethod

@@ -686,6 +686,9 @@ def run_sweep(spec: SweepSpec, engine: str = "ray", address: str | None = None, 
     store = store or RunStore()
     planned = plan(spec, recipe, device_kind)
     store.save_sweep(tag, kind, {**spec.as_dict(), "recipe": recipe, "device": device_kind})
+    # The tag shows what this invocation asks for: runs of an earlier request under the same tag (other code, a
+    # narrower grid) stay in the store but leave the sweep, so no cell counts a seed twice.
+    store.unlink_sweep_runs(tag, {p.key for p in planned})
     held = store.find_keys([p.key for p in planned])
     pending, skipped = [], 0
     for p in planned:
