@@ -89,7 +89,8 @@ def check_zip_directory(handle, max_unpacked: int | None) -> None:
             raise CheckpointError(f"not a readable PyTorch checkpoint: broken zip directory ({error})") from None
         compressed = [e for e in entries if e.compress_type != zipfile.ZIP_STORED]
         if compressed:
-            raise CheckpointError(f"refused: the checkpoint holds {len(compressed)} compressed entrie(s) (e.g. "
+            raise CheckpointError(f"refused: the checkpoint holds {len(compressed)} compressed "
+                                  f"entr{'y' if len(compressed) == 1 else 'ies'} (e.g. "
                                   f"{compressed[0].filename[-60:]!r}); torch.save never compresses, and a "
                                   "compressed tensor can unpack to many times the upload's size")
         declared = sum(e.file_size for e in entries)

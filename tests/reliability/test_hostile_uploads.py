@@ -40,7 +40,7 @@ def test_a_deflated_bomb_is_refused_before_anything_is_unpacked():
     assert len(bomb) < 2**20
     tracemalloc.start()
     try:
-        with pytest.raises(CheckpointError, match="compressed entrie"):
+        with pytest.raises(CheckpointError, match="compressed entries"):
             read_checkpoint(bomb)
         _, peak = tracemalloc.get_traced_memory()
     finally:
