@@ -294,8 +294,6 @@ def _raw_update(path, sql: str, *values) -> None:
 
 
 def test_an_unreadable_json_row_comes_back_flagged_and_never_breaks_readers(tmp_path):
-    from unlearn_core.runstore import RunStoreWarning
-
     path = tmp_path / "runs.sqlite"
     store = RunStore(path)
     ids = [store.start({**CONFIG, "seed": i}) for i in range(3)]
@@ -304,7 +302,7 @@ def test_an_unreadable_json_row_comes_back_flagged_and_never_breaks_readers(tmp_
     _raw_update(path, "UPDATE runs SET report_json = '{\"unlearned\": {\"FA\": 1' WHERE id = ?", ids[1])
     _raw_update(path, "UPDATE runs SET params_json = '[1, 2]', FA = 'abc' WHERE id = ?", ids[2])
 
-    with pytest.warns(RunStoreWarning) as caught:
+    with pytest.warns(UserWarning) as caught:  # RunStoreWarning (imported below, so this fails on the behaviour)
         runs = store.list()
     assert sorted(str(w.message) for w in caught) == [
         f"run {ids[1]}: its report is not readable JSON (JSONDecodeError); shown without it",
@@ -321,6 +319,8 @@ def test_an_unreadable_json_row_comes_back_flagged_and_never_breaks_readers(tmp_
         warnings.simplefilter("error")
         runs, problems = store.list_checked(status="done")
     assert len(runs) == 3 and len(problems) == 2 and all("shown without it" in p for p in problems)
+    from unlearn_core.runstore import RunStoreWarning
+
     with pytest.warns(RunStoreWarning):
         assert store.get(ids[1])["report"] is None
     with pytest.warns(RunStoreWarning):
@@ -450,14 +450,13 @@ def test_a_full_disk_while_saving_the_checkpoint_keeps_the_report(tmp_path, monk
     import errno
 
     from unlearn_core import checkpoints
-    from unlearn_core.runstore import RunStoreWarning
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(checkpoints, "atomic_write_bytes", full)
     store = RunStore(tmp_path / "runs.sqlite")
-    with pytest.warns(RunStoreWarning, match="checkpoint not saved: no space left on device"):
+    with pytest.warns(UserWarning, match="checkpoint not saved: no space left on device"):
         run_id, report, _ = run_and_record(digits_class3, "finetune", {"epochs": 1}, store=store)
     run = store.get(run_id)
     assert run["status"] == "done" and run["report"]["unlearned"]["FA"] == pytest.approx(report["unlearned"]["FA"])
@@ -513,7 +512,7 @@ def test_reaping_a_killed_run_removes_its_checkpoint_and_stale_temp_files(tmp_pa
     assert process.exitcode == -signal.SIGKILL
     killed = kept + 1
     assert store.checkpoint_path(killed).is_file()
-    folder = store.checkpoint_dir
+    folder = store.checkpoint_path(killed).parent
     stale, fresh = folder / f".{killed}.pt.abc123.tmp", folder / f".{killed + 1}.pt.def456.tmp"
     stale.write_bytes(b"half")
     fresh.write_bytes(b"a write in progress")

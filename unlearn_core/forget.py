@@ -22,6 +22,7 @@ import numpy as np
 
 from unlearn_core.data import DatasetBundle
 from unlearn_core.errors import ForgetSpecError, ParameterError
+from unlearn_core.parsing import ascii_int, is_ascii_int
 
 KINDS = ("class", "random", "subclass", "indices")
 MAX_INDEX_FILE_BYTES = 50 * 1024 * 1024
@@ -55,7 +56,7 @@ class ForgetSpec:
             if not math.isfinite(fraction) or not 0.0 < fraction < 1.0:
                 raise ForgetSpecError(f"random fraction must be strictly between 0 and 1, got {body}")
             return cls("random", (), fraction)
-        if kind == "indices" and "," not in body and not body.lstrip("-").isdigit():
+        if kind == "indices" and "," not in body and not is_ascii_int(body):
             return cls("indices", (body,))  # a file path
         values = tuple(v.strip() for v in body.split(",") if v.strip())
         if not values:
@@ -182,7 +183,7 @@ def _class_index(value: str, names: list[str], what: str) -> int:
     if value.lower() in lowered:
         return lowered.index(value.lower())
     try:
-        index = int(value)
+        index = ascii_int(value)  # int() would read "class:٣" as class 3
     except ValueError:
         raise ForgetSpecError(f"unknown {what} {value!r}; known: {', '.join(names[:20])}"
                               f"{' ...' if len(names) > 20 else ''}") from None
@@ -192,12 +193,13 @@ def _class_index(value: str, names: list[str], what: str) -> int:
 
 
 def _read_indices(values: tuple[str, ...]) -> np.ndarray:
-    if len(values) == 1 and not values[0].lstrip("-").isdigit():
+    if len(values) == 1 and not is_ascii_int(values[0]):
         path = Path(values[0]).expanduser()
+        shown = repr(str(path))  # a name with a newline or an escape sequence stays one harmless line
         if not path.is_file():
-            raise ForgetSpecError(f"indices file {path} does not exist")
+            raise ForgetSpecError(f"indices file {shown} does not exist")
         if path.stat().st_size > MAX_INDEX_FILE_BYTES:
-            raise ForgetSpecError(f"indices file {path} is larger than {MAX_INDEX_FILE_BYTES // 2**20} MiB")
+            raise ForgetSpecError(f"indices file {shown} is larger than {MAX_INDEX_FILE_BYTES // 2**20} MiB")
         try:
             if path.suffix == ".npy":
                 raw = np.load(path, allow_pickle=False).ravel().tolist()
@@ -205,15 +207,15 @@ def _read_indices(values: tuple[str, ...]) -> np.ndarray:
                 text = path.read_text()
                 raw = json.loads(text) if text.lstrip().startswith("[") else text.replace(",", " ").split()
         except (ValueError, OSError, RecursionError) as error:
-            raise ForgetSpecError(f"cannot read indices file {path}: {type(error).__name__}") from None
-        source = f"indices file {path}"
+            raise ForgetSpecError(f"cannot read indices file {shown}: {type(error).__name__}") from None
+        source = f"indices file {shown}"
     else:
         raw = list(values)
         source = "indices"
     parsed = []
     for value in raw:
         try:
-            parsed.append(int(str(value).strip()))
+            parsed.append(ascii_int(str(value)))
         except ValueError:
             # A file's content is never echoed: the path may name a server file the user should not read.
             shown = "" if source != "indices" else f"; {str(value)[:40]!r} is not"
