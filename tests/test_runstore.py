@@ -524,3 +524,23 @@ def test_reaping_a_killed_run_removes_its_checkpoint_and_stale_temp_files(tmp_pa
     assert not reopened.checkpoint_path(killed).exists()  # a failed run keeps no checkpoint
     assert not stale.exists() and fresh.exists()
     assert reopened.checkpoint_path(kept).is_file() and reopened.get(kept)["status"] == "done"
+
+
+def test_a_full_database_is_a_one_line_store_error(tmp_path, monkeypatch):
+    from unlearn_core.runstore import RunStoreError
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    store.finish(store.start(CONFIG), fake_report(1.0))
+    opened = RunStore._open
+
+    def capped(self):  # sqlite's own "database or disk is full" (SQLITE_FULL), as on a full disk
+        conn = opened(self)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        return conn
+
+    monkeypatch.setattr(RunStore, "_open", capped)
+    with pytest.raises(RunStoreError, match=r"^cannot write to the run store .*: database or disk is full$"):
+        store.start({**CONFIG, "params": {"blob": "x" * 100_000}})
+    monkeypatch.undo()
+    assert [r["id"] for r in store.list()] == [1]  # the failed write left nothing behind
