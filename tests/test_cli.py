@@ -140,6 +140,9 @@ BAD_OUTPUTS = {
     "the checkpoint cache": (lambda d, t: str(d / "checkpoints" / "x.json"), "checkpoints/ folder"),
     "another sqlite file": (lambda d, t: str(t / "other.sqlite3"), "is a SQLite database"),
     "an empty name": (lambda d, t: "", "output path is empty"),
+    "a 300-byte name": (lambda d, t: str(t / ("n" * 300)), "longer than 255 bytes"),
+    "a symlink to the store": (lambda d, t: str(t / "link.csv"), "it is the run store"),
+    "a hard link to the store": (lambda d, t: str(t / "hard.csv"), "it is the run store"),
 }
 COMMANDS = {
     "train --json": ["train", "--dataset", "digits", "--json"],
@@ -158,6 +161,8 @@ def test_bad_output_paths_are_refused_before_any_work(command, bad, data_dir, tm
     import sqlite3
 
     (tmp_path / "a-file").write_text("x")
+    (tmp_path / "link.csv").symlink_to(data_dir / "runs.sqlite")
+    os.link(data_dir / "runs.sqlite", tmp_path / "hard.csv")
     sqlite3.connect(tmp_path / "other.sqlite3").execute("CREATE TABLE t (x)").connection.close()
     store_before = (data_dir / "runs.sqlite").read_bytes()
     path, message = BAD_OUTPUTS[bad]
@@ -285,3 +290,16 @@ def test_runs_pin_keeps_a_checkpoint_through_the_quota(data_dir, monkeypatch, ca
     assert "checkpoint pruned" in capsys.readouterr().out
     assert main(["runs", "unpin", "1"]) == 0
     assert store.enforce_checkpoint_quota() == [1]
+
+
+def test_any_os_error_reaching_the_cli_is_one_line(monkeypatch, capsys):
+    import errno
+
+    import unlearn_core.cli as cli
+
+    def broken(_args):
+        raise OSError(errno.EIO, "Input/output error", "/mnt/gone/x")
+
+    monkeypatch.setattr(cli, "_cmd_datasets", broken)
+    assert main(["datasets"]) == 2
+    assert _one_error_line(capsys) == "error: input/output error ('/mnt/gone/x')"
