@@ -303,3 +303,11 @@ def test_any_os_error_reaching_the_cli_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_cmd_datasets", broken)
     assert main(["datasets"]) == 2
     assert _one_error_line(capsys) == "error: input/output error ('/mnt/gone/x')"
+
+
+@pytest.mark.parametrize("argv", [["unlearn", *DIGITS_FT], ["bench", "--dataset", "digits", "--methods", "finetune"]])
+def test_a_bad_checkpoint_quota_stops_a_recording_command_before_its_work(argv, data_dir, monkeypatch, no_work,
+                                                                           capsys):
+    monkeypatch.setenv("UNLEARN_RUN_CHECKPOINT_QUOTA_MB", "lots")
+    assert main(argv) == 2
+    assert "UNLEARN_RUN_CHECKPOINT_QUOTA_MB must be a number of MiB" in _one_error_line(capsys)

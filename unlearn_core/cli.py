@@ -20,9 +20,9 @@ from pathlib import Path
 from unlearn_core.errors import Cancelled, UnlearnError, UnlearnWarning
 from unlearn_core.parsing import ascii_int, is_ascii_int
 from unlearn_core.progress import ProgressEvent
+from unlearn_core.runstore import MAX_ROW_ID
 
 EXIT_USAGE = 2
-MAX_SQLITE_INT = 2**63 - 1
 
 
 class CliError(Exception):
@@ -83,7 +83,7 @@ def _has_non_ascii_digit(text: str) -> bool:
     return any(not ch.isascii() and unicodedata.numeric(ch, None) is not None for ch in text)
 
 
-def _whole_number(low: int | None = None, high: int = MAX_SQLITE_INT):
+def _whole_number(low: int | None = None, high: int = MAX_ROW_ID):
     """An argparse type: ASCII digits only (``int()`` takes ``٣`` and ``1_000``), within [low, high]."""
     def parse(text: str) -> int:
         try:
@@ -96,6 +96,17 @@ def _whole_number(low: int | None = None, high: int = MAX_SQLITE_INT):
             raise argparse.ArgumentTypeError(f"{text[:40]!r} is out of range: give a whole number {span}")
         return value
     return parse
+
+
+def _store_for_recording(path):
+    """The run store a command will record into, refused before the work if it is read-only or the
+    checkpoint quota setting is bad (both would otherwise only fail when the first run is recorded)."""
+    from unlearn_core.runstore import RunStore, run_checkpoint_quota_bytes
+
+    store = RunStore(path)
+    store.require_writable()
+    run_checkpoint_quota_bytes()
+    return store
 
 
 def _check_outputs(named: dict[str, str | None], store_path=None) -> None:
@@ -262,9 +273,8 @@ def _write_json(path: str, payload: dict, option: str = "--json") -> None:
 
 def _cmd_train(args, progress) -> int:
     from unlearn_core.data import load_dataset
-    from unlearn_core.training import accuracy, default_recipe, get_original
-
     from unlearn_core.outputs import require_writable_data_dir
+    from unlearn_core.training import accuracy, default_recipe, get_original
 
     if args.epochs is not None and args.epochs < 1:
         raise CliError("--epochs must be at least 1")
@@ -287,9 +297,8 @@ def _cmd_train(args, progress) -> int:
 def _cmd_unlearn(args, progress) -> int:
     from unlearn_core.methods import get_method
     from unlearn_core.pipeline import prepare, unlearn
-    from unlearn_core.runstore import RunStore, run_and_record
-
     from unlearn_core.outputs import require_writable_data_dir
+    from unlearn_core.runstore import run_and_record
 
     params = parse_param_pairs(args.param)
     _check_outputs({"--json": args.json})
@@ -300,8 +309,7 @@ def _cmd_unlearn(args, progress) -> int:
                                progress)
     else:
         get_method(args.method).resolve_params(params)  # fail on bad parameters before any training
-        store = RunStore()
-        store._refuse_if_read_only()  # before the work, not when recording its result
+        store = _store_for_recording(None)
         setup = prepare(args.dataset, args.model, args.forget, args.seed, args.device, progress=progress)
         run_id, report, _ = run_and_record(setup, args.method, params, progress, store=store)
     if isinstance(progress, TerminalProgress):
@@ -475,8 +483,7 @@ def _cmd_bench(args, _progress) -> int:
     log = (lambda _message: None) if args.quiet else None
     params = parse_param_pairs(args.param)
     require_writable_data_dir()
-    store = RunStore(args.store)
-    store._refuse_if_read_only()  # before the bench, not at its first recorded run
+    store = _store_for_recording(args.store)
     result = run_bench(dataset, forgets, seeds, methods, model, args.device, recipe_overrides, params, store,
                        log=log)
     text = markdown_report(result, _bench_command(args, dataset, model, forgets))

@@ -25,7 +25,7 @@ def is_ascii_int(text: str) -> bool:
 
 
 def ascii_int(text) -> int:
-    """``int(text)`` for ASCII digits only; raises ``ValueError`` for anything else (``"٣"``, ``"1_000"``, ``"3.0"``)."""
+    """``int(text)`` for ASCII digits only; ``ValueError`` for anything else (``"٣"``, ``"1_000"``, ``"3.0"``)."""
     if isinstance(text, bool):
         raise ValueError(f"not a whole number: {text!r}")
     if isinstance(text, int):

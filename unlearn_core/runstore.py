@@ -302,7 +302,8 @@ class RunStore:
         raise RunStoreError(f"cannot open the run store {str(self.path)!r} for reading: "
                             f"{_one_line(last_error)}") from None
 
-    def _refuse_if_read_only(self) -> None:
+    def require_writable(self) -> None:
+        """Raise :class:`RunStoreError` if this store was opened read-only (check before work, not after it)."""
         if self.read_only:
             raise RunStoreError(f"the run store {str(self.path)!r} is read-only here (it was opened for reading); "
                                 "use a writable store (--store, or UNLEARN_DATA_DIR)")
@@ -344,7 +345,7 @@ class RunStore:
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; taking the write lock up front avoids deadlocks between upgrading readers."""
-        self._refuse_if_read_only()
+        self.require_writable()
         conn = self._open()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -545,7 +546,9 @@ class RunStore:
         query = f"SELECT * FROM runs{where} ORDER BY id DESC" + (" LIMIT ?" if limit is not None else "")
         try:
             return conn.execute(query, values + ([limit] if limit is not None else [])).fetchall(), []
-        except sqlite3.DatabaseError as error:
+        except sqlite3.OperationalError:
+            raise  # locked, I/O error, no such table: not damage that reading around could avoid
+        except sqlite3.DatabaseError as error:  # SQLITE_CORRUPT / SQLITE_NOTADB: "database disk image is malformed"
             damage = _one_line(error)
         ids: set[int] = set()
         scans = ["SELECT id FROM runs ORDER BY id ASC", "SELECT id FROM runs ORDER BY id DESC"]
@@ -570,7 +573,8 @@ class RunStore:
                 rows.append(row)
             if limit is not None and len(rows) >= limit:
                 break
-        problem = f"the run store {str(self.path)!r} is damaged ({damage}); only the runs that can still be read are shown"
+        problem = (f"the run store {str(self.path)!r} is damaged ({damage}); only the runs that can still be read "
+                   "are shown")
         if lost:
             shown = ", ".join(str(i) for i in sorted(lost)[:10]) + (" ..." if len(lost) > 10 else "")
             problem += f"; run(s) {shown} cannot be read and are skipped"
