@@ -26,8 +26,11 @@ def data_dir() -> Path:
     except (OSError, ValueError) as error:
         # A file in the way, a read-only parent, a NUL byte: one line naming the setting, not a traceback.
         reason = getattr(error, "strerror", None) or str(error)
-        if path.exists() and not path.is_dir():
-            reason = "it is a file, not a folder"
+        try:
+            if path.exists() and not path.is_dir():
+                reason = "it is a file, not a folder"
+        except (OSError, ValueError):  # a NUL byte makes even exists() raise
+            pass
         where = "UNLEARN_DATA_DIR" if os.environ.get("UNLEARN_DATA_DIR") else "the data directory"
         raise StorageError(f"{where} {str(path)!r} cannot be used: {reason}; set UNLEARN_DATA_DIR to a "
                            "writable folder") from None
