@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,13 +26,13 @@ import numpy as np
 
 from unlearn_core.data import DatasetBundle
 from unlearn_core.errors import ForgetSpecError, ParameterError
+from unlearn_core.parsing import ascii_int, is_ascii_int
 
 KINDS = ("class", "random", "subclass", "indices")
 MAX_INDEX_FILE_BYTES = 50 * 1024 * 1024
 MAX_SEED = 2**32 - 1  # numpy's default_rng takes no negative seed; torch none past 2**64
 INDEX_ROOT_ENV = "UNLEARN_INDEX_ROOT"
 # ASCII only: int() also reads Arabic-Indic or full-width digits, so "class:\u0663" silently meant class 3.
-_WHOLE = re.compile(r"-?[0-9]+")
 
 
 def index_root() -> Path | None:
@@ -80,7 +79,7 @@ class ForgetSpec:
             if not math.isfinite(fraction) or not 0.0 < fraction < 1.0:
                 raise ForgetSpecError(f"random fraction must be strictly between 0 and 1, got {body}")
             return cls("random", (), fraction)
-        if kind == "indices" and "," not in body and not _WHOLE.fullmatch(body):
+        if kind == "indices" and "," not in body and not is_ascii_int(body):
             if not allow_files:
                 return cls("indices", (_file_inside(body, files_root),))
             return cls("indices", (body,))  # a file path
@@ -209,9 +208,7 @@ def _class_index(value: str, names: list[str], what: str) -> int:
     if value.lower() in lowered:
         return lowered.index(value.lower())
     try:
-        if not _WHOLE.fullmatch(value.strip()):
-            raise ValueError(value)
-        index = int(value)
+        index = ascii_int(value)  # int() would read "class:٣" as class 3
     except ValueError:
         raise ForgetSpecError(f"unknown {what} {value!r}; known: {', '.join(names[:20])}"
                               f"{' ...' if len(names) > 20 else ''}") from None
@@ -238,13 +235,13 @@ def _file_inside(body: str, root: str | Path | None) -> str:
 
 
 def _read_indices(values: tuple[str, ...]) -> np.ndarray:
-    if len(values) == 1 and not _WHOLE.fullmatch(values[0]):
+    if len(values) == 1 and not is_ascii_int(values[0]):
         path = Path(values[0]).expanduser()
-        # repr: a name with a newline or terminal escape must not reach the message raw.
+        shown = repr(str(path))  # a name with a newline or an escape sequence stays one harmless line
         if not path.is_file():
-            raise ForgetSpecError(f"indices file {str(path)!r} does not exist")
+            raise ForgetSpecError(f"indices file {shown} does not exist")
         if path.stat().st_size > MAX_INDEX_FILE_BYTES:
-            raise ForgetSpecError(f"indices file {str(path)!r} is larger than {MAX_INDEX_FILE_BYTES // 2**20} MiB")
+            raise ForgetSpecError(f"indices file {shown} is larger than {MAX_INDEX_FILE_BYTES // 2**20} MiB")
         try:
             if path.suffix == ".npy":
                 raw = np.load(path, allow_pickle=False).ravel().tolist()
@@ -252,17 +249,15 @@ def _read_indices(values: tuple[str, ...]) -> np.ndarray:
                 text = path.read_text()
                 raw = json.loads(text) if text.lstrip().startswith("[") else text.replace(",", " ").split()
         except (ValueError, OSError, RecursionError) as error:
-            raise ForgetSpecError(f"cannot read indices file {str(path)!r}: {type(error).__name__}") from None
-        source = f"indices file {str(path)!r}"
+            raise ForgetSpecError(f"cannot read indices file {shown}: {type(error).__name__}") from None
+        source = f"indices file {shown}"
     else:
         raw = list(values)
         source = "indices"
     parsed = []
     for value in raw:
         try:
-            if isinstance(value, bool) or not _WHOLE.fullmatch(str(value).strip()):
-                raise ValueError(value)
-            parsed.append(int(str(value).strip()))
+            parsed.append(ascii_int(str(value)))
         except ValueError:
             # A file's content is never echoed: the path may name a server file the user should not read.
             shown = "" if source != "indices" else f"; {str(value)[:40]!r} is not"
