@@ -11,6 +11,7 @@ import math
 import os
 import re
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -455,12 +456,17 @@ class RunView:
     def list(self, limit: int | None = None, **filters) -> list[dict]:
         self.skipped = []
         try:
-            runs = self._store.list(**filters)
+            with warnings.catch_warnings():
+                # The store warns about rows it cannot decode; this view lists them in ``skipped`` instead.
+                warnings.simplefilter("ignore")
+                runs = self._store.list(**filters)
         except (ValueError, TypeError, KeyError):
             runs = self._list_row_by_row(filters)
         visible = []
         for run in runs:
-            if run.get("report") is not None and not isinstance(run["report"], dict):
+            if run.get("read_error"):
+                self.skipped.append(int(run["id"]))  # the store could not decode this row (it says so, not raises)
+            elif run.get("report") is not None and not isinstance(run["report"], dict):
                 self.skipped.append(int(run["id"]))  # valid JSON, but not a report: the pages would crash on it
             elif self._visible(run):
                 visible.append(run)
