@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--json", default=None, help="write the full report here")
     unlearn.add_argument("--no-record", action="store_true",
                          help="do not record the run (and its checkpoint) in the run store")
+    unlearn.add_argument("--evidence", default=None, metavar="KINDS",
+                         help="deeper evidence of forgetting, comma-separated: probe, relearn, curves (or all); "
+                              "see docs/EVIDENCE.md")
+    unlearn.add_argument("--evidence-param", action="append", metavar="KIND.KEY=VALUE",
+                         help="an evidence parameter (repeatable), e.g. relearn.lr=0.05 or curves.every=5")
 
     runs = commands.add_parser("runs", help="list, show and export recorded runs (the run store)")
     runs.set_defaults(handler=_cmd_runs)
@@ -217,16 +222,19 @@ def _cmd_unlearn(args, progress) -> int:
     from unlearn_core.pipeline import prepare, unlearn
     from unlearn_core.runstore import RunStore, run_and_record
 
+    from unlearn_core.evidence import EvidenceRequest, format_evidence
+
     params = parse_param_pairs(args.param)
+    evidence = EvidenceRequest.parse(args.evidence, parse_param_pairs(args.evidence_param))
     run_id = None
     if args.no_record:
         report, _, _ = unlearn(args.dataset, args.model, args.forget, args.method, params, args.seed, args.device,
-                               progress)
+                               progress, evidence=evidence)
     else:
         get_method(args.method).resolve_params(params)  # fail on bad parameters before any training
         store = RunStore()
         setup = prepare(args.dataset, args.model, args.forget, args.seed, args.device, progress=progress)
-        run_id, report, _ = run_and_record(setup, args.method, params, progress, store=store)
+        run_id, report, _ = run_and_record(setup, args.method, params, progress, store=store, evidence=evidence)
     if isinstance(progress, TerminalProgress):
         progress.close()
     u, r, o = report["unlearned"], report.get("retrained", {}), report["original"]
@@ -243,6 +251,8 @@ def _cmd_unlearn(args, progress) -> int:
                                              ("FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy")))
     print(f"seconds {report['seconds']:.2f}  retrain {fmt(report.get('retrain_seconds')).strip()}s  "
           f"RTE {fmt(report.get('rte')).strip()}  Avg.Gap {fmt(report.get('avg_gap')).strip()}")
+    for line in format_evidence(report.get("evidence") or {}):
+        print(line)
     if run_id is not None:
         print(f"recorded as run {run_id} (python -m unlearn_core runs show {run_id})")
     if args.json:
