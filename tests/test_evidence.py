@@ -232,6 +232,7 @@ def test_curves_are_recorded_without_changing_the_unlearned_model(digits_class3)
     report = build_report(setup, observed, evidence="curves")
     # Every forgotten-class test sample is in the subset (digits has 37): the ends match the report exactly.
     assert curves["n_forget_test"] == len(setup.split.test_forget_idx)
+    assert curves["n_forget_train"] == 0 and all(p["FA"] is None for p in points)
     assert points[0]["Acc_f"] == pytest.approx(report["original"]["Acc_f"])
     assert points[-1]["Acc_f"] == pytest.approx(report["unlearned"]["Acc_f"])
     # UNSC pushes the forget samples to their nearest remaining class epoch by epoch: Acc_f only falls.
@@ -273,7 +274,10 @@ def test_sample_forgetting_reads_probe_and_relearn_on_held_out_forget_samples(di
     from unlearn_core.pipeline import run_method
 
     setup = digits_random
-    evidence = collect_evidence(setup, run_method(setup, "finetune", {"epochs": 1}), "probe,relearn")
+    run = run_method(setup, "finetune", {"epochs": 1}, evidence="curves")
+    evidence = collect_evidence(setup, run, "probe,relearn,curves")
+    points = evidence["curves"]["points"]
+    assert all(p["Acc_f"] is None and p["FA"] is not None for p in points)  # no forget test samples: FA instead
     half = len(setup.split.forget_idx) - len(setup.split.forget_idx) // 2
     assert evidence["probe"]["unlearned"]["forget_eval"] == "train"
     assert evidence["probe"]["unlearned"]["n_forget_eval"] == half

@@ -48,11 +48,11 @@ from unlearn_core.training import extract_features, predict_logits
 KINDS = ("probe", "relearn", "curves")
 
 PROBE_PARAMS = (
-    Param("train_per_class", int, 200, "training samples per class in the probe's training split (the forgotten "
+    Param("train_per_class", int, 100, "training samples per class in the probe's training split (the forgotten "
           "classes' samples included)", low=5, high=100000),
     Param("C", float, 1.0, "inverse L2 strength of the logistic-regression probe", low=1e-4, high=1e4, log=True),
     Param("k", int, 5, "neighbours of the k-NN probe", low=1, high=200),
-    Param("eval_max", int, 1000, "at most this many samples in each evaluation set", low=10, high=1000000),
+    Param("eval_max", int, 500, "at most this many samples in each evaluation set", low=10, high=1000000),
 )
 RELEARN_PARAMS = (
     Param("samples", int, 64, "forget samples the copy is fine-tuned on", low=1, high=100000),
@@ -67,8 +67,8 @@ RELEARN_PARAMS = (
 CURVE_PARAMS = (
     Param("every", int, 0, "0: a point at the end of every epoch; k > 0: a point every k optimiser steps", low=0,
           high=1000000),
-    Param("samples", int, 256, "samples in each fixed evaluation subset (forget test, forget train, remaining "
-          "test)", low=8, high=100000),
+    Param("samples", int, 128, "samples in each fixed evaluation subset (forget test samples, or forget training "
+          "samples when there are none; remaining test samples)", low=8, high=100000),
 )
 DISTINGUISHER_PARAMS = (
     Param("delta", float, 0.01, "delta of the (epsilon, delta) definition the per-sample epsilons estimate",
@@ -414,7 +414,9 @@ class CurveRecorder:
 
     - ``Acc_f``: accuracy (%) on up to ``samples`` test samples of the forgotten
       classes (None for forget sets without test samples),
-    - ``FA``: accuracy (%) on up to ``samples`` forget training samples,
+    - ``FA``: accuracy (%) on up to ``samples`` forget training samples, only
+      when there are no forget test samples (random or chosen samples; for
+      class forgetting Acc_f says the same and each point would cost more),
     - ``Acc_r``: mean per-class accuracy (%) on up to ``samples`` remaining test
       samples (the spec's Acc_r, on a fixed subset),
     - ``loss``: the method's own training loss as its loop reports it (the
@@ -432,7 +434,9 @@ class CurveRecorder:
         rng = np.random.default_rng(seed * 1000 + 43)
         n = self.params["samples"]
         test_forget = _subsample(split.test_forget_idx, n, rng)
-        forget = _subsample(split.forget_idx, n, rng)
+        # Each point is a forward pass over every subset; the forget training samples are read only when there
+        # is no forget test set, which keeps a class-forgetting point at two small subsets (the 20 % budget).
+        forget = _subsample(split.forget_idx, n, rng) if len(test_forget) == 0 else np.zeros(0, dtype=np.int64)
         test_retain = _subsample(split.test_retain_idx, n, rng)
         self._sizes = (len(test_forget), len(forget), len(test_retain))
         images = torch.cat([_take(bundle.test_x, test_forget), _take(bundle.train_x, forget),
@@ -464,7 +468,7 @@ class CurveRecorder:
         a, b, _ = self._sizes
         labels = self._labels
         acc_f = accuracy_percent(predictions[:a], labels[:a]) if a else None
-        return {"Acc_f": acc_f, "FA": accuracy_percent(predictions[a:a + b], labels[a:a + b]),
+        return {"Acc_f": acc_f, "FA": accuracy_percent(predictions[a:a + b], labels[a:a + b]) if b else None,
                 "Acc_r": mean_class_accuracy(predictions[a + b:], labels[a + b:], self._remaining)}
 
     def record(self, model: nn.Module, stage: str, epoch: int, loss: float | None = None) -> dict:
