@@ -302,6 +302,9 @@ def test_cli_prints_and_records_the_evidence(tmp_path, capsys):
     stored = RunStore().get(run_id)
     assert stored["report"]["evidence"]["curves"]["points"] == report["evidence"]["curves"]["points"]
     assert stored["config"]["evidence"]["kinds"] == ["probe", "relearn", "curves"]
+    assert main(["runs", "show", str(run_id)]) == 0
+    shown = capsys.readouterr().out
+    assert "probe_f" in shown and "unlearning curve" in shown
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -296,6 +296,10 @@ def _cmd_runs(args, _progress) -> int:
             per_class = (report.get("unlearned") or {}).get("per_class_test")
             if per_class:
                 print("  per-class test accuracy: " + " ".join(_fmt_number(v, 1) for v in per_class))
+            from unlearn_core.evidence import format_evidence
+
+            for line in format_evidence(report.get("evidence") or {}):
+                print(f"  {line}")
         return 0
     if args.limit is not None and args.limit < 0:
         raise CliError("--limit must be at least 0")
