@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -50,6 +51,7 @@ def part_cost(args) -> dict:
     setup = prepare("mnist5k", None, "class:3", 0, "cpu")
     variants = {"plain": None, "curves": "curves", "probe": "probe", "relearn": "relearn"}
     walls = {name: [] for name in variants}
+    cpus = {name: [] for name in variants}
     method_seconds = {name: [] for name in variants}
     evidence_seconds = {name: [] for name in variants}
     # Warm-up: first-call costs (imports, allocator, sklearn) are not any variant's.
@@ -58,19 +60,26 @@ def part_cost(args) -> dict:
     for _ in range(args.repeats):
         for name, kinds in variants.items():
             fresh(setup)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             method_started = time.perf_counter()
             run = run_method(setup, "unsc", evidence=kinds)
             method_wall = time.perf_counter() - method_started
             report = build_report(setup, run, evidence=kinds)
             walls[name].append(time.perf_counter() - started)
+            cpus[name].append(time.process_time() - cpu_started)
             method_seconds[name].append(method_wall)
             evidence_seconds[name].append(sum((report.get("evidence") or {}).get("seconds", {}).values()))
     median = {name: float(np.median(v)) for name, v in walls.items()}
+    # With one thread, CPU seconds barely depend on what else the machine runs; wall seconds do (a shared machine).
+    median_cpu = {name: float(np.median(v)) for name, v in cpus.items()}
     out = {"load_average": load(), "repeats": args.repeats, "wall_seconds": walls, "median_wall": median,
            "method_wall_seconds": method_seconds, "evidence_seconds": evidence_seconds,
            "overhead_percent": {name: 100.0 * (median[name] - median["plain"]) / median["plain"]
                                 for name in variants if name != "plain"},
+           "cpu_seconds": cpus, "median_cpu": median_cpu,
+           "cpu_overhead_percent": {name: 100.0 * (median_cpu[name] - median_cpu["plain"]) / median_cpu["plain"]
+                                    for name in variants if name != "plain"},
+           "threads": int(torch.get_num_threads()),
            "curve_overhead_on_method_percent": 100.0 * (np.median(method_seconds["curves"])
                                                         - np.median(method_seconds["plain"]))
            / np.median(method_seconds["plain"])}

@@ -48,11 +48,11 @@ from unlearn_core.training import extract_features, predict_logits
 KINDS = ("probe", "relearn", "curves")
 
 PROBE_PARAMS = (
-    Param("train_per_class", int, 100, "training samples per class in the probe's training split (the forgotten "
+    Param("train_per_class", int, 50, "training samples per class in the probe's training split (the forgotten "
           "classes' samples included)", low=5, high=100000),
     Param("C", float, 1.0, "inverse L2 strength of the logistic-regression probe", low=1e-4, high=1e4, log=True),
     Param("k", int, 5, "neighbours of the k-NN probe", low=1, high=200),
-    Param("eval_max", int, 500, "at most this many samples in each evaluation set", low=10, high=1000000),
+    Param("eval_max", int, 300, "at most this many samples in each evaluation set", low=10, high=1000000),
 )
 RELEARN_PARAMS = (
     Param("samples", int, 64, "forget samples the copy is fine-tuned on", low=1, high=100000),
