@@ -104,7 +104,9 @@ def markdown_table(reports: dict) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
     def steps(r):
-        return f"> {r['max_steps']}" if r["relearn_capped"] else str(r["relearn_steps"])
+        if r["relearn_capped"]:
+            return f"> {r['max_steps']}"
+        return "diverged" if r["diverged"] else str(r["relearn_steps"])
 
     lines = ["| model | Acc_f | Acc_r | probe_forget | knn_forget | probe_retain | relearn steps | Acc_f before "
              "relearn -> target |",

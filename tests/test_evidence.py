@@ -134,6 +134,16 @@ def test_relearn_is_capped_when_it_does_not_reach_the_target_and_zero_when_nothi
     assert intact["relearn_steps"] == 0 and intact["start_acc"] == 100.0
 
 
+def test_a_diverging_relearn_is_flagged_not_counted_or_capped():
+    bundle = one_hot_bundle()
+    split = ForgetSpec.parse("class:2").resolve(bundle)
+    broken = one_hot_model(hidden_class=2)
+    with torch.no_grad():
+        broken.head.bias[0] = float("nan")  # every loss is NaN from the first step
+    result = relearn_time(broken, 100.0, bundle, split, "cpu")
+    assert result["diverged"] and result["relearn_steps"] is None and not result["relearn_capped"]
+
+
 def test_relearn_leaves_the_model_it_measures_untouched():
     bundle = one_hot_bundle()
     split = ForgetSpec.parse("class:2").resolve(bundle)

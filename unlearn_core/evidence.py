@@ -357,7 +357,8 @@ def relearn_time(model: nn.Module, original_accuracy: float, bundle: DatasetBund
     original model's on the same set, the target is
     ``a_0 + level * (a_orig - a_0)`` (default: half way back). The result is
     the first ``t`` with ``a_t >= target`` (0 if ``a_0`` already reaches it),
-    or ``None`` with ``relearn_capped`` when ``max_steps`` steps do not.
+    or ``None`` with ``relearn_capped`` when ``max_steps`` steps do not
+    (``None`` with ``diverged`` if the loss became non-finite first).
     A model that only hid the forget set relearns in a handful of steps; the
     retrained model is the reference. (Relearn time as an unlearning check:
     Golatkar et al., CVPR 2020; Lynch et al., 2024.)
@@ -396,7 +397,8 @@ def relearn_time(model: nn.Module, original_accuracy: float, bundle: DatasetBund
                 if accuracy >= target:
                     steps = step
                     break
-    return {"relearn_steps": steps, "relearn_capped": steps is None, "max_steps": params["max_steps"],
+    # "Not within max_steps" only when the cap was reached; a diverged count is flagged as such instead.
+    return {"relearn_steps": steps, "relearn_capped": steps is None and not diverged, "max_steps": params["max_steps"],
             "start_acc": start, "target_acc": target, "original_acc": original_accuracy, "final_acc": history[-1],
             "accuracy_by_step": history, "diverged": diverged, "eval": sets.eval_source,
             "n_relearn": int(len(sets.slice_idx)), "n_eval": int(len(sets.eval_labels))}
@@ -737,7 +739,8 @@ def format_evidence(evidence: dict) -> list[str]:
                        f"{fmt(probe[which]['knn_forget']):>7s}"
             if relearn and which in relearn:
                 r = relearn[which]
-                steps = f"not within {r['max_steps']}" if r["relearn_capped"] else str(r["relearn_steps"])
+                steps = (f"not within {r['max_steps']}" if r["relearn_capped"]
+                         else "diverged" if r.get("diverged") else str(r["relearn_steps"]))
                 row += f" {steps + ' (' + format(r['target_acc'], '.1f') + ')':>28s}"
             lines.append(row)
     if evidence.get("curves"):
