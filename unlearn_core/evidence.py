@@ -268,7 +268,8 @@ def probe_split(bundle: DatasetBundle, split: ForgetSplit, params: dict, seed: i
 
 def feature_probe(model: nn.Module, bundle: DatasetBundle, split: ForgetSplit, device=None,
                   params: dict | None = None, seed: int = 0, probe: ProbeSplit | None = None) -> dict:
-    """Is the forgotten data still in the features? (UUEF: "Are we truly forgetting?", Jung et al., 2025).
+    """Is the forgotten data still in the features? (UUEF: "Are we truly forgetting? A critical
+    re-examination of machine unlearning evaluation protocols", 2025).
 
     The model's penultimate features (``UnlearnModel.features``) are frozen;
     a linear probe and a k-NN probe (see :func:`probe_accuracies`) are fit on
