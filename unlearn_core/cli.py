@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--json", default=None, help="write the full report here")
     unlearn.add_argument("--no-record", action="store_true",
                          help="do not record the run (and its checkpoint) in the run store")
+    unlearn.add_argument("--evidence", default=None, metavar="KINDS",
+                         help="deeper evidence of forgetting, comma-separated: probe, relearn, curves (or all); "
+                              "see docs/EVIDENCE.md")
+    unlearn.add_argument("--evidence-param", action="append", metavar="KIND.KEY=VALUE",
+                         help="an evidence parameter (repeatable), e.g. relearn.lr=0.05 or curves.every=5")
 
     runs = commands.add_parser("runs", help="list, show, export and pin recorded runs (the run store)")
     runs.set_defaults(handler=_cmd_runs)
@@ -302,18 +307,21 @@ def _cmd_unlearn(args, progress) -> int:
     from unlearn_core.outputs import require_writable_data_dir
     from unlearn_core.runstore import run_and_record
 
+    from unlearn_core.evidence import EvidenceRequest, format_evidence
+
     params = parse_param_pairs(args.param)
     _check_outputs({"--json": args.json})
     require_writable_data_dir()
+    evidence = EvidenceRequest.parse(args.evidence, parse_param_pairs(args.evidence_param))
     run_id = None
     if args.no_record:
         report, _, _ = unlearn(args.dataset, args.model, args.forget, args.method, params, args.seed, args.device,
-                               progress)
+                               progress, evidence=evidence)
     else:
         get_method(args.method).resolve_params(params)  # fail on bad parameters before any training
         store = _store_for_recording(None)
         setup = prepare(args.dataset, args.model, args.forget, args.seed, args.device, progress=progress)
-        run_id, report, _ = run_and_record(setup, args.method, params, progress, store=store)
+        run_id, report, _ = run_and_record(setup, args.method, params, progress, store=store, evidence=evidence)
     if isinstance(progress, TerminalProgress):
         progress.close()
     u, r, o = report["unlearned"], report.get("retrained", {}), report["original"]
@@ -335,6 +343,8 @@ def _cmd_unlearn(args, progress) -> int:
         print(f"speed-up not comparable: {report.get('rte_not_comparable_reason')}")
     if report.get("in_scope") is False:
         print(f"OUT OF SCOPE: {report.get('in_scope_reason')}")
+    for line in format_evidence(report.get("evidence") or {}):
+        print(line)
     if run_id is not None:
         print(f"recorded as run {run_id} (python -m unlearn_core runs show {run_id})")
     if args.json:
@@ -424,6 +434,10 @@ def _cmd_runs(args, _progress) -> int:
             per_class = unlearned.get("per_class_test") if isinstance(unlearned, dict) else None
             if isinstance(per_class, list) and per_class:
                 print("  per-class test accuracy: " + " ".join(_fmt_number(v, 1) for v in per_class))
+            from unlearn_core.evidence import format_evidence
+
+            for line in format_evidence(report.get("evidence") or {}):
+                print(f"  {line}")
         return 0
     runs = store.list(dataset=args.dataset, model=args.model, forget=args.forget, method=args.method,
                       status=args.status, limit=args.limit, tag=args.tag)

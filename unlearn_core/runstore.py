@@ -780,14 +780,17 @@ def _error_text(error: BaseException) -> str:
 
 def run_and_record(setup, method: str, params: dict | None = None, progress=None, cancel=None,
                    store: RunStore | None = None, save_checkpoint: bool = True, tag: str | None = None,
-                   extra_config: dict | None = None):
+                   extra_config: dict | None = None, evidence=None):
     """Run one method on a prepared setup and record it; returns ``(run_id, report, method_run)``.
 
     start -> ``pipeline.run_method`` -> ``pipeline.build_report`` -> the
     unlearned checkpoint saved atomically -> finish. A cancelled run is
     recorded as ``cancelled`` and any other error as ``failed`` (with its
     message); both re-raise. Bad parameters raise before anything is recorded.
+    ``evidence`` (kinds or an ``EvidenceRequest``) adds the report's evidence section.
     """
+    from unlearn_core.evidence import EvidenceRequest
+
     from unlearn_core import checkpoints
     from unlearn_core.methods import get_method
     from unlearn_core.pipeline import build_report, run_method
@@ -797,17 +800,20 @@ def run_and_record(setup, method: str, params: dict | None = None, progress=None
     resolved = method_cls.resolve_params(params)
     if save_checkpoint:
         run_checkpoint_quota_bytes()  # a bad quota setting fails here, not after the run's work
+    evidence = EvidenceRequest.parse(evidence)
     config = {"dataset": setup.bundle.name, "model": setup.model_name, "forget": str(setup.split.spec),
               "method": method_cls.name, "params": resolved, "seed": setup.seed, "device": str(setup.device),
               "tag": tag, "recipe": setup.recipe.as_dict(), "original_checkpoint": setup.original.key,
               "retrained_checkpoint": setup.retrained.key if setup.retrained is not None else None,
               "n_forget": int(len(setup.split.forget_idx))}
+    if evidence is not None:
+        config["evidence"] = evidence.as_dict()
     config.update(extra_config or {})
     run_id = store.start(config)
     checkpoint = None
     try:
-        run = run_method(setup, method_cls.name, resolved, progress, cancel)
-        report = build_report(setup, run)
+        run = run_method(setup, method_cls.name, resolved, progress, cancel, evidence=evidence)
+        report = build_report(setup, run, evidence=evidence)
         note = None
         if save_checkpoint:
             try:
