@@ -131,6 +131,27 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict | None = None) -> N
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
+def _refuse_foreign_format(handle) -> None:
+    """Refuse, by its first bytes, a file that torch.save cannot have written (a zip archive, or a pickle).
+
+    Without this an uploaded text file reached the unpickler, whose message was "KeyError: 101" (the code of its
+    first letter, read as a pickle opcode). An empty file is left to the loader's own "empty" message.
+    """
+    head = handle.read(512)
+    handle.seek(0)
+    if not head or head.startswith(b"PK") or head[:1] == b"\x80":
+        return
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head[:-3].decode("utf-8", errors="replace") if len(head) == 512 else ""
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        raise CheckpointError("not a readable PyTorch checkpoint: this is a text file; choose the .pt file that "
+                              "torch.save(model.state_dict(), path) wrote")
+    raise CheckpointError("not a readable PyTorch checkpoint: the file is neither a zip archive nor a pickle, the "
+                          "two formats torch.save writes")
+
+
 def read_checkpoint(source, max_bytes: int | None = None) -> dict:
     """Read a checkpoint file or bytes safely; returns ``{"state_dict", "meta"}``.
 
@@ -160,6 +181,7 @@ def read_checkpoint(source, max_bytes: int | None = None) -> dict:
         raise CheckpointError(f"checkpoint is larger than the {max_bytes / 2**20:g} MiB upload limit "
                               f"(set {MAX_UPLOAD_ENV} to change it)")
     try:
+        _refuse_foreign_format(handle)
         # Uploads (a size cap applies) are held to the unpacked-size cap too; our own files only to "no deflate".
         check_zip_directory(handle, max_unpacked_bytes() if max_bytes is not None else None)
     except BaseException:
