@@ -29,12 +29,13 @@ def init_state() -> None:
     registries first (a URL is anyone's to write): a bad one is dropped with a
     warning that does not repeat it, so no page ever sees an unknown data set
     (``/results?dataset=nope`` was a traceback), a file path or markup.
+    Also picks this browser's session token (see :func:`session_owner`).
     """
     from unlearn_core.appstate import choice_from_query
 
     if "dataset" not in st.session_state:
         defaults = {"dataset": os.environ.get(ENV_DATASET) or "mnist5k", "model": os.environ.get(ENV_MODEL) or "",
-                    "forget": os.environ.get(ENV_FORGET) or "class:3"}
+                    "forget": os.environ.get(ENV_FORGET) or "class:3", "seed": 0}
         values, warnings = choice_from_query({k: st.query_params.get(k) for k in defaults}, defaults)
         if values["model"] and values["dataset"] != defaults["dataset"] and not st.query_params.get("model"):
             values["model"] = ""  # the default model is per data set
@@ -43,8 +44,48 @@ def init_state() -> None:
     st.session_state.setdefault("seed", 0)
     st.session_state.setdefault("original", "")  # "" = the trained original; else an upload's SHA-256
     st.session_state.setdefault("seen_finished", set())
+    _init_session_token()
     for warning in st.session_state.pop("url_warnings", []):  # once, on the page the link opened
         st.warning(md(warning), icon=":material/link_off:")
+
+
+def browser_token() -> str | None:
+    """The session cookie the browser sent when it connected (a reload sends the one set on the earlier visit)."""
+    from unlearn_core.appstate import SESSION_COOKIE
+
+    return st.context.cookies.get(SESSION_COOKIE)
+
+
+def _init_session_token() -> None:
+    """Adopt the browser's session token, or make a new one and have the browser keep it as a cookie.
+
+    A cookie, not a URL parameter: the address bar is what people copy and share, and on a shared server a link
+    must never hand its recipient the sender's jobs and runs. The cookie can only be read back on the next
+    connection (Streamlit sees the cookies of the opening request), so the writer is sent on every run of a
+    session that did not arrive with a valid one: a rerun that replaces the page early cannot lose it.
+    """
+    from unlearn_core.appstate import check_session_token, cookie_script, new_session_token
+
+    if "session_token" not in st.session_state:
+        token = check_session_token(browser_token())
+        st.session_state["session_token"] = token or new_session_token()
+        st.session_state["token_from_cookie"] = token is not None
+    if not st.session_state["token_from_cookie"]:
+        with st.sidebar:
+            st.html(cookie_script(st.session_state["session_token"]), unsafe_allow_javascript=True)
+
+
+def sync_url() -> None:
+    """Mirror the shared choice into the address bar, so a reload or a copied link opens the same view.
+
+    Only the checked choice is written (never the session token), and only when it differs from what the URL
+    holds: every write is a message to the browser and a history entry. Any other parameter is dropped.
+    """
+    from unlearn_core.appstate import URL_KEYS, url_params
+
+    wanted = url_params({key: st.session_state.get(key) for key in URL_KEYS})
+    if {key: st.query_params.get(key) for key in st.query_params} != wanted:
+        st.query_params.from_dict(wanted)
 
 
 def md(text) -> str:
@@ -64,6 +105,14 @@ def code(text) -> str:
 def show_error(error) -> None:
     """An error box whose text cannot turn into a link, an image or other markup."""
     st.error(md(error))
+
+
+def forget_md(spec) -> str:
+    """A forget spec for markdown: a literal code span, or "hand-picked, N samples" instead of an index list."""
+    from unlearn_core.appstate import forget_label
+
+    label = forget_label(spec)
+    return code(label) if label == str(spec) else md(label)
 
 
 def shared() -> bool:
@@ -196,17 +245,50 @@ def page(name: str):
 
 
 def session_owner() -> str:
-    """This browser session's id: jobs are tagged with it so sessions never see or cancel each other's work."""
+    """This browser's session token: jobs (and on a shared server runs and uploads) belong to it.
+
+    Streamlit's own session id changes on every reload, which emptied the jobs panel; the token comes back with
+    the browser's cookie (``init_state``). Outside a script run (never in the app) it is "local".
+    """
+    token = st.session_state.get("session_token") if _in_script_run() else None
+    return token or "local"
+
+
+def _in_script_run() -> bool:
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    ctx = get_script_run_ctx()
-    return ctx.session_id if ctx is not None else "local"
+    return get_script_run_ctx() is not None
+
+
+JOBS_PER_PAGE = 8
+
+
+def _job_row(job, snap) -> None:
+    """One job: a progress bar with Cancel while it runs, then its outcome."""
+    from unlearn_core.jobs import DONE, FAILED
+
+    if not snap.finished:
+        cols = st.columns([5, 1])
+        cols[0].progress(min(max(snap.fraction, 0.0), 1.0), text=md(snap.describe(runner().ahead_of(job))))
+        if cols[1].button("Cancel", key=f"cancel_{snap.job_id}", icon=":material/stop_circle:"):
+            job.cancel()
+            st.toast(f"Cancelling {snap.label} ...")
+    elif snap.status == DONE:
+        st.success(md(snap.describe() + (f" (run #{snap.run_id})" if snap.run_id else "")),
+                   icon=":material/check_circle:")
+    elif snap.status == FAILED:
+        st.error(md(f"{snap.label} failed: {snap.error}"))
+    else:
+        st.warning(md(snap.describe()), icon=":material/cancel:")
 
 
 def jobs_panel(kind: str | None = None, title: str = "Jobs") -> None:
-    """Live progress of this session's jobs with cancel buttons; reruns the page when a job ends."""
-    from unlearn_core.jobs import DONE, FAILED
+    """Live progress of this session's jobs with cancel buttons; reruns the page when a job ends.
 
+    Every job of the session is listed: the running and queued ones always (the queue limit keeps them few),
+    the finished ones newest first, a page of ``JOBS_PER_PAGE`` at a time (the panel used to show the last 8 and
+    silently hide the rest).
+    """
     owner = session_owner()
     active = runner().active(kind, owner)
 
@@ -220,30 +302,43 @@ def jobs_panel(kind: str | None = None, title: str = "Jobs") -> None:
         others = len(runner().active()) - len(mine)
         if mine and others > 0:
             st.caption(f"{others} job(s) of other sessions share the worker; yours run in turn.")
-        ended_now = False
+        snaps = {job.job_id: job.snapshot() for job in jobs}
+        unfinished = [job for job in reversed(jobs) if not snaps[job.job_id].finished]
+        finished = [job for job in reversed(jobs) if snaps[job.job_id].finished]
+        for job in unfinished:
+            _job_row(job, snaps[job.job_id])
+        if finished:
+            pages = -(-len(finished) // JOBS_PER_PAGE)
+            page_no = 1
+            if pages > 1:
+                def span(p: int) -> str:
+                    last = min(p * JOBS_PER_PAGE, len(finished))
+                    return f"{(p - 1) * JOBS_PER_PAGE + 1}-{last} of {len(finished)} finished"
+
+                page_no = st.selectbox("Finished jobs, newest first", range(1, pages + 1), format_func=span,
+                                       key=f"jobs_page_{kind or 'all'}")
+            for job in finished[(page_no - 1) * JOBS_PER_PAGE:page_no * JOBS_PER_PAGE]:
+                _job_row(job, snaps[job.job_id])
         seen = st.session_state.setdefault("seen_finished", set())
-        for job in reversed(jobs[-8:]):
-            snap = job.snapshot()
-            if not snap.finished:
-                cols = st.columns([5, 1])
-                cols[0].progress(min(max(snap.fraction, 0.0), 1.0), text=md(snap.describe(runner().ahead_of(job))))
-                if cols[1].button("Cancel", key=f"cancel_{snap.job_id}", icon=":material/stop_circle:"):
-                    job.cancel()
-                    st.toast(f"Cancelling {snap.label} ...")
-            elif snap.status == DONE:
-                st.success(md(snap.describe() + (f" (run #{snap.run_id})" if snap.run_id else "")),
-                           icon=":material/check_circle:")
-            elif snap.status == FAILED:
-                st.error(md(f"{snap.label} failed: {snap.error}"))
-            else:
-                st.warning(md(snap.describe()), icon=":material/cancel:")
-            if snap.finished and snap.job_id not in seen:
-                seen.add(snap.job_id)
-                ended_now = ended_now or bool(active)
-        if ended_now:
+        ended = {job.job_id for job in finished} - seen
+        seen.update(ended)
+        if ended and active:
             st.rerun(scope="app")
 
     panel()
+
+
+def keep_widgets(name: str, keys) -> None:
+    """Remember widget values in a plain key: Streamlit drops a widget's key when a page without it runs."""
+    kept = st.session_state.setdefault(f"kept_{name}", {})
+    kept.update({key: st.session_state[key] for key in keys if key in st.session_state})
+
+
+def restore_widgets(name: str) -> None:
+    """Put remembered widget values back before the page draws its widgets again."""
+    for key, value in st.session_state.get(f"kept_{name}", {}).items():
+        if key not in st.session_state:
+            st.session_state[key] = value
 
 
 def wait_note() -> None:

@@ -28,7 +28,14 @@ if bundle.fine_names:
     modes = {"class": "Whole classes", "random": "Random fraction", "subclass": "Sub-class",
              "indices": "Hand-picked samples"}
 if "w_forget_mode" not in st.session_state:
-    st.session_state["w_forget_mode"] = current_spec.kind if current_spec.kind in modes else "class"
+    # Back in hand-picked mode if the user left this page there with nothing picked yet (the sidebar said so).
+    st.session_state["w_forget_mode"] = ("indices" if st.session_state.get("forget_pending")
+                                         else current_spec.kind if current_spec.kind in modes else "class")
+if st.session_state.get("picked_for") != bundle.name:
+    # The picked samples belong to one data set; a reload or a link with a hand-picked set brings them back.
+    st.session_state["picked"] = ([int(v) for v in current_spec.values] if current_spec.kind == "indices"
+                                  and all(v.lstrip("-").isdigit() for v in current_spec.values) else [])
+    st.session_state["picked_for"] = bundle.name
 mode = st.radio("Kind of forget set", list(modes), format_func=modes.get, horizontal=True, key="w_forget_mode")
 
 spec_text = None
@@ -94,15 +101,28 @@ try:
                      if v.strip().lstrip("-").isascii() and v.strip().lstrip("-").isdigit()]
             st.session_state["picked"] = sorted(set(st.session_state["picked"]) | set(extra))
         st.caption(f"{len(st.session_state['picked'])} sample(s) picked.")
-        spec_text = forget_spec_for("indices", indices=st.session_state["picked"])
-    split = ForgetSpec.parse(spec_text, allow_files=False, files_root=index_root()).resolve(bundle, setup.seed)
+        if st.session_state["picked"]:
+            spec_text = forget_spec_for("indices", indices=st.session_state["picked"])
+    if spec_text is not None:
+        split = ForgetSpec.parse(spec_text, allow_files=False, files_root=index_root()).resolve(bundle, setup.seed)
 except UnlearnError as error:
     _shared.show_error(error)
     st.stop()
 
+# Hand-picked with nothing picked yet is a step, not an error; and it must not pass for a choice, so the page says
+# which forget set stays in force (the sidebar and the Unlearn page repeat it) instead of keeping it silently.
+st.session_state["forget_pending"] = spec_text is None
+if spec_text is None:
+    st.info("**Pick the samples to forget.** Choose the lasso or box tool above the map and draw around points "
+            "(or click single points), then press **Add selected**; repeat to add more, or type training indices "
+            "in the box. The forget set is ready as soon as one sample is picked.", icon=":material/touch_app:")
+    st.warning(f"Until then the forget set stays {_shared.forget_md(st.session_state['forget'])}: Unlearn, Results "
+               "and the other pages use it.", icon=":material/info:")
+    st.stop()
+
 if spec_text != st.session_state["forget"]:
     st.session_state["forget"] = spec_text
-st.success(f"Forget set {_shared.code(spec_text)}: {len(split.forget_idx):,} training samples to forget, "
+st.success(f"Forget set {_shared.forget_md(spec_text)}: {len(split.forget_idx):,} training samples to forget, "
            f"{len(split.retain_idx):,} remain.", icon=":material/check_circle:")
 
 counts = split.counts_per_class(bundle.train_y.numpy())

@@ -28,7 +28,7 @@ if visible.skipped:
     st.warning(f"Skipped {len(visible.skipped)} run(s) whose stored record cannot be read "
                f"(#{', #'.join(str(i) for i in visible.skipped[:10])}).", icon=":material/warning:")
 done = [r for r in runs if r["status"] == "done" and r.get("report")]
-st.markdown(f"**{_shared.md(current.dataset)}** · **{current.model}** · forget {_shared.code(current.forget)}: "
+st.markdown(f"**{_shared.md(current.dataset)}** · **{current.model}** · forget {_shared.forget_md(current.forget)}: "
             f"{len(done)} finished run(s)")
 unfinished = [r for r in runs if r["status"] != "done"]
 if unfinished:

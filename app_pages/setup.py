@@ -13,6 +13,7 @@ _shared.explainer(
 
 from unlearn_core.data import DATASETS, IMAGEFOLDER_PREFIX, default_model_for  # noqa: E402 (after the title)
 from unlearn_core.errors import UnlearnError  # noqa: E402
+from unlearn_core.forget import MAX_SEED  # noqa: E402
 from unlearn_core.models import MODELS  # noqa: E402
 
 dataset_options = list(DATASETS) + ["imagefolder (my images)"]
@@ -40,6 +41,7 @@ if dataset != st.session_state["dataset"]:
     st.session_state["model"] = ""
     st.session_state["w_model"] = default_model_for(dataset)
     st.session_state["forget"] = "class:0" if dataset.startswith(IMAGEFOLDER_PREFIX) else "class:3"
+    st.session_state["forget_pending"] = False  # a hand-picked set in progress belonged to the old data set
 
 try:
     from unlearn_core.data import load_dataset
@@ -56,6 +58,11 @@ with right:
     model = st.selectbox("Model", list(MODELS), key="w_model",
                          format_func=lambda n: f"{n} — {MODELS[n].description}")
     st.session_state["model"] = model
+    if "w_seed" not in st.session_state:
+        st.session_state["w_seed"] = int(st.session_state["seed"])
+    st.session_state["seed"] = int(st.number_input(
+        "Seed", min_value=0, max_value=MAX_SEED, step=1, key="w_seed",
+        help="Seeds the original model's training and a random forget set; another seed is another model."))
 
 current = _shared.choice()
 info = bundle.describe()

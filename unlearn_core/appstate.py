@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from unlearn_core.errors import CheckpointError, ForgetSpecError, UnlearnError
+from unlearn_core.errors import CheckpointError, ForgetSpecError, ParameterError, UnlearnError
 from unlearn_core.metrics import AVG_GAP_KEYS, avg_gap
 
 METRIC_COLUMNS = ("FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy")
@@ -400,15 +400,29 @@ def check_forget_text(text: str) -> str:
     return str(spec)
 
 
+def check_seed_text(text) -> int:
+    """A seed from a URL: ASCII digits only (``int`` also reads Arabic-Indic digits and "1_0"), in torch's range."""
+    from unlearn_core.forget import validate_seed
+
+    text = str(text).strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
+        raise ParameterError("the seed must be a whole number")
+    return validate_seed(int(text))
+
+
 def choice_from_query(params: dict, defaults: dict) -> tuple[dict, list[str]]:
-    """Validate ``?dataset=``, ``?model=`` and ``?forget=`` against the registries before any page uses them.
+    """Validate ``?dataset=``, ``?model=``, ``?forget=`` (and ``?seed=``) before any page uses them.
 
     Returns the values to use and one plain-text warning per value ignored
     (the bad value itself is never repeated: it is what an attacker wrote).
+    The seed is checked only when ``defaults`` or ``params`` name it.
     """
-    checks = {"dataset": check_dataset_name, "model": check_model_name, "forget": check_forget_text}
+    checks = {"dataset": check_dataset_name, "model": check_model_name, "forget": check_forget_text,
+              "seed": check_seed_text}
     values, warnings = {}, []
     for name, check in checks.items():
+        if name not in defaults and name not in params:
+            continue
         raw = params.get(name)
         if raw in (None, ""):
             values[name] = defaults.get(name, "")
@@ -419,6 +433,70 @@ def choice_from_query(params: dict, defaults: dict) -> tuple[dict, list[str]]:
             warnings.append(f"The link's {name} was ignored: {str(error).split(';')[0]}.")
             values[name] = defaults.get(name, "")
     return values, warnings
+
+
+# -- what survives a reload ----------------------------------------------------------------------------------------
+# The choice lives in the URL (a reload or a shared link opens the same view); the session token that owns jobs and
+# runs lives in a cookie, never in the URL, so a shared link cannot hand its recipient the sender's runs.
+URL_KEYS = ("dataset", "model", "forget", "seed")
+SESSION_COOKIE = "unlearn_session"
+SESSION_TOKEN_BYTES = 24  # secrets.token_urlsafe(24): 192 random bits in 32 URL-safe characters
+_SESSION_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
+# A hand-picked set of a few thousand samples fits a link; beyond this the URL keeps the rest of the choice only
+# (proxies and servers refuse request lines of some tens of KB: Tornado's default limit is 64 KB).
+MAX_URL_FORGET_CHARS = 16_000
+_INDEX_VALUE = re.compile(r"\s*-?\d+\s*")
+
+
+def new_session_token() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(SESSION_TOKEN_BYTES)
+
+
+def check_session_token(value) -> str | None:
+    """A token read back from the browser, or ``None`` when it is absent or not one this app could have made.
+
+    Only the exact shape of :func:`new_session_token` passes: anything else (a cookie another app set, a forged
+    path or markup) starts a new session rather than reaching the job list or the run store.
+    """
+    return value if isinstance(value, str) and _SESSION_TOKEN.fullmatch(value) else None
+
+
+def cookie_script(token: str, name: str = SESSION_COOKIE) -> str:
+    """The one line of JavaScript that stores the session token as a browser-session cookie.
+
+    No ``Max-Age``: the cookie ends with the browser session, so the next person at a shared lab computer does not
+    inherit the runs. ``SameSite=Strict``: no other site's page can send it. ``Secure`` when served over HTTPS.
+    """
+    if check_session_token(token) is None:
+        raise ValueError("not a session token")  # never write anything else into a script
+    return (f"<script>document.cookie = '{name}={token}; Path=/; SameSite=Strict'"
+            " + (location.protocol === 'https:' ? '; Secure' : '');</script>")
+
+
+def forget_label(text) -> str:
+    """A forget spec as people read it: a hand-picked set is "hand-picked, N samples", never its index list."""
+    text = str(text)
+    kind, _, body = text.partition(":")
+    if kind.strip().lower() != "indices":
+        return text
+    values = body.split(",")
+    if not all(_INDEX_VALUE.fullmatch(v) for v in values if v.strip()):
+        return "hand-picked, from a file"
+    count = len({int(v) for v in values if v.strip()})
+    return f"hand-picked, {count:,} sample{'' if count == 1 else 's'}"
+
+
+def url_params(choice: dict) -> dict[str, str]:
+    """What the address bar keeps of the shared choice: the checked values only, never the session token.
+
+    A hand-picked set too long for a link is left out (the rest still opens the same data set and model).
+    """
+    params = {key: str(choice[key]) for key in URL_KEYS if choice.get(key) not in (None, "")}
+    if len(params.get("forget", "")) > MAX_URL_FORGET_CHARS:
+        del params["forget"]
+    return params
 
 
 class RunView:
