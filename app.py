@@ -34,19 +34,5 @@ pages = {name: st.Page(str(ROOT / path), title=title, icon=icon, url_path=name, 
 # One rebinding, never clear-and-refill: every browser session runs this script in its own thread, and a session
 # that read the shared dict half-filled got a navigation of two pages and was thrown onto one of them.
 _shared.PAGES = pages
-try:
-    st.navigation(list(pages.values())).run()
-finally:
-    # Also after a page's st.stop(): the address bar and the sidebar always show the choice now in force.
-    _shared.sync_url()
-    with st.sidebar:
-        original = " · uploaded original" if st.session_state.get("original") else ""
-        st.caption(f"**Current choice**  \n{_shared.md(st.session_state['dataset'])} · "
-                   f"{_shared.md(st.session_state['model'] or 'default model')} · seed {int(st.session_state['seed'])}"
-                   f" · forget {_shared.forget_md(st.session_state['forget'])}{original}")
-        if st.session_state.get("forget_pending"):
-            st.caption(":orange[The Forget set page has no samples picked yet; the forget set above stays in force.]")
-        st.caption("The address bar keeps this choice: reload, bookmark or share it. Your jobs come back on reload "
-                   "in this browser; a shared link opens the choice, never your jobs or runs.")
-        if _shared.shared():
-            st.caption("Shared server: you see and download only the runs of this browser session.")
+st.navigation(list(pages.values())).run()
+_shared.finish_run()  # after the page, so the sidebar and the address bar show what the page just chose

@@ -45,6 +45,7 @@ def init_state() -> None:
     st.session_state.setdefault("original", "")  # "" = the trained original; else an upload's SHA-256
     st.session_state.setdefault("seen_finished", set())
     _init_session_token()
+    sync_url()  # at once too: a page switch may have cleared the query string, and a page may stop early
     for warning in st.session_state.pop("url_warnings", []):  # once, on the page the link opened
         st.warning(md(warning), icon=":material/link_off:")
 
@@ -105,6 +106,28 @@ def code(text) -> str:
 def show_error(error) -> None:
     """An error box whose text cannot turn into a link, an image or other markup."""
     st.error(md(error))
+
+
+def finish_run() -> None:
+    """End of a script run: the address bar and the sidebar show the choice now in force."""
+    sync_url()
+    with st.sidebar:
+        original = " · uploaded original" if st.session_state.get("original") else ""
+        st.caption(f"**Current choice**  \n{md(st.session_state['dataset'])} · "
+                   f"{md(st.session_state['model'] or 'default model')} · seed {int(st.session_state['seed'])}"
+                   f" · forget {forget_md(st.session_state['forget'])}{original}")
+        if st.session_state.get("forget_pending"):
+            st.caption(":orange[The Forget set page has no samples picked yet; the forget set above stays in force.]")
+        st.caption("The address bar keeps this choice: reload, bookmark or share it. Your jobs come back on reload "
+                   "in this browser; a shared link opens the choice, never your jobs or runs.")
+        if shared():
+            st.caption("Shared server: you see and download only the runs of this browser session.")
+
+
+def stop() -> None:
+    """``st.stop()`` that still updates the address bar and the sidebar (nothing can be drawn after a stop)."""
+    finish_run()
+    st.stop()
 
 
 def forget_md(spec) -> str:
@@ -230,11 +253,11 @@ def current_setup(with_retrain: bool = False):
         if not original_ready(current):
             st.info("No original model yet for this data set and model. Train or load it on the **Setup** page.")
             st.page_link(page("setup"), label="Go to Setup", icon=":material/tune:")
-            st.stop()
+            stop()
         return setups().get(current, with_retrain=with_retrain)
     except UnlearnError as error:
         show_error(error)
-        st.stop()
+        stop()
 
 
 PAGES: dict = {}

@@ -107,7 +107,7 @@ try:
         split = ForgetSpec.parse(spec_text, allow_files=False, files_root=index_root()).resolve(bundle, setup.seed)
 except UnlearnError as error:
     _shared.show_error(error)
-    st.stop()
+    _shared.stop()
 
 # Hand-picked with nothing picked yet is a step, not an error; and it must not pass for a choice, so the page says
 # which forget set stays in force (the sidebar and the Unlearn page repeat it) instead of keeping it silently.
@@ -118,7 +118,7 @@ if spec_text is None:
             "in the box. The forget set is ready as soon as one sample is picked.", icon=":material/touch_app:")
     st.warning(f"Until then the forget set stays {_shared.forget_md(st.session_state['forget'])}: Unlearn, Results "
                "and the other pages use it.", icon=":material/info:")
-    st.stop()
+    _shared.stop()
 
 if spec_text != st.session_state["forget"]:
     st.session_state["forget"] = spec_text

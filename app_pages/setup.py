@@ -35,7 +35,7 @@ with left:
         dataset = IMAGEFOLDER_PREFIX + folder.strip() if folder.strip() else ""
 if not dataset:
     st.info("Enter a folder name to load your own images.")
-    st.stop()
+    _shared.stop()
 if dataset != st.session_state["dataset"]:
     st.session_state["dataset"] = dataset
     st.session_state["model"] = ""
@@ -50,7 +50,7 @@ try:
         bundle = load_dataset(dataset)
 except UnlearnError as error:
     _shared.show_error(error)
-    st.stop()
+    _shared.stop()
 
 with right:
     if "w_model" not in st.session_state:
@@ -89,7 +89,7 @@ if ready:
         setup = _shared.setups().get(current, with_retrain=False)
     except UnlearnError as error:
         _shared.show_error(error)
-        st.stop()
+        _shared.stop()
 
     # Keyed by the model's key: a cache key for a trained model (its file is never overwritten by an upload) or
     # the upload's content hash, so a figure can never belong to other weights than those shown.
