@@ -74,7 +74,7 @@ def open_app(page: str | None = None, query: dict | None = None, cookie: str | N
     from app_pages import _shared
 
     if monkeypatch is not None:
-        monkeypatch.setattr(_shared, "browser_token", lambda: cookie)
+        monkeypatch.setattr(_shared, "browser_token", lambda: cookie, raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params.update(query or {})
     at.run()
