@@ -17,8 +17,9 @@ from unlearn_core.methods import get_method, method_names  # noqa: E402
 
 setup = _shared.current_setup(with_retrain=False)
 current = _shared.choice()
-st.markdown(f"**{_shared.md(current.dataset)}** · **{current.model}** · forget {_shared.forget_md(current.forget)} "
-            f"({len(setup.split.forget_idx):,} samples)" + (" · uploaded original" if current.original else ""))
+size = "" if forget_label(current.forget) != current.forget else f" ({len(setup.split.forget_idx):,} samples)"
+st.markdown(f"**{_shared.md(current.dataset)}** · **{current.model}** · forget {_shared.forget_md(current.forget)}"
+            f"{size}" + (" · uploaded original" if current.original else ""))
 if st.session_state.get("forget_pending"):
     st.warning("The Forget set page is on hand-picked samples with none picked yet: runs started here use the "
                "forget set above.", icon=":material/info:")

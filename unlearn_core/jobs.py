@@ -150,15 +150,18 @@ class JobRunner:
     clicks into the worker everyone shares. ``results_bytes``: finished jobs keep
     their results (models, artifacts) only while all of them together stay under
     this, oldest let go first; the job itself stays listed, without its result.
-    ``history``: at most this many finished jobs are listed at all.
+    ``history``: at most this many finished jobs are listed per owner (one busy session used to push every other
+    session's jobs out of a shared list of 200), and ``history_total`` in all, oldest let go first.
     """
 
-    def __init__(self, history: int = 200, max_per_owner: int | None = None, results_bytes: int | None = None):
+    def __init__(self, history: int = 200, max_per_owner: int | None = None, results_bytes: int | None = None,
+                 history_total: int = 10_000):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unlearn-job")
         self._jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._history = history
+        self._history_total = history_total
         self.max_per_owner = max_per_owner or None
         self.results_bytes = results_bytes or None
         self._result_sizes: dict[int, int] = {}
@@ -185,12 +188,24 @@ class JobRunner:
                                     f"UNLEARN_MAX_JOBS_PER_SESSION sets the limit)")
             job = Job(next(self._ids), label, kind, meta)
             self._jobs[job.job_id] = job
-            for old in sorted(self._jobs)[:-self._history]:
-                if self._jobs[old].snapshot().finished:
-                    del self._jobs[old]
-                    self._result_sizes.pop(old, None)
+            self._prune()
         job.future = self._executor.submit(self._run, job, fn)
         return job
+
+    def _prune(self) -> None:
+        """Let go of the oldest finished jobs beyond ``history`` per owner and ``history_total`` in all (locked)."""
+        kept_total, kept_by_owner = 0, {}
+        for job_id in sorted(self._jobs, reverse=True):  # newest first
+            snap = self._jobs[job_id].snapshot()
+            if not snap.finished:
+                continue
+            owner = snap.meta.get("owner")
+            kept_by_owner[owner] = kept_by_owner.get(owner, 0) + 1
+            if kept_by_owner[owner] > self._history or kept_total >= self._history_total:
+                del self._jobs[job_id]
+                self._result_sizes.pop(job_id, None)
+            else:
+                kept_total += 1
 
     def _bound_results(self, finished: Job) -> None:
         """Account ``finished``'s result and drop the oldest finished results while over ``results_bytes``."""
@@ -232,6 +247,8 @@ class JobRunner:
             # Bounded before the job shows as done, so no reader ever sees the cache over its limit.
             self._bound_results(job)
             job.update(status=DONE, fraction=1.0, finished_at=time.time(), run_id=run_id)
+        with self._lock:
+            self._prune()  # now that this one counts as finished
 
     def submit_run(self, setup_provider: Callable, method: str, params: dict | None = None, store=None,
                    label: str | None = None, meta: dict | None = None, extra_config: dict | None = None) -> Job:

@@ -351,3 +351,27 @@ def test_a_text_file_upload_gets_a_plain_message(app_env, monkeypatch):
     assert not at.exception, at.exception
     errors = " ".join(texts(at.error))
     assert "this is a text file" in errors and "KeyError" not in errors
+
+
+def test_a_busy_session_does_not_push_other_sessions_jobs_out():
+    """The worker keeps ``history`` finished jobs per owner (was: 200 for the whole server), and a total bound."""
+    from unlearn_core.jobs import JobRunner
+
+    runner = JobRunner(history=5, history_total=12)
+    try:
+        def finish(owner, label):
+            return runner.wait(runner.submit(label, lambda progress, cancel: None, meta={"owner": owner}), 10)
+
+        finish("quiet", "quiet 1")
+        finish("quiet", "quiet 2")
+        for i in range(9):
+            finish("busy", f"busy {i}")
+        assert [j.snapshot().label for j in runner.jobs(owner="quiet")] == ["quiet 1", "quiet 2"]
+        assert [j.snapshot().label for j in runner.jobs(owner="busy")] == [f"busy {i}" for i in range(4, 9)]
+        for owner in "abc":
+            for i in range(3):
+                finish(owner, f"{owner} {i}")
+        assert len(runner.jobs()) == 12  # the server-wide bound: the oldest let go first
+        assert [j.snapshot().label for j in runner.jobs()][:3] == ["busy 6", "busy 7", "busy 8"]
+    finally:
+        runner.shutdown()
