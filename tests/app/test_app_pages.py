@@ -136,7 +136,8 @@ def test_forget_page_validates_and_previews(app_env):
     assert 0.18 * 1437 < forgotten < 0.22 * 1437
 
     at.radio(key="w_forget_mode").set_value("indices").run()
-    assert any("the forget set is empty" in e for e in texts(at.error))
+    assert not at.error and any("Pick the samples to forget" in i for i in texts(at.info))  # guidance (issue 14)
+    assert at.session_state["forget"] == "random:0.2"  # kept, and the page says so
     at.text_input(key="w_forget_typed").set_value("4, 8, 15").run()
     assert at.session_state["forget"] == "indices:4,8,15"
     assert len(at.get("plotly_chart")) >= 1  # the selectable map of the original's features
