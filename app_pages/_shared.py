@@ -342,10 +342,11 @@ def jobs_panel(kind: str | None = None, title: str = "Jobs") -> None:
                                        key=f"jobs_page_{kind or 'all'}")
             for job in finished[(page_no - 1) * JOBS_PER_PAGE:page_no * JOBS_PER_PAGE]:
                 _job_row(job, snaps[job.job_id])
+        # Rerun the whole page once when a job that was running as the page drew has ended, so its results show.
         seen = st.session_state.setdefault("seen_finished", set())
-        ended = {job.job_id for job in finished} - seen
+        ended = {job.job_id for job in finished} & {job.job_id for job in active} - seen
         seen.update(ended)
-        if ended and active:
+        if ended:
             st.rerun(scope="app")
 
     panel()
