@@ -1,0 +1,70 @@
+"""AppTest of the views that must not mislead: runs are recorded straight into the store (no worker), then the
+Embeddings, Results, Null space and NatMU pages are opened on digits + mlp."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[2]
+APP = str(REPO / "app.py")
+TIMEOUT = 180
+
+
+@pytest.fixture()
+def app_env(tmp_path, monkeypatch):
+    """A fresh data directory (fresh run store) that borrows the shared, keyed checkpoint cache."""
+    shared = Path(os.environ["UNLEARN_DATA_DIR"]) / "checkpoints"
+    shared.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "checkpoints").symlink_to(shared, target_is_directory=True)
+    monkeypatch.setenv("UNLEARN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("UNLEARN_DEFAULT_DATASET", "digits")
+    monkeypatch.setenv("UNLEARN_APP_AUTO_UMAP", "0")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield tmp_path
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def record(tmp_path, methods: dict[str, dict]) -> list[int]:
+    """Run methods on digits/mlp/class:3 and record them in the test's store; returns their run ids."""
+    from unlearn_core.pipeline import prepare
+    from unlearn_core.runstore import RunStore, run_and_record
+
+    setup = prepare("digits", "mlp", "class:3", 0, device="cpu")
+    store = RunStore(tmp_path / "runs.sqlite")
+    return [run_and_record(setup, method, params, store=store)[0] for method, params in methods.items()]
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def captions(at) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def test_embeddings_aligned_map_one_status_line_and_bounded_points(app_env):
+    record(app_env, {"finetune": {"epochs": 1}})
+    at = open_page("embeddings")
+    assert len(at.get("plotly_chart")) == 3
+    status = [c for c in captions(at) if "Neighbours kept" in c]
+    assert len(status) == 1 and "retrained" in status[0]
+    assert not at.success  # no green box per computed map
+    from unlearn_core.data import load_dataset
+
+    size = int(load_dataset("digits").train_y.numel())
+    options = at.select_slider(key="w_embed_points").options
+    assert options == ["500", "1,000", f"all {size:,}"]  # nothing larger than the training set is offered
+    at.radio(key="w_embed_colour").set_value("each model's prediction").run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 3
