@@ -387,6 +387,29 @@ class RunStore:
         atomic_write_bytes(Path(path), (json.dumps(_jsonable(runs), indent=2) + "\n").encode())
 
 
+def delete_run(run_id: int, store: RunStore | None = None) -> dict:
+    """Delete one finished run (done, failed or cancelled) and its checkpoint file; returns the deleted run.
+
+    A run still ``running`` is refused: its worker would fail to record it.
+    The row goes first, in one transaction, so a crash between the two steps
+    leaves at worst an orphan file, never a row pointing at nothing. Only
+    checkpoints inside the store's own ``runs/`` folder are removed.
+    """
+    store = store or RunStore()
+    run = store.get(run_id)
+    if run["status"] == "running":
+        raise RunStoreError(f"run {run_id} is still running; cancel it before deleting it")
+    with store._write() as conn:
+        conn.execute("DELETE FROM runs WHERE id = ? AND status != 'running'", (int(run_id),))
+    own = store.checkpoint_path(run_id)
+    recorded = Path(run["checkpoint_path"]) if run.get("checkpoint_path") else None
+    # Only files in the store's own runs/ folder are removed: a path in the database is never trusted blindly.
+    for path in {own, recorded}:
+        if path is not None and path.resolve().parent == own.resolve().parent:
+            path.unlink(missing_ok=True)
+    return run
+
+
 def _error_text(error: BaseException) -> str:
     if isinstance(error, UnlearnError):
         return str(error) or type(error).__name__

@@ -68,3 +68,36 @@ def test_embeddings_aligned_map_one_status_line_and_bounded_points(app_env):
     at.radio(key="w_embed_colour").set_value("each model's prediction").run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 3
+
+
+def styles(at, index: int) -> str:
+    """The CSS Streamlit sends with a styled table (where the green "best" cells are)."""
+    return at.dataframe[index].proto.arrow_data.styler.styles
+
+
+def test_results_one_run_has_no_green_cell_and_runs_can_be_deleted(app_env):
+    (run_id,) = record(app_env, {"unsc": {}})
+    at = open_page("results")
+    assert len(at.dataframe) == 2  # metrics, and the gaps in their own tab
+    table = at.dataframe[0].value
+    assert "MIA-SVC non-member % ↑" in table.columns and "speed-up vs retrain (x)" in table.columns
+    assert "gap_FA" not in table.columns  # the gaps live in the second tab, so the first fits the page
+    assert "#d4edda" not in styles(at, 0) and "#d4edda" not in styles(at, 1)
+    assert any("No cell is highlighted" in c for c in captions(at))
+    assert len(at.get("plotly_chart")) == 7
+
+    from unlearn_core.runstore import RunStore
+
+    checkpoint = Path(RunStore(app_env / "runs.sqlite").get(run_id)["checkpoint_path"])
+    assert checkpoint.exists()
+    next(b for b in at.button if b.label == f"Delete run #{run_id}").click().run()
+    assert not at.exception, at.exception
+    assert RunStore(app_env / "runs.sqlite").list() == [] and not checkpoint.exists()
+    assert any("No finished runs" in i.value for i in at.info)
+
+
+def test_results_two_runs_highlight_the_closer_one(app_env):
+    record(app_env, {"unsc": {}, "finetune": {"epochs": 1}})
+    at = open_page("results")
+    assert "#d4edda" in styles(at, 1)  # two runs compete: the gaps tab marks the closer one
+    assert any("Green: the in-scope run(s)" in c for c in captions(at))
