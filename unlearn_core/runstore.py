@@ -430,6 +430,7 @@ def run_and_record(setup, method: str, params: dict | None = None, progress=None
     from unlearn_core import checkpoints
     from unlearn_core.methods import get_method
     from unlearn_core.pipeline import build_report, run_method
+    from unlearn_core.progress import ProgressEvent
 
     store = store or RunStore()
     method_cls = get_method(method)
@@ -443,6 +444,8 @@ def run_and_record(setup, method: str, params: dict | None = None, progress=None
     run_id = store.start(config)
     try:
         run = run_method(setup, method_cls.name, resolved, progress, cancel)
+        if progress is not None:  # its own stage, so a progress bar does not sit still at 100 % meanwhile
+            progress(ProgressEvent(stage="evaluate", message="metrics of the unlearned model"))
         report = build_report(setup, run)
         checkpoint = None
         if save_checkpoint:
