@@ -267,7 +267,8 @@ def spectrum_figure(layers: list[tuple[str, np.ndarray]], eps: float, ranks: dic
                                      showlegend=False, marker=dict(color=colour, size=10, symbol="diamond"),
                                      hovertemplate=f"{name}: rank {rank}<extra></extra>"), row=1, col=2)
     fig.add_hline(y=eps, line_dash="dash", line_color="black", row=1, col=2, annotation_text=f"eps = {eps:g}")
-    fig.update_yaxes(type="log", row=1, col=1)
+    # exponentformat "e": plain 1e-6 tick labels, not SI prefixes ("1μ") that read as micro-units.
+    fig.update_yaxes(type="log", exponentformat="e", row=1, col=1)
     fig.update_xaxes(type="log", title_text="direction i", row=1, col=1)
     fig.update_xaxes(type="log", title_text="direction i", row=1, col=2)
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
@@ -282,6 +283,15 @@ def rank_bars(names: list[str], ranks: list[int], dims: list[int]) -> go.Figure:
     fig.update_layout(barmode="overlay", height=320, yaxis_title="dimensions", margin=dict(l=10, r=10, t=30, b=10),
                       template="plotly_white")
     return fig
+
+
+def framed_mask(mask: np.ndarray, scale: int = 1, frame: int = 2) -> np.ndarray:
+    """A ``[0, 1]`` mask as an upscaled ``uint8`` picture inside a grey frame.
+
+    At delta = 1 every mask is all white: without a frame it vanishes into a white page.
+    """
+    picture = np.repeat(np.repeat((np.clip(mask, 0, 1) * 255).astype(np.uint8), scale, 0), scale, 1)
+    return np.pad(picture, frame, constant_values=128)
 
 
 def loss_curve(points: list[tuple[float, float]], title: str = "loss") -> go.Figure:

@@ -101,3 +101,28 @@ def test_results_two_runs_highlight_the_closer_one(app_env):
     at = open_page("results")
     assert "#d4edda" in styles(at, 1)  # two runs compete: the gaps tab marks the closer one
     assert any("Green: the in-scope run(s)" in c for c in captions(at))
+
+
+def test_nullspace_metrics_have_no_arrow_and_layers_are_explained(app_env):
+    at = open_page("nullspace")
+    assert len(at.metric) == 3 and all(not m.delta for m in at.metric)
+    assert all(m.label.endswith("null space") and " of " in m.value for m in at.metric)
+    layers = next(e for e in at.expander if e.label == "What the layer names mean")
+    assert "fully connected, 64 → 256" in layers.markdown[0].value
+    assert any("protects them" in c for c in captions(at))
+
+
+def test_forget_preview_samples_every_class_of_a_random_forget_set(app_env):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["forget"] = "random:0.2"
+    at.run()
+    at.switch_page("app_pages/forget.py").run()
+    assert not at.exception, at.exception
+    image = next(n for n in at.main if type(n).__name__ == "Image")
+    preview = image.proto.imgs
+    from collections import Counter
+
+    counts = Counter(image.caption.split("(")[-1].rstrip(")") for image in preview)
+    assert len(preview) == 40 and len(counts) == 10
+    # In proportion to the classes (4 each here); the first 40 indices gave 1 to 7 per class.
+    assert max(counts.values()) - min(counts.values()) <= 2

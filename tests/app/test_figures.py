@@ -65,3 +65,18 @@ def test_entropy_panels_share_axes_and_spread_confident_predictions():
     # 1e-7..1e-5 nats fall in several bins, not one bar at 0
     assert np.count_nonzero(forget.y) >= 5 and np.isclose(sum(forget.y), 100.0)
     assert "1e-6" in left.layout.xaxis.ticktext
+
+
+def test_an_all_white_mask_keeps_a_visible_frame():
+    from unlearn_core.figures import framed_mask
+
+    picture = framed_mask(np.ones((4, 4)), scale=3)
+    assert picture.shape == (16, 16) and picture.dtype == np.uint8
+    assert (picture[2:-2, 2:-2] == 255).all() and (picture[0] == 128).all() and (picture[:, -1] == 128).all()
+
+
+def test_spectrum_ticks_are_plain_exponents():
+    from unlearn_core.figures import spectrum_figure
+
+    figure = spectrum_figure([("fc1", np.array([0.9, 0.09, 1e-6]))], 0.99, {"fc1": 2})
+    assert figure.layout.yaxis.exponentformat == "e"
