@@ -21,8 +21,8 @@ from unlearn_core.appstate import GAP_COLUMNS, METRIC_COLUMNS, entropy_groups, p
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.figures import (change_limit, confusion_change, confusion_difference,  # noqa: E402
                                   entropy_histograms, entropy_y_max, per_class_bars, per_class_heatmap)
-from unlearn_core.results_view import (DISPLAY, FORGOT_SHARE, HELP, best_cells, display_frame,  # noqa: E402
-                                       judged_table, over_unlearning_summary)
+from unlearn_core.results_view import (DISPLAY, FORGOT_SHARE, HELP, WIDTHS, best_cells,  # noqa: E402
+                                       display_frame, judged_table, over_unlearning_summary)
 
 current = _shared.choice()
 runs = _shared.store().list(dataset=current.dataset, model=current.model, forget=current.forget)
@@ -48,27 +48,36 @@ def show_table(columns: list[str], key: str) -> None:
     """One table: display names with their direction, a tooltip per column, "–" for missing, green = best."""
     frame = display_frame(table, columns)
     winners = {DISPLAY.get(c, c): best[c] for c in columns if c in best}
+    labels = list(table["run"])  # the frame's rows in the same order (its index may carry the ⚠ badge)
 
     def highlight(column):
         won = winners.get(column.name, set())
-        return [HIGHLIGHT if label in won else "" for label in column.index]
+        return [HIGHLIGHT if label in won else "" for label in labels]
 
-    numeric = [DISPLAY.get(c, c) for c in columns if c != "scope"]
-    styled = frame.style.apply(highlight, axis=0).format(precision=2, na_rep="–", subset=numeric)
-    config = {"run": st.column_config.TextColumn("run", help="#id and method; the first two rows are the "
-                                                             "references every run is compared with.")}
+    styled = frame.style.apply(highlight, axis=0)
+    config = {"run": st.column_config.Column("run", width=WIDTHS["run"], help="#id and method; the first two rows "
+                                                                             "are the references every run is "
+                                                                             "compared with.")}
     for column in columns:
-        name = DISPLAY.get(column, column)
-        config[name] = (st.column_config.TextColumn(name, help=HELP.get(column), width="small") if column == "scope"
-                        else st.column_config.NumberColumn(name, help=HELP.get(column), width="small"))
-    st.dataframe(styled, column_config=config, width="stretch", key=key)
+        config[DISPLAY.get(column, column)] = st.column_config.Column(
+            DISPLAY.get(column, column), help=HELP.get(column), width=WIDTHS.get(column),
+            alignment="left" if column == "scope" else "right")
+    st.dataframe(styled, column_config=config, key=key)
 
 
+outside = table[~table["in_scope"].astype(bool)]
 tab_metrics, tab_gaps = st.tabs(["Metrics", "Gaps to the retrained model"])
 with tab_metrics:
-    show_table(["scope", *METRIC_COLUMNS, "avg_gap", "seconds", "rte"], "results_metrics")
+    # Out-of-scope runs carry a ⚠ badge on their label here (a column would not fit 1500 px); the gaps tab,
+    # which is narrower, also has a scope column.
+    show_table([*METRIC_COLUMNS, "avg_gap", "seconds", "rte"], "results_metrics")
 with tab_gaps:
-    show_table(["scope", *GAP_COLUMNS, "avg_gap"], "results_gaps")
+    show_table([*(["scope"] if len(outside) else []), *GAP_COLUMNS, "avg_gap"], "results_gaps")
+if len(outside):
+    reasons = {r["id"]: r["report"].get("in_scope_reason") for r in done}
+    st.caption("⚠ Out of its method's scope (shown, never highlighted as best): "
+               + "; ".join(f"{label}" + (f" ({reasons.get(int(rid))})" if reasons.get(int(rid)) else "")
+                           for label, rid in zip(outside["run"], outside["run_id"])) + ".")
 competing = int(((~table["method"].isin(["original", "retrained"])) & table["in_scope"]).sum())
 if competing < 2:
     st.caption("No cell is highlighted: a best run needs at least two in-scope runs to compare.")

@@ -30,25 +30,30 @@ FORGOT_SHARE = 0.75
 FORGOT_FLOOR = 1.0
 
 # Display names carry each column's direction; the tooltips say what it measures and what is good.
+# Short enough that the whole table fits beside the sidebar in a 1500 px window (measured in Chromium).
 DISPLAY = {
-    "FA": "FA %", "RA": "RA %", "TA": "TA %", "Acc_f": "Acc_f %", "Acc_r": "Acc_r %",
-    "MIA_svc": "MIA-SVC non-member % ↑", "MIA_entropy": "MIA-entropy member % ↓",
+    "FA": "FA", "RA": "RA", "TA": "TA", "Acc_f": "Acc_f", "Acc_r": "Acc_r",
+    "MIA_svc": "MIA-SVC non-mem. ↑", "MIA_entropy": "MIA-ent. member ↓",
     "avg_gap": "Avg. Gap ↓", "seconds": "time (s)", "rte": SPEED_COLUMN, "scope": "scope",
     **{f"gap_{m}": f"|Δ {m}|" for m in METRIC_COLUMNS},
 }
 DISPLAY["gap_MIA_svc"] = "|Δ MIA-SVC|"
 DISPLAY["gap_MIA_entropy"] = "|Δ MIA-entropy|"
 
+# Pixel widths per column, chosen so the headers are not cut (Streamlit does not wrap them).
+WIDTHS = {"run": 135, "scope": 100, "FA": 62, "RA": 62, "TA": 62, "Acc_f": 66, "Acc_r": 66, "MIA_svc": 132, "MIA_entropy": 128,
+          "avg_gap": 84, "seconds": 72, "rte": 160, **{f"gap_{m}": 100 for m in METRIC_COLUMNS}}
+
 HELP = {
-    "FA": "Forget accuracy: accuracy on the forget samples. Good = close to the retrained model's value.",
-    "RA": "Remaining accuracy: accuracy on the training samples kept. Good = close to the retrained model's.",
-    "TA": "Test accuracy on the whole test set. Good = close to the retrained model's.",
-    "Acc_f": "Test accuracy on the forgotten classes (class forgetting only; – otherwise). Good = close to the "
+    "FA": "Forget accuracy (%): accuracy on the forget samples. Good = close to the retrained model's value.",
+    "RA": "Remaining accuracy (%): accuracy on the training samples kept. Good = close to the retrained model's.",
+    "TA": "Test accuracy (%) on the whole test set. Good = close to the retrained model's.",
+    "Acc_f": "Test accuracy (%) on the forgotten classes (class forgetting only; – otherwise). Good = close to the "
              "retrained model's, which never saw them.",
-    "Acc_r": "Test accuracy on the remaining classes. Good = close to the retrained model's.",
-    "MIA_svc": "Confidence-based SVC membership attack (SalUn): share of forget samples it calls NON-members. "
+    "Acc_r": "Test accuracy (%) on the remaining classes. Good = close to the retrained model's.",
+    "MIA_svc": "Confidence-based SVC membership attack (SalUn): % of forget samples it calls NON-members. "
                "Higher = more forgotten; compare with the retrained model's value.",
-    "MIA_entropy": "Entropy membership attack (NatMU, SSD): share of forget samples it calls MEMBERS. "
+    "MIA_entropy": "Entropy membership attack (NatMU, SSD): % of forget samples it calls MEMBERS. "
                    "Lower = more forgotten; the target is the retrained model's value.",
     "avg_gap": "Average absolute gap to the retrained model over the headline metrics. Lower = closer to "
                "retraining (0 for the reference itself).",
@@ -198,9 +203,17 @@ def over_unlearning_summary(shift: pd.DataFrame, forgotten: tuple[int, ...], tes
 
 
 def display_frame(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The chosen columns, indexed by run label, numbers as floats (NaN shows as "–"), renamed for display."""
+    """The chosen columns, indexed by run label, renamed for display, numbers as text with two decimals.
+
+    Text, because Streamlit draws a missing number as "None" whatever a
+    styler or column format says; a value that does not apply shows "–".
+    """
     frame = table[["run", *columns]].set_index("run")
+    if "in_scope" in table:  # the badge: "⚠" before the label of a run outside its method's scope
+        frame.index = [label if inside else f"⚠ {label}" for label, inside in zip(table["run"], table["in_scope"])]
+        frame.index.name = "run"
     for column in columns:
         if column != "scope":
-            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+            values = pd.to_numeric(frame[column], errors="coerce")
+            frame[column] = [f"{v:.{DECIMALS}f}" if math.isfinite(v) else "–" for v in values]
     return frame.rename(columns={c: DISPLAY.get(c, c) for c in columns})

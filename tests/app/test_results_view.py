@@ -60,8 +60,8 @@ def test_out_of_scope_runs_are_badged_never_best_and_speed_shown_only_when_compa
 
 
 def test_every_column_is_named_with_its_direction_and_explained():
-    assert "non-member" in DISPLAY["MIA_svc"] and "↑" in DISPLAY["MIA_svc"]
-    assert "member" in DISPLAY["MIA_entropy"] and "↓" in DISPLAY["MIA_entropy"]
+    assert "non-mem" in DISPLAY["MIA_svc"] and "↑" in DISPLAY["MIA_svc"] and "NON-members" in HELP["MIA_svc"]
+    assert " member" in DISPLAY["MIA_entropy"] and "↓" in DISPLAY["MIA_entropy"] and "MEMBERS" in HELP["MIA_entropy"]
     assert DISPLAY["rte"] == SPEED_COLUMN == "speed-up vs retrain (x)"
     table = judged_table([run(1, "a", 1.0)])
     for column in ("scope", "FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy", "avg_gap", "seconds",
@@ -114,3 +114,13 @@ def test_delete_run_removes_the_row_and_its_checkpoint_but_not_a_running_run(tmp
         conn.execute("UPDATE runs SET checkpoint_path = ? WHERE id = ?", (str(outside), running))
     delete_run(running, store)
     assert outside.exists() and store.count() == 0
+
+
+def test_an_out_of_scope_run_carries_the_badge_in_the_shown_table():
+    from unlearn_core.results_view import display_frame
+
+    table = judged_table([run(2, "unsc", 1.0, in_scope=False), run(1, "natmu", 2.0)])
+    frame = display_frame(table, ["scope", "FA", "rte"])
+    assert list(frame.index) == ["original", "retrain (reference)", "⚠ #2 unsc", "#1 natmu"]
+    assert frame.loc["⚠ #2 unsc", "scope"] == "⚠ out of scope"
+    assert frame.loc["original", DISPLAY["rte"]] == "–" and frame.loc["#1 natmu", "FA"] == "2.00"
