@@ -25,7 +25,7 @@ _shared.explainer(
 from unlearn_core.embeddings import (embedding_key, indices_digest, joint_embedding,  # noqa: E402
                                      neighbour_preservation, sample_points)
 from unlearn_core.errors import UnlearnError  # noqa: E402
-from unlearn_core.figures import embedding_scatter, prediction_hover, shared_ranges  # noqa: E402
+from unlearn_core.figures import embedding_scatter, legend_html, prediction_hover, shared_ranges  # noqa: E402
 
 NEIGHBOURS = 10  # k of the neighbour-preservation figure in the status line
 POINT_OPTIONS = (500, 1000, 2000, 3000, 5000)
@@ -161,13 +161,19 @@ if view == "Side by side":
     for panel, state in zip(panels, ("before", "after", "retrained")):
         with panel:
             fig = embedding_scatter(coords[state], labels, idx, forget_mask, names, title=titles[state],
-                                    selectable=state == "after", height=460, hover=hover,
-                                    colour_by=colours_of(state), colour_title=colour_title, ranges=ranges)
+                                    selectable=state == "after", height=420, hover=hover,
+                                    colour_by=colours_of(state), colour_title=colour_title, ranges=ranges,
+                                    show_legend=False)
             if state == "after":
                 selection = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "lasso", "box"),
                                             key="embed_after", width="stretch")
             else:
                 st.plotly_chart(fig, key=f"embed_{state}", width="stretch")
+    # One legend for the three panels (they share colours), instead of one per narrow panel.
+    shown_classes = np.unique(np.concatenate([labels] + [probs[s].argmax(1) for s in probs])
+                              if colour_mode != "true class" else labels)
+    st.markdown(legend_html(names, shown_classes, "" if colour_mode == "true class" else "predicted ",
+                            bool(forget_mask.any())), unsafe_allow_html=True)
 else:
     state = st.select_slider("State", options=["before", "after", "retrained"], value="after",
                              key="w_embed_state", format_func=titles.get)

@@ -74,6 +74,21 @@ def shared_ranges(*coord_sets: np.ndarray, pad: float = 0.04) -> tuple[list[floa
             [float(low[1] - pad * span[1]), float(high[1] + pad * span[1])])
 
 
+def legend_html(class_names: list[str], classes, prefix: str = "", forget: bool = True) -> str:
+    """One compact legend line (coloured squares and names) for several narrow panels that share colours.
+
+    Three plotly legends beside 300-pixel panels took half of each panel at a 1024 px window; one line
+    under the panels takes one row. Names are escaped: image-folder class names come from the user.
+    """
+    import html
+
+    items = [f'<span style="color:{class_colour(c)}">■</span>&nbsp;{html.escape(prefix + str(class_names[int(c)]))}'
+             for c in classes]
+    if forget:
+        items.append("<b>×</b>&nbsp;forget set")
+    return '<span style="font-size:0.85em">' + " &nbsp; ".join(items) + "</span>"
+
+
 def embedding_scatter(coords: np.ndarray, labels: np.ndarray, indices: np.ndarray, forget_mask: np.ndarray,
                       class_names: list[str], title: str = "", selectable: bool = False,
                       ghost: np.ndarray | None = None, height: int = 480,

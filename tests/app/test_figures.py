@@ -80,3 +80,11 @@ def test_spectrum_ticks_are_plain_exponents():
 
     figure = spectrum_figure([("fc1", np.array([0.9, 0.09, 1e-6]))], 0.99, {"fc1": 2})
     assert figure.layout.yaxis.exponentformat == "e"
+
+
+def test_one_legend_line_names_every_class_in_its_colour_and_escapes_names():
+    from unlearn_core.figures import class_colour, legend_html
+
+    line = legend_html(["cat", "<dog>"], [0, 1], forget=True)
+    assert class_colour(0) in line and class_colour(1) in line and "&lt;dog&gt;" in line and "forget set" in line
+    assert "<dog>" not in line
