@@ -97,11 +97,17 @@ def test_results_one_run_has_no_green_cell_and_runs_can_be_deleted(app_env):
     assert any("No finished runs" in i.value for i in at.info)
 
 
-def test_results_two_runs_highlight_the_closer_one(app_env):
-    record(app_env, {"unsc": {}, "finetune": {"epochs": 1}})
+def test_results_two_runs_highlight_the_closer_one_and_name_every_damaged_class(app_env):
+    unsc, ssd = record(app_env, {"unsc": {}, "ssd": {}})
     at = open_page("results")
     assert "#d4edda" in styles(at, 1)  # two runs compete: the gaps tab marks the closer one
     assert any("Green: the in-scope run(s)" in c for c in captions(at))
+    # SSD at its defaults damages seven retained digits classes (measured: 0, 1, 2, 5, 6, 7, 8); UNSC none.
+    warning = next(e for e in at.expander if e.label.startswith("⚠ Over-unlearning"))
+    assert warning.label.startswith("⚠ Over-unlearning in 1 run(s)")
+    lines = [m.value for m in warning.markdown]
+    assert len(lines) == 1 and lines[0].startswith(f"- #{ssd} ssd:")
+    assert lines[0].count(" pts, ") >= 3  # every damaged class is listed, not only the worst
 
 
 def test_nullspace_metrics_have_no_arrow_and_layers_are_explained(app_env):
