@@ -133,3 +133,28 @@ def test_forget_preview_samples_every_class_of_a_random_forget_set(app_env):
     assert len(preview) == 40 and len(counts) == 10
     # In proportion to the classes (4 each here); the first 40 indices gave 1 to 7 per class.
     assert max(counts.values()) - min(counts.values()) <= 2
+
+
+def test_hybrids_gallery_sliders_show_the_gallerys_size(app_env):
+    import time
+
+    at = open_page("unlearn")
+    at.multiselect(key="w_methods").set_value(["natmu"]).run()
+    next(b for b in at.button if b.label.startswith("Run ")).click().run()
+    deadline = time.monotonic() + TIMEOUT
+    while not any("done in" in s.value for s in at.success):
+        assert time.monotonic() < deadline, [e.value for e in at.error]
+        time.sleep(0.5)
+        at.run()
+    at.switch_page("app_pages/hybrids.py").run()
+    from unlearn_core.runstore import RunStore
+
+    (run,) = RunStore(app_env / "runs.sqlite").list()
+    at.selectbox(key="w_hyb_source").set_value(run["id"]).run()
+    assert not at.exception, at.exception
+    count, slots = at.slider(key=f"w_hyb_count_{run['id']}"), at.slider(key=f"w_hyb_slots_{run['id']}")
+    assert count.disabled and slots.disabled
+    shown = [c for c in captions(at) if c.startswith("forget #")]
+    assert count.value == len(shown) == 6  # the gallery's own size (natmu.GALLERY_SIZE), not the preview's 4
+    images = [n for n in at.main if type(n).__name__ == "Image"]
+    assert sum(1 for n in images for image in n.proto.imgs if image.caption == "partner") == len(shown) * slots.value
