@@ -30,7 +30,7 @@ JobFn = Callable[[Callable[[ProgressEvent], None], threading.Event], Any]
 
 # A job's progress stages grouped into phases a person can tell apart: the first run of a forget set trains
 # the retrained reference (minutes) before the method (seconds), then evaluates. Any other stage is the method.
-PHASE_OF_STAGE = {"train original": "original model", "retrain": "retrain reference", "evaluate": "evaluation",
+PHASE_OF_STAGE = {"preparing": "preparing", "train original": "original model", "retrain": "retrain reference", "evaluate": "evaluation",
                   "umap": "map"}
 
 
@@ -98,9 +98,10 @@ class JobSnapshot:
         if self.status == DONE:
             took = (self.finished_at or 0) - (self.started_at or 0)
             split = ""
-            if len(self.phases) > 1:  # "done in 241 s" alone hid that 228 s of it were the retrained reference
+            shown = [p for p in self.phases if p.seconds(self.finished_at) >= 0.05]
+            if len(shown) > 1:  # "done in 241 s" alone hid that 228 s of it were the retrained reference
                 split = " (" + ", ".join(f"{self.phase_label(p)} {p.seconds(self.finished_at):.1f} s"
-                                         for p in self.phases) + ")"
+                                         for p in shown) + ")"
             return f"{self.label}: done in {took:.1f} s{split}"
         return f"{self.label}: {self.status}" + (f" ({self.error})" if self.error else "")
 
@@ -186,7 +187,9 @@ class JobRunner:
         if job.cancel_event.is_set():
             job.update(status=CANCELLED, error="cancelled before it started", finished_at=time.time())
             return
-        job.update(status=RUNNING, started_at=time.time())
+        started = time.time()
+        # Until the first progress event the job loads data and models: its own phase, so every second is counted.
+        job.update(status=RUNNING, started_at=started, phases=[Phase("preparing", started)])
         try:
             job.result = fn(job.on_progress, job.cancel_event)
         except Cancelled:
@@ -216,6 +219,8 @@ class JobRunner:
 
         def work(progress, cancel):
             setup = setup_provider(progress, cancel)
+            # The method's phase starts here, not at its first progress report (UNSC builds its subspaces first).
+            progress(ProgressEvent(stage="method", message=f"starting {method}"))
             return runstore.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store)
 
         return self.submit(label or method, work, kind="run", meta={"method": method, **(meta or {})})

@@ -134,15 +134,16 @@ def test_phases_have_their_own_progress_and_times():
     runner = JobRunner()
 
     def work(progress, cancel):
+        time.sleep(0.06)  # loading data and models before the first report
         for step in range(1, 3):
             progress(ProgressEvent(stage="retrain", epoch=1, epochs=1, step=step, steps=2))
         time.sleep(0.05)
         progress(ProgressEvent(stage="unsc subspace", step=1, steps=4))
         snap = job.snapshot()
         # the reference's phase is closed at 100 % when the method starts; the method's bar starts at its own 25 %
-        assert [p.name for p in snap.phases] == ["retrain reference", "method"]
-        assert snap.phases[0].finished_at is not None and snap.phases[0].fraction == 1.0
-        assert snap.phases[1].fraction == pytest.approx(0.25)
+        assert [p.name for p in snap.phases] == ["preparing", "retrain reference", "method"]
+        assert snap.phases[1].finished_at is not None and snap.phases[1].fraction == 1.0
+        assert snap.phases[2].fraction == pytest.approx(0.25)
         progress(ProgressEvent(stage="fine-tune", epoch=1, epochs=2, step=1, steps=1))
         progress(ProgressEvent(stage="evaluate", message="metrics"))
         return None
@@ -150,8 +151,10 @@ def test_phases_have_their_own_progress_and_times():
     job = runner.submit("unsc on digits/class:3", work, kind="run", meta={"method": "unsc"})
     snap = runner.wait(job, timeout=10)
     runner.shutdown()
-    assert [p.name for p in snap.phases] == ["retrain reference", "method", "evaluation"]
+    assert [p.name for p in snap.phases] == ["preparing", "retrain reference", "method", "evaluation"]
     assert all(p.finished_at is not None and p.fraction == 1.0 for p in snap.phases)
-    assert snap.phases[0].seconds() >= 0.05
+    assert snap.phases[0].seconds() >= 0.05 and snap.phases[1].seconds() >= 0.05
+    # The phases cover the whole job: their times add up to the total.
+    assert sum(p.seconds() for p in snap.phases) == pytest.approx(snap.finished_at - snap.started_at, abs=0.01)
     text = snap.describe()
-    assert "retrain reference" in text and "unsc" in text and "evaluation" in text
+    assert "preparing" in text and "retrain reference" in text and "unsc" in text
