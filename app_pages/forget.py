@@ -53,7 +53,7 @@ try:
     else:
         import pandas as pd
 
-        from unlearn_core.embeddings import features_of, joint_embedding, sample_points
+        from unlearn_core.embeddings import features_of, joint_embedding
         from unlearn_core.figures import embedding_scatter
 
         picked = st.session_state.setdefault("picked", [])

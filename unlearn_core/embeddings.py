@@ -168,7 +168,7 @@ def procrustes_align(source: np.ndarray, target: np.ndarray, rows=None) -> np.nd
 
 
 def neighbour_preservation(features: np.ndarray, coords: np.ndarray, k: int = 10) -> float:
-    """Share of each point's ``k`` nearest neighbours in ``features`` that are also among its ``k`` nearest in ``coords``.
+    """Share of each point's ``k`` nearest neighbours in ``features`` also among its ``k`` nearest in ``coords``.
 
     The mean over points, in [0, 1]: 1 means the 2-D panel keeps every local
     neighbourhood of the model's own feature space; a random placement keeps

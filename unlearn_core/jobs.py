@@ -30,8 +30,8 @@ JobFn = Callable[[Callable[[ProgressEvent], None], threading.Event], Any]
 
 # A job's progress stages grouped into phases a person can tell apart: the first run of a forget set trains
 # the retrained reference (minutes) before the method (seconds), then evaluates. Any other stage is the method.
-PHASE_OF_STAGE = {"preparing": "preparing", "train original": "original model", "retrain": "retrain reference", "evaluate": "evaluation",
-                  "umap": "map"}
+PHASE_OF_STAGE = {"preparing": "preparing", "train original": "original model", "retrain": "retrain reference",
+                  "evaluate": "evaluation", "umap": "map"}
 
 
 def phase_of(stage: str) -> str:

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from unlearn_core.appstate import GAP_COLUMNS, METRIC_COLUMNS
+from unlearn_core.appstate import METRIC_COLUMNS
 
 REFERENCE_METHODS = ("original", "retrained")
 SPEED_COLUMN = "speed-up vs retrain (x)"
@@ -41,8 +41,8 @@ DISPLAY["gap_MIA_svc"] = "|Δ MIA-SVC|"
 DISPLAY["gap_MIA_entropy"] = "|Δ MIA-entropy|"
 
 # Pixel widths per column, chosen so the headers are not cut (Streamlit does not wrap them).
-WIDTHS = {"run": 135, "scope": 100, "FA": 62, "RA": 62, "TA": 62, "Acc_f": 66, "Acc_r": 66, "MIA_svc": 132, "MIA_entropy": 128,
-          "avg_gap": 84, "seconds": 72, "rte": 160, **{f"gap_{m}": 100 for m in METRIC_COLUMNS}}
+WIDTHS = {"run": 135, "scope": 100, "FA": 62, "RA": 62, "TA": 62, "Acc_f": 66, "Acc_r": 66, "MIA_svc": 132,
+          "MIA_entropy": 128, "avg_gap": 84, "seconds": 72, "rte": 160, **{f"gap_{m}": 100 for m in METRIC_COLUMNS}}
 
 HELP = {
     "FA": "Forget accuracy (%): accuracy on the forget samples. Good = close to the retrained model's value.",
