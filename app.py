@@ -13,7 +13,9 @@ from app_pages import _shared
 
 ROOT = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="Unlearning Lab", page_icon=":material/blur_off:", layout="wide")
+# A local file: a ":material/...:" page icon makes every browser fetch the favicon from fonts.gstatic.com (broken
+# icons in an offline classroom, and each visit announced to a third party).
+st.set_page_config(page_title="Unlearning Lab", page_icon=str(ROOT / "assets" / "icon.png"), layout="wide")
 st.logo(str(ROOT / "assets" / "logo.svg"))
 st.html(f"<style>{(ROOT / 'assets' / 'style.css').read_text()}</style>")
 _shared.init_state()
@@ -36,5 +38,9 @@ st.navigation(list(pages.values())).run()
 
 # After the page ran, so the sidebar shows what the page just chose.
 with st.sidebar:
-    st.caption(f"**Current choice**  \n{st.session_state['dataset']} · {st.session_state['model'] or 'default model'}"
-               f" · forget `{st.session_state['forget']}`")
+    original = " · uploaded original" if st.session_state.get("original") else ""
+    st.caption(f"**Current choice**  \n{_shared.md(st.session_state['dataset'])} · "
+               f"{_shared.md(st.session_state['model'] or 'default model')} · forget "
+               f"{_shared.code(st.session_state['forget'])}{original}")
+    if _shared.shared():
+        st.caption("Shared server: you see and download only the runs of this browser session.")

@@ -23,14 +23,58 @@ SHARED_KEYS = ("dataset", "model", "forget", "seed")
 
 
 def init_state() -> None:
-    """Defaults for the shared choice: query params, then environment, then the embedded default."""
-    params = st.query_params
-    dataset = params.get("dataset") or os.environ.get(ENV_DATASET) or "mnist5k"
-    st.session_state.setdefault("dataset", dataset)
-    st.session_state.setdefault("model", params.get("model") or os.environ.get(ENV_MODEL) or "")
-    st.session_state.setdefault("forget", params.get("forget") or os.environ.get(ENV_FORGET) or "class:3")
+    """Defaults for the shared choice: query params, then environment, then the embedded default.
+
+    Runs before any page body. Query parameters are checked against the
+    registries first (a URL is anyone's to write): a bad one is dropped with a
+    warning that does not repeat it, so no page ever sees an unknown data set
+    (``/results?dataset=nope`` was a traceback), a file path or markup.
+    """
+    from unlearn_core.appstate import choice_from_query
+
+    if "dataset" not in st.session_state:
+        defaults = {"dataset": os.environ.get(ENV_DATASET) or "mnist5k", "model": os.environ.get(ENV_MODEL) or "",
+                    "forget": os.environ.get(ENV_FORGET) or "class:3"}
+        values, warnings = choice_from_query({k: st.query_params.get(k) for k in defaults}, defaults)
+        if values["model"] and values["dataset"] != defaults["dataset"] and not st.query_params.get("model"):
+            values["model"] = ""  # the default model is per data set
+        st.session_state.update(values)
+        st.session_state["url_warnings"] = warnings
     st.session_state.setdefault("seed", 0)
+    st.session_state.setdefault("original", "")  # "" = the trained original; else an upload's SHA-256
     st.session_state.setdefault("seen_finished", set())
+    for warning in st.session_state.pop("url_warnings", []):  # once, on the page the link opened
+        st.warning(md(warning), icon=":material/link_off:")
+
+
+def md(text) -> str:
+    """Escape user- or URL-controlled text for any markdown-rendering call (st.markdown, st.error, captions)."""
+    from unlearn_core.appstate import escape_markdown
+
+    return escape_markdown(text)
+
+
+def code(text) -> str:
+    """User-controlled text as a literal inline code span (a backtick can no longer break out of it)."""
+    from unlearn_core.appstate import markdown_code
+
+    return markdown_code(text)
+
+
+def show_error(error) -> None:
+    """An error box whose text cannot turn into a link, an image or other markup."""
+    st.error(md(error))
+
+
+def shared() -> bool:
+    from unlearn_core.appstate import shared_mode
+
+    return shared_mode()
+
+
+def upload_owner() -> str:
+    """Whose uploads these are: the browser session on a shared server; everyone on a personal one."""
+    return session_owner() if shared() else ""
 
 
 def choice():
@@ -39,7 +83,15 @@ def choice():
 
     model = st.session_state.get("model") or default_model_for(st.session_state["dataset"])
     st.session_state["model"] = model
-    return Choice(st.session_state["dataset"], model, st.session_state["forget"], int(st.session_state["seed"]))
+    original = st.session_state.get("original", "")
+    if original:
+        uploaded = setups().upload(upload_owner(), original)
+        if uploaded is None or (uploaded.dataset, uploaded.model, uploaded.seed) != (
+                st.session_state["dataset"], model, int(st.session_state["seed"])):
+            # Another data set or model was chosen, or the server let the upload go: back to the trained one.
+            st.session_state["original"] = original = ""
+    return Choice(st.session_state["dataset"], model, st.session_state["forget"], int(st.session_state["seed"]),
+                  original=original, owner=upload_owner() if original else "")
 
 
 def explainer(text: str) -> None:
@@ -55,16 +107,18 @@ def _data_dir() -> str:
 
 @st.cache_resource(show_spinner=False)
 def _runner(data_dir: str):
+    from unlearn_core.appstate import Limits
     from unlearn_core.jobs import JobRunner
 
-    return JobRunner()
+    limits = Limits.from_env()
+    return JobRunner(max_per_owner=limits.jobs_per_session, results_bytes=limits.job_results_bytes)
 
 
 @st.cache_resource(show_spinner=False)
 def _setups(data_dir: str):
     from unlearn_core.appstate import SetupCache
 
-    return SetupCache()
+    return SetupCache()  # bounded by UNLEARN_SETUP_CACHE_MB
 
 
 @st.cache_resource(show_spinner=False)
@@ -91,7 +145,10 @@ def setups():
 
 
 def store():
-    return _store(_data_dir())
+    """The run store as this session may see it (every run, or on a shared server only its own)."""
+    from unlearn_core.appstate import RunView
+
+    return RunView(_store(_data_dir()), session_owner(), shared(), st.session_state.get("original", ""))
 
 
 def embedding_cache():
@@ -100,7 +157,7 @@ def embedding_cache():
 
 def run_artifacts(run_id: int) -> dict | None:
     """Artifacts of a run finished in this server process (the run store keeps reports, not artifacts)."""
-    for job in runner().jobs("run"):
+    for job in runner().jobs("run", session_owner() if shared() else None):
         snap = job.snapshot()
         if snap.run_id == run_id and isinstance(job.result, tuple):
             return job.result[2].artifacts
@@ -110,7 +167,7 @@ def run_artifacts(run_id: int) -> dict | None:
 def original_ready(current) -> bool:
     from unlearn_core.appstate import original_is_cached
 
-    if setups().peek(current) is not None:
+    if current.original or setups().peek(current) is not None:
         return True
     return original_is_cached(current.dataset, current.model, current.seed)
 
@@ -127,7 +184,7 @@ def current_setup(with_retrain: bool = False):
             st.stop()
         return setups().get(current, with_retrain=with_retrain)
     except UnlearnError as error:
-        st.error(str(error))
+        show_error(error)
         st.stop()
 
 
@@ -177,12 +234,12 @@ def jobs_panel(kind: str | None = None, title: str = "Jobs") -> None:
                     job.cancel()
                     st.toast(f"Cancelling {snap.label} ...")
             elif snap.status == DONE:
-                st.success(snap.describe() + (f" (run #{snap.run_id})" if snap.run_id else ""),
+                st.success(md(snap.describe() + (f" (run #{snap.run_id})" if snap.run_id else "")),
                            icon=":material/check_circle:")
             elif snap.status == FAILED:
-                st.error(f"{snap.label} failed: {snap.error}")
+                st.error(md(f"{snap.label} failed: {snap.error}"))
             else:
-                st.warning(snap.describe(), icon=":material/cancel:")
+                st.warning(md(snap.describe()), icon=":material/cancel:")
             if snap.finished and snap.job_id not in seen:
                 seen.add(snap.job_id)
                 ended_now = ended_now or bool(active)

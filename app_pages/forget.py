@@ -16,12 +16,13 @@ _shared.explainer(
 from unlearn_core.appstate import display_scale, forget_spec_for, to_display  # noqa: E402
 from unlearn_core.embeddings import sample_points  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
-from unlearn_core.forget import ForgetSpec  # noqa: E402
+from unlearn_core.forget import ForgetSpec, index_root  # noqa: E402
 
 setup = _shared.current_setup(with_retrain=False)
 bundle = setup.bundle
 names = bundle.class_names
-current_spec = ForgetSpec.parse(st.session_state["forget"])
+# The shared choice came through the URL check in init_state; files stay refused here all the same.
+current_spec = setup.split.spec
 
 modes = {"class": "Whole classes", "random": "Random fraction", "indices": "Hand-picked samples"}
 if bundle.fine_names:
@@ -89,18 +90,20 @@ try:
             st.rerun()
         typed = st.text_input("…or type training indices (comma separated)", key="w_forget_typed")
         if typed.strip():
-            extra = [int(v) for v in typed.replace(" ", "").split(",") if v.strip().lstrip("-").isdigit()]
+            # ASCII digits only: int() would also read "٣" as 3.
+            extra = [int(v) for v in typed.replace(" ", "").split(",")
+                     if v.strip().lstrip("-").isascii() and v.strip().lstrip("-").isdigit()]
             st.session_state["picked"] = sorted(set(st.session_state["picked"]) | set(extra))
         st.caption(f"{len(st.session_state['picked'])} sample(s) picked.")
         spec_text = forget_spec_for("indices", indices=st.session_state["picked"])
-    split = ForgetSpec.parse(spec_text).resolve(bundle, setup.seed)
+    split = ForgetSpec.parse(spec_text, allow_files=False, files_root=index_root()).resolve(bundle, setup.seed)
 except UnlearnError as error:
-    st.error(str(error))
+    _shared.show_error(error)
     st.stop()
 
 if spec_text != st.session_state["forget"]:
     st.session_state["forget"] = spec_text
-st.success(f"Forget set `{spec_text}`: {len(split.forget_idx):,} training samples to forget, "
+st.success(f"Forget set {_shared.code(spec_text)}: {len(split.forget_idx):,} training samples to forget, "
            f"{len(split.retain_idx):,} remain.", icon=":material/check_circle:")
 
 counts = split.counts_per_class(bundle.train_y.numpy())

@@ -25,15 +25,19 @@ from unlearn_core.results_view import (DISPLAY, FORGOT_SHARE, HELP, WIDTHS, best
                                        display_frame, judged_table, over_unlearning_summary)
 
 current = _shared.choice()
-runs = _shared.store().list(dataset=current.dataset, model=current.model, forget=current.forget)
+visible = _shared.store()  # every run, or on a shared server this session's own
+runs = visible.list(dataset=current.dataset, model=current.model, forget=current.forget)
+if visible.skipped:
+    st.warning(f"Skipped {len(visible.skipped)} run(s) whose stored record cannot be read "
+               f"(#{', #'.join(str(i) for i in visible.skipped[:10])}).", icon=":material/warning:")
 done = [r for r in runs if r["status"] == "done" and r.get("report")]
-st.markdown(f"**{current.dataset}** · **{current.model}** · forget `{current.forget}`: "
+st.markdown(f"**{_shared.md(current.dataset)}** · **{current.model}** · forget {_shared.code(current.forget)}: "
             f"{len(done)} finished run(s)")
 unfinished = [r for r in runs if r["status"] != "done"]
 if unfinished:
     with st.expander(f"{len(unfinished)} run(s) that did not finish"):
         for run in unfinished:
-            st.write(f"#{run['id']} {run['method']}: **{run['status']}** {run.get('error') or ''}")
+            st.write(f"#{run['id']} {run['method']}: **{run['status']}** {_shared.md(run.get('error') or '')}")
 if not done:
     st.info("No finished runs for this choice yet. Run a method on the **Unlearn** page.")
     st.page_link(_shared.page("unlearn"), label="Go to Unlearn", icon=":material/play_circle:")
@@ -148,7 +152,7 @@ with st.popover(f"Delete run #{run_id}", icon=":material/delete:"):
 try:
     outputs = _shared.run_outputs(run_id, setup, run)
 except UnlearnError as error:
-    st.error(str(error))
+    _shared.show_error(error)
     st.stop()
 
 from unlearn_core.metrics import confusion_matrix  # noqa: E402

@@ -16,8 +16,8 @@ from unlearn_core.methods import get_method, method_names  # noqa: E402
 
 setup = _shared.current_setup(with_retrain=False)
 current = _shared.choice()
-st.markdown(f"**{current.dataset}** · **{current.model}** · forget `{current.forget}` "
-            f"({len(setup.split.forget_idx):,} samples)")
+st.markdown(f"**{_shared.md(current.dataset)}** · **{current.model}** · forget {_shared.code(current.forget)} "
+            f"({len(setup.split.forget_idx):,} samples)" + (" · uploaded original" if current.original else ""))
 
 names = method_names()
 if "w_methods" not in st.session_state:
@@ -66,26 +66,34 @@ if chosen:
                                           icon=":material/play_arrow:")
     if submitted:
         request = current
+        room = _shared.runner().room(_shared.session_owner())
         try:
             resolved = {m: get_method(m).resolve_params(values[m]) for m in chosen}
         except UnlearnError as error:
-            st.error(str(error))
+            _shared.show_error(error)
         else:
-            def provider(progress, cancel, request=request):
-                return _shared.setups().get(request, progress, cancel, with_retrain=True)
+            if room is not None and len(chosen) > room:
+                # All or nothing: a half-queued batch would leave the user guessing which methods run.
+                st.error(f"This session may have {_shared.runner().max_per_owner} runs queued or running at once "
+                         f"(room for {room} now, {len(chosen)} asked); wait for some to finish or cancel them.")
+            else:
+                def provider(progress, cancel, request=request):
+                    return _shared.setups().get(request, progress, cancel, with_retrain=True)
 
-            for method in chosen:
-                _shared.runner().submit_run(provider, method, resolved[method], store=_shared.store(),
-                                            label=f"{method} on {request.dataset}/{request.forget}",
-                                            meta={"forget": request.forget, "dataset": request.dataset,
-                                                  "owner": _shared.session_owner()})
-            _shared.warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
-            st.toast(f"Queued {len(chosen)} run(s).")
-            st.rerun()
+                for method in chosen:
+                    _shared.runner().submit_run(
+                        provider, method, resolved[method], store=_shared.store(),
+                        label=f"{method} on {request.dataset}/{request.forget}",
+                        meta={"forget": request.forget, "dataset": request.dataset, "owner": _shared.session_owner()},
+                        # Runs of an uploaded original are shown only next to that upload, never as the trained one's.
+                        extra_config={"original_upload": request.original} if request.original else None)
+                _shared.warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
+                st.toast(f"Queued {len(chosen)} run(s).")
+                st.rerun()
 else:
     st.info("Choose at least one method.")
 
 _shared.jobs_panel("run", title="Runs")
 _shared.wait_note()
-if any(j.snapshot().status == "done" for j in _shared.runner().jobs("run")):
+if any(j.snapshot().status == "done" for j in _shared.runner().jobs("run", _shared.session_owner())):
     st.page_link(_shared.page("results"), label="See the results", icon=":material/arrow_forward:")

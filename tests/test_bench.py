@@ -41,7 +41,8 @@ def test_bench_on_digits_records_runs_and_tabulates(tmp_path, digits_class3):
         assert again["summary"]["avg_gap"]["mean"] == pytest.approx(row["summary"]["avg_gap"]["mean"])
 
     table = markdown_table(setting).splitlines()
-    assert table[0].startswith("| Method | Acc_f | Acc_r | FA | RA | TA | MIA-SVC | MIA-ent | Avg.Gap | Time (s) | RTE |")
+    assert table[0].startswith("| Method | Acc_f | Acc_r | FA | RA | TA | TA_r | MIA-SVC | MIA-ent | Avg.Gap | Time (s) "
+                               "| Speed-up (x) |")
     assert len(table) == 2 + 4 and table[2].startswith("| Retrain")
     rl_line = next(line for line in table if "(`rl`)" in line)
     assert f"{rows['rl']['summary']['TA']['mean']:.2f}" in rl_line
@@ -57,6 +58,10 @@ def test_bench_cli_writes_files_and_std_over_seeds(tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "forget `random:0.1`" in printed and "(`bs`)" in printed and " ± " in printed
+    # BS was designed for class forgetting: its row is marked, with the reason under the table, and never bolded.
+    bs_line = next(line for line in printed.splitlines() if "(`bs`)" in line)
+    assert "† out of scope" in bs_line and "**" not in bs_line
+    assert "- † `bs`: BS (boundary shrink) was designed for class forgetting, not random" in printed
     assert out.read_text().strip() in printed
     assert "Command: `python -m unlearn_core bench --dataset digits --model mlp --forget random:0.1" in printed
     with open(csv_path, newline="") as handle:

@@ -80,3 +80,87 @@ def test_evaluate_model_matches_hand_computation(digits_class3):
     assert len(report["per_class_test"]) == 10 and report["per_class_test"][3] == 0.0
     expected_acc_r = np.mean([report["per_class_test"][c] for c in range(10) if c != 3])
     assert report["Acc_r"] == pytest.approx(expected_acc_r)
+
+
+def _two_class_with_entropy(values):
+    """Two-class softmax rows whose Shannon entropies are ``values`` (nats, each < ln 2), found by bisection."""
+    rows = []
+    for target in values:
+        low, high = 0.5, 1.0  # H(p) falls from ln 2 at p = 0.5 to 0 at p = 1
+        for _ in range(80):
+            mid = (low + high) / 2
+            h = -(mid * math.log(mid) + (1 - mid) * math.log(1 - mid)) if mid < 1 else 0.0
+            low, high = (mid, high) if h > target else (low, mid)
+        rows.append([high, 1 - high])
+    return np.array(rows)
+
+
+def test_entropy_mia_thresholds_the_raw_entropy():
+    """Members' entropies fill [0, 0.2], non-members' [0.4, 0.6]: symmetric about 0.3, so a balanced logistic
+    regression on the raw entropy puts its boundary at 0.3. Targets at 0.05 and 0.25 are members, 0.35 is not:
+    2 of 3 called members. (On log-entropy the boundary moves far below 0.05 and the answer is 0 %.)"""
+    members = _two_class_with_entropy(np.linspace(0.0, 0.2, 300))
+    nonmembers = _two_class_with_entropy(np.linspace(0.4, 0.6, 300))
+    targets = _two_class_with_entropy([0.05, 0.25, 0.35])
+    np.testing.assert_allclose(metrics.entropy(targets), [0.05, 0.25, 0.35], atol=1e-6)
+    assert metrics.mia_entropy(members, nonmembers, targets) == pytest.approx(200 / 3)
+
+
+def test_modified_entropy_by_hand():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.9, 0.0]])
+    expected_first = -0.3 * math.log(0.7) - 0.2 * math.log(0.8) - 0.1 * math.log(0.9)
+    # A confident wrong prediction scores high: -(0.9) ln 0.1 - 0.9 ln 0.1 for the wrong class.
+    expected_second = -0.9 * math.log(0.1) - 0.9 * math.log(0.1)
+    np.testing.assert_allclose(metrics.modified_entropy(probs, np.array([0, 0])), [expected_first, expected_second],
+                               rtol=1e-6)
+
+
+def test_svc_mia_is_the_confidence_attack_and_reports_the_others():
+    """Members give their true class 0.95, non-members 0.5 (each with the rest spread evenly over 9 classes).
+    The confidence attack calls a target with 0.95 a member (0 % non-members) and one with 0.5 a non-member."""
+    def rows(confidence, n):
+        probs = np.full((n, 10), (1 - confidence) / 9)
+        probs[:, 0] = confidence
+        return probs, np.zeros(n, dtype=int)
+
+    members, member_y = rows(0.95, 200)
+    nonmembers, nonmember_y = rows(0.5, 200)
+    member_like, y1 = rows(0.95, 10)
+    unseen_like, y2 = rows(0.5, 10)
+    assert metrics.mia_svc(members, member_y, nonmembers, nonmember_y, member_like, y1) == 0.0
+    assert metrics.mia_svc(members, member_y, nonmembers, nonmember_y, unseen_like, y2) == 100.0
+    attacks = metrics.mia_svc_attacks(members, member_y, nonmembers, nonmember_y, unseen_like, y2)
+    assert set(attacks) == {"correctness", "confidence", "entropy", "m_entropy", "prob"}
+    # Entropy, modified entropy and the probability vector separate these two groups as well.
+    assert attacks["entropy"] == attacks["m_entropy"] == attacks["prob"] == 100.0
+    # Every sample is classified right on both sides: correctness cannot tell them apart, whatever it answers.
+    assert attacks["correctness"] in (0.0, 100.0)
+
+
+def test_avg_gap_uses_remaining_class_test_accuracy_for_class_forgetting():
+    unlearned = {"TA": 80.0, "TA_retain": 90.0, "RA": 99.0, "FA": 10.0, "MIA_entropy": 20.0}
+    retrained = {"TA": 81.0, "TA_retain": 92.0, "RA": 100.0, "FA": 0.0, "MIA_entropy": 30.0}
+    assert metrics.avg_gap(unlearned, retrained, metrics.AVG_GAP_KEYS_CLASSWISE) == pytest.approx((2 + 1 + 10 + 10) / 4)
+    assert metrics.avg_gap(unlearned, retrained) == pytest.approx((1 + 1 + 10 + 10) / 4)
+
+
+def test_acc_f_of_several_classes_is_the_mean_of_their_accuracies():
+    """Class 0 has 1 test sample (right), class 1 has 3 (all wrong): the mean per class is 50 %, pooled is 25 %."""
+    import torch
+
+    from unlearn_core.data import DatasetBundle
+    from unlearn_core.forget import ForgetSpec
+
+    train_y = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    test_y = torch.tensor([0, 1, 1, 1, 2, 2])
+    bundle = DatasetBundle(name="tiny", train_x=torch.zeros(7, 1, 2, 2, dtype=torch.uint8), train_y=train_y,
+                           test_x=torch.zeros(6, 1, 2, 2, dtype=torch.uint8), test_y=test_y,
+                           class_names=["a", "b", "c"], mean=(0.5,), std=(0.5,))
+    split = ForgetSpec.parse("class:0,1").resolve(bundle)
+    onehot = lambda labels: np.eye(3)[labels]  # noqa: E731
+    outputs = {"forget": onehot([0, 0, 1, 1]), "retain": onehot([2, 2, 2]),
+               "test": onehot([0, 2, 2, 2, 2, 0])}
+    report = metrics.evaluate_outputs(outputs, bundle, split)
+    assert report["Acc_f"] == pytest.approx(50.0)
+    assert report["TA"] == pytest.approx(100 * 2 / 6) and report["TA_retain"] == pytest.approx(50.0)
+    assert set(report["MIA_svc_detail"]) == {"correctness", "entropy", "m_entropy", "prob"}

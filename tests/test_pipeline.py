@@ -74,3 +74,65 @@ def test_same_seed_gives_the_same_model_whatever_the_global_random_state(digits_
         torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
         changed |= not torch.equal(first[key], original.state_dict()[key])
     assert changed, f"{method} did not change the model, so the test proves nothing"
+
+
+def test_report_records_timing_conditions_and_withholds_an_incomparable_speed_up(digits_class3):
+    import dataclasses
+
+    run = run_method(digits_class3, "finetune", {"epochs": 1})
+    report = build_report(digits_class3, run)
+    timing = report["timing"]
+    assert timing["device"] == "cpu" and timing["threads"] >= 1 and "load_avg_1m" in timing
+    assert report["retrain_timing"]["threads"] >= 1
+    # The same conditions: a speed-up is given. Another thread count for the reference: it is withheld.
+    same = dataclasses.replace(run, timing={**report["retrain_timing"]})
+    assert build_report(digits_class3, same)["rte"] == pytest.approx(report["retrain_seconds"] / run.seconds)
+    other = dataclasses.replace(run, timing={**report["retrain_timing"],
+                                             "threads": report["retrain_timing"]["threads"] + 1})
+    withheld = build_report(digits_class3, other)
+    assert withheld["rte"] is None and withheld["rte_comparable"] is False
+    assert "torch threads" in withheld["rte_not_comparable_reason"]
+
+
+def test_timing_mismatch_rules():
+    from unlearn_core.device import timing_mismatch
+
+    base = {"device": "cpu", "threads": 2, "load_avg_1m": 0.1, "other_load": 0.0, "cpu_count": 2}
+    assert timing_mismatch(base, dict(base)) is None
+    assert "cuda" in timing_mismatch(base, {**base, "device": "cuda"})
+    # Other processes kept 1.2 of 2 cores busy during one of the two timings: not like for like.
+    assert "other processes' load" in timing_mismatch(base, {**base, "other_load": 1.2})
+    assert timing_mismatch(base, {**base, "other_load": 0.3}) is None
+    assert timing_mismatch(None, base) is not None
+
+
+def test_timed_conditions_count_other_processes_not_ourselves():
+    """Over 2 s of wall time the machine was busy 3 CPU-seconds, 1.8 of them ours: others kept 0.6 cores busy."""
+    from unlearn_core.device import TimedConditions
+
+    timing = TimedConditions("cpu")
+    clocks = {"wall": iter([100.0, 102.0]), "system": iter([50.0, 53.0]), "own": iter([7.0, 8.8])}
+    timing.wall_clock = lambda: next(clocks["wall"])
+    timing.system_clock = lambda: next(clocks["system"])
+    timing.own_clock = lambda: next(clocks["own"])
+    with timing:
+        pass
+    assert timing.conditions["other_load"] == pytest.approx(0.6)
+
+
+def test_retime_reference_trains_again_when_threads_differ(digits_class3):
+    import torch
+
+    from unlearn_core.training import get_retrained
+
+    setup = digits_class3
+    recorded = setup.retrained.meta["timing"]
+    same = get_retrained(setup.bundle, setup.split, setup.model_name, setup.seed, setup.recipe, "cpu",
+                         retime_for=dict(recorded))
+    assert same.from_cache
+    other = get_retrained(setup.bundle, setup.split, setup.model_name, setup.seed, setup.recipe, "cpu",
+                          retime_for={**recorded, "threads": recorded["threads"] + 1})
+    assert not other.from_cache
+    # Trained again from the same initial weights with the same seed: the same model.
+    for a, b in zip(same.model.state_dict().values(), other.model.state_dict().values()):
+        torch.testing.assert_close(a, b)

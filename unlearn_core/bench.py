@@ -24,8 +24,8 @@ import numpy as np
 from unlearn_core.errors import Cancelled, ParameterError
 
 COLUMNS = (("Acc_f", "Acc_f"), ("Acc_r", "Acc_r"), ("FA", "FA"), ("RA", "RA"), ("TA", "TA"),
-           ("MIA_svc", "MIA-SVC"), ("MIA_entropy", "MIA-ent"), ("avg_gap", "Avg.Gap"), ("seconds", "Time (s)"),
-           ("rte", "RTE"))
+           ("TA_retain", "TA_r"), ("MIA_svc", "MIA-SVC"), ("MIA_entropy", "MIA-ent"), ("avg_gap", "Avg.Gap"),
+           ("seconds", "Time (s)"), ("rte", "Speed-up (x)"))
 REFERENCE_ROWS = ("retrain", "original")
 
 
@@ -57,11 +57,19 @@ class MethodRow:
     values: dict = field(default_factory=lambda: {key: [] for key, _ in COLUMNS})
     run_ids: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    in_scope: bool = True
+    scope_reason: str = ""
+    rte_not_comparable: list = field(default_factory=list)
 
-    def add(self, metrics: dict) -> None:
+    def add(self, metrics: dict, report: dict | None = None) -> None:
         for key, _ in COLUMNS:
             value = metrics.get(key)
             self.values[key].append(float("nan") if value is None else float(value))
+        if report is not None:
+            if report.get("in_scope") is False:
+                self.in_scope, self.scope_reason = False, report.get("in_scope_reason") or ""
+            if report.get("rte_comparable") is False:
+                self.rte_not_comparable.append(report.get("rte_not_comparable_reason") or "")
 
     def mean_std(self, key: str) -> tuple[float, float]:
         values = np.array([v for v in self.values[key] if not math.isnan(v)], dtype=float)
@@ -72,7 +80,8 @@ class MethodRow:
     def as_dict(self) -> dict:
         summary = {key: dict(zip(("mean", "std"), self.mean_std(key))) for key, _ in COLUMNS}
         return {"method": self.method, "title": self.title, "runs": len(self.values["TA"]), "run_ids": self.run_ids,
-                "errors": self.errors, "values": self.values, "summary": summary}
+                "errors": self.errors, "values": self.values, "summary": summary, "in_scope": self.in_scope,
+                "scope_reason": self.scope_reason, "rte_not_comparable": self.rte_not_comparable}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -120,23 +129,52 @@ def _split_overrides(overrides: dict | None, methods: list[str]) -> dict[str, di
 def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random:0.1"), seeds: list[int] = (0,),
               methods: list[str] | None = None, model: str | None = None, device=None,
               recipe_overrides: dict | None = None, params: dict | None = None, store=None, tag: str | None = None,
-              log=None, cancel=None) -> dict:
+              log=None, cancel=None, threads: int | None = None) -> dict:
     """Run the comparison; returns a JSON-able dict with one entry per forget setting.
+
+    Every timing is made with torch pinned to ``threads`` threads (default:
+    the count torch uses when the bench starts), and a cached retrained model
+    timed with another count or device is trained again, so the speed-up
+    column divides like-for-like seconds.
 
     ``params`` maps ``"method.name"`` to a value. A method that fails (e.g.
     diverges) on a seed is recorded as failed and listed in its row's errors;
     the bench goes on.
     """
+    import torch
+
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    threads = _check_threads(threads)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_bench(dataset, forgets, seeds, methods, model, device, recipe_overrides, params, store, tag, log,
+                          cancel, threads)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _check_threads(threads: int | None) -> int:
+    import torch
+
+    if threads is None:
+        return torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
+        raise ParameterError(f"--threads must be a whole number from 1 to 1024, got {threads!r}")
+    return threads
+
+
+def _run_bench(dataset, forgets, seeds, methods, model, device, recipe_overrides, params, store, tag, log, cancel,
+               threads) -> dict:
     from unlearn_core.data import load_dataset
     from unlearn_core.device import pick_device
     from unlearn_core.forget import ForgetSpec
     from unlearn_core.methods import get_method
-    from unlearn_core.metrics import avg_gap
+    from unlearn_core.metrics import avg_gap, avg_gap_keys
     from unlearn_core.pipeline import prepare
     from unlearn_core.runstore import RunStore, run_and_record
     from unlearn_core.training import default_recipe
 
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     methods = bench_methods(methods)
     per_method = _split_overrides(params, methods)
     specs = [ForgetSpec.parse(f) for f in forgets]
@@ -157,11 +195,12 @@ def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random
         rows.update({m: MethodRow(m, get_method(m).title) for m in methods})
         model_name = None
         for seed in seeds:
-            setup = prepare(bundle.name, model, spec, seed, device, recipe=recipe, cancel=cancel)
+            setup = prepare(bundle.name, model, spec, seed, device, recipe=recipe, cancel=cancel,
+                            retime_reference=True)
             model_name = setup.model_name
             original, retrained = setup.metrics("original"), setup.metrics("retrained")
-            rows["original"].add({**original, "avg_gap": avg_gap(original, retrained), "seconds": None,
-                                  "rte": None})
+            rows["original"].add({**original, "avg_gap": avg_gap(original, retrained, avg_gap_keys(setup.split)),
+                                  "seconds": None, "rte": None})
             for method in ["retrain"] + methods:
                 done_runs += 1
                 try:
@@ -174,7 +213,7 @@ def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random
                     log(f"[{done_runs}/{total_runs}] {spec} seed {seed} {method}: FAILED ({error})")
                     continue
                 rows[method].add({**report["unlearned"], "avg_gap": report.get("avg_gap"),
-                                  "seconds": report["seconds"], "rte": report.get("rte")})
+                                  "seconds": report["seconds"], "rte": report.get("rte")}, report)
                 rows[method].run_ids.append(run_id)
                 u = report["unlearned"]
                 log(f"[{done_runs}/{total_runs}] {spec} seed {seed} {method}: FA {u['FA']:.1f} RA {u['RA']:.1f} "
@@ -183,7 +222,7 @@ def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random
         settings.append({"forget": str(spec), "model": model_name,
                          "rows": [rows[name].as_dict() for name in ("retrain", "original", *methods)]})
     return {"dataset": bundle.name, "model": settings[0]["model"] if settings else model, "device": str(device),
-            "seeds": list(seeds), "recipe": recipe.as_dict(), "tag": tag, "params": per_method,
+            "threads": threads, "seeds": list(seeds), "recipe": recipe.as_dict(), "tag": tag, "params": per_method,
             "total_seconds": time.perf_counter() - started, "settings": settings}
 
 
@@ -193,7 +232,7 @@ def result_from_store(store, tag: str) -> dict:
     Only finished runs count; the original model's row comes from the reports' ``original`` section.
     """
     from unlearn_core.methods import get_method
-    from unlearn_core.metrics import avg_gap
+    from unlearn_core.metrics import AVG_GAP_KEYS, avg_gap
 
     runs = [r for r in reversed(store.list(tag=tag)) if r["status"] == "done" and r["report"]]
     if not runs:
@@ -210,14 +249,15 @@ def result_from_store(store, tag: str) -> dict:
         report = run["report"]
         if run["seed"] not in setting["seeds"] and report.get("retrained"):
             setting["seeds"].add(run["seed"])
+            keys = report.get("avg_gap_keys") or AVG_GAP_KEYS
             setting["rows"]["original"].add({**report["original"],
-                                             "avg_gap": avg_gap(report["original"], report["retrained"]),
+                                             "avg_gap": avg_gap(report["original"], report["retrained"], keys),
                                              "seconds": None, "rte": None})
         method = run["method"]
         if method not in setting["rows"]:
             setting["rows"][method] = MethodRow(method, get_method(method).title)
         setting["rows"][method].add({**report["unlearned"], "avg_gap": report.get("avg_gap"),
-                                     "seconds": report["seconds"], "rte": report.get("rte")})
+                                     "seconds": report["seconds"], "rte": report.get("rte")}, report)
         setting["rows"][method].run_ids.append(run["id"])
     for run in store.list(tag=tag, status="failed"):
         rows = settings.get(run["forget"], {}).get("rows", {})
@@ -239,15 +279,48 @@ def _cell(summary: dict, key: str, runs: int) -> str:
     return f"{mean:.{digits}f}" if runs <= 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def best_avg_gap_methods(setting: dict) -> set[str]:
+    """The method rows whose mean Avg. Gap is the smallest (all of them on a tie).
+
+    Only in-scope method rows with at least one run compete, and nothing is
+    best when fewer than two of them do.
+    """
+    candidates = {}
+    for row in setting["rows"]:
+        mean = row["summary"]["avg_gap"]["mean"]
+        if row["method"] in REFERENCE_ROWS or not row.get("in_scope", True) or row["runs"] == 0:
+            continue
+        if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+            continue
+        candidates[row["method"]] = round(float(mean), 2)
+    if len(candidates) < 2:
+        return set()
+    best = min(candidates.values())
+    return {method for method, value in candidates.items() if value == best}
+
+
 def markdown_table(setting: dict) -> str:
-    """One forget setting as a markdown table (mean ± std over seeds)."""
+    """One forget setting as a markdown table (mean ± std over seeds).
+
+    Rows of methods outside their declared scope are marked with a dagger and
+    never bolded as best; a speed-up whose two times were taken under other
+    conditions reads "n/c" (not comparable).
+    """
     header = "| Method | " + " | ".join(label for _, label in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    best = best_avg_gap_methods(setting)
+    gap_at = [key for key, _ in COLUMNS].index("avg_gap")
     for row in setting["rows"]:
         cells = [_cell(row["summary"], key, row["runs"]) for key, _ in COLUMNS]
         if row["method"] == "original":
             cells[-2] = cells[-1] = "–"
+        elif row.get("rte_not_comparable") and cells[-1] == "–":
+            cells[-1] = "n/c"
+        if row["method"] in best:
+            cells[gap_at] = f"**{cells[gap_at]}**"
         name = row["title"] if row["method"] in REFERENCE_ROWS else f"{row['title']} (`{row['method']}`)"
+        if not row.get("in_scope", True):
+            name += " † out of scope"
         if row["errors"]:
             name += f" [{len(row['errors'])} failed]"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -261,9 +334,17 @@ def markdown_report(result: dict, command: str | None = None) -> str:
     if command:
         parts.append(f"Command: `{command}`\n")
     for setting in result["settings"]:
+        threads = f", {result['threads']} torch thread(s)" if result.get("threads") else ""
         parts.append(f"### {result['dataset']} / {setting['model']}, forget `{setting['forget']}` "
-                     f"(seeds {seeds}, device {result['device']})\n")
+                     f"(seeds {seeds}, device {result['device']}{threads})\n")
         parts.append(markdown_table(setting) + "\n")
+        scope = [f"- † `{row['method']}`: {row['scope_reason']}" for row in setting["rows"]
+                 if not row.get("in_scope", True)]
+        if scope:
+            parts.append("\n".join(scope) + "\n")
+        not_comparable = sorted({reason for row in setting["rows"] for reason in row.get("rte_not_comparable", [])})
+        if not_comparable:
+            parts.append("Speed-up n/c (times not comparable): " + "; ".join(not_comparable) + "\n")
         errors = [f"- {row['method']}: {e}" for row in setting["rows"] for e in row["errors"]]
         if errors:
             parts.append("Failed runs:\n" + "\n".join(errors) + "\n")

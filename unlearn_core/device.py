@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 
 import torch
 
@@ -50,3 +52,104 @@ def seeded_global_rng(seed: int, device: torch.device):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         yield
+
+
+# Two timings are compared only when the other work on the machine while they ran differs by less than this share
+# of its cores (half a core on the 2-core development machine): there, UNSC's RTE moved from 7 to 0.8 between an
+# idle and a loaded process.
+LOAD_TOLERANCE_PER_CORE = 0.25
+
+
+def _system_busy_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (Linux ``/proc/stat``), or ``None``."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = handle.readline().split()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [int(v) for v in fields[1:]]
+    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait is busy.
+    busy = sum(values) - values[3] - (values[4] if len(values) > 4 else 0)
+    # guest and guest_nice are already counted inside user and nice.
+    busy -= sum(values[8:10])
+    return busy / ticks
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def timing_conditions(device: torch.device | str) -> dict:
+    """What a wall-clock time depends on besides the code: device, torch threads, load at the start.
+
+    Recorded beside every time the project measures (training the reference,
+    running a method) so two times are only divided when they are like for like.
+    """
+    try:
+        load = round(float(os.getloadavg()[0]), 2)
+    except (OSError, AttributeError):  # not every platform has a load average
+        load = None
+    return {"device": torch.device(device).type, "threads": int(torch.get_num_threads()),
+            "load_avg_1m": load, "cpu_count": os.cpu_count() or 1}
+
+
+class TimedConditions:
+    """Context manager recording :func:`timing_conditions` at the start and the contention during the interval.
+
+    ``conditions["other_load"]`` is the average number of cores other
+    processes kept busy while the block ran (system busy CPU time minus this
+    process's, over the wall time). Unlike the load average at the start, it
+    covers exactly the timed interval and does not count this process itself.
+    """
+
+    # The three clocks, as attributes so a test can drive them.
+    wall_clock = staticmethod(time.perf_counter)
+    system_clock = staticmethod(_system_busy_seconds)
+    own_clock = staticmethod(_own_cpu_seconds)
+
+    def __init__(self, device: torch.device | str):
+        self.device = device
+        self.conditions: dict = {}
+
+    def __enter__(self) -> "TimedConditions":
+        self.conditions = timing_conditions(self.device)
+        self._system = self.system_clock()
+        self._own = self.own_clock()
+        self._wall = self.wall_clock()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall = self.wall_clock() - self._wall
+        system = self.system_clock()
+        if self._system is not None and system is not None and wall > 0:
+            others = (system - self._system) - (self.own_clock() - self._own)
+            self.conditions["other_load"] = round(max(others / wall, 0.0), 2)
+
+
+def timing_mismatch(a: dict | None, b: dict | None) -> str | None:
+    """Why two timings are not comparable (one line), or ``None`` when they are.
+
+    Not comparable: either side unrecorded (a checkpoint from before this was
+    recorded), another device type, another torch thread count, or other work
+    on the machine differing by more than :data:`LOAD_TOLERANCE_PER_CORE` x
+    cores (measured during each interval; the load average at the start when
+    an interval measurement is missing).
+    """
+    if not a or not b:
+        return "one of the two times was recorded without its conditions"
+    if a.get("device") != b.get("device"):
+        return f"timed on {a.get('device')} vs {b.get('device')}"
+    if a.get("threads") != b.get("threads"):
+        return f"timed with {a.get('threads')} vs {b.get('threads')} torch threads"
+    key = "other_load" if a.get("other_load") is not None and b.get("other_load") is not None else "load_avg_1m"
+    load_a, load_b = a.get(key), b.get(key)
+    if load_a is not None and load_b is not None:
+        cores = max(int(a.get("cpu_count") or 1), 1)
+        if abs(load_a - load_b) > LOAD_TOLERANCE_PER_CORE * cores:
+            what = "other processes' load" if key == "other_load" else "load average"
+            return f"{what} {load_a:g} vs {load_b:g} on {cores} cores"
+    return None

@@ -52,6 +52,37 @@ class Phase:
         return (self.finished_at or now or time.time()) - self.started_at
 
 
+class QueueFull(UnlearnError):
+    """A session asked for more queued or running jobs than the per-session limit allows."""
+
+
+def estimate_bytes(obj, _depth: int = 0, _seen: set | None = None) -> int:
+    """Bytes held by tensors and arrays inside ``obj`` (modules, dicts, lists, dataclasses), each counted once.
+
+    Used to bound memory by what a cached setup or a finished job holds; plain Python objects count as 0.
+    """
+    import numpy as np
+    import torch
+
+    seen = set() if _seen is None else _seen
+    if _depth > 6 or id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return int(obj.numel() * obj.element_size())
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, torch.nn.Module):
+        return sum(estimate_bytes(t, _depth + 1, seen) for t in obj.state_dict(keep_vars=True).values())
+    if isinstance(obj, dict):
+        return sum(estimate_bytes(v, _depth + 1, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple, set)):
+        return sum(estimate_bytes(v, _depth + 1, seen) for v in obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return sum(estimate_bytes(getattr(obj, name, None), _depth + 1, seen) for name in obj.__dataclass_fields__)
+    return 0
+
+
 @dataclass
 class JobSnapshot:
     """What a UI shows about a job: status, the latest progress event, the outcome."""
@@ -163,25 +194,75 @@ class Job:
 
 
 class JobRunner:
-    """A single worker thread with a list of every job it was given."""
+    """A single worker thread with a list of every job it was given.
 
-    def __init__(self, history: int = 200):
+    Limits (0 or ``None``: none): ``max_per_owner`` unfinished jobs per owner
+    (``meta["owner"]``, a browser session): one session queued 52 runs in four
+    clicks into the worker everyone shares. ``results_bytes``: finished jobs keep
+    their results (models, artifacts) only while all of them together stay under
+    this, oldest let go first; the job itself stays listed, without its result.
+    ``history``: at most this many finished jobs are listed at all.
+    """
+
+    def __init__(self, history: int = 200, max_per_owner: int | None = None, results_bytes: int | None = None):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unlearn-job")
         self._jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._history = history
+        self.max_per_owner = max_per_owner or None
+        self.results_bytes = results_bytes or None
+        self._result_sizes: dict[int, int] = {}
+
+    def room(self, owner: str) -> int | None:
+        """How many more jobs ``owner`` may queue now (``None``: no limit)."""
+        if self.max_per_owner is None:
+            return None
+        return max(0, self.max_per_owner - len(self.active(owner=owner)))
 
     def submit(self, label: str, fn: JobFn, kind: str = "work", meta: dict | None = None) -> Job:
-        """Queue ``fn(progress, cancel)``; its return value lands in ``job.result``."""
+        """Queue ``fn(progress, cancel)``; its return value lands in ``job.result``.
+
+        Raises :class:`QueueFull` when ``meta["owner"]`` already has ``max_per_owner`` unfinished jobs.
+        """
+        owner = (meta or {}).get("owner")
         with self._lock:
+            if owner is not None and self.max_per_owner is not None:
+                mine = sum(1 for j in self._jobs.values()
+                           if not j.snapshot().finished and j.snapshot().meta.get("owner") == owner)
+                if mine >= self.max_per_owner:
+                    raise QueueFull(f"this session already has {mine} job(s) queued or running, the limit per "
+                                    f"session; wait for one to finish or cancel one (the server's "
+                                    f"UNLEARN_MAX_JOBS_PER_SESSION sets the limit)")
             job = Job(next(self._ids), label, kind, meta)
             self._jobs[job.job_id] = job
             for old in sorted(self._jobs)[:-self._history]:
                 if self._jobs[old].snapshot().finished:
                     del self._jobs[old]
+                    self._result_sizes.pop(old, None)
         job.future = self._executor.submit(self._run, job, fn)
         return job
+
+    def _bound_results(self, finished: Job) -> None:
+        """Account ``finished``'s result and drop the oldest finished results while over ``results_bytes``."""
+        if self.results_bytes is None:
+            return
+        size = estimate_bytes(finished.result)
+        with self._lock:
+            self._result_sizes[finished.job_id] = size
+            total = sum(self._result_sizes.values())
+            for job_id in sorted(self._result_sizes):
+                if total <= self.results_bytes:
+                    break
+                job = self._jobs.get(job_id)
+                total -= self._result_sizes.pop(job_id)
+                if job is not None:
+                    job.result = None
+                    job.update(meta={**job.snapshot().meta, "result_dropped": True})
+
+    def results_nbytes(self) -> int:
+        with self._lock:
+            return sum(self._result_sizes.values())
 
     def _run(self, job: Job, fn: JobFn) -> None:
         if job.cancel_event.is_set():
@@ -202,12 +283,14 @@ class JobRunner:
         else:
             run_id = job.result[0] if job.snapshot().kind == "run" and isinstance(job.result, tuple) else None
             job.close_phase(done=True)
+            # Bounded before the job shows as done, so no reader ever sees the cache over its limit.
+            self._bound_results(job)
             job.update(status=DONE, fraction=1.0, finished_at=time.time(), run_id=run_id)
         finally:
             job.close_phase(done=False)
 
     def submit_run(self, setup_provider: Callable, method: str, params: dict | None = None, store=None,
-                   label: str | None = None, meta: dict | None = None) -> Job:
+                   label: str | None = None, meta: dict | None = None, extra_config: dict | None = None) -> Job:
         """Queue one unlearning run, recorded in the run store.
 
         ``setup_provider(progress, cancel)`` returns the prepared
@@ -221,7 +304,8 @@ class JobRunner:
             setup = setup_provider(progress, cancel)
             # The method's phase starts here, not at its first progress report (UNSC builds its subspaces first).
             progress(ProgressEvent(stage="method", message=f"starting {method}"))
-            return runstore.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store)
+            return runstore.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store,
+                                           extra_config=extra_config)
 
         return self.submit(label or method, work, kind="run", meta={"method": method, **(meta or {})})
 

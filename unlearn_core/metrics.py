@@ -54,45 +54,102 @@ def true_class_confidence(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return probs[np.arange(len(probs)), np.asarray(labels)]
 
 
-def _balanced_sides(members: np.ndarray, nonmembers: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def modified_entropy(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Modified prediction entropy (Song & Mittal, USENIX Security 2021) of each row.
+
+    Mentr(p, y) = -(1 - p_y) log(p_y) - sum_{i != y} p_i log(1 - p_i).
+    Unlike the entropy it knows the label: a confident *wrong* prediction
+    scores high, a confident right one low. (SalUn's release computes it with a
+    sign slip in the second term's logarithm; this is the paper's formula.)
+    """
+    probs = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1.0 - EPS)
+    rows = np.arange(len(probs))
+    labels = np.asarray(labels)
+    p_true = probs[rows, labels]
+    others = -probs * np.log(1.0 - probs)
+    others[rows, labels] = 0.0
+    return -(1.0 - p_true) * np.log(p_true) + others.sum(axis=1)
+
+
+def _svc_attack_features(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-sample features of SalUn's SVC_MIA attacks, each a 2-D array (samples x features)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    return {
+        "correctness": (probs.argmax(1) == labels).astype(np.float64)[:, None],
+        "confidence": true_class_confidence(probs, labels)[:, None],
+        "entropy": entropy(probs)[:, None],
+        "m_entropy": modified_entropy(probs, labels)[:, None],
+        "prob": probs,
+    }
+
+
+SVC_ATTACKS = ("correctness", "confidence", "entropy", "m_entropy", "prob")
+
+
+def mia_svc_attacks(member_probs, member_labels, nonmember_probs, nonmember_labels, target_probs, target_labels,
+                    seed: int = 0, attacks=SVC_ATTACKS) -> dict[str, float]:
+    """SalUn's ``SVC_MIA``: one RBF SVC (C=3, gamma="auto") per feature, % of targets called NON-members.
+
+    Source: Jia et al., "Model Sparsity Can Simplify Machine Unlearning"
+    (NeurIPS 2023) and Fan et al., SalUn (ICLR 2024), public releases
+    (``evaluation/SVC_MIA.py``). Members are remaining training samples,
+    non-members test samples, in equal numbers (at most ``MIA_MAX_PER_SIDE``
+    each, drawn with ``seed``). Each attack is fit on one feature of the
+    softmax output (``correctness`` = prediction right, ``confidence`` =
+    probability of the true class, ``entropy``, ``m_entropy`` = the modified
+    entropy, ``prob`` = the whole probability vector) and applied to the
+    target (forget) samples. The value is the share of targets predicted
+    non-member: higher means the forget set looks less trained-on. The
+    papers' "MIA-efficacy" column is the ``confidence`` attack.
+    """
+    from sklearn.svm import SVC
+
+    if len(member_labels) == 0 or len(nonmember_labels) == 0 or len(target_labels) == 0:
+        return {name: float("nan") for name in attacks}
     rng = np.random.default_rng(seed)
-    n = min(len(members), len(nonmembers), MIA_MAX_PER_SIDE)
-    return members[rng.choice(len(members), n, replace=False)], nonmembers[rng.choice(len(nonmembers), n,
-                                                                                        replace=False)]
+    n = min(len(member_labels), len(nonmember_labels), MIA_MAX_PER_SIDE)
+    member_pick = rng.choice(len(member_labels), n, replace=False)
+    nonmember_pick = rng.choice(len(nonmember_labels), n, replace=False)
+    members = _svc_attack_features(np.asarray(member_probs)[member_pick], np.asarray(member_labels)[member_pick])
+    nonmembers = _svc_attack_features(np.asarray(nonmember_probs)[nonmember_pick],
+                                      np.asarray(nonmember_labels)[nonmember_pick])
+    targets = _svc_attack_features(target_probs, target_labels)
+    y = np.concatenate([np.ones(n), np.zeros(n)])
+    results = {}
+    for name in attacks:
+        x = np.vstack([members[name], nonmembers[name]])
+        attack = SVC(C=3, kernel="rbf", gamma="auto", random_state=seed).fit(x, y)
+        predicted = attack.predict(targets[name])
+        results[name] = float(np.mean(predicted == 0) * 100.0)
+    return results
 
 
 def mia_svc(member_probs, member_labels, nonmember_probs, nonmember_labels, target_probs, target_labels,
             seed: int = 0) -> float:
-    """SVC "MIA-efficacy" (SalUn, l1-sparse): % of target samples the attack calls non-members.
+    """SVC "MIA-efficacy" (SalUn, l1-sparse): the confidence attack of :func:`mia_svc_attacks`.
 
-    Features are the true-class confidence and the entropy of the softmax.
-    An RBF SVC (C=3) learns members (remaining train samples) against
-    non-members (test samples) in equal numbers; it is then applied to the
-    target (forget) samples. Higher means the forget set looks less trained-on.
+    % of forget samples an RBF SVC (C=3) on the true-class confidence alone
+    calls non-members, trained on remaining (member) vs test (non-member)
+    samples in equal numbers. Higher = the forget set looks less trained-on;
+    the target is the retrained model's value.
     """
-    from sklearn.svm import SVC
-
-    def feats(probs, labels):
-        return np.column_stack([true_class_confidence(probs, labels), entropy(probs)])
-
-    members = feats(member_probs, member_labels)
-    nonmembers = feats(nonmember_probs, nonmember_labels)
-    if len(members) == 0 or len(nonmembers) == 0 or len(target_labels) == 0:
-        return float("nan")
-    members, nonmembers = _balanced_sides(members, nonmembers, seed)
-    x = np.vstack([members, nonmembers])
-    y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
-    attack = SVC(C=3, kernel="rbf", gamma="auto", random_state=seed).fit(x, y)
-    predicted = attack.predict(feats(target_probs, target_labels))
-    return float(np.mean(predicted == 0) * 100.0)
+    return mia_svc_attacks(member_probs, member_labels, nonmember_probs, nonmember_labels, target_probs,
+                           target_labels, seed, attacks=("confidence",))["confidence"]
 
 
 def mia_entropy(member_probs, nonmember_probs, target_probs, seed: int = 0) -> float:
-    """Entropy MIA (NatMU, SSD): % of target samples a logistic attack calls members.
+    """Entropy MIA (NatMU, SSD, Bad Teacher): % of target samples a logistic attack calls MEMBERS.
 
-    A class-balanced logistic regression on the softmax entropy separates
-    remaining train samples (members) from test samples (non-members); it is
-    then applied to the target (forget) samples. The goal is the retrained
+    Source: Chundawat et al. (AAAI 2023) as used by Foster et al., SSD
+    (AAAI 2024) and Zhou et al., NatMU (TPAMI 2025), public releases
+    (``get_membership_attack_prob``). Feature: the raw Shannon entropy
+    H(p) = -sum_i p_i ln p_i of the softmax output (no log transform). A
+    logistic regression with balanced class weights learns remaining training
+    samples (members, 1) against test samples (non-members, 0) and is applied
+    to the forget samples; the value is the share predicted member. Members
+    are subsampled with ``seed`` to at most 4 x ``MIA_MAX_PER_SIDE``. Lower =
+    the forget set looks less trained-on; the target is the retrained
     model's value, not 0 or 100.
     """
     from sklearn.linear_model import LogisticRegression
@@ -105,10 +162,8 @@ def mia_entropy(member_probs, nonmember_probs, target_probs, seed: int = 0) -> f
     members = members[rng.choice(len(members), min(len(members), 4 * MIA_MAX_PER_SIDE), replace=False)]
     x = np.concatenate([members, nonmembers])[:, None]
     y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
-    # Entropies of confident models crowd near 0, so the attack sees log-entropy.
-    transform = lambda v: np.log(v + 1e-8)  # noqa: E731
-    attack = LogisticRegression(class_weight="balanced", random_state=seed).fit(transform(x), y)
-    return float(np.mean(attack.predict(transform(target[:, None])) == 1) * 100.0)
+    attack = LogisticRegression(class_weight="balanced", random_state=seed).fit(x, y)
+    return float(np.mean(attack.predict(target[:, None]) == 1) * 100.0)
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
@@ -124,14 +179,28 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
 
 
 AVG_GAP_KEYS = ("TA", "RA", "FA", "MIA_entropy")
+# NatMU's class-wise tables take TA over the remaining classes' test samples (the forgotten classes' test accuracy
+# is Acc_f, reported apart), so the gap is not charged twice for the class that should be gone.
+AVG_GAP_KEYS_CLASSWISE = ("TA_retain", "RA", "FA", "MIA_entropy")
 
 
 def avg_gap(unlearned: dict, retrained: dict, keys=AVG_GAP_KEYS) -> float:
-    """Avg. Gap: mean absolute difference to the retrained model over TA, RA, FA and MIA (entropy)."""
+    """Avg. Gap (NatMU): mean over ``keys`` of |unlearned - retrained|, in points.
+
+    Sample forgetting: TA, RA, FA and MIA_entropy. Class forgetting passes
+    :data:`AVG_GAP_KEYS_CLASSWISE`, where TA is measured on the remaining
+    classes' test samples (``TA_retain``), as NatMU's class-wise tables do.
+    Missing or NaN values are skipped.
+    """
     gaps = [abs(unlearned[k] - retrained[k]) for k in keys
             if unlearned.get(k) is not None and retrained.get(k) is not None
             and not (math.isnan(unlearned[k]) or math.isnan(retrained[k]))]
     return float(np.mean(gaps)) if gaps else float("nan")
+
+
+def avg_gap_keys(split: ForgetSplit) -> tuple[str, ...]:
+    """The Avg. Gap's terms for a forget split (see :func:`avg_gap`)."""
+    return AVG_GAP_KEYS_CLASSWISE if split.is_classwise else AVG_GAP_KEYS
 
 
 def rte(retrain_seconds: float, method_seconds: float) -> float:
@@ -164,7 +233,19 @@ def model_outputs(model, bundle: DatasetBundle, split: ForgetSplit, device=None)
 
 def evaluate_outputs(outputs: dict[str, np.ndarray], bundle: DatasetBundle, split: ForgetSplit,
                      seed: int = 0) -> dict:
-    """Every per-model metric from precomputed softmax outputs (see :func:`model_outputs`)."""
+    """Every per-model metric from precomputed softmax outputs (see :func:`model_outputs`).
+
+    - ``FA``/``RA``/``TA``: accuracy on the forget set, the remaining training
+      set and the whole test set.
+    - ``TA_retain``: accuracy over the test samples outside the forget set's
+      classes (equals TA for sample forgetting).
+    - ``Acc_f``: test accuracy on what is forgotten; with several forgotten
+      classes, the mean of their per-class accuracies (as the UNSC release
+      reports), not pooled over samples. ``None`` for sample forgetting.
+    - ``Acc_r``: mean per-class test accuracy of the remaining classes.
+    - ``MIA_svc`` (SalUn's MIA-efficacy, confidence attack) and
+      ``MIA_svc_detail`` (its other attacks); ``MIA_entropy`` (NatMU/SSD).
+    """
     train_y = bundle.train_y.numpy()
     test_y = bundle.test_y.numpy()
     forget_y, retain_y = train_y[split.forget_idx], train_y[split.retain_idx]
@@ -172,20 +253,24 @@ def evaluate_outputs(outputs: dict[str, np.ndarray], bundle: DatasetBundle, spli
     test_retain = split.test_retain_idx
     if split.is_classwise:
         acc_r = mean_class_accuracy(test_pred[test_retain], test_y[test_retain], split.remaining_classes)
+        acc_f = mean_class_accuracy(test_pred, test_y, split.forgotten_classes)
     else:
         acc_r = mean_class_accuracy(test_pred[test_retain], test_y[test_retain], range(bundle.num_classes))
-    acc_f = accuracy_percent(test_pred[split.test_forget_idx], test_y[split.test_forget_idx])
-    # Members for the attacks are remaining train samples; non-members the test samples of the
-    # classes that remain, so class forgetting does not teach the attack about the forgotten class.
+        acc_f = accuracy_percent(test_pred[split.test_forget_idx], test_y[split.test_forget_idx])
+    # Members for the attacks are remaining train samples; non-members the test samples outside the forget set's
+    # classes, so class forgetting does not teach the attack about the forgotten class.
     nonmember_idx = test_retain if len(test_retain) else np.arange(len(test_y))
+    svc = mia_svc_attacks(outputs["retain"], retain_y, outputs["test"][nonmember_idx], test_y[nonmember_idx],
+                          outputs["forget"], forget_y, seed)
     return {
         "FA": accuracy_percent(outputs["forget"].argmax(1), forget_y),
         "RA": accuracy_percent(outputs["retain"].argmax(1), retain_y),
         "TA": accuracy_percent(test_pred, test_y),
+        "TA_retain": accuracy_percent(test_pred[test_retain], test_y[test_retain]),
         "Acc_f": None if math.isnan(acc_f) else acc_f,
         "Acc_r": acc_r,
-        "MIA_svc": mia_svc(outputs["retain"], retain_y, outputs["test"][nonmember_idx], test_y[nonmember_idx],
-                           outputs["forget"], forget_y, seed),
+        "MIA_svc": svc["confidence"],
+        "MIA_svc_detail": {name: value for name, value in svc.items() if name != "confidence"},
         "MIA_entropy": mia_entropy(outputs["retain"], outputs["test"][nonmember_idx], outputs["forget"], seed),
         "per_class_test": per_class_accuracy(test_pred, test_y, bundle.num_classes),
     }

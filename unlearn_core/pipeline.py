@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from unlearn_core.data import DatasetBundle, default_model_for, load_dataset
-from unlearn_core.device import pick_device, seeded_global_rng
+from unlearn_core.device import TimedConditions, pick_device, seeded_global_rng, timing_conditions, timing_mismatch
 from unlearn_core.forget import ForgetSpec, ForgetSplit
 from unlearn_core.methods import UnlearnTask, get_method
-from unlearn_core.metrics import avg_gap, evaluate_outputs, js_divergence, model_outputs, rte
+from unlearn_core.metrics import avg_gap, avg_gap_keys, evaluate_outputs, js_divergence, model_outputs, rte
 from unlearn_core.progress import ProgressFn, Reporter
 from unlearn_core.training import TrainedModel, TrainRecipe, default_recipe, get_original, get_retrained
 
@@ -61,8 +61,13 @@ class Setup:
 
 def prepare(dataset: str = "mnist5k", model: str | None = None, forget: str | ForgetSpec = "class:3",
             seed: int = 0, device=None, recipe: TrainRecipe | None = None, progress: ProgressFn | None = None,
-            cancel: threading.Event | None = None, with_retrain: bool = True) -> Setup:
-    """Load the data, resolve the forget set, and train or load the original and retrained models."""
+            cancel: threading.Event | None = None, with_retrain: bool = True, retime_reference: bool = False) -> Setup:
+    """Load the data, resolve the forget set, and train or load the original and retrained models.
+
+    ``retime_reference``: when the cached retrained model was timed on another
+    device or torch thread count than this process uses now, train it again
+    so RTE divides like-for-like seconds (``bench`` and sweeps ask for this).
+    """
     bundle = load_dataset(dataset)
     model_name = model or default_model_for(dataset)
     spec = forget if isinstance(forget, ForgetSpec) else ForgetSpec.parse(forget)
@@ -70,8 +75,9 @@ def prepare(dataset: str = "mnist5k", model: str | None = None, forget: str | Fo
     device = device if isinstance(device, torch.device) else pick_device(device)
     recipe = recipe or default_recipe(bundle.name)
     original = get_original(bundle, model_name, seed, recipe, device, progress, cancel)
-    retrained = get_retrained(bundle, split, model_name, seed, recipe, device, progress, cancel) if with_retrain \
-        else None
+    retime_for = timing_conditions(device) if retime_reference else None
+    retrained = get_retrained(bundle, split, model_name, seed, recipe, device, progress, cancel,
+                              retime_for=retime_for) if with_retrain else None
     return Setup(bundle, split, model_name, seed, device, recipe, original, retrained)
 
 
@@ -84,29 +90,49 @@ class MethodRun:
     model: torch.nn.Module
     seconds: float
     artifacts: dict
+    timing: dict = field(default_factory=dict)
+    evidence: dict = field(default_factory=dict)  # what was recorded while it ran (unlearning curves)
 
 
 def run_method(setup: Setup, method: str, params: dict | None = None, progress: ProgressFn | None = None,
-               cancel: threading.Event | None = None) -> MethodRun:
-    """Run one registered method on a prepared setup, timing the unlearning step alone."""
+               cancel: threading.Event | None = None, evidence=None) -> MethodRun:
+    """Run one registered method on a prepared setup, timing the unlearning step alone.
+
+    ``evidence`` (kinds or an :class:`~unlearn_core.evidence.EvidenceRequest`) that asks for
+    curves records them while the method runs; their evaluation time is left out of ``seconds``.
+    """
+    from unlearn_core.evidence import EvidenceRequest, curve_recorder
+
     method_cls = get_method(method)
     resolved = method_cls.resolve_params(params)
     task = setup.task(progress, cancel)
+    curves = curve_recorder(setup, EvidenceRequest.parse(evidence))
+    if curves is not None:
+        curves.attach(task)
+    curve_seconds = curves.seconds if curves is not None else 0.0
     _warm_up_optimizers()
     if setup.device.type == "cuda":
         torch.cuda.synchronize()
-    started = time.perf_counter()
-    # Methods with dropout draw from torch's global generators: seeded here, once for every method, a seed
-    # gives one unlearned model (the bench's seeds are otherwise not reproducible).
-    with seeded_global_rng(setup.seed, setup.device):
-        output = method_cls().unlearn(task, resolved)
-    if setup.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started - output.diagnostics_seconds
+    with TimedConditions(setup.device) as timing:
+        started = time.perf_counter()
+        # Methods with dropout draw from torch's global generators: seeded here, once for every method, a seed
+        # gives one unlearned model (the bench's seeds are otherwise not reproducible).
+        with seeded_global_rng(setup.seed, setup.device):
+            output = method_cls().unlearn(task, resolved)
+        if setup.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started - output.diagnostics_seconds
+    if curves is not None:
+        seconds -= curves.seconds - curve_seconds
     if output.seconds is not None:
         seconds = output.seconds
     output.model.eval()
-    return MethodRun(method_cls.name, resolved, output.model, seconds, output.artifacts)
+    recorded = {}
+    if curves is not None:
+        curves.finish(output.model)
+        recorded["curves"] = curves.as_dict()
+    return MethodRun(method_cls.name, resolved, output.model, seconds, output.artifacts, timing=timing.conditions,
+                     evidence=recorded)
 
 
 _optimizers_warm = False
@@ -143,8 +169,18 @@ def clean_json(value):
     return value
 
 
-def build_report(setup: Setup, run: MethodRun) -> dict:
-    """Metrics of the original, unlearned and retrained models, gaps, JS and RTE."""
+def build_report(setup: Setup, run: MethodRun, evidence=None) -> dict:
+    """Metrics of the original, unlearned and retrained models, gaps, JS, RTE and the method's scope.
+
+    ``in_scope``/``in_scope_reason``: whether the method was designed for this
+    kind of forget set. ``rte`` is the retrained model's training seconds over
+    the method's seconds, given only when both were timed under the same
+    conditions (``timing``/``retrain_timing``); otherwise ``rte`` is ``None``,
+    ``rte_comparable`` false and ``rte_not_comparable_reason`` says why.
+    ``evidence`` (e.g. ``"probe,relearn,curves"`` or an ``EvidenceRequest``) adds an ``evidence``
+    section (:func:`unlearn_core.evidence.collect_evidence`).
+    """
+    in_scope, scope_reason = get_method(run.method).scope(setup.split.spec.kind)
     unlearned_outputs = model_outputs(run.model, setup.bundle, setup.split, setup.device)
     unlearned = evaluate_outputs(unlearned_outputs, setup.bundle, setup.split, setup.seed)
     report = {
@@ -159,7 +195,10 @@ def build_report(setup: Setup, run: MethodRun) -> dict:
         "n_retain": int(len(setup.split.retain_idx)),
         "forgotten_classes": list(setup.split.forgotten_classes),
         "class_names": setup.bundle.class_names,
+        "in_scope": in_scope,
+        "in_scope_reason": scope_reason,
         "seconds": run.seconds,
+        "timing": run.timing,
         "original": setup.metrics("original"),
         "unlearned": unlearned,
     }
@@ -168,17 +207,39 @@ def build_report(setup: Setup, run: MethodRun) -> dict:
         unlearned["js_forget"] = js_divergence(unlearned_outputs["forget"], retrained_outputs["forget"])
         unlearned["js_test"] = js_divergence(unlearned_outputs["test"], retrained_outputs["test"])
         retrain_seconds = setup.retrained.train_seconds
+        retrain_timing = setup.retrained.meta.get("timing")
+        mismatch = timing_mismatch(retrain_timing, run.timing) if run.method != "retrain" else None
+        keys = avg_gap_keys(setup.split)
         report.update({"retrained": setup.metrics("retrained"), "retrain_seconds": retrain_seconds,
-                       "rte": rte(retrain_seconds, run.seconds),
-                       "avg_gap": avg_gap(unlearned, setup.metrics("retrained"))})
+                       "retrain_timing": retrain_timing,
+                       "rte": None if mismatch else rte(retrain_seconds, run.seconds),
+                       "rte_comparable": mismatch is None,
+                       "rte_not_comparable_reason": mismatch,
+                       "avg_gap": avg_gap(unlearned, setup.metrics("retrained"), keys),
+                       "avg_gap_keys": list(keys)})
+        # The original's and the retrained model's own gaps, on the same terms (the tables' reference rows).
+        report["original"] = {**report["original"],
+                              "avg_gap": avg_gap(setup.metrics("original"), setup.metrics("retrained"), keys)}
+    if evidence:
+        from unlearn_core.evidence import collect_evidence
+
+        report["evidence"] = collect_evidence(setup, run, evidence)
     return clean_json(report)
 
 
 def unlearn(dataset: str = "mnist5k", model: str | None = None, forget: str = "class:3", method: str = "finetune",
             params: dict | None = None, seed: int = 0, device=None, progress: ProgressFn | None = None,
-            cancel: threading.Event | None = None) -> tuple[dict, MethodRun, Setup]:
-    """Prepare, run one method and evaluate it; returns ``(report, run, setup)``."""
+            cancel: threading.Event | None = None, evidence=None,
+            evidence_params: dict | None = None) -> tuple[dict, MethodRun, Setup]:
+    """Prepare, run one method and evaluate it; returns ``(report, run, setup)``.
+
+    ``evidence`` ("probe,relearn,curves", a list, or None) with ``evidence_params``
+    (``{"relearn.lr": 0.05}``) adds the report's ``evidence`` section (docs/EVIDENCE.md).
+    """
+    from unlearn_core.evidence import EvidenceRequest
+
     get_method(method).resolve_params(params)  # fail on bad parameters before any training
+    request = EvidenceRequest.parse(evidence, evidence_params)  # likewise for bad evidence requests
     setup = prepare(dataset, model, forget, seed, device, progress=progress, cancel=cancel)
-    run = run_method(setup, method, params, progress, cancel)
-    return build_report(setup, run), run, setup
+    run = run_method(setup, method, params, progress, cancel, evidence=request)
+    return build_report(setup, run, evidence=request), run, setup

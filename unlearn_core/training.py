@@ -18,7 +18,7 @@ from torch import nn
 
 from unlearn_core.checkpoints import CheckpointCache, cache_key
 from unlearn_core.data import DatasetBundle, augment_batch, to_float
-from unlearn_core.device import pick_device, seeded_global_rng
+from unlearn_core.device import TimedConditions, pick_device, seeded_global_rng
 from unlearn_core.errors import UnlearnError
 from unlearn_core.forget import ForgetSplit, validate_seed
 from unlearn_core.models import UnlearnModel, build_for_dataset
@@ -138,11 +138,12 @@ def train_supervised(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     loss_fn = nn.CrossEntropyLoss()
     started = time.perf_counter()
     epoch_loss = epoch_acc = float("nan")
-    with seeded_global_rng(seed, device):
+    with seeded_global_rng(seed, device), TimedConditions(device) as timing:
         epoch_loss, epoch_acc = _train_epochs(model, images, labels, recipe, device, reporter, augmentation,
                                               padding, optimizer, scheduler, generator, loss_fn, steps_per_epoch)
     model.eval()
-    return {"seconds": time.perf_counter() - started, "final_loss": epoch_loss, "final_train_acc": epoch_acc}
+    return {"seconds": time.perf_counter() - started, "final_loss": epoch_loss, "final_train_acc": epoch_acc,
+            "timing": timing.conditions}
 
 
 def _train_epochs(model, images, labels, recipe, device, reporter, augmentation, padding, optimizer, scheduler,
@@ -189,7 +190,7 @@ class TrainedModel:
 
 def _train_or_load(kind: str, bundle: DatasetBundle, model_name: str, seed: int, recipe: TrainRecipe,
                    device: torch.device, indices: np.ndarray | None, split_key: str | None,
-                   reporter: Reporter, cache: CheckpointCache) -> TrainedModel:
+                   reporter: Reporter, cache: CheckpointCache, retime_for: dict | None = None) -> TrainedModel:
     seed = validate_seed(seed)
     key = cache_key({"v": CACHE_VERSION, "kind": kind, "dataset": bundle.name, "model": model_name, "seed": seed,
                      "recipe": recipe.as_dict(), "forget": split_key, "n_train": int(bundle.train_y.numel())})
@@ -197,9 +198,11 @@ def _train_or_load(kind: str, bundle: DatasetBundle, model_name: str, seed: int,
     model = build_for_dataset(model_name, bundle, seed=seed)
     with cache.lock(key):
         meta = cache.load(key, model)
-        if meta is not None:
+        if meta is not None and not _needs_retiming(meta, retime_for):
             model.to(device).eval()
             return TrainedModel(model, key, meta, True, time.perf_counter() - started)
+        if meta is not None:  # trained again from the same initial weights, only to time it like for like
+            model = build_for_dataset(model_name, bundle, seed=seed)
         images, labels = bundle.train_x, bundle.train_y
         if indices is not None:
             idx = torch.as_tensor(indices, dtype=torch.long)
@@ -214,6 +217,20 @@ def _train_or_load(kind: str, bundle: DatasetBundle, model_name: str, seed: int,
     return TrainedModel(model, key, stats, False, time.perf_counter() - started)
 
 
+def _needs_retiming(meta: dict, conditions: dict | None) -> bool:
+    """A cached model must be trained again for its time when it was timed on another device or thread count.
+
+    (The load during the interval is compared after the method has run, see
+    ``pipeline.build_report``; it cannot be known before.)
+    """
+    if conditions is None:
+        return False
+    recorded = meta.get("timing")
+    if not recorded:
+        return True
+    return any(recorded.get(key) != conditions.get(key) for key in ("device", "threads"))
+
+
 def get_original(bundle: DatasetBundle, model_name: str | None = None, seed: int = 0,
                  recipe: TrainRecipe | None = None, device=None, progress=None, cancel=None,
                  cache: CheckpointCache | None = None) -> TrainedModel:
@@ -226,12 +243,17 @@ def get_original(bundle: DatasetBundle, model_name: str | None = None, seed: int
 
 def get_retrained(bundle: DatasetBundle, split: ForgetSplit, model_name: str | None = None, seed: int = 0,
                   recipe: TrainRecipe | None = None, device=None, progress=None, cancel=None,
-                  cache: CheckpointCache | None = None) -> TrainedModel:
-    """Train (or load) the reference: same recipe and initial weights, remaining data only."""
+                  cache: CheckpointCache | None = None, retime_for: dict | None = None) -> TrainedModel:
+    """Train (or load) the reference: same recipe and initial weights, remaining data only.
+
+    ``retime_for`` (timing conditions, see :func:`unlearn_core.device.timing_conditions`):
+    when the cached reference was timed on another device or torch thread
+    count, train it again so its seconds compare like for like.
+    """
     if len(split.retain_idx) == 0:
         raise UnlearnError("nothing remains to retrain on")
     model_name = model_name or bundle.default_model
     device = device if isinstance(device, torch.device) else pick_device(device)
     return _train_or_load("retrain", bundle, model_name, seed, recipe or default_recipe(bundle.name), device,
                           split.retain_idx, split.key(), Reporter(progress, cancel, "retrain"),
-                          cache or CheckpointCache())
+                          cache or CheckpointCache(), retime_for)

@@ -21,7 +21,7 @@ from torch import nn
 
 from unlearn_core.data import DatasetBundle, augment_batch, to_float
 from unlearn_core.errors import MethodError, ParameterError
-from unlearn_core.forget import ForgetSplit
+from unlearn_core.forget import KINDS as FORGET_KINDS, ForgetSplit
 from unlearn_core.models import UnlearnModel
 from unlearn_core.progress import Reporter, check_finite, oom_guard
 from unlearn_core.training import TrainRecipe, minibatches
@@ -164,12 +164,19 @@ class UnlearnOutput:
 
 
 class UnlearningMethod:
-    """Base class of every method. Subclasses set the class attributes and ``unlearn``."""
+    """Base class of every method. Subclasses set the class attributes and ``unlearn``.
+
+    ``forget_kinds`` lists the forget-set kinds (``class``, ``random``,
+    ``subclass``, ``indices``) the method was designed for; it still runs on
+    the others, but its report says ``in_scope: false`` with ``scope_note``.
+    """
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
+    forget_kinds: ClassVar[tuple[str, ...]] = FORGET_KINDS
+    scope_note: ClassVar[str] = ""
 
     def unlearn(self, task: UnlearnTask, params: dict) -> UnlearnOutput:
         raise NotImplementedError
@@ -195,9 +202,21 @@ class UnlearningMethod:
         return values
 
     @classmethod
+    def scope(cls, forget_kind: str) -> tuple[bool, str]:
+        """Whether the method was designed for this kind of forget set, and if not, one line saying why."""
+        if forget_kind in cls.forget_kinds:
+            return True, ""
+        designed = " / ".join(cls.forget_kinds)
+        reason = (f"{cls.title or cls.name} was designed for {designed} forgetting, not {forget_kind}: "
+                  f"the result is outside its scope")
+        if cls.scope_note:
+            reason += f" ({cls.scope_note})"
+        return False, reason
+
+    @classmethod
     def describe(cls) -> dict:
         return {"name": cls.name, "title": cls.title, "summary": cls.summary,
-                "params": [p.describe() for p in cls.params]}
+                "forget_kinds": list(cls.forget_kinds), "params": [p.describe() for p in cls.params]}
 
 
 METHODS: dict[str, type[UnlearningMethod]] = {}
@@ -266,6 +285,7 @@ def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             total += loss.item() * len(y)
             seen += len(y)
             reporter(epoch=epoch, epochs=epochs, step=step, steps=steps, loss=total / seen)
+            reporter.observe(model, epoch=epoch, epochs=epochs, step=step, steps=steps, loss=total / seen)
         last_loss = total / max(seen, 1)
     model.eval()
     return {"final_loss": last_loss}

@@ -6,8 +6,9 @@ accumulated over the whole forget set on the original model. The top
 runs with only masked weights moving. Unmasked weights stay bit-identical:
 their gradients are zeroed, weight decay is applied by hand to masked weights
 only (so the optimiser's own decay and momentum never see them), they are
-restored after every step as a last guard, and BatchNorm statistics (not
-weights the mask can select) stay frozen.
+restored after every step as a last guard. BatchNorm layers stay in train
+mode, as in SalUn's release: their running statistics are buffers, not
+weights the mask selects, and they follow the relabelled training data.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from unlearn_core.data import to_float
-from unlearn_core.methods.base import (Param, UnlearnOutput, UnlearnTask, UnlearningMethod, fit_classifier,
-                                       freeze_batchnorm, register)
+from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, fit_classifier, register
 from unlearn_core.methods.rl import relabelled_training_set
 from unlearn_core.training import minibatches
 
@@ -88,7 +88,7 @@ class SalUn(UnlearningMethod):
                                     weight_decay=0.0)
         stats = fit_classifier(model, images, labels, task, optimizer, params["epochs"], params["batch_size"],
                                augment=task.recipe.augment, after_backward=masked_gradients,
-                               train_mode=freeze_batchnorm, stage="salun",
+                               stage="salun",
                                scheduler_per_step=restore_unmasked)  # runs after every optimiser step
         masked = sum(int(m.sum()) for m in masks.values())
         total = sum(m.numel() for m in masks.values())

@@ -68,6 +68,9 @@ def _sample_key(bundle, indices: np.ndarray) -> str:
 class UNSC(UnlearningMethod):
     name = "unsc"
     title = "UNSC (null space calibration)"
+    forget_kinds = ("class",)
+    scope_note = ("on other forget sets it relabels samples whose class stays to another class, "
+                  "which demonstrates over-unlearning")
     summary = ("Fine-tune on the forget samples towards pseudo-labels, with every weight update projected into the "
                "null space of the remaining data's layer inputs, so remaining classes are left alone. Built for class "
                "forgetting: on random samples it over-unlearns badly (docs/UNSC.md).")
