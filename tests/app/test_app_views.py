@@ -31,12 +31,12 @@ def app_env(tmp_path, monkeypatch):
     st.cache_resource.clear()
 
 
-def record(tmp_path, methods: dict[str, dict]) -> list[int]:
-    """Run methods on digits/mlp/class:3 and record them in the test's store; returns their run ids."""
+def record(tmp_path, methods: dict[str, dict], forget: str = "class:3") -> list[int]:
+    """Run methods on digits/mlp/``forget`` and record them in the test's store; returns their run ids."""
     from unlearn_core.pipeline import prepare
     from unlearn_core.runstore import RunStore, run_and_record
 
-    setup = prepare("digits", "mlp", "class:3", 0, device="cpu")
+    setup = prepare("digits", "mlp", forget, 0, device="cpu")
     store = RunStore(tmp_path / "runs.sqlite")
     return [run_and_record(setup, method, params, store=store)[0] for method, params in methods.items()]
 
@@ -119,12 +119,9 @@ def test_nullspace_metrics_have_no_arrow_and_layers_are_explained(app_env):
     assert any("protects them" in c for c in captions(at))
 
 
-def test_forget_preview_samples_every_class_of_a_random_forget_set(app_env):
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state["forget"] = "random:0.2"
-    at.run()
-    at.switch_page("app_pages/forget.py").run()
-    assert not at.exception, at.exception
+def test_forget_preview_samples_every_class_of_a_random_forget_set(app_env, monkeypatch):
+    monkeypatch.setenv("UNLEARN_DEFAULT_FORGET", "random:0.2")
+    at = open_page("forget")
     image = next(n for n in at.main if type(n).__name__ == "Image")
     preview = image.proto.imgs
     from collections import Counter
@@ -160,3 +157,20 @@ def test_hybrids_gallery_sliders_show_the_gallerys_size(app_env):
     assert count.value == len(shown) == 6  # the gallery's own size (natmu.GALLERY_SIZE), not the preview's 4
     images = [n for n in at.main if type(n).__name__ == "Image"]
     assert sum(1 for n in images for image in n.proto.imgs if image.caption == "partner") == len(shown) * slots.value
+
+
+def test_results_badge_an_out_of_scope_run_and_never_make_it_best(app_env, monkeypatch):
+    monkeypatch.setenv("UNLEARN_DEFAULT_FORGET", "random:0.1")
+    unsc, natmu, finetune = record(app_env, {"unsc": {}, "natmu": {}, "finetune": {"epochs": 2}}, "random:0.1")
+    at = open_page("results")
+    table = at.dataframe[0].value
+    assert f"⚠ #{unsc} unsc" in table.index and f"#{natmu} natmu" in table.index
+    assert any("Out of its method's scope" in c and f"#{unsc} unsc" in c for c in captions(at))
+    gaps = at.dataframe[1].value
+    assert gaps.loc[f"⚠ #{unsc} unsc", "scope"] == "⚠ out of scope"
+    row = list(table.index).index(f"⚠ #{unsc} unsc")
+    # Styler CSS names cells by row: no rule for the out-of-scope row may carry the highlight colour.
+    rules = (styles(at, 0) + styles(at, 1)).split("}")
+    assert all("#d4edda" not in rule for rule in rules if f"row{row}_" in rule)
+    natmu_row = list(table.index).index(f"#{natmu} natmu")
+    assert any("#d4edda" in rule for rule in rules if f"row{natmu_row}_" in rule)  # the in-scope runs compete
