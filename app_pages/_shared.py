@@ -292,7 +292,10 @@ def _job_row(job, snap) -> None:
 
     if not snap.finished:
         cols = st.columns([5, 1])
-        cols[0].progress(min(max(snap.fraction, 0.0), 1.0), text=md(snap.describe(runner().ahead_of(job))))
+        with cols[0]:
+            from app_pages._progress import job_progress  # one bar per phase, each with its time
+
+            job_progress(snap, runner().ahead_of(job))
         if cols[1].button("Cancel", key=f"cancel_{snap.job_id}", icon=":material/stop_circle:"):
             job.cancel()
             st.toast(f"Cancelling {snap.label} ...")

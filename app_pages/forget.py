@@ -14,6 +14,7 @@ _shared.explainer(
     "are images the model finds similar.")
 
 from unlearn_core.appstate import display_scale, forget_spec_for, to_display  # noqa: E402
+from unlearn_core.embeddings import sample_points  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.forget import ForgetSpec, index_root  # noqa: E402
 
@@ -58,9 +59,7 @@ try:
         fine = st.selectbox("Fine class to forget (its super-class stays)", bundle.fine_names, key="w_forget_fine")
         spec_text = forget_spec_for("subclass", subclass=fine)
     else:
-        import pandas as pd
-
-        from unlearn_core.embeddings import features_of, joint_embedding, sample_points
+        from unlearn_core.embeddings import features_of, joint_embedding
         from unlearn_core.figures import embedding_scatter
 
         picked = st.session_state.setdefault("picked", [])
@@ -137,9 +136,11 @@ fig.update_layout(barmode="stack", height=260, title="Training samples per class
                   template="plotly_white")
 st.plotly_chart(fig, width="stretch", key="forget_counts")
 
-st.caption("A preview of the forget set (first 40):")
+st.caption("A preview of the forget set (40 drawn at random, every class in proportion):")
 scale = display_scale(bundle.image_size)
-preview = split.forget_idx[:40]
+# The first indices of a random forget set all come from the start of the data set; draw across classes instead.
+preview_rows = sample_points(bundle.train_y.numpy()[split.forget_idx], 40, seed=setup.seed)
+preview = np.asarray(split.forget_idx)[preview_rows]
 st.image(to_display(bundle.train_x[preview], scale), width=48,
          caption=[f"#{i} ({names[int(bundle.train_y[i])]})" for i in preview])
 st.page_link(_shared.page("unlearn"), label="Next: run unlearning methods", icon=":material/arrow_forward:")

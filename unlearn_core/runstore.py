@@ -771,6 +771,27 @@ class RunStore:
         write_output_bytes(path, (json.dumps(_jsonable(runs), indent=2) + "\n").encode())
 
 
+def delete_run(run_id: int, store: RunStore | None = None) -> dict:
+    """Delete one finished run (done, failed or cancelled) and its checkpoint file; returns the deleted run.
+
+    A run still ``running`` is refused: its worker would fail to record it.
+    The row goes first, in one transaction, so a crash between the two steps
+    leaves at worst an orphan file, never a row pointing at nothing. Only the
+    store's own ``<checkpoint dir>/<id>.pt`` is removed: a path in the
+    database is never trusted blindly.
+    """
+    store = store or RunStore()
+    run_id = run_id_from_text(run_id)
+    store.require_writable()
+    run = store.get(run_id)
+    if run["status"] == "running":
+        raise RunStoreError(f"run {run_id} is still running; cancel it before deleting it")
+    with store._write() as conn:
+        conn.execute("DELETE FROM runs WHERE id = ? AND status != 'running'", (run_id,))
+    store._remove_run_checkpoint(run_id)
+    return run
+
+
 def _error_text(error: BaseException) -> str:
     if isinstance(error, UnlearnError):
         return str(error) or type(error).__name__
@@ -794,6 +815,7 @@ def run_and_record(setup, method: str, params: dict | None = None, progress=None
     from unlearn_core import checkpoints
     from unlearn_core.methods import get_method
     from unlearn_core.pipeline import build_report, run_method
+    from unlearn_core.progress import ProgressEvent
 
     store = store or RunStore()
     method_cls = get_method(method)
@@ -813,6 +835,8 @@ def run_and_record(setup, method: str, params: dict | None = None, progress=None
     checkpoint = None
     try:
         run = run_method(setup, method_cls.name, resolved, progress, cancel, evidence=evidence)
+        if progress is not None:  # its own stage, so a progress bar does not sit still at 100 % meanwhile
+            progress(ProgressEvent(stage="evaluate", message="metrics of the unlearned model"))
         report = build_report(setup, run, evidence=evidence)
         note = None
         if save_checkpoint:
