@@ -4,6 +4,10 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 PORT ?= 8501
+# `make run SHARED=1`: a shared server (each browser session sees only its own runs and uploads; README).
+SHARED ?= $(or $(UNLEARN_SHARED),0)
+# On a shared server a crash shows its type, not a stack trace with server paths.
+ERROR_DETAILS := $(if $(filter 1 true yes on,$(SHARED)),type,full)
 REQ_HASH := $(shell cat requirements.txt | sha1sum | cut -c1-12)
 TEST_HASH := $(shell cat requirements.txt requirements-test.txt | sha1sum | cut -c1-12)
 RUN_STAMP := $(VENV)/.stamp-run-$(REQ_HASH)
@@ -33,8 +37,9 @@ browser:
 	@bash scripts/ensure_chromium.sh
 
 run: $(RUN_STAMP)
-	$(PY) -m streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false \
-		--server.fileWatcherType none --server.maxUploadSize $${UNLEARN_MAX_UPLOAD_MB:-200}
+	UNLEARN_SHARED=$(SHARED) $(PY) -m streamlit run app.py --server.headless true --server.port $(PORT) \
+		--browser.gatherUsageStats false --server.fileWatcherType none \
+		--server.maxUploadSize $${UNLEARN_MAX_UPLOAD_MB:-200} --client.showErrorDetails $(ERROR_DETAILS)
 
 test: $(TEST_STAMP) browser
 	$(PY) -m pytest

@@ -13,7 +13,9 @@ from app_pages import _shared
 
 ROOT = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="Unlearning Lab", page_icon=":material/blur_off:", layout="wide")
+# A local file: a ":material/...:" page icon makes every browser fetch the favicon from fonts.gstatic.com (broken
+# icons in an offline classroom, and each visit announced to a third party).
+st.set_page_config(page_title="Unlearning Lab", page_icon=str(ROOT / "assets" / "icon.png"), layout="wide")
 st.logo(str(ROOT / "assets" / "logo.svg"))
 st.html(f"<style>{(ROOT / 'assets' / 'style.css').read_text()}</style>")
 _shared.init_state()
@@ -33,8 +35,4 @@ pages = {name: st.Page(str(ROOT / path), title=title, icon=icon, url_path=name, 
 # that read the shared dict half-filled got a navigation of two pages and was thrown onto one of them.
 _shared.PAGES = pages
 st.navigation(list(pages.values())).run()
-
-# After the page ran, so the sidebar shows what the page just chose.
-with st.sidebar:
-    st.caption(f"**Current choice**  \n{st.session_state['dataset']} · {st.session_state['model'] or 'default model'}"
-               f" · forget `{st.session_state['forget']}`")
+_shared.finish_run()  # after the page, so the sidebar and the address bar show what the page just chose

@@ -23,14 +23,130 @@ SHARED_KEYS = ("dataset", "model", "forget", "seed")
 
 
 def init_state() -> None:
-    """Defaults for the shared choice: query params, then environment, then the embedded default."""
-    params = st.query_params
-    dataset = params.get("dataset") or os.environ.get(ENV_DATASET) or "mnist5k"
-    st.session_state.setdefault("dataset", dataset)
-    st.session_state.setdefault("model", params.get("model") or os.environ.get(ENV_MODEL) or "")
-    st.session_state.setdefault("forget", params.get("forget") or os.environ.get(ENV_FORGET) or "class:3")
+    """Defaults for the shared choice: query params, then environment, then the embedded default.
+
+    Runs before any page body. Query parameters are checked against the
+    registries first (a URL is anyone's to write): a bad one is dropped with a
+    warning that does not repeat it, so no page ever sees an unknown data set
+    (``/results?dataset=nope`` was a traceback), a file path or markup.
+    Also picks this browser's session token (see :func:`session_owner`).
+    """
+    from unlearn_core.appstate import choice_from_query
+
+    if "dataset" not in st.session_state:
+        defaults = {"dataset": os.environ.get(ENV_DATASET) or "mnist5k", "model": os.environ.get(ENV_MODEL) or "",
+                    "forget": os.environ.get(ENV_FORGET) or "class:3", "seed": 0}
+        values, warnings = choice_from_query({k: st.query_params.get(k) for k in defaults}, defaults)
+        if values["model"] and values["dataset"] != defaults["dataset"] and not st.query_params.get("model"):
+            values["model"] = ""  # the default model is per data set
+        st.session_state.update(values)
+        st.session_state["url_warnings"] = warnings
     st.session_state.setdefault("seed", 0)
+    st.session_state.setdefault("original", "")  # "" = the trained original; else an upload's SHA-256
     st.session_state.setdefault("seen_finished", set())
+    _init_session_token()
+    sync_url()  # at once too: a page switch may have cleared the query string, and a page may stop early
+    for warning in st.session_state.pop("url_warnings", []):  # once, on the page the link opened
+        st.warning(md(warning), icon=":material/link_off:")
+
+
+def browser_token() -> str | None:
+    """The session cookie the browser sent when it connected (a reload sends the one set on the earlier visit)."""
+    from unlearn_core.appstate import SESSION_COOKIE
+
+    return st.context.cookies.get(SESSION_COOKIE)
+
+
+def _init_session_token() -> None:
+    """Adopt the browser's session token, or make a new one and have the browser keep it as a cookie.
+
+    A cookie, not a URL parameter: the address bar is what people copy and share, and on a shared server a link
+    must never hand its recipient the sender's jobs and runs. The cookie can only be read back on the next
+    connection (Streamlit sees the cookies of the opening request), so the writer is sent on every run of a
+    session that did not arrive with a valid one: a rerun that replaces the page early cannot lose it.
+    """
+    from unlearn_core.appstate import check_session_token, cookie_script, new_session_token
+
+    if "session_token" not in st.session_state:
+        token = check_session_token(browser_token())
+        st.session_state["session_token"] = token or new_session_token()
+        st.session_state["token_from_cookie"] = token is not None
+    if not st.session_state["token_from_cookie"]:
+        with st.sidebar:
+            st.html(cookie_script(st.session_state["session_token"]), unsafe_allow_javascript=True)
+
+
+def sync_url() -> None:
+    """Mirror the shared choice into the address bar, so a reload or a copied link opens the same view.
+
+    Only the checked choice is written (never the session token), and only when it differs from what the URL
+    holds: every write is a message to the browser and a history entry. Any other parameter is dropped.
+    """
+    from unlearn_core.appstate import URL_KEYS, url_params
+
+    wanted = url_params({key: st.session_state.get(key) for key in URL_KEYS})
+    if {key: st.query_params.get(key) for key in st.query_params} != wanted:
+        st.query_params.from_dict(wanted)
+
+
+def md(text) -> str:
+    """Escape user- or URL-controlled text for any markdown-rendering call (st.markdown, st.error, captions)."""
+    from unlearn_core.appstate import escape_markdown
+
+    return escape_markdown(text)
+
+
+def code(text) -> str:
+    """User-controlled text as a literal inline code span (a backtick can no longer break out of it)."""
+    from unlearn_core.appstate import markdown_code
+
+    return markdown_code(text)
+
+
+def show_error(error) -> None:
+    """An error box whose text cannot turn into a link, an image or other markup."""
+    st.error(md(error))
+
+
+def finish_run() -> None:
+    """End of a script run: the address bar and the sidebar show the choice now in force."""
+    sync_url()
+    with st.sidebar:
+        original = " · uploaded original" if st.session_state.get("original") else ""
+        st.caption(f"**Current choice**  \n{md(st.session_state['dataset'])} · "
+                   f"{md(st.session_state['model'] or 'default model')} · seed {int(st.session_state['seed'])}"
+                   f" · forget {forget_md(st.session_state['forget'])}{original}")
+        if st.session_state.get("forget_pending"):
+            st.caption(":orange[The Forget set page has no samples picked yet; the forget set above stays in force.]")
+        st.caption("The address bar keeps this choice: reload, bookmark or share it. Your jobs come back on reload "
+                   "in this browser; a shared link opens the choice, never your jobs or runs.")
+        if shared():
+            st.caption("Shared server: you see and download only the runs of this browser session.")
+
+
+def stop() -> None:
+    """``st.stop()`` that still updates the address bar and the sidebar (nothing can be drawn after a stop)."""
+    finish_run()
+    st.stop()
+
+
+def forget_md(spec) -> str:
+    """A forget spec for markdown: a literal code span, or "hand-picked, N samples" instead of an index list."""
+    from unlearn_core.appstate import forget_label
+
+    label = forget_label(spec)
+    return code(label) if label == str(spec) else md(label)
+
+
+def shared() -> bool:
+    from unlearn_core.appstate import shared_mode
+
+    return shared_mode()
+
+
+def upload_owner() -> str:
+    """Whose uploads these are: the browser session on a shared server; everyone on a personal one."""
+    return session_owner() if shared() else ""
 
 
 def choice():
@@ -39,7 +155,15 @@ def choice():
 
     model = st.session_state.get("model") or default_model_for(st.session_state["dataset"])
     st.session_state["model"] = model
-    return Choice(st.session_state["dataset"], model, st.session_state["forget"], int(st.session_state["seed"]))
+    original = st.session_state.get("original", "")
+    if original:
+        uploaded = setups().upload(upload_owner(), original)
+        if uploaded is None or (uploaded.dataset, uploaded.model, uploaded.seed) != (
+                st.session_state["dataset"], model, int(st.session_state["seed"])):
+            # Another data set or model was chosen, or the server let the upload go: back to the trained one.
+            st.session_state["original"] = original = ""
+    return Choice(st.session_state["dataset"], model, st.session_state["forget"], int(st.session_state["seed"]),
+                  original=original, owner=upload_owner() if original else "")
 
 
 def explainer(text: str) -> None:
@@ -55,16 +179,18 @@ def _data_dir() -> str:
 
 @st.cache_resource(show_spinner=False)
 def _runner(data_dir: str):
+    from unlearn_core.appstate import Limits
     from unlearn_core.jobs import JobRunner
 
-    return JobRunner()
+    limits = Limits.from_env()
+    return JobRunner(max_per_owner=limits.jobs_per_session, results_bytes=limits.job_results_bytes)
 
 
 @st.cache_resource(show_spinner=False)
 def _setups(data_dir: str):
     from unlearn_core.appstate import SetupCache
 
-    return SetupCache()
+    return SetupCache()  # bounded by UNLEARN_SETUP_CACHE_MB
 
 
 @st.cache_resource(show_spinner=False)
@@ -91,7 +217,10 @@ def setups():
 
 
 def store():
-    return _store(_data_dir())
+    """The run store as this session may see it (every run, or on a shared server only its own)."""
+    from unlearn_core.appstate import RunView
+
+    return RunView(_store(_data_dir()), session_owner(), shared(), st.session_state.get("original", ""))
 
 
 def embedding_cache():
@@ -100,7 +229,7 @@ def embedding_cache():
 
 def run_artifacts(run_id: int) -> dict | None:
     """Artifacts of a run finished in this server process (the run store keeps reports, not artifacts)."""
-    for job in runner().jobs("run"):
+    for job in runner().jobs("run", session_owner() if shared() else None):
         snap = job.snapshot()
         if snap.run_id == run_id and isinstance(job.result, tuple):
             return job.result[2].artifacts
@@ -110,7 +239,7 @@ def run_artifacts(run_id: int) -> dict | None:
 def original_ready(current) -> bool:
     from unlearn_core.appstate import original_is_cached
 
-    if setups().peek(current) is not None:
+    if current.original or setups().peek(current) is not None:
         return True
     return original_is_cached(current.dataset, current.model, current.seed)
 
@@ -124,11 +253,11 @@ def current_setup(with_retrain: bool = False):
         if not original_ready(current):
             st.info("No original model yet for this data set and model. Train or load it on the **Setup** page.")
             st.page_link(page("setup"), label="Go to Setup", icon=":material/tune:")
-            st.stop()
+            stop()
         return setups().get(current, with_retrain=with_retrain)
     except UnlearnError as error:
-        st.error(str(error))
-        st.stop()
+        show_error(error)
+        stop()
 
 
 PAGES: dict = {}
@@ -139,17 +268,53 @@ def page(name: str):
 
 
 def session_owner() -> str:
-    """This browser session's id: jobs are tagged with it so sessions never see or cancel each other's work."""
+    """This browser's session token: jobs (and on a shared server runs and uploads) belong to it.
+
+    Streamlit's own session id changes on every reload, which emptied the jobs panel; the token comes back with
+    the browser's cookie (``init_state``). Outside a script run (never in the app) it is "local".
+    """
+    token = st.session_state.get("session_token") if _in_script_run() else None
+    return token or "local"
+
+
+def _in_script_run() -> bool:
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    ctx = get_script_run_ctx()
-    return ctx.session_id if ctx is not None else "local"
+    return get_script_run_ctx() is not None
+
+
+JOBS_PER_PAGE = 8
+
+
+def _job_row(job, snap) -> None:
+    """One job: a progress bar with Cancel while it runs, then its outcome."""
+    from unlearn_core.jobs import DONE, FAILED
+
+    if not snap.finished:
+        cols = st.columns([5, 1])
+        with cols[0]:
+            from app_pages._progress import job_progress  # one bar per phase, each with its time
+
+            job_progress(snap, runner().ahead_of(job))
+        if cols[1].button("Cancel", key=f"cancel_{snap.job_id}", icon=":material/stop_circle:"):
+            job.cancel()
+            st.toast(f"Cancelling {snap.label} ...")
+    elif snap.status == DONE:
+        st.success(md(snap.describe() + (f" (run #{snap.run_id})" if snap.run_id else "")),
+                   icon=":material/check_circle:")
+    elif snap.status == FAILED:
+        st.error(md(f"{snap.label} failed: {snap.error}"))
+    else:
+        st.warning(md(snap.describe()), icon=":material/cancel:")
 
 
 def jobs_panel(kind: str | None = None, title: str = "Jobs") -> None:
-    """Live progress of this session's jobs with cancel buttons; reruns the page when a job ends."""
-    from unlearn_core.jobs import DONE, FAILED
+    """Live progress of this session's jobs with cancel buttons; reruns the page when a job ends.
 
+    Every job of the session is listed: the running and queued ones always (the queue limit keeps them few),
+    the finished ones newest first, a page of ``JOBS_PER_PAGE`` at a time (the panel used to show the last 8 and
+    silently hide the rest).
+    """
     owner = session_owner()
     active = runner().active(kind, owner)
 
@@ -163,30 +328,44 @@ def jobs_panel(kind: str | None = None, title: str = "Jobs") -> None:
         others = len(runner().active()) - len(mine)
         if mine and others > 0:
             st.caption(f"{others} job(s) of other sessions share the worker; yours run in turn.")
-        ended_now = False
+        snaps = {job.job_id: job.snapshot() for job in jobs}
+        unfinished = [job for job in reversed(jobs) if not snaps[job.job_id].finished]
+        finished = [job for job in reversed(jobs) if snaps[job.job_id].finished]
+        for job in unfinished:
+            _job_row(job, snaps[job.job_id])
+        if finished:
+            pages = -(-len(finished) // JOBS_PER_PAGE)
+            page_no = 1
+            if pages > 1:
+                def span(p: int) -> str:
+                    last = min(p * JOBS_PER_PAGE, len(finished))
+                    return f"{(p - 1) * JOBS_PER_PAGE + 1}-{last} of {len(finished)} finished"
+
+                page_no = st.selectbox("Finished jobs, newest first", range(1, pages + 1), format_func=span,
+                                       key=f"jobs_page_{kind or 'all'}")
+            for job in finished[(page_no - 1) * JOBS_PER_PAGE:page_no * JOBS_PER_PAGE]:
+                _job_row(job, snaps[job.job_id])
+        # Rerun the whole page once when a job that was running as the page drew has ended, so its results show.
         seen = st.session_state.setdefault("seen_finished", set())
-        for job in reversed(jobs[-8:]):
-            snap = job.snapshot()
-            if not snap.finished:
-                cols = st.columns([5, 1])
-                cols[0].progress(min(max(snap.fraction, 0.0), 1.0), text=snap.describe(runner().ahead_of(job)))
-                if cols[1].button("Cancel", key=f"cancel_{snap.job_id}", icon=":material/stop_circle:"):
-                    job.cancel()
-                    st.toast(f"Cancelling {snap.label} ...")
-            elif snap.status == DONE:
-                st.success(snap.describe() + (f" (run #{snap.run_id})" if snap.run_id else ""),
-                           icon=":material/check_circle:")
-            elif snap.status == FAILED:
-                st.error(f"{snap.label} failed: {snap.error}")
-            else:
-                st.warning(snap.describe(), icon=":material/cancel:")
-            if snap.finished and snap.job_id not in seen:
-                seen.add(snap.job_id)
-                ended_now = ended_now or bool(active)
-        if ended_now:
+        ended = {job.job_id for job in finished} & {job.job_id for job in active} - seen
+        seen.update(ended)
+        if ended:
             st.rerun(scope="app")
 
     panel()
+
+
+def keep_widgets(name: str, keys) -> None:
+    """Remember widget values in a plain key: Streamlit drops a widget's key when a page without it runs."""
+    kept = st.session_state.setdefault(f"kept_{name}", {})
+    kept.update({key: st.session_state[key] for key in keys if key in st.session_state})
+
+
+def restore_widgets(name: str) -> None:
+    """Put remembered widget values back before the page draws its widgets again."""
+    for key, value in st.session_state.get(f"kept_{name}", {}).items():
+        if key not in st.session_state:
+            st.session_state[key] = value
 
 
 def wait_note() -> None:

@@ -9,18 +9,26 @@ from app_pages import _shared
 
 st.title("Embeddings")
 _shared.explainer(
-    "Every point is one training image, placed by the model's **penultimate features** (what the last layer "
-    "classifies). The original (*before*), unlearned (*after*) and retrained features of the same images are reduced "
-    "**together** into one map (the retrained model's points are then placed into that same map), so a point that "
-    "moves between panels moved in feature space. Crosses are the forget "
-    "set. After class unlearning they should leave their old cluster (as in the retrained model) while the other "
-    "clusters stay put. PCA appears instantly; UMAP (which separates clusters better) is computed in the background "
-    "and replaces it when ready. Hover a point for its predictions before, after and retrained; click or lasso points "
-    "in the *after* panel to see their images.")
+    "Every point is one training image, placed by a model's **penultimate features** (what its last layer "
+    "classifies). **Before** (the original) and **after** (the unlearned model, which starts from the original's "
+    "weights and so shares its feature axes) are reduced **together** into one 2-D map: a point that moves between "
+    "these two panels moved in feature space. The **retrained** model is another network with its own feature axes, "
+    "so its features are first rotated and scaled onto the original's (an orthogonal Procrustes fit on the "
+    "remaining samples, which both models know) and then placed into the same map: compare where its classes "
+    "sit, not single points. All panels share their axes. Small crosses are the forget set. A 2-D map cannot keep "
+    "every neighbourhood: the status line says what share of each point's 10 nearest neighbours in that model's "
+    "own feature space are also its neighbours in the panel. *Colour by prediction* colours each point by what "
+    "that panel's model predicts, which shows changes in the classifier head that feature positions alone hide. "
+    "PCA is drawn at once; UMAP is computed in the background and replaces it when ready. Hover a point for its "
+    "predictions; click or lasso points in the *after* panel to see their images.")
 
-from unlearn_core.embeddings import embedding_key, indices_digest, joint_embedding, sample_points  # noqa: E402
+from unlearn_core.embeddings import (embedding_key, indices_digest, joint_embedding,  # noqa: E402
+                                     neighbour_preservation, sample_points)
 from unlearn_core.errors import UnlearnError  # noqa: E402
-from unlearn_core.figures import embedding_scatter, prediction_hover  # noqa: E402
+from unlearn_core.figures import embedding_scatter, legend_html, prediction_hover, shared_ranges  # noqa: E402
+
+NEIGHBOURS = 10  # k of the neighbour-preservation figure in the status line
+POINT_OPTIONS = (500, 1000, 2000, 3000, 5000)
 
 current = _shared.choice()
 runs = [r for r in _shared.store().list(dataset=current.dataset, model=current.model, forget=current.forget,
@@ -31,14 +39,6 @@ if not runs:
     st.page_link(_shared.page("unlearn"), label="Go to Unlearn", icon=":material/play_circle:")
     st.stop()
 
-labels_by_id = {r["id"]: f"#{r['id']} {r['method']}" for r in runs}
-cols = st.columns([2, 2, 2])
-run_id = cols[0].selectbox("Run (the 'after' model)", list(labels_by_id), format_func=labels_by_id.get,
-                           key="w_embed_run")
-budget = cols[1].select_slider("Points", options=[500, 1000, 2000, 3000, 5000], value=2000, key="w_embed_points",
-                               help="Training images drawn per class in proportion; every forget sample first.")
-run = next(r for r in runs if r["id"] == run_id)
-
 try:
     setup = _shared.current_setup(with_retrain=True)
 except UnlearnError as error:
@@ -46,6 +46,19 @@ except UnlearnError as error:
     st.stop()
 bundle = setup.bundle
 train_y = bundle.train_y.numpy()
+
+labels_by_id = {r["id"]: f"#{r['id']} {r['method']}" for r in runs}
+cols = st.columns([2, 2, 2])
+run_id = cols[0].selectbox("Run (the 'after' model)", list(labels_by_id), format_func=labels_by_id.get,
+                           key="w_embed_run")
+# Never offer more points than the training set holds: the largest option is "all of them".
+options = [o for o in POINT_OPTIONS if o < len(train_y)] + [len(train_y)]
+if st.session_state.get("w_embed_points") not in options:
+    st.session_state["w_embed_points"] = min(options, key=lambda o: abs(o - 2000))
+budget = cols[1].select_slider("Points", options=options, key="w_embed_points",
+                               format_func=lambda o: f"all {o:,}" if o == len(train_y) else f"{o:,}",
+                               help="Training images drawn per class in proportion; every forget sample first.")
+run = next(r for r in runs if r["id"] == run_id)
 idx = sample_points(train_y, int(budget), seed=0, include=setup.split.forget_idx)
 digest = indices_digest(idx)
 models = {"before": (setup.original.key, setup.original.model),
@@ -54,13 +67,16 @@ models = {"before": (setup.original.key, setup.original.model),
 feats, probs = {}, {}
 for state, (model_key, model) in models.items():
     feats[state], probs[state] = _shared.features_and_probs(model_key, digest, model, bundle, idx)
+forget_mask = np.isin(idx, setup.split.forget_idx)
 
 cache = _shared.embedding_cache()
-parts = dict(run=run_id, original=setup.original.key, retrained=setup.retrained.key, idx=digest, fit="before+after")
+parts = dict(run=run_id, original=setup.original.key, retrained=setup.retrained.key, idx=digest, fit="before+after",
+             align="procrustes-retain")
 pca_key = embedding_key(reducer="pca", **parts)
 umap_key = embedding_key(reducer="umap", **parts)
-FIT_ON = ["before", "after"]  # the retrained reference is then placed into the before/after map
-pca = cache.get_or_compute(pca_key, lambda: joint_embedding(feats, "pca", fit_on=FIT_ON))
+FIT_ON = ["before", "after"]  # the retrained reference is aligned, then placed into the before/after map
+ALIGN = {"retrained": ~forget_mask}  # fitted on the remaining samples: both models were trained on them
+pca = cache.get_or_compute(pca_key, lambda: joint_embedding(feats, "pca", fit_on=FIT_ON, align=ALIGN))
 umap_coords = cache.get(umap_key)
 umap_jobs = [j for j in _shared.runner().active("umap") if j.snapshot().meta.get("key") == umap_key]
 auto_umap = os.environ.get(_shared.ENV_AUTO_UMAP, "1") != "0"
@@ -68,54 +84,103 @@ if auto_umap:
     _shared.warm_umap_in_background()
 umap_failed = [j.snapshot() for j in _shared.runner().jobs("umap")
                if j.snapshot().meta.get("key") == umap_key and j.snapshot().status == "failed"]
-if umap_failed:
-    st.error(f"UMAP failed: {umap_failed[-1].error}. The PCA map below is still exact.")
 retry = umap_failed and cols[2].button("Retry UMAP")
 if umap_coords is None and not umap_jobs and ((auto_umap and not umap_failed) or retry
                                               or (not auto_umap and cols[2].button("Compute UMAP"))):
     features_copy = {k: v.copy() for k, v in feats.items()}
 
-    def fit(progress, cancel, key=umap_key, features=features_copy):
+    def fit(progress, cancel, key=umap_key, features=features_copy, align={"retrained": ~forget_mask}):
         from unlearn_core.progress import ProgressEvent
 
         progress(ProgressEvent(stage="umap", message=f"fitting {sum(len(v) for v in features.values())} points"))
-        return cache.get_or_compute(key, lambda: joint_embedding(features, "umap", seed=0, fit_on=FIT_ON))
+        return cache.get_or_compute(key, lambda: joint_embedding(features, "umap", seed=0, fit_on=FIT_ON,
+                                                                 align=align))
 
     umap_jobs = [_shared.runner().submit(f"UMAP of run #{run_id}", fit, kind="umap",
                                          meta={"key": umap_key, "owner": _shared.session_owner()})]
+    umap_failed = []
 
 reducers = ["UMAP", "PCA"] if umap_coords is not None else ["PCA"]
 reducer = cols[2].radio("Map", reducers, horizontal=True, key="w_embed_reducer") if len(reducers) > 1 else "PCA"
-if umap_coords is None:
-    cols[2].caption("Showing PCA; UMAP is being computed in the background." if umap_jobs else "Showing PCA.")
 coords = umap_coords if reducer == "UMAP" else pca
-_shared.jobs_panel("umap", title="Map")
 
-forget_mask = np.isin(idx, setup.split.forget_idx)
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _kept(key: str, reducer: str, _feats, _coords) -> dict:
+    return {state: neighbour_preservation(_feats[state], _coords[state], NEIGHBOURS) for state in _feats}
+
+
+kept = _kept(umap_key if reducer == "UMAP" else pca_key, reducer, feats, coords)
+chance = NEIGHBOURS / max(len(idx) - 1, 1)
+if umap_coords is not None:
+    umap_state = ""
+elif umap_failed:
+    umap_state = f" UMAP failed ({umap_failed[-1].error}); the PCA map is exact."
+elif umap_jobs:
+    umap_state = " UMAP is being computed in the background and replaces it when ready."
+else:
+    umap_state = ""
+
+
+@st.fragment(run_every=_shared.POLL_SECONDS if umap_jobs else None)
+def status_line():
+    """ONE line for the map's state; while UMAP runs it polls, and reruns the page once the map is ready."""
+    running = [j for j in _shared.runner().active("umap") if j.snapshot().meta.get("key") == umap_key]
+    if umap_jobs and not running:
+        st.rerun(scope="app")
+    st.caption(f"**{reducer}** map of {len(idx):,} training images ({int(forget_mask.sum()):,} in the forget set)."
+               f"{umap_state} Neighbours kept (of {NEIGHBOURS}, in each model's own feature space): "
+               + ", ".join(f"{state} {kept[state] * 100:.0f} %" for state in ("before", "after", "retrained"))
+               + f" (random placement: {chance * 100:.1f} %).")
+
+
+status_line()
+
 labels = train_y[idx]
 names = bundle.class_names
-view = st.radio("View", ["Side by side", "One panel (toggle)"], horizontal=True, key="w_embed_view")
+controls = st.columns([3, 3])
+view = controls[0].radio("View", ["Side by side", "One panel (toggle)"], horizontal=True, key="w_embed_view")
+colour_mode = controls[1].radio("Colour by", ["true class", "each model's prediction"], horizontal=True,
+                                key="w_embed_colour",
+                                help="Prediction colours show what each panel's model says about each image; damage "
+                                     "in the classifier head is invisible when colouring by true class.")
 titles = {"before": "before (original)", "after": f"after (run #{run_id} {run['method']})",
-          "retrained": "retrained reference"}
+          "retrained": "retrained (aligned)"}
 hover = prediction_hover(probs, names)
+ranges = shared_ranges(*(coords[s] for s in ("before", "after", "retrained")))
+
+
+def colours_of(state):
+    return probs[state].argmax(1) if colour_mode != "true class" else None
+
+
+colour_title = "class" if colour_mode == "true class" else "prediction"
 selection = None
 if view == "Side by side":
     panels = st.columns(3)
     for panel, state in zip(panels, ("before", "after", "retrained")):
         with panel:
             fig = embedding_scatter(coords[state], labels, idx, forget_mask, names, title=titles[state],
-                                    selectable=state == "after", height=420, hover=hover)
+                                    selectable=state == "after", height=420, hover=hover,
+                                    colour_by=colours_of(state), colour_title=colour_title, ranges=ranges,
+                                    show_legend=False)
             if state == "after":
                 selection = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "lasso", "box"),
                                             key="embed_after", width="stretch")
             else:
                 st.plotly_chart(fig, key=f"embed_{state}", width="stretch")
+    # One legend for the three panels (they share colours), instead of one per narrow panel.
+    shown_classes = np.unique(np.concatenate([labels] + [probs[s].argmax(1) for s in probs])
+                              if colour_mode != "true class" else labels)
+    st.markdown(legend_html(names, shown_classes, "" if colour_mode == "true class" else "predicted ",
+                            bool(forget_mask.any())), unsafe_allow_html=True)
 else:
     state = st.select_slider("State", options=["before", "after", "retrained"], value="after",
                              key="w_embed_state", format_func=titles.get)
     ghost = coords["before"] if state != "before" else None
     fig = embedding_scatter(coords[state], labels, idx, forget_mask, names, title=titles[state], selectable=True,
-                            ghost=ghost, height=600, hover=hover)
+                            ghost=ghost, height=600, hover=hover, colour_by=colours_of(state),
+                            colour_title=colour_title, ranges=ranges)
     selection = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "lasso", "box"),
                                 key="embed_single", width="stretch")
 

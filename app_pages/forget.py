@@ -14,20 +14,29 @@ _shared.explainer(
     "are images the model finds similar.")
 
 from unlearn_core.appstate import display_scale, forget_spec_for, to_display  # noqa: E402
+from unlearn_core.embeddings import sample_points  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
-from unlearn_core.forget import ForgetSpec  # noqa: E402
+from unlearn_core.forget import ForgetSpec, index_root  # noqa: E402
 
 setup = _shared.current_setup(with_retrain=False)
 bundle = setup.bundle
 names = bundle.class_names
-current_spec = ForgetSpec.parse(st.session_state["forget"])
+# The shared choice came through the URL check in init_state; files stay refused here all the same.
+current_spec = setup.split.spec
 
 modes = {"class": "Whole classes", "random": "Random fraction", "indices": "Hand-picked samples"}
 if bundle.fine_names:
     modes = {"class": "Whole classes", "random": "Random fraction", "subclass": "Sub-class",
              "indices": "Hand-picked samples"}
 if "w_forget_mode" not in st.session_state:
-    st.session_state["w_forget_mode"] = current_spec.kind if current_spec.kind in modes else "class"
+    # Back in hand-picked mode if the user left this page there with nothing picked yet (the sidebar said so).
+    st.session_state["w_forget_mode"] = ("indices" if st.session_state.get("forget_pending")
+                                         else current_spec.kind if current_spec.kind in modes else "class")
+if st.session_state.get("picked_for") != bundle.name:
+    # The picked samples belong to one data set; a reload or a link with a hand-picked set brings them back.
+    st.session_state["picked"] = ([int(v) for v in current_spec.values] if current_spec.kind == "indices"
+                                  and all(v.lstrip("-").isdigit() for v in current_spec.values) else [])
+    st.session_state["picked_for"] = bundle.name
 mode = st.radio("Kind of forget set", list(modes), format_func=modes.get, horizontal=True, key="w_forget_mode")
 
 spec_text = None
@@ -50,9 +59,7 @@ try:
         fine = st.selectbox("Fine class to forget (its super-class stays)", bundle.fine_names, key="w_forget_fine")
         spec_text = forget_spec_for("subclass", subclass=fine)
     else:
-        import pandas as pd
-
-        from unlearn_core.embeddings import features_of, joint_embedding, sample_points
+        from unlearn_core.embeddings import features_of, joint_embedding
         from unlearn_core.figures import embedding_scatter
 
         picked = st.session_state.setdefault("picked", [])
@@ -88,18 +95,33 @@ try:
             st.rerun()
         typed = st.text_input("…or type training indices (comma separated)", key="w_forget_typed")
         if typed.strip():
-            extra = [int(v) for v in typed.replace(" ", "").split(",") if v.strip().lstrip("-").isdigit()]
+            # ASCII digits only: int() would also read "٣" as 3.
+            extra = [int(v) for v in typed.replace(" ", "").split(",")
+                     if v.strip().lstrip("-").isascii() and v.strip().lstrip("-").isdigit()]
             st.session_state["picked"] = sorted(set(st.session_state["picked"]) | set(extra))
         st.caption(f"{len(st.session_state['picked'])} sample(s) picked.")
-        spec_text = forget_spec_for("indices", indices=st.session_state["picked"])
-    split = ForgetSpec.parse(spec_text).resolve(bundle, setup.seed)
+        if st.session_state["picked"]:
+            spec_text = forget_spec_for("indices", indices=st.session_state["picked"])
+    if spec_text is not None:
+        split = ForgetSpec.parse(spec_text, allow_files=False, files_root=index_root()).resolve(bundle, setup.seed)
 except UnlearnError as error:
-    st.error(str(error))
-    st.stop()
+    _shared.show_error(error)
+    _shared.stop()
+
+# Hand-picked with nothing picked yet is a step, not an error; and it must not pass for a choice, so the page says
+# which forget set stays in force (the sidebar and the Unlearn page repeat it) instead of keeping it silently.
+st.session_state["forget_pending"] = spec_text is None
+if spec_text is None:
+    st.info("**Pick the samples to forget.** Choose the lasso or box tool above the map and draw around points "
+            "(or click single points), then press **Add selected**; repeat to add more, or type training indices "
+            "in the box. The forget set is ready as soon as one sample is picked.", icon=":material/touch_app:")
+    st.warning(f"Until then the forget set stays {_shared.forget_md(st.session_state['forget'])}: Unlearn, Results "
+               "and the other pages use it.", icon=":material/info:")
+    _shared.stop()
 
 if spec_text != st.session_state["forget"]:
     st.session_state["forget"] = spec_text
-st.success(f"Forget set `{spec_text}`: {len(split.forget_idx):,} training samples to forget, "
+st.success(f"Forget set {_shared.forget_md(spec_text)}: {len(split.forget_idx):,} training samples to forget, "
            f"{len(split.retain_idx):,} remain.", icon=":material/check_circle:")
 
 counts = split.counts_per_class(bundle.train_y.numpy())
@@ -114,9 +136,11 @@ fig.update_layout(barmode="stack", height=260, title="Training samples per class
                   template="plotly_white")
 st.plotly_chart(fig, width="stretch", key="forget_counts")
 
-st.caption("A preview of the forget set (first 40):")
+st.caption("A preview of the forget set (40 drawn at random, every class in proportion):")
 scale = display_scale(bundle.image_size)
-preview = split.forget_idx[:40]
+# The first indices of a random forget set all come from the start of the data set; draw across classes instead.
+preview_rows = sample_points(bundle.train_y.numpy()[split.forget_idx], 40, seed=setup.seed)
+preview = np.asarray(split.forget_idx)[preview_rows]
 st.image(to_display(bundle.train_x[preview], scale), width=48,
          caption=[f"#{i} ({names[int(bundle.train_y[i])]})" for i in preview])
 st.page_link(_shared.page("unlearn"), label="Next: run unlearning methods", icon=":material/arrow_forward:")

@@ -26,6 +26,7 @@ except (ImportError, UnlearnError):
     st.stop()
 
 from unlearn_core.appstate import display_scale, to_display  # noqa: E402
+from unlearn_core.figures import framed_mask  # noqa: E402
 
 setup = _shared.current_setup(with_retrain=False)
 bundle, split = setup.bundle, setup.split
@@ -43,9 +44,18 @@ source_options = ["preview"] + list(galleries)
 source = cols[0].selectbox("Samples from", source_options, key="w_hyb_source",
                            format_func=lambda s: "a preview from the original model" if s == "preview"
                            else f"the gallery of run #{s}")
-count = cols[1].slider("Forget samples", 1, 8, 4, key="w_hyb_count", disabled=source != "preview")
-slots = cols[2].slider("Hybrids per sample", 1, 8, int(hybrids_param.default), key="w_hyb_slots",
-                       disabled=source != "preview")
+if source == "preview":
+    count = cols[1].slider("Forget samples", 1, 8, 4, key="w_hyb_count")
+    slots = cols[2].slider("Hybrids per sample", 1, 8, int(hybrids_param.default), key="w_hyb_slots")
+else:
+    # A run's gallery has its own size: the disabled sliders show it, not the preview's settings.
+    shape = galleries[source]["partner_images"].shape
+    shown_count, shown_slots = int(shape[0]), int(shape[1])
+    cols[1].slider("Forget samples", 1, max(8, shown_count), shown_count, key=f"w_hyb_count_{source}",
+                   disabled=True, help="Fixed by the run's gallery.")
+    cols[2].slider("Hybrids per sample", 1, max(8, shown_slots), max(shown_slots, 1), key=f"w_hyb_slots_{source}",
+                   disabled=True, help="Fixed by the run's gallery.")
+    count, slots = shown_count, shown_slots
 
 
 @st.cache_data(show_spinner="Choosing partners ...", max_entries=16)
@@ -98,10 +108,11 @@ delta = st.slider("delta (mask shift)", float(low), float(high), value=float(np.
 masks, hybrids = recompute_hybrids(gallery["forget_images"], gallery["partner_images"], delta)
 
 scale = display_scale(bundle.image_size, 64)
+
+
 st.markdown(f"**Masks at delta = {delta:+.3f}** (white = the forget image's weight; mean weights "
             + ", ".join(f"{m.mean():.2f}" for m in masks) + ")")
-st.image([np.repeat(np.repeat((m * 255).astype(np.uint8), scale, 0), scale, 1) for m in masks], width=64,
-         caption=[f"mask {i}" for i in range(len(masks))])
+st.image([framed_mask(m, scale) for m in masks], width=68, caption=[f"mask {i}" for i in range(len(masks))])
 
 slots_shown = gallery["partner_images"].shape[1]
 for i in range(len(gallery["forget_images"])):

@@ -1,7 +1,6 @@
 """Results page: every stored run against the original and the retrained reference."""
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from app_pages import _shared
@@ -9,56 +8,111 @@ from app_pages import _shared
 st.title("Results")
 _shared.explainer(
     "Each row is a model evaluated on the same data. **FA/RA/TA**: accuracy on the forget, remaining and test sets; "
-    "**Acc_f/Acc_r**: test accuracy on the forgotten / remaining classes; **MIA**: how often a membership attack "
-    "still calls forget samples *training members* (lower = better forgotten). Good unlearning means being close to "
-    "the **retrained** model, so the `gap_` columns (distance to it) are what to compare; the best run per column is "
-    "highlighted. In the per-class view, red cells in a class that was *not* forgotten are **over-unlearning**: the "
-    "method damaged knowledge it should have kept.")
+    "**Acc_f/Acc_r**: test accuracy on the forgotten / remaining classes. Two membership attacks look at the forget "
+    "samples: **MIA-SVC** counts how many it calls *non-members* (higher = more forgotten), **MIA-entropy** how many "
+    "it calls *members* (lower = more forgotten). Good unlearning means being close to the **retrained** model in "
+    "every column, so the *Gaps* tab (distance to it) is what to compare. Hover a column's name for its meaning. "
+    "Green marks the best run in a column only when at least two runs compete (every tied run is green); the "
+    "speed-up goes only to runs that forgot. In the per-class view, red cells in a class that was *not* forgotten "
+    "are accuracy lost: where the run is also below the retrained model there, the method damaged knowledge it "
+    "should have kept (**over-unlearning**).")
 
-from unlearn_core.appstate import (GAP_COLUMNS, METRIC_COLUMNS, best_per_column, entropy_groups,  # noqa: E402
-                                   load_run_model, metrics_table, over_unlearning, per_class_shift)
+from unlearn_core.appstate import GAP_COLUMNS, METRIC_COLUMNS, entropy_groups, per_class_shift  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
-from unlearn_core.figures import (confusion_difference, entropy_histograms, per_class_bars,  # noqa: E402
-                                  per_class_heatmap)
+from unlearn_core.figures import (change_limit, confusion_change, confusion_difference,  # noqa: E402
+                                  entropy_histograms, entropy_y_max, per_class_bars, per_class_heatmap)
+from unlearn_core.results_view import (DISPLAY, FORGOT_SHARE, HELP, WIDTHS, best_cells,  # noqa: E402
+                                       display_frame, judged_table, over_unlearning_summary)
 
 current = _shared.choice()
-runs = _shared.store().list(dataset=current.dataset, model=current.model, forget=current.forget)
+visible = _shared.store()  # every run, or on a shared server this session's own
+runs = visible.list(dataset=current.dataset, model=current.model, forget=current.forget)
+if visible.skipped:
+    st.warning(f"Skipped {len(visible.skipped)} run(s) whose stored record cannot be read "
+               f"(#{', #'.join(str(i) for i in visible.skipped[:10])}).", icon=":material/warning:")
 done = [r for r in runs if r["status"] == "done" and r.get("report")]
-st.markdown(f"**{current.dataset}** · **{current.model}** · forget `{current.forget}`: "
+st.markdown(f"**{_shared.md(current.dataset)}** · **{current.model}** · forget {_shared.forget_md(current.forget)}: "
             f"{len(done)} finished run(s)")
 unfinished = [r for r in runs if r["status"] != "done"]
 if unfinished:
     with st.expander(f"{len(unfinished)} run(s) that did not finish"):
         for run in unfinished:
-            st.write(f"#{run['id']} {run['method']}: **{run['status']}** {run.get('error') or ''}")
+            st.write(f"#{run['id']} {run['method']}: **{run['status']}** {_shared.md(run.get('error') or '')}")
 if not done:
     st.info("No finished runs for this choice yet. Run a method on the **Unlearn** page.")
     st.page_link(_shared.page("unlearn"), label="Go to Unlearn", icon=":material/play_circle:")
     st.stop()
 
-table = metrics_table(done)
-best = best_per_column(table)
-shown_columns = ["run", *METRIC_COLUMNS, "avg_gap", *GAP_COLUMNS, "seconds", "rte"]
-# Reference rows hold None where a column does not apply; numeric dtypes let the formatter show "–".
-view = table[shown_columns].set_index("run").apply(pd.to_numeric, errors="coerce")
+table = judged_table(done)
+best = best_cells(table)
+HIGHLIGHT = "background-color: #d4edda; font-weight: 600"
 
 
-def highlight(column):
-    winner = best.get(column.name)
-    return ["background-color: #d4edda; font-weight: 600" if label == winner else "" for label in column.index]
+def show_table(columns: list[str], key: str) -> None:
+    """One table: display names with their direction, a tooltip per column, "–" for missing, green = best."""
+    frame = display_frame(table, columns)
+    winners = {DISPLAY.get(c, c): best[c] for c in columns if c in best}
+    labels = list(table["run"])  # the frame's rows in the same order (its index may carry the ⚠ badge)
+
+    def highlight(column):
+        won = winners.get(column.name, set())
+        return [HIGHLIGHT if label in won else "" for label in labels]
+
+    styled = frame.style.apply(highlight, axis=0)
+    config = {"run": st.column_config.Column("run", width=WIDTHS["run"], help="#id and method; the first two rows "
+                                                                             "are the references every run is "
+                                                                             "compared with.")}
+    for column in columns:
+        config[DISPLAY.get(column, column)] = st.column_config.Column(
+            DISPLAY.get(column, column), help=HELP.get(column), width=WIDTHS.get(column),
+            alignment="left" if column == "scope" else "right")
+    st.dataframe(styled, column_config=config, key=key)
 
 
-st.dataframe(view.style.apply(highlight, axis=0).format(precision=2, na_rep="–"), width="stretch")
-st.caption("Green: the run closest to the retrained model in that column (largest speed-up for `rte`).")
+outside = table[~table["in_scope"].astype(bool)]
+tab_metrics, tab_gaps = st.tabs(["Metrics", "Gaps to the retrained model"])
+with tab_metrics:
+    # Out-of-scope runs carry a ⚠ badge on their label here (a column would not fit 1500 px); the gaps tab,
+    # which is narrower, also has a scope column.
+    show_table([*METRIC_COLUMNS, "avg_gap", "seconds", "rte"], "results_metrics")
+with tab_gaps:
+    show_table([*(["scope"] if len(outside) else []), *GAP_COLUMNS, "avg_gap"], "results_gaps")
+if len(outside):
+    reasons = {r["id"]: r["report"].get("in_scope_reason") for r in done}
+    st.caption("⚠ Out of its method's scope (shown, never highlighted as best): "
+               + "; ".join(f"{label}" + (f" ({reasons.get(int(rid))})" if reasons.get(int(rid)) else "")
+                           for label, rid in zip(outside["run"], outside["run_id"])) + ".")
+competing = int(((~table["method"].isin(["original", "retrained"])) & table["in_scope"]).sum())
+if competing < 2:
+    st.caption("No cell is highlighted: a best run needs at least two in-scope runs to compare.")
+else:
+    st.caption(f"Green: the in-scope run(s) closest to the retrained model in that column; tied runs are all green, "
+               f"and a column where all runs tie has none. The speed-up award goes only to runs that forgot (FA, "
+               f"and Acc_f for classes, closed at least {FORGOT_SHARE:.0%} of the original's distance to the "
+               f"retrained model). Out-of-scope runs are never highlighted.")
 
 downloads = st.columns(2)
 downloads[0].download_button("Download the table (CSV)",
                              data=_shared.runs_csv(done), file_name=f"unlearning_runs_{current.dataset}.csv",
                              mime="text/csv", icon=":material/download:")
 
+try:
+    setup = _shared.current_setup(with_retrain=True)
+except UnlearnError as error:
+    st.error(str(error))
+    st.stop()
+
 shift, class_names, forgotten = per_class_shift(done)
-for warning in over_unlearning(shift, forgotten):
-    st.warning(f"Over-unlearning: {warning}", icon=":material/warning:")
+test_counts = np.bincount(setup.bundle.test_y.numpy(), minlength=len(class_names))
+damage, skipped = over_unlearning_summary(shift, forgotten, test_counts)
+if damage:
+    with st.expander(f"⚠ Over-unlearning in {len(damage)} run(s): retained classes below the retrained model",
+                     expanded=False):
+        for line in damage:
+            st.markdown(f"- {line}")
+        st.caption("Judged against the retrained model's accuracy per class (more than 2 points and at least 3 test "
+                   "images below it)." + (f" Not judged (under 20 test images): {', '.join(skipped)}."
+                                           if skipped else ""))
 tab_heat, tab_bars = st.tabs(["Heatmap (method × class)", "Grouped bars"])
 with tab_heat:
     st.plotly_chart(per_class_heatmap(shift, forgotten), width="stretch", key="per_class_heatmap")
@@ -69,6 +123,9 @@ st.subheader("One run in detail")
 labels = {r["id"]: f"#{r['id']} {r['method']}" for r in done}
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="w_results_run")
 run = next(r for r in done if r["id"] == run_id)
+if run["report"].get("in_scope") is False:
+    st.warning(f"Run #{run_id} is out of its method's scope: {run['report'].get('in_scope_reason') or ''}",
+               icon=":material/info:")
 if run.get("checkpoint_path"):
     try:
         with open(run["checkpoint_path"], "rb") as handle:
@@ -77,11 +134,25 @@ if run.get("checkpoint_path"):
     except OSError as error:
         downloads[1].error(f"checkpoint of run #{run_id} is missing: {error}")
 
+with st.popover(f"Delete run #{run_id}", icon=":material/delete:"):
+    st.markdown(f"Delete run **#{run_id} {run['method']}** from the run store, with its checkpoint? This cannot "
+                "be undone.")
+    if st.button(f"Delete run #{run_id}", type="primary", key="w_results_delete"):
+        from unlearn_core.runstore import delete_run
+
+        try:
+            delete_run(run_id, _shared.store())
+        except UnlearnError as error:
+            st.error(str(error))
+        else:
+            st.session_state.pop("w_results_run", None)
+            st.toast(f"Deleted run #{run_id}.")
+            st.rerun()
+
 try:
-    setup = _shared.current_setup(with_retrain=True)
     outputs = _shared.run_outputs(run_id, setup, run)
 except UnlearnError as error:
-    st.error(str(error))
+    _shared.show_error(error)
     st.stop()
 
 from unlearn_core.metrics import confusion_matrix  # noqa: E402
@@ -91,24 +162,40 @@ num_classes = setup.bundle.num_classes
 original_conf = confusion_matrix(setup.outputs("original")["test"].argmax(1), test_y, num_classes)
 unlearned_conf = confusion_matrix(outputs["test"].argmax(1), test_y, num_classes)
 retrained_conf = confusion_matrix(setup.outputs("retrained")["test"].argmax(1), test_y, num_classes)
+# One fixed, symmetric range for both charts, so the same colour means the same change in each.
+limit = change_limit(confusion_change(unlearned_conf, original_conf), confusion_change(unlearned_conf, retrained_conf))
 left, right = st.columns(2)
 with left:
     st.plotly_chart(confusion_difference(unlearned_conf, original_conf, class_names,
-                                         f"Confusion change: run #{run_id} − original (test set)"),
+                                         f"Confusion change: run #{run_id} − original (test set)", limit),
                     width="stretch", key="confusion_vs_original")
 with right:
     st.plotly_chart(confusion_difference(unlearned_conf, retrained_conf, class_names,
-                                         f"Confusion change: run #{run_id} − retrained"),
+                                         f"Confusion change: run #{run_id} − retrained", limit),
                     width="stretch", key="confusion_vs_retrained")
+st.caption(f"Each row is a true class's test images, in % of that class (colour range ±{limit:.0f}). Red = a share "
+           "lost (on the diagonal: accuracy lost), blue = a share gained (off the diagonal: where those images are "
+           "predicted now).")
 
-st.markdown("**Prediction entropy** (what the entropy membership attack sees): after good unlearning, forget "
-            "samples look like test samples (higher entropy), not like remaining training samples.")
+panels = (("original", setup.outputs("original")), (f"run #{run_id}", outputs),
+          ("retrained", setup.outputs("retrained")))
+groups = {name: entropy_groups(model_outputs) for name, model_outputs in panels}
+y_max = entropy_y_max(list(groups.values()), num_classes)
+class_forgetting = bool(forgotten)
+if class_forgetting:
+    intro = ("**Prediction entropy** (what the entropy membership attack sees). The target is the *retrained* panel: "
+             "it never learnt the forgotten class(es), so its forget samples are images of a class it cannot "
+             "name, and their entropy need not look like the test set's. Compare the run's red (forget) bars with "
+             "the retrained model's.")
+else:
+    intro = ("**Prediction entropy** (what the entropy membership attack sees). The retrained model never saw the "
+             "forget samples, so for it they look like unseen test images; after good unlearning the run's red "
+             "(forget) bars move from the remaining samples' towards the test samples', as in the retrained panel.")
+st.markdown(intro)
 cols = st.columns(3)
-for col, (name, model_outputs) in zip(cols, (("original", setup.outputs("original")), (f"run #{run_id}", outputs),
-                                             ("retrained", setup.outputs("retrained")))):
+for col, (name, _) in zip(cols, panels):
     with col:
-        st.plotly_chart(entropy_histograms(entropy_groups(model_outputs), name), width="stretch",
+        st.plotly_chart(entropy_histograms(groups[name], name, num_classes, y_max), width="stretch",
                         key=f"entropy_{name}")
-st.caption(f"Forget-set entropy, mean: original {np.mean(entropy_groups(setup.outputs('original'))['forget']):.3f}, "
-           f"run #{run_id} {np.mean(entropy_groups(outputs)['forget']):.3f}, retrained "
-           f"{np.mean(entropy_groups(setup.outputs('retrained'))['forget']):.3f} nats.")
+st.caption("All three panels share both axes. Forget-set entropy, median: "
+           + ", ".join(f"{name} {np.median(groups[name]['forget']):.1e}" for name, _ in panels) + " nats.")

@@ -13,6 +13,7 @@ _shared.explainer(
 
 from unlearn_core.data import DATASETS, IMAGEFOLDER_PREFIX, default_model_for  # noqa: E402 (after the title)
 from unlearn_core.errors import UnlearnError  # noqa: E402
+from unlearn_core.forget import MAX_SEED  # noqa: E402
 from unlearn_core.models import MODELS  # noqa: E402
 
 dataset_options = list(DATASETS) + ["imagefolder (my images)"]
@@ -34,12 +35,13 @@ with left:
         dataset = IMAGEFOLDER_PREFIX + folder.strip() if folder.strip() else ""
 if not dataset:
     st.info("Enter a folder name to load your own images.")
-    st.stop()
+    _shared.stop()
 if dataset != st.session_state["dataset"]:
     st.session_state["dataset"] = dataset
     st.session_state["model"] = ""
     st.session_state["w_model"] = default_model_for(dataset)
     st.session_state["forget"] = "class:0" if dataset.startswith(IMAGEFOLDER_PREFIX) else "class:3"
+    st.session_state["forget_pending"] = False  # a hand-picked set in progress belonged to the old data set
 
 try:
     from unlearn_core.data import load_dataset
@@ -47,8 +49,8 @@ try:
     with st.spinner("Loading the data set ..."):
         bundle = load_dataset(dataset)
 except UnlearnError as error:
-    st.error(str(error))
-    st.stop()
+    _shared.show_error(error)
+    _shared.stop()
 
 with right:
     if "w_model" not in st.session_state:
@@ -56,6 +58,11 @@ with right:
     model = st.selectbox("Model", list(MODELS), key="w_model",
                          format_func=lambda n: f"{n} — {MODELS[n].description}")
     st.session_state["model"] = model
+    if "w_seed" not in st.session_state:
+        st.session_state["w_seed"] = int(st.session_state["seed"])
+    st.session_state["seed"] = int(st.number_input(
+        "Seed", min_value=0, max_value=MAX_SEED, step=1, key="w_seed",
+        help="Seeds the original model's training and a random forget set; another seed is another model."))
 
 current = _shared.choice()
 info = bundle.describe()
@@ -69,7 +76,10 @@ if bundle.notes.get("skipped"):
 
 st.subheader("Original model")
 runner = _shared.runner()
-setup_jobs = [j for j in runner.active("setup")]
+# Only this session's training for this very choice: another visitor's job (or this session's job for another
+# data set) used to replace the Train button with "Training ..." for everyone.
+setup_jobs = [j for j in runner.active("setup", _shared.session_owner())
+              if j.snapshot().meta.get("choice") == list(current.key())]
 ready = _shared.original_ready(current)
 if ready:
     from unlearn_core.appstate import model_size
@@ -78,9 +88,11 @@ if ready:
     try:
         setup = _shared.setups().get(current, with_retrain=False)
     except UnlearnError as error:
-        st.error(str(error))
-        st.stop()
+        _shared.show_error(error)
+        _shared.stop()
 
+    # Keyed by the model's key: a cache key for a trained model (its file is never overwritten by an upload) or
+    # the upload's content hash, so a figure can never belong to other weights than those shown.
     @st.cache_data(show_spinner=False)
     def _test_accuracy(model_key: str, _setup) -> float:
         stored = _setup.original.meta.get("test_accuracy")  # written at training time; older checkpoints lack it
@@ -95,8 +107,15 @@ if ready:
     cols[2].metric("Weights", f"{size['mib']:.2f} MiB")
     trained = setup.original.train_seconds
     cols[3].metric("Training time", f"{trained:.1f} s" if trained == trained else "uploaded")
-    st.success(f"Original {current.model} on {current.dataset} is ready (cached on disk).",
-               icon=":material/check_circle:")
+    if current.original:
+        st.success(f"Original {current.model} on {_shared.md(current.dataset)} is ready: your uploaded checkpoint "
+                   f"(SHA-256 {current.original[:12]}...).", icon=":material/check_circle:")
+        if st.button("Use the trained original instead", icon=":material/undo:"):
+            st.session_state["original"] = ""
+            st.rerun()
+    else:
+        st.success(f"Original {current.model} on {_shared.md(current.dataset)} is ready (cached on disk).",
+                   icon=":material/check_circle:")
 elif setup_jobs:
     st.info("Training the original model ...")
 else:
@@ -107,31 +126,48 @@ else:
         def train(progress, cancel):
             return _shared.setups().get(request, progress, cancel, with_retrain=False)
 
-        runner.submit(f"train original {current.model} on {current.dataset}", train, kind="setup",
-                      meta={"owner": _shared.session_owner()})
-        st.rerun()
+        try:
+            runner.submit(f"train original {current.model} on {current.dataset}", train, kind="setup",
+                          meta={"owner": _shared.session_owner(), "choice": list(current.key())})
+        except UnlearnError as error:  # the per-session queue limit
+            _shared.show_error(error)
+        else:
+            st.rerun()
 _shared.jobs_panel("setup", title="Training")
 
 with st.expander("Upload a checkpoint for this model (optional)"):
-    st.caption("A PyTorch state dict saved from the same architecture. It is checked key by key and shape by shape "
-               "before use; pickled code is refused.")
+    st.caption("A PyTorch state dict saved from the same architecture. It is checked key by key, shape by shape and "
+               "in the model's number types, and a batch of test images must give finite outputs; pickled code and "
+               "compressed archives are refused. An upload is kept apart from the trained models (by its content "
+               "hash) and " + ("only for this browser session." if _shared.shared() else "never replaces them."))
     uploaded = st.file_uploader("Checkpoint (.pt)", type=["pt", "pth", "bin"], key="w_upload")
     if uploaded is not None:
-        from unlearn_core.appstate import load_uploaded_checkpoint
-        from unlearn_core.training import accuracy
+        from unlearn_core.appstate import accept_upload
 
-        try:
-            network = load_uploaded_checkpoint(uploaded.getvalue(), current.dataset, current.model, current.seed)
-        except UnlearnError as error:
-            st.error(str(error))
+        # Checked once per file and choice, not on every rerun: a hostile file costs its check once.
+        file_key = [uploaded.file_id, uploaded.size, current.dataset, current.model, current.seed]
+        checked = st.session_state.get("upload_checked")
+        if checked is None or checked["file"] != file_key:
+            try:
+                with st.spinner("Checking the checkpoint ..."):
+                    accepted = accept_upload(uploaded.getvalue(), current.dataset, current.model, current.seed)
+            except UnlearnError as error:
+                checked = {"file": file_key, "error": str(error)}
+            else:
+                _shared.setups().add_upload(_shared.upload_owner(), accepted)
+                checked = {"file": file_key, "sha": accepted.sha256, "accuracy": accepted.test_accuracy}
+            st.session_state["upload_checked"] = checked
+        if "error" in checked:
+            _shared.show_error(checked["error"])
         else:
-            st.success(f"The checkpoint fits {current.model}: test accuracy "
-                       f"{accuracy(network, bundle.test_x, bundle.test_y):.2f} %.")
-            if st.button("Use it as the original model"):
-                from unlearn_core.appstate import install_original
-
-                install_original(network, current)
-                _shared.setups().clear()
+            st.success(f"The checkpoint fits {current.model}: test accuracy {checked['accuracy']:.2f} %.")
+            if current.original == checked["sha"]:
+                st.caption("It is the original model of this session now.")
+            elif st.button("Use it as the original model"):
+                if _shared.setups().upload(_shared.upload_owner(), checked["sha"]) is None:
+                    st.session_state.pop("upload_checked", None)  # let go by the server: check it again
+                else:
+                    st.session_state["original"] = checked["sha"]
                 st.rerun()
 
 st.subheader("Examples per class")

@@ -11,15 +11,22 @@ _shared.explainer(
     "worker, one after another, with live progress and a cancel button, and every finished run is stored: a reload "
     "or a restart of the app loses nothing. The **retrained** reference is trained once per forget set and cached.")
 
+from unlearn_core.appstate import forget_label  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.methods import get_method, method_names  # noqa: E402
 
 setup = _shared.current_setup(with_retrain=False)
 current = _shared.choice()
-st.markdown(f"**{current.dataset}** · **{current.model}** · forget `{current.forget}` "
-            f"({len(setup.split.forget_idx):,} samples)")
+size = "" if forget_label(current.forget) != current.forget else f" ({len(setup.split.forget_idx):,} samples)"
+st.markdown(f"**{_shared.md(current.dataset)}** · **{current.model}** · forget {_shared.forget_md(current.forget)}"
+            f"{size}" + (" · uploaded original" if current.original else ""))
+if st.session_state.get("forget_pending"):
+    st.warning("The Forget set page is on hand-picked samples with none picked yet: runs started here use the "
+               "forget set above.", icon=":material/info:")
 
 names = method_names()
+# The chosen methods and their parameters come back on every visit (Streamlit forgets widgets of other pages).
+_shared.restore_widgets("unlearn")
 if "w_methods" not in st.session_state:
     st.session_state["w_methods"] = ["unsc"] if "unsc" in names else names[:1]
 chosen = st.multiselect("Methods", names, key="w_methods",
@@ -31,22 +38,37 @@ def widget_for(method: str, param):
     """One input widget drawn from a declared Param; the key keeps values per method."""
     key = f"p_{method}_{param.name}"
     label = param.name
+    param_keys.append(key)
     if param.type is bool:
-        return st.checkbox(label, value=bool(param.default), help=param.help, key=key)
+        default = bool(param.default)
+    elif param.type is int:
+        default = int(param.default)
+    elif param.type is float:
+        default = float(param.default)
+    else:
+        default = str(param.default)
+    if key not in st.session_state:  # set once here, so a remembered value never meets a second default
+        st.session_state[key] = default
+    if param.type is bool:
+        return st.checkbox(label, help=param.help, key=key)
     if param.type is int:
-        return st.number_input(label, value=int(param.default), step=1, help=param.help, key=key,
+        return st.number_input(label, step=1, help=param.help, key=key,
                                min_value=int(param.low) if param.low is not None else None,
                                max_value=int(param.high) if param.high is not None else None)
     if param.type is float:
         step = abs(param.default) / 10 if param.log and param.default else 0.01
-        return st.number_input(label, value=float(param.default), help=param.help, key=key, format="%g",
-                               step=step or 0.01,
+        return st.number_input(label, help=param.help, key=key, format="%g", step=step or 0.01,
                                min_value=float(param.low) if param.low is not None else None,
                                max_value=float(param.high) if param.high is not None else None)
     if param.choices:
         options = [str(c) for c in param.choices]
-        return st.selectbox(label, options, index=options.index(str(param.default)), help=param.help, key=key)
-    return st.text_input(label, value=str(param.default), help=param.help, key=key)
+        if st.session_state[key] not in options:
+            st.session_state[key] = str(param.default)
+        return st.selectbox(label, options, help=param.help, key=key)
+    return st.text_input(label, help=param.help, key=key)
+
+
+param_keys: list[str] = []
 
 
 if chosen:
@@ -64,28 +86,38 @@ if chosen:
                         values[method][param.name] = widget_for(method, param)
         submitted = st.form_submit_button(f"Run {len(chosen)} method(s)", type="primary",
                                           icon=":material/play_arrow:")
+    _shared.keep_widgets("unlearn", ["w_methods", *param_keys])
     if submitted:
         request = current
+        room = _shared.runner().room(_shared.session_owner())
         try:
             resolved = {m: get_method(m).resolve_params(values[m]) for m in chosen}
         except UnlearnError as error:
-            st.error(str(error))
+            _shared.show_error(error)
         else:
-            def provider(progress, cancel, request=request):
-                return _shared.setups().get(request, progress, cancel, with_retrain=True)
+            if room is not None and len(chosen) > room:
+                # All or nothing: a half-queued batch would leave the user guessing which methods run.
+                st.error(f"This session may have {_shared.runner().max_per_owner} runs queued or running at once "
+                         f"(room for {room} now, {len(chosen)} asked); wait for some to finish or cancel them.")
+            else:
+                def provider(progress, cancel, request=request):
+                    return _shared.setups().get(request, progress, cancel, with_retrain=True)
 
-            for method in chosen:
-                _shared.runner().submit_run(provider, method, resolved[method], store=_shared.store(),
-                                            label=f"{method} on {request.dataset}/{request.forget}",
-                                            meta={"forget": request.forget, "dataset": request.dataset,
-                                                  "owner": _shared.session_owner()})
-            _shared.warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
-            st.toast(f"Queued {len(chosen)} run(s).")
-            st.rerun()
+                for method in chosen:
+                    _shared.runner().submit_run(
+                        provider, method, resolved[method], store=_shared.store(),
+                        label=f"{method} on {request.dataset}/{forget_label(request.forget)}",
+                        meta={"forget": request.forget, "dataset": request.dataset, "owner": _shared.session_owner()},
+                        # Runs of an uploaded original are shown only next to that upload, never as the trained one's.
+                        extra_config={"original_upload": request.original} if request.original else None)
+                _shared.warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
+                st.toast(f"Queued {len(chosen)} run(s).")
+                st.rerun()
 else:
+    _shared.keep_widgets("unlearn", ["w_methods"])
     st.info("Choose at least one method.")
 
 _shared.jobs_panel("run", title="Runs")
 _shared.wait_note()
-if any(j.snapshot().status == "done" for j in _shared.runner().jobs("run")):
+if any(j.snapshot().status == "done" for j in _shared.runner().jobs("run", _shared.session_owner())):
     st.page_link(_shared.page("results"), label="See the results", icon=":material/arrow_forward:")

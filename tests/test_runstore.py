@@ -9,6 +9,8 @@ import os
 import signal
 import sqlite3
 import threading
+import time
+import warnings
 
 import pytest
 import torch
@@ -279,3 +281,266 @@ def test_cli_unlearn_records_its_run(tmp_path, capsys, monkeypatch, digits_class
     assert RunStore(tmp_path / "runs.sqlite").count() == 1
     assert main(argv[:-3] + ["--param", "epochs=0"]) == 2  # bad parameter: one line, nothing recorded
     assert RunStore(tmp_path / "runs.sqlite").count() == 1
+
+
+# -- issue 11: unreadable rows, damaged pages, limits, the checkpoint quota, reaping --------------------------------
+
+def _raw_update(path, sql: str, *values) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(sql, values)
+    finally:
+        conn.close()
+
+
+def test_an_unreadable_json_row_comes_back_flagged_and_never_breaks_readers(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    ids = [store.start({**CONFIG, "seed": i}) for i in range(3)]
+    for run_id in ids:
+        store.finish(run_id, fake_report(float(run_id)))
+    _raw_update(path, "UPDATE runs SET report_json = '{\"unlearned\": {\"FA\": 1' WHERE id = ?", ids[1])
+    _raw_update(path, "UPDATE runs SET params_json = '[1, 2]', FA = 'abc' WHERE id = ?", ids[2])
+
+    with pytest.warns(UserWarning) as caught:  # RunStoreWarning (imported below, so this fails on the behaviour)
+        runs = store.list()
+    assert sorted(str(w.message) for w in caught) == [
+        f"run {ids[1]}: its report is not readable JSON (JSONDecodeError); shown without it",
+        f"run {ids[2]}: its params is a JSON list, not an object; its FA is not a number; shown without it"]
+    assert [r["id"] for r in runs] == ids[::-1]
+    bad = {r["id"]: r for r in runs}
+    assert bad[ids[1]]["report"] is None and "report" in bad[ids[1]]["read_error"]
+    assert bad[ids[1]]["FA"] == float(ids[1])  # the indexed columns still read
+    assert bad[ids[2]]["params"] == {} and bad[ids[2]]["FA"] is None and "params" in bad[ids[2]]["read_error"]
+    assert "read_error" not in bad[ids[0]] and bad[ids[0]]["report"]["unlearned"]["FA"] == float(ids[0])
+
+    # The safe reader for pages that show their own warnings: problems come back, nothing is warned.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        runs, problems = store.list_checked(status="done")
+    assert len(runs) == 3 and len(problems) == 2 and all("shown without it" in p for p in problems)
+    from unlearn_core.runstore import RunStoreWarning
+
+    with pytest.warns(RunStoreWarning):
+        assert store.get(ids[1])["report"] is None
+    with pytest.warns(RunStoreWarning):
+        store.export_csv(store.list(), tmp_path / "out.csv")
+        store.export_json(store.list(), tmp_path / "out.json")
+    assert len((tmp_path / "out.csv").read_text().splitlines()) == 4
+    assert json.loads((tmp_path / "out.json").read_text())[1]["read_error"]
+
+
+def _damaged_store(tmp_path, runs: int = 60, damaged_run: int = 31):
+    """A store whose table page holding ``damaged_run`` (and its neighbours) is overwritten with zeros."""
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    for i in range(runs):
+        run_id = store.start({**CONFIG, "seed": i})
+        report = fake_report(float(i))
+        report["note"] = f"MARK{run_id:04d}" + "x" * 400  # several rows per 4 KiB page, none overflowing
+        store.finish(run_id, report)
+    _raw_update(path, "PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    offset = data.find(f"MARK{damaged_run:04d}".encode())
+    assert offset > 0
+    page = offset // 4096
+    data[page * 4096:(page + 1) * 4096] = bytes(4096)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_damaged_page_costs_only_the_runs_on_it(tmp_path):
+    from unlearn_core.runstore import RunStoreError, RunStoreWarning
+
+    path = _damaged_store(tmp_path)
+    with pytest.warns(RunStoreWarning, match="is damaged .*malformed.* cannot be read and are skipped"):
+        store = RunStore(path)
+        runs = store.list()
+    listed = {r["id"] for r in runs}
+    assert 45 <= len(listed) < 60 and 31 not in listed and {1, 60} <= listed
+    assert all(r["report"]["unlearned"]["FA"] == float(r["id"] - 1) for r in runs)
+    # Reads that never reach the damaged page are plain reads.
+    assert [r["id"] for r in store.list(limit=3)] == [60, 59, 58]
+    assert store.list(status="done", limit=0) == []
+    with pytest.warns(RunStoreWarning):
+        assert len(store.list(limit=45)) == 45
+    with pytest.raises(RunStoreError, match="run 31 cannot be read"):
+        store.get(31)
+    assert store.get(60)["seed"] == 59
+
+
+def test_limits_and_run_ids_out_of_range_are_clear_errors(tmp_path):
+    from unlearn_core.runstore import RunStoreError
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    store.finish(store.start(CONFIG), fake_report(1.0))
+    for bad in (10**20, -1, "٣", "1_0"):
+        with pytest.raises(RunStoreError, match="limit must be"):
+            store.list(limit=bad)
+    for bad in ("99999999999999999999", 10**20, "٣", "x", 0, "1.0"):
+        with pytest.raises(RunNotFoundError):
+            store.get(bad)
+    assert store.get("1")["id"] == 1 and len(store.list(limit="1")) == 1
+
+
+def _finished_with_checkpoint(store: RunStore, size: int, **config) -> int:
+    run_id = store.start({**CONFIG, **config})
+    path = store.checkpoint_path(run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * size)
+    store.finish(run_id, fake_report(1.0), checkpoint_path=str(path))
+    return run_id
+
+
+def test_the_checkpoint_quota_prunes_the_oldest_unpinned_checkpoints_and_keeps_every_report(tmp_path, monkeypatch):
+    from unlearn_core.runstore import RunStoreWarning
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    mib = 2**20
+    ids = [_finished_with_checkpoint(store, mib, seed=i) for i in range(5)]  # 5 MiB in all
+    assert store.checkpoint_usage() == (5 * mib, 5)
+    store.pin(ids[0])
+    outside = tmp_path / "precious.bin"  # a row edited to point outside the store must never cost that file
+    outside.write_bytes(b"\0" * (3 * mib))
+    _raw_update(store.path, "UPDATE runs SET checkpoint_path = ? WHERE id = ?", str(outside), ids[2])
+
+    monkeypatch.setenv("UNLEARN_RUN_CHECKPOINT_QUOTA_MB", "2.5")
+    assert store.enforce_checkpoint_quota() == [ids[1], ids[3]]
+    assert outside.exists()
+    for run_id in ids:
+        run = store.get(run_id)
+        assert run["report"]["unlearned"]["FA"] == 1.0  # reports are never pruned
+        pruned = run_id in (ids[1], ids[3])
+        assert store.checkpoint_path(run_id).exists() is (not pruned or run_id == ids[2])
+        assert (run["checkpoint_pruned_at"] is not None) is pruned
+        assert (run["checkpoint_path"] is None) is pruned
+    assert store.checkpoint_usage() == (2 * mib, 2)  # the pinned first run and the newest
+
+    # Quota 0: every unpinned checkpoint goes; the pinned one stays, with a warning that it alone is over.
+    monkeypatch.setenv("UNLEARN_RUN_CHECKPOINT_QUOTA_MB", "0")
+    with pytest.warns(RunStoreWarning, match="pinned run checkpoints alone"):
+        assert store.enforce_checkpoint_quota() == [ids[4]]
+    assert store.checkpoint_path(ids[0]).exists() and store.get(ids[0])["pinned"] == 1
+    store.pin(ids[0], False)
+    assert store.enforce_checkpoint_quota() == [ids[0]]
+
+
+@pytest.mark.parametrize("value", ["-1", "lots", "nan", "inf", "٣"])
+def test_a_bad_quota_setting_is_refused_before_the_run(tmp_path, monkeypatch, value, digits_class3):
+    from unlearn_core.runstore import RunStoreError
+
+    monkeypatch.setenv("UNLEARN_RUN_CHECKPOINT_QUOTA_MB", value)
+    store = RunStore(tmp_path / "runs.sqlite")
+    with pytest.raises(RunStoreError, match="UNLEARN_RUN_CHECKPOINT_QUOTA_MB must be"):
+        run_and_record(digits_class3, "finetune", {"epochs": 1}, store=store)
+    assert store.count() == 0
+
+
+def test_run_and_record_applies_the_quota(tmp_path, monkeypatch, digits_class3):
+    monkeypatch.setenv("UNLEARN_RUN_CHECKPOINT_QUOTA_MB", "0")
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id, report, _ = run_and_record(digits_class3, "finetune", {"epochs": 1}, store=store)
+    run = store.get(run_id)
+    assert run["status"] == "done" and run["FA"] == pytest.approx(report["unlearned"]["FA"])
+    assert run["checkpoint_path"] is None and run["checkpoint_pruned_at"]
+    assert not store.checkpoint_path(run_id).exists()
+
+
+def test_a_full_disk_while_saving_the_checkpoint_keeps_the_report(tmp_path, monkeypatch, digits_class3):
+    import errno
+
+    from unlearn_core import checkpoints
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoints, "atomic_write_bytes", full)
+    store = RunStore(tmp_path / "runs.sqlite")
+    with pytest.warns(UserWarning, match="checkpoint not saved: no space left on device"):
+        run_id, report, _ = run_and_record(digits_class3, "finetune", {"epochs": 1}, store=store)
+    run = store.get(run_id)
+    assert run["status"] == "done" and run["report"]["unlearned"]["FA"] == pytest.approx(report["unlearned"]["FA"])
+    assert run["checkpoint_path"] is None and run["error"] == "checkpoint not saved: no space left on device"
+
+
+def test_two_stores_in_one_folder_keep_their_checkpoints_apart(tmp_path):
+    default, other = RunStore(tmp_path / "runs.sqlite"), RunStore(tmp_path / "other.sqlite")
+    assert default.checkpoint_path(1) == tmp_path / "runs" / "1.pt"
+    assert other.checkpoint_path(1) == tmp_path / "other-runs" / "1.pt"
+
+
+def _old_schema_store(path) -> None:
+    """A store as version 1 wrote it (before the pinned / checkpoint_pruned_at columns)."""
+    from unlearn_core import runstore
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in runstore._SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO runs (status, params_json, config_json, started_at, report_json, checkpoint_path) "
+                 "VALUES ('done', '{}', '{}', '2026-01-01', '{\"seconds\": 1}', NULL)")
+    conn.close()
+
+
+def test_an_old_store_gains_the_quota_columns_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    _old_schema_store(path)
+    store = RunStore(path)
+    run = store.get(1)
+    assert run["report"] == {"seconds": 1} and run["pinned"] == 0 and run["checkpoint_pruned_at"] is None
+    assert store.pin(1)["pinned"] == 1
+
+
+def _die_after_saving_the_checkpoint(path: str) -> None:
+    from unlearn_core import checkpoints
+
+    store = RunStore(path)
+    run_id = store.start(CONFIG)
+    checkpoints.atomic_write_bytes(store.checkpoint_path(run_id), b"a complete checkpoint")
+    os.kill(os.getpid(), signal.SIGKILL)  # killed between the checkpoint and finish()
+
+
+def test_reaping_a_killed_run_removes_its_checkpoint_and_stale_temp_files(tmp_path):
+    path = str(tmp_path / "runs.sqlite")
+    store = RunStore(path)
+    kept = _finished_with_checkpoint(store, 10)
+    process = multiprocessing.get_context("spawn").Process(target=_die_after_saving_the_checkpoint, args=(path,))
+    process.start()
+    process.join(60)
+    assert process.exitcode == -signal.SIGKILL
+    killed = kept + 1
+    assert store.checkpoint_path(killed).is_file()
+    folder = store.checkpoint_path(killed).parent
+    stale, fresh = folder / f".{killed}.pt.abc123.tmp", folder / f".{killed + 1}.pt.def456.tmp"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"a write in progress")
+    os.utime(stale, (time.time() - 2 * 3600,) * 2)
+
+    reopened = RunStore(path)
+    run = reopened.get(killed)
+    assert run["status"] == "failed" and "interrupted" in run["error"]
+    assert not reopened.checkpoint_path(killed).exists()  # a failed run keeps no checkpoint
+    assert not stale.exists() and fresh.exists()
+    assert reopened.checkpoint_path(kept).is_file() and reopened.get(kept)["status"] == "done"
+
+
+def test_a_full_database_is_a_one_line_store_error(tmp_path, monkeypatch):
+    from unlearn_core.runstore import RunStoreError
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    store.finish(store.start(CONFIG), fake_report(1.0))
+    opened = RunStore._open
+
+    def capped(self):  # sqlite's own "database or disk is full" (SQLITE_FULL), as on a full disk
+        conn = opened(self)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        return conn
+
+    monkeypatch.setattr(RunStore, "_open", capped)
+    with pytest.raises(RunStoreError, match=r"^cannot write to the run store .*: database or disk is full$"):
+        store.start({**CONFIG, "params": {"blob": "x" * 100_000}})
+    monkeypatch.undo()
+    assert [r["id"] for r in store.list()] == [1]  # the failed write left nothing behind

@@ -19,6 +19,7 @@ import pickle
 import re
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ from unlearn_core.errors import CheckpointError
 
 DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 MAX_UPLOAD_ENV = "UNLEARN_MAX_UPLOAD_MB"
+# What an upload may unpack to. torch.save writes its zip entries uncompressed, so a real checkpoint declares
+# about its own file size; 1 GiB leaves room for any model this app builds (resnet18 is 45 MB).
+DEFAULT_MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
+MAX_UNPACKED_ENV = "UNLEARN_MAX_UNPACKED_MB"
 
 
 def max_upload_bytes() -> int:
@@ -44,6 +49,56 @@ def max_upload_bytes() -> int:
     if not megabytes > 0 or megabytes == float("inf"):
         raise CheckpointError(f"{MAX_UPLOAD_ENV} must be a positive number of MiB, got {raw!r}")
     return int(megabytes * 2**20)
+
+
+def _megabytes_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        megabytes = float("nan")
+    if not megabytes > 0 or megabytes == float("inf"):
+        raise CheckpointError(f"{name} must be a positive number of MiB, got {raw!r}")
+    return int(megabytes * 2**20)
+
+
+def max_unpacked_bytes() -> int:
+    """The cap on what an uploaded checkpoint's zip directory may declare: ``UNLEARN_MAX_UNPACKED_MB``, else 1 GiB."""
+    return _megabytes_env(MAX_UNPACKED_ENV, DEFAULT_MAX_UNPACKED_BYTES)
+
+
+def check_zip_directory(handle, max_unpacked: int | None) -> None:
+    """Refuse a zip checkpoint that would inflate, before ``torch.load`` reads a byte of its tensors.
+
+    ``torch.save`` stores every entry uncompressed. A file re-packed with deflate held a 1 GiB tensor in 1.2 MB
+    (870:1) and torch inflated it in full on every load, so compressed entries are refused outright, and the
+    sizes the directory declares are summed against ``max_unpacked`` (``None``: no cap, for our own files).
+    Reading the directory costs only the central directory at the end of the file.
+    """
+    start = handle.tell()
+    try:
+        if handle.read(4) != b"PK\x03\x04":
+            return  # not a zip: the legacy format (or junk), which torch.load judges on its own
+        handle.seek(start)
+        try:
+            with zipfile.ZipFile(handle) as archive:
+                entries = archive.infolist()
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+            raise CheckpointError(f"not a readable PyTorch checkpoint: broken zip directory ({error})") from None
+        compressed = [e for e in entries if e.compress_type != zipfile.ZIP_STORED]
+        if compressed:
+            raise CheckpointError(f"refused: the checkpoint holds {len(compressed)} compressed "
+                                  f"entr{'y' if len(compressed) == 1 else 'ies'} (e.g. "
+                                  f"{compressed[0].filename[-60:]!r}); torch.save never compresses, and a "
+                                  "compressed tensor can unpack to many times the upload's size")
+        declared = sum(e.file_size for e in entries)
+        if max_unpacked is not None and declared > max_unpacked:
+            raise CheckpointError(f"refused: the checkpoint declares {declared / 2**20:,.0f} MiB of content, over "
+                                  f"the {max_unpacked / 2**20:g} MiB limit (set {MAX_UNPACKED_ENV} to change it)")
+    finally:
+        handle.seek(start)
 
 
 def cache_key(payload: dict) -> str:
@@ -76,6 +131,27 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict | None = None) -> N
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
+def _refuse_foreign_format(handle) -> None:
+    """Refuse, by its first bytes, a file that torch.save cannot have written (a zip archive, or a pickle).
+
+    Without this an uploaded text file reached the unpickler, whose message was "KeyError: 101" (the code of its
+    first letter, read as a pickle opcode). An empty file is left to the loader's own "empty" message.
+    """
+    head = handle.read(512)
+    handle.seek(0)
+    if not head or head.startswith(b"PK") or head[:1] == b"\x80":
+        return
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head[:-3].decode("utf-8", errors="replace") if len(head) == 512 else ""
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        raise CheckpointError("not a readable PyTorch checkpoint: this is a text file; choose the .pt file that "
+                              "torch.save(model.state_dict(), path) wrote")
+    raise CheckpointError("not a readable PyTorch checkpoint: the file is neither a zip archive nor a pickle, the "
+                          "two formats torch.save writes")
+
+
 def read_checkpoint(source, max_bytes: int | None = None) -> dict:
     """Read a checkpoint file or bytes safely; returns ``{"state_dict", "meta"}``.
 
@@ -101,8 +177,16 @@ def read_checkpoint(source, max_bytes: int | None = None) -> dict:
         size = path.stat().st_size
         handle = open(path, "rb")
     if max_bytes is not None and size > max_bytes:
+        handle.close()
         raise CheckpointError(f"checkpoint is larger than the {max_bytes / 2**20:g} MiB upload limit "
                               f"(set {MAX_UPLOAD_ENV} to change it)")
+    try:
+        _refuse_foreign_format(handle)
+        # Uploads (a size cap applies) are held to the unpacked-size cap too; our own files only to "no deflate".
+        check_zip_directory(handle, max_unpacked_bytes() if max_bytes is not None else None)
+    except BaseException:
+        handle.close()
+        raise
     try:
         with handle:
             loaded = torch.load(handle, map_location="cpu", weights_only=True)
@@ -118,10 +202,26 @@ def read_checkpoint(source, max_bytes: int | None = None) -> dict:
         detail = str(error).splitlines()[0][:200] if str(error) else "the file is empty or truncated"
         raise CheckpointError(f"not a readable PyTorch checkpoint: {type(error).__name__}: {detail}") from None
     if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
-        return {"state_dict": loaded["state_dict"], "meta": loaded.get("meta") or {}}
-    if isinstance(loaded, dict) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        return {"state_dict": loaded, "meta": {}}
-    raise CheckpointError("checkpoint is not a state dict of tensors")
+        checkpoint = {"state_dict": loaded["state_dict"], "meta": loaded.get("meta") or {}}
+    elif isinstance(loaded, dict) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        checkpoint = {"state_dict": loaded, "meta": {}}
+    else:
+        raise CheckpointError("checkpoint is not a state dict of tensors")
+    for key, value in checkpoint["state_dict"].items():
+        _refuse_exotic_tensor(key, value)
+    return checkpoint
+
+
+def _refuse_exotic_tensor(key, value) -> None:
+    """Only plain dense tensors: sparse, quantized or other layouts crashed deep inside torch with a traceback."""
+    if not isinstance(value, torch.Tensor):
+        return  # load_state_strict names the key; metadata dicts may hold other values
+    if value.layout != torch.strided:
+        raise CheckpointError(f"refused: {str(key)[:80]!r} is a {str(value.layout).replace('torch.', '')} tensor; "
+                              "only dense tensors are accepted")
+    if value.is_quantized:
+        raise CheckpointError(f"refused: {str(key)[:80]!r} is a quantized tensor; only dense float or integer "
+                              "tensors are accepted")
 
 
 def load_uploaded_checkpoint(source, model: nn.Module) -> dict:
@@ -145,10 +245,31 @@ def load_state_strict(model: nn.Module, state_dict: dict[str, Any]) -> None:
     for key in state_dict:
         if key not in expected:
             raise CheckpointError(f"checkpoint does not fit the model: unexpected key {key!r}")
+    cast = {}
     for key, value in state_dict.items():
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise CheckpointError(f"checkpoint holds NaN or infinite values in {key!r}")
-    model.load_state_dict(state_dict, strict=True)
+        _refuse_exotic_tensor(key, value)
+        target = expected[key]
+        # Judge the values the model will hold, not the file's: float64 1e300 is finite and becomes inf as
+        # float32, and an integer past the target's range would wrap.
+        if target.is_floating_point():
+            if value.is_complex():
+                raise CheckpointError(f"checkpoint holds complex values in {key!r}; the model expects "
+                                      f"{str(target.dtype).replace('torch.', '')}")
+            value = value.to(target.dtype)
+            if not torch.isfinite(value).all():
+                raise CheckpointError(f"checkpoint holds NaN or infinite values in {key!r} (as "
+                                      f"{str(target.dtype).replace('torch.', '')}, the model's type)")
+        elif value.is_floating_point() or value.is_complex():
+            raise CheckpointError(f"checkpoint holds fractional values in {key!r}; the model expects "
+                                  f"{str(target.dtype).replace('torch.', '')}")
+        else:
+            info = torch.iinfo(target.dtype) if target.dtype != torch.bool else None
+            if info is not None and value.numel() and (int(value.min()) < info.min or int(value.max()) > info.max):
+                raise CheckpointError(f"checkpoint holds values in {key!r} outside the range of "
+                                      f"{str(target.dtype).replace('torch.', '')}")
+            value = value.to(target.dtype)
+        cast[key] = value
+    model.load_state_dict(cast, strict=True)
 
 
 class CheckpointCache:

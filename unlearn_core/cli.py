@@ -1,18 +1,26 @@
 """Command-line interface: ``python -m unlearn_core <command>``.
 
 Bad arguments print one clear line and exit with code 2; a progress bar is
-drawn on a terminal.
+drawn on a terminal. Output paths are checked before any work starts, and
+store, disk and file-system errors are one ``error:`` line too (issue 11).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import sqlite3
 import sys
+import unicodedata
+import warnings
 from pathlib import Path
 
-from unlearn_core.errors import Cancelled, UnlearnError
+from unlearn_core.errors import Cancelled, UnlearnError, UnlearnWarning
+from unlearn_core.parsing import ascii_int, is_ascii_int
 from unlearn_core.progress import ProgressEvent
+from unlearn_core.runstore import MAX_ROW_ID
 
 EXIT_USAGE = 2
 
@@ -64,14 +72,83 @@ def parse_param_pairs(pairs: list[str] | None) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise CliError(f"--param expects KEY=VALUE, got {pair!r}")
+        if _has_non_ascii_digit(value):
+            # int() and float() read "epochs=٣" as 3: accept only what a reader of the command line sees as digits.
+            raise CliError(f"--param {key.strip()!r}: write numbers with ASCII digits 0-9, got {value.strip()!r}")
         params[key.strip()] = value.strip()
     return params
+
+
+def _has_non_ascii_digit(text: str) -> bool:
+    return any(not ch.isascii() and unicodedata.numeric(ch, None) is not None for ch in text)
+
+
+def _whole_number(low: int | None = None, high: int = MAX_ROW_ID):
+    """An argparse type: ASCII digits only (``int()`` takes ``٣`` and ``1_000``), within [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = ascii_int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text[:40]!r} (whole numbers in digits 0-9)") \
+                from None
+        if (low is not None and value < low) or value > high:
+            span = f"from {low} to {high}" if low is not None else f"up to {high}"
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is out of range: give a whole number {span}")
+        return value
+    return parse
+
+
+def _store_for_recording(path):
+    """The run store a command will record into, refused before the work if it is read-only or the
+    checkpoint quota setting is bad (both would otherwise only fail when the first run is recorded)."""
+    from unlearn_core.runstore import RunStore, run_checkpoint_quota_bytes
+
+    store = RunStore(path)
+    store.require_writable()
+    run_checkpoint_quota_bytes()
+    return store
+
+
+def _check_outputs(named: dict[str, str | None], store_path=None) -> None:
+    """Check every output path of a command before any work (one line naming the option on failure).
+
+    Reused by every command that writes files (``sweep`` too): a run must never finish only to lose its
+    report on an unwritable ``--json``.
+    """
+    from unlearn_core.outputs import check_output_paths
+
+    check_output_paths(named, store_path)
+
+
+def _write_output(path: str, data: bytes, option: str) -> None:
+    from unlearn_core.outputs import write_output_bytes
+
+    write_output_bytes(path, data, what=f"{option} output")
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Print the library's own warnings (a skipped run, a pruned checkpoint) as one ``warning:`` line each."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UnlearnWarning):
+            print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UnlearnWarning)
+        warnings.showwarning = show
+        yield
 
 
 def _add_common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--dataset", default="mnist5k", help="data set name (default: mnist5k); see `datasets`")
     sub.add_argument("--model", default=None, help="model name (default: the data set's default); see `models`")
-    sub.add_argument("--seed", type=int, default=0, help="seed for weights, splits and methods (default: 0)")
+    # 2**32 - 1 is forget.MAX_SEED, not imported here because forget pulls in torch for --help.
+    sub.add_argument("--seed", type=_whole_number(0, 2**32 - 1), default=0,
+                     help="seed for weights, splits and methods (default: 0)")
     sub.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps")
     sub.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
 
@@ -83,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train (or load from the cache) the original model")
     _add_common(train)
-    train.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    train.add_argument("--epochs", type=_whole_number(1), default=None, help="override the recipe's epochs")
     train.add_argument("--json", default=None, help="write the model's metadata and test accuracy here")
 
     unlearn = commands.add_parser("unlearn", help="run one method and evaluate original, unlearned and retrained")
@@ -96,8 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--json", default=None, help="write the full report here")
     unlearn.add_argument("--no-record", action="store_true",
                          help="do not record the run (and its checkpoint) in the run store")
+    unlearn.add_argument("--evidence", default=None, metavar="KINDS",
+                         help="deeper evidence of forgetting, comma-separated: probe, relearn, curves (or all); "
+                              "see docs/EVIDENCE.md")
+    unlearn.add_argument("--evidence-param", action="append", metavar="KIND.KEY=VALUE",
+                         help="an evidence parameter (repeatable), e.g. relearn.lr=0.05 or curves.every=5")
 
-    runs = commands.add_parser("runs", help="list, show and export recorded runs (the run store)")
+    runs = commands.add_parser("runs", help="list, show, export and pin recorded runs (the run store)")
     runs.set_defaults(handler=_cmd_runs)
     runs_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=_Parser)
     runs_list = runs_commands.add_parser("list", help="recorded runs, newest first")
@@ -110,14 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--status", default=None, choices=("running", "done", "failed", "cancelled"),
                          help="only runs with this status")
         sub.add_argument("--tag", default=None, help="only runs with this tag (bench runs are tagged)")
-        sub.add_argument("--limit", type=int, default=None, help="at most this many runs")
+        sub.add_argument("--limit", type=_whole_number(0), default=None, help="at most this many runs")
     runs_list.add_argument("--json", action="store_true", help="print as JSON")
     runs_export.add_argument("--csv", default=None, metavar="PATH", help="write a flat CSV here")
     runs_export.add_argument("--json", default=None, metavar="PATH", help="write full runs (with reports) here")
     runs_show = runs_commands.add_parser("show", help="one run in full")
     runs_show.add_argument("run_id", metavar="ID", help="run id (see `runs list`)")
     runs_show.add_argument("--json", action="store_true", help="print the whole stored run as JSON")
-    for sub in (runs_list, runs_export, runs_show):
+    runs_pin = runs_commands.add_parser("pin", help="keep a run's checkpoint: the checkpoint quota never prunes it")
+    runs_unpin = runs_commands.add_parser("unpin", help="let the checkpoint quota prune a run's checkpoint again")
+    for sub in (runs_pin, runs_unpin):
+        sub.add_argument("run_id", metavar="ID", help="run id (see `runs list`)")
+    for sub in (runs_list, runs_export, runs_show, runs_pin, runs_unpin):
         sub.add_argument("--store", default=None, metavar="PATH",
                          help="run store database (default: <data dir>/runs.sqlite)")
 
@@ -196,18 +282,19 @@ def _cmd_models(_) -> int:
     return 0
 
 
-def _write_json(path: str, payload: dict) -> None:
-    from unlearn_core.checkpoints import atomic_write_bytes
-
-    atomic_write_bytes(Path(path), (json.dumps(payload, indent=2) + "\n").encode())
+def _write_json(path: str, payload: dict, option: str = "--json") -> None:
+    _write_output(path, (json.dumps(payload, indent=2) + "\n").encode(), option)
 
 
 def _cmd_train(args, progress) -> int:
     from unlearn_core.data import load_dataset
+    from unlearn_core.outputs import require_writable_data_dir
     from unlearn_core.training import accuracy, default_recipe, get_original
 
     if args.epochs is not None and args.epochs < 1:
         raise CliError("--epochs must be at least 1")
+    _check_outputs({"--json": args.json})
+    require_writable_data_dir()
     bundle = load_dataset(args.dataset)
     recipe = default_recipe(bundle.name, **({"epochs": args.epochs} if args.epochs else {}))
     trained = get_original(bundle, args.model, args.seed, recipe, args.device, progress)
@@ -225,18 +312,24 @@ def _cmd_train(args, progress) -> int:
 def _cmd_unlearn(args, progress) -> int:
     from unlearn_core.methods import get_method
     from unlearn_core.pipeline import prepare, unlearn
-    from unlearn_core.runstore import RunStore, run_and_record
+    from unlearn_core.outputs import require_writable_data_dir
+    from unlearn_core.runstore import run_and_record
+
+    from unlearn_core.evidence import EvidenceRequest, format_evidence
 
     params = parse_param_pairs(args.param)
+    _check_outputs({"--json": args.json})
+    require_writable_data_dir()
+    evidence = EvidenceRequest.parse(args.evidence, parse_param_pairs(args.evidence_param))
     run_id = None
     if args.no_record:
         report, _, _ = unlearn(args.dataset, args.model, args.forget, args.method, params, args.seed, args.device,
-                               progress)
+                               progress, evidence=evidence)
     else:
         get_method(args.method).resolve_params(params)  # fail on bad parameters before any training
-        store = RunStore()
+        store = _store_for_recording(None)
         setup = prepare(args.dataset, args.model, args.forget, args.seed, args.device, progress=progress)
-        run_id, report, _ = run_and_record(setup, args.method, params, progress, store=store)
+        run_id, report, _ = run_and_record(setup, args.method, params, progress, store=store, evidence=evidence)
     if isinstance(progress, TerminalProgress):
         progress.close()
     u, r, o = report["unlearned"], report.get("retrained", {}), report["original"]
@@ -258,63 +351,115 @@ def _cmd_unlearn(args, progress) -> int:
         print(f"speed-up not comparable: {report.get('rte_not_comparable_reason')}")
     if report.get("in_scope") is False:
         print(f"OUT OF SCOPE: {report.get('in_scope_reason')}")
+    for line in format_evidence(report.get("evidence") or {}):
+        print(line)
     if run_id is not None:
         print(f"recorded as run {run_id} (python -m unlearn_core runs show {run_id})")
     if args.json:
-        _write_json(args.json, report)
+        try:
+            _write_json(args.json, report)
+        except UnlearnError as error:
+            if run_id is None:
+                raise
+            # Checked before the run, yet the write failed (disk full): the report is safe in the store.
+            raise CliError(f"{error} (the report is kept in the run store: python -m unlearn_core runs show "
+                           f"{run_id} --json)") from None
         print(f"report written to {args.json}")
     return 0
 
 
 def _fmt_number(value, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "-"
+    try:
+        return f"{value:.{digits}f}"
+    except (TypeError, ValueError):  # a hand-edited row: show it, do not fail the listing
+        return "?"
+
+
+def _text(value, width: int | None = None) -> str:
+    """A stored value for a table cell: one line, no control characters, cut to ``width``."""
+    text = " ".join(str("" if value is None else value).split())
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if width is None else text[:width]
 
 
 def _cmd_runs(args, _progress) -> int:
     from unlearn_core.runstore import RunStore
 
+    from unlearn_core.runstore import run_id_from_text
+
     if args.runs_command is None:
-        raise CliError("runs needs an action: list, show ID or export --csv PATH / --json PATH")
+        raise CliError("runs needs an action: list, show ID, export --csv PATH / --json PATH, pin ID or unpin ID")
+    if args.runs_command == "export":
+        if args.csv is None and args.json is None:
+            raise CliError("runs export needs --csv PATH and/or --json PATH")
+        store_path = Path(args.store) if args.store else None
+        if store_path is None:
+            from unlearn_core.runstore import default_store_path
+
+            store_path = default_store_path()
+        _check_outputs({"--csv": args.csv, "--json": args.json}, store_path)
+    run_id = run_id_from_text(args.run_id) if args.runs_command in ("show", "pin", "unpin") else None
     store = RunStore(args.store)
+    if args.runs_command in ("pin", "unpin"):
+        run = store.pin(run_id, args.runs_command == "pin")
+        if args.runs_command == "pin":
+            kept = "its checkpoint is kept" if run.get("checkpoint_path") else \
+                "it has no checkpoint to keep" + (" (pruned earlier)" if run.get("checkpoint_pruned_at") else "")
+            print(f"run {run_id} pinned: {kept}")
+        else:
+            print(f"run {run_id} unpinned: the checkpoint quota may prune its checkpoint")
+        return 0
     if args.runs_command == "show":
-        run = store.get(args.run_id)
+        run = store.get(run_id)
         if args.json:
             print(json.dumps(run, indent=2))
             return 0
-        print(f"run {run['id']} [{run['status']}] {run['method']} on {run['dataset']}/{run['model']} "
-              f"forget {run['forget']} seed {run['seed']} device {run['device']}")
+        print(f"run {run['id']} [{_text(run['status'])}] {_text(run['method'])} on {_text(run['dataset'])}/"
+              f"{_text(run['model'])} forget {_text(run['forget'])} seed {_text(run['seed'])} "
+              f"device {_text(run['device'])}")
         print(f"  params   {json.dumps(run['params'], sort_keys=True)}")
-        print(f"  code     {run['code_version']}  started {run['started_at']}  finished {run['finished_at'] or '-'}")
+        print(f"  code     {_text(run['code_version'])}  started {_text(run['started_at'])}  "
+              f"finished {_text(run['finished_at']) or '-'}")
         if run["error"]:
-            print(f"  error    {run['error']}")
+            print(f"  error    {_text(run['error'])}")
         if run["checkpoint_path"]:
-            print(f"  checkpoint {run['checkpoint_path']}")
+            print(f"  checkpoint {run['checkpoint_path']}" + ("  (pinned)" if run.get("pinned") else ""))
+        elif run.get("checkpoint_pruned_at"):
+            print(f"  checkpoint pruned {_text(run['checkpoint_pruned_at'])} (run checkpoint quota; pin runs to "
+                  "keep theirs)")
         report = run["report"] or {}
         keys = ("FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy")
         if report:
             print(f"  {'':10s} " + " ".join(f"{k:>11s}" for k in keys))
             for which in ("original", "unlearned", "retrained"):
-                if report.get(which):
+                if isinstance(report.get(which), dict):
                     print(f"  {which:10s} " + " ".join(f"{_fmt_number(report[which].get(k)):>11s}" for k in keys))
             print(f"  seconds {_fmt_number(run['seconds'])}  retrain {_fmt_number(run['retrain_seconds'])}s  "
                   f"RTE {_fmt_number(run['rte'])}  Avg.Gap {_fmt_number(run['avg_gap'])}")
-            per_class = (report.get("unlearned") or {}).get("per_class_test")
-            if per_class:
+            unlearned = report.get("unlearned")
+            per_class = unlearned.get("per_class_test") if isinstance(unlearned, dict) else None
+            if isinstance(per_class, list) and per_class:
                 print("  per-class test accuracy: " + " ".join(_fmt_number(v, 1) for v in per_class))
+            from unlearn_core.evidence import format_evidence
+
+            for line in format_evidence(report.get("evidence") or {}):
+                print(f"  {line}")
         return 0
-    if args.limit is not None and args.limit < 0:
-        raise CliError("--limit must be at least 0")
     runs = store.list(dataset=args.dataset, model=args.model, forget=args.forget, method=args.method,
                       status=args.status, limit=args.limit, tag=args.tag)
     if args.runs_command == "export":
-        if not args.csv and not args.json:
-            raise CliError("runs export needs --csv PATH and/or --json PATH")
-        if args.csv:
-            store.export_csv(runs, args.csv)
-            print(f"{len(runs)} runs written to {args.csv}")
-        if args.json:
-            store.export_json(runs, args.json)
-            print(f"{len(runs)} runs written to {args.json}")
+        from unlearn_core.errors import OutputPathError
+
+        for option, path, write in (("--csv", args.csv, store.export_csv), ("--json", args.json, store.export_json)):
+            if path is None:
+                continue
+            try:
+                write(runs, path)
+            except OutputPathError as error:  # the disk filled up after the check: say which option failed
+                raise OutputPathError(f"{option}: {error}") from None
+            print(f"{len(runs)} runs written to {path}")
         return 0
     if args.json:
         print(json.dumps([RunStore.flat_row(run) for run in runs], indent=2))
@@ -325,18 +470,22 @@ def _cmd_runs(args, _progress) -> int:
     print(f"{'id':>5s} {'status':9s} {'method':13s} {'dataset':9s} {'model':10s} {'forget':12s} {'seed':>4s} "
           f"{'FA':>6s} {'RA':>6s} {'TA':>6s} {'MIAent':>6s} {'AvgGap':>6s} {'sec':>7s}  started")
     for run in runs:
-        print(f"{run['id']:>5d} {run['status']:9s} {str(run['method'])[:13]:13s} {str(run['dataset'])[:9]:9s} "
-              f"{str(run['model'])[:10]:10s} {str(run['forget'])[:12]:12s} {str(run['seed']):>4s} "
+        print(f"{run['id']:>5d} {_text(run['status'], 9):9s} {_text(run['method'], 13):13s} "
+              f"{_text(run['dataset'], 9):9s} {_text(run['model'], 10):10s} {_text(run['forget'], 12):12s} "
+              f"{_text(run['seed'], 12):>4s} "
               f"{_fmt_number(run['FA']):>6s} {_fmt_number(run['RA']):>6s} {_fmt_number(run['TA']):>6s} "
               f"{_fmt_number(run['MIA_entropy']):>6s} {_fmt_number(run['avg_gap']):>6s} "
-              f"{_fmt_number(run['seconds']):>7s}  {run['started_at'][:19]}")
+              f"{_fmt_number(run['seconds']):>7s}  {_text(run['started_at'], 19)}")
     return 0
 
 
 def _cmd_bench(args, _progress) -> int:
     from unlearn_core.bench import PRESETS, markdown_report, parse_seeds, run_bench
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.outputs import require_writable_data_dir
+    from unlearn_core.runstore import RunStore, default_store_path
 
+    _check_outputs({"--out": args.out, "--csv": args.csv, "--json": args.json},
+                   Path(args.store) if args.store else default_store_path())
     if args.from_tag:
         from unlearn_core.bench import result_from_store
 
@@ -352,6 +501,9 @@ def _cmd_bench(args, _progress) -> int:
         preset = PRESETS[args.preset]
         dataset, model, recipe_overrides = dataset or preset.dataset, model or preset.model, preset.recipe
     dataset = dataset or "mnist5k"
+    bad_seeds = [part.strip() for part in str(args.seeds).split(",") if part.strip() and not is_ascii_int(part)]
+    if bad_seeds:  # parse_seeds uses int(), which reads "٣" as 3
+        raise CliError(f"--seeds must be whole numbers in digits 0-9 separated by commas, got {bad_seeds[0][:40]!r}")
     seeds = parse_seeds(args.seeds)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     if args.methods is not None and not methods:
@@ -360,9 +512,11 @@ def _cmd_bench(args, _progress) -> int:
     log = (lambda _message: None) if args.quiet else None
     if args.address and args.engine != "ray":
         raise CliError("--address needs --engine ray")
-    result = run_bench(dataset, forgets, seeds, methods, model, args.device, recipe_overrides,
-                       parse_param_pairs(args.param), RunStore(args.store), tag=args.tag, log=log,
-                       threads=args.threads, engine=args.engine, address=args.address)
+    params = parse_param_pairs(args.param)
+    require_writable_data_dir()
+    store = _store_for_recording(args.store)
+    result = run_bench(dataset, forgets, seeds, methods, model, args.device, recipe_overrides, params, store,
+                       tag=args.tag, log=log, threads=args.threads, engine=args.engine, address=args.address)
     text = markdown_report(result, _bench_command(args, dataset, model, forgets))
     print(text)
     print(f"total {result['total_seconds']:.0f}s ({result['ran']} runs now, {result['skipped']} already stored); "
@@ -373,13 +527,19 @@ def _cmd_bench(args, _progress) -> int:
 
 def _write_bench_files(args, result: dict, text: str) -> None:
     from unlearn_core.bench import write_csv, write_json
+    from unlearn_core.errors import OutputPathError
+    from unlearn_core.outputs import describe_os_error
 
     if args.out:
-        _write_text(args.out, text)
-    if args.csv:
-        write_csv(result, args.csv)
-    if args.json:
-        write_json(result, args.json)
+        _write_text(args.out, text, "--out")
+    for option, path, write in (("--csv", args.csv, write_csv), ("--json", args.json, write_json)):
+        if path:
+            try:
+                write(result, path)
+            except OSError as error:  # checked before the bench; this is the disk filling up meanwhile
+                raise OutputPathError(f"cannot write the {option} output to {str(path)!r}: "
+                                      f"{describe_os_error(error)} (the runs are recorded under tag "
+                                      f"{result.get('tag')}; rebuild with --from-tag)") from None
 
 
 def _bench_command(args, dataset: str, model: str | None, forgets: list[str]) -> str:
@@ -404,10 +564,8 @@ def _bench_command(args, dataset: str, model: str | None, forgets: list[str]) ->
     return " ".join(parts)
 
 
-def _write_text(path: str, text: str) -> None:
-    from unlearn_core.checkpoints import atomic_write_bytes
-
-    atomic_write_bytes(Path(path), (text + "\n").encode())
+def _write_text(path: str, text: str, option: str = "--out") -> None:
+    _write_output(path, (text + "\n").encode(), option)
 
 
 # -- sweep ---------------------------------------------------------------------------------------------------------
@@ -474,19 +632,6 @@ def _whole(text: str | None, flag: str, low: int, high: int) -> int | None:
     return int(text)
 
 
-def _check_output_paths(*paths: str | None) -> None:
-    """Fail before any work when an output file cannot be written there."""
-    for path in paths:
-        if path is None:
-            continue
-        target = Path(path)
-        if target.is_dir():
-            raise CliError(f"{path} is a directory, not a file")
-        parent = target.parent if str(target.parent) else Path(".")
-        if not parent.is_dir():
-            raise CliError(f"cannot write {path}: the directory {parent} does not exist")
-
-
 class SweepProgress:
     """One tqdm bar for a sweep (runs finished of runs to do, with done/running/failed and time left)."""
 
@@ -513,7 +658,7 @@ class SweepProgress:
 
 def _cmd_sweep(args, _progress) -> int:
     from unlearn_core import sweeps
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.outputs import require_writable_data_dir
 
     methods = args.methods
     if methods is None:
@@ -537,8 +682,9 @@ def _cmd_sweep(args, _progress) -> int:
     trials = _whole(args.trials, "--trials", 1, 100_000)
     if args.search is None and trials is not None:
         raise CliError("--trials needs --search optuna")
-    _check_output_paths(args.json, args.csv, args.out)
-    store = RunStore(args.store)
+    _check_outputs({"--out": args.out, "--csv": args.csv, "--json": args.json}, args.store)
+    require_writable_data_dir()
+    store = _store_for_recording(args.store)
     bar = SweepProgress(not args.no_progress and sys.stderr.isatty())
     log = (lambda _message: None) if args.quiet else None
     try:
@@ -558,15 +704,20 @@ def _cmd_sweep(args, _progress) -> int:
     print(f"sweep {result['tag']}: {result['ran']} runs now, {result['skipped']} already stored, "
           f"{result['seconds']:.0f}s (python -m unlearn_core runs list --tag {result['tag']})")
     if args.out:
-        _write_text(args.out, text)
+        _write_output(args.out, (text + "\n").encode(), "--out")
     if args.csv:
-        sweeps.write_csv(result, args.csv)
+        _write_output(args.csv, sweeps.csv_bytes(result), "--csv")
     if args.json:
-        sweeps.write_json(result, args.json)
+        _write_output(args.json, sweeps.json_bytes(result), "--json")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    with _one_line_warnings():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     progress = None
     try:
@@ -601,6 +752,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `runs list | head`: the reader left; that is not an error to report (and stdout cannot take one).
+        # Point stdout at /dev/null so the flush at exit does not raise again (the recipe of Python's docs).
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:
+        # Disk full, a quota, a file system gone read-only mid-run: one line, not a 19-line traceback.
+        from unlearn_core.outputs import describe_os_error
+
+        where = f" ({error.filename!r})" if getattr(error, "filename", None) else ""
+        print(f"error: {describe_os_error(error)}{where}", file=sys.stderr)
+        return EXIT_USAGE
+    except sqlite3.Error as error:
+        print(f"error: run store: {' '.join(str(error).split())[:200]}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         if isinstance(progress, TerminalProgress):
             progress.close()

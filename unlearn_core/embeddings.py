@@ -24,7 +24,7 @@ from unlearn_core.checkpoints import atomic_write_bytes, cache_key
 from unlearn_core.errors import UnlearnError
 
 REDUCERS = ("pca", "umap")
-CACHE_VERSION = 2  # 2: UMAP places non-fitted sets by nearest neighbours
+CACHE_VERSION = 3  # 2: UMAP places non-fitted sets by nearest neighbours; 3: Procrustes-aligned retrained features
 # Serialises every UMAP fit in this process: numba's threading layer is not safe for concurrent fits.
 REDUCE_LOCK = threading.Lock()
 
@@ -137,13 +137,73 @@ def place_by_neighbours(fitted: np.ndarray, coords: np.ndarray, new: np.ndarray,
     return np.einsum("nk,nkd->nd", weights, coords[neighbours]).astype(np.float32)
 
 
-def joint_embedding(feature_sets: dict[str, np.ndarray], reducer: str = "pca", seed: int = 0,
-                    fit_on: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Reduce several ``(N, D)`` feature matrices of the same samples into one 2-D map.
+def procrustes_align(source: np.ndarray, target: np.ndarray, rows=None) -> np.ndarray:
+    """Map ``source`` features into ``target``'s feature space by a rotation, a uniform scale and a shift.
 
-    The sets named in ``fit_on`` (default: all) are stacked and fitted
-    together, so their points share one map; any other set is placed into
-    that map (PCA: its projection; UMAP: :func:`place_by_neighbours`). Every set is
+    Another network (the retrained reference) has its own feature basis: its
+    features cannot be compared with the original's coordinate by
+    coordinate. The orthogonal Procrustes solution (rotation ``R = U Vᵀ`` from
+    the SVD of ``Aᵀ B`` on centred features, scale ``trace(S) / |A|²``) is
+    fitted on ``rows`` only (the remaining samples: both models know them, so
+    they should agree there) and then applied to every row. A rotation and a
+    uniform scale keep every distance ratio, so each point keeps exactly the
+    neighbours it had in the source model's own space; only the frame changes.
+    """
+    source = np.asarray(source, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if source.shape != target.shape:
+        raise UnlearnError(f"cannot align features of shape {source.shape} onto {target.shape}")
+    fit = np.arange(len(source)) if rows is None else np.asarray(rows)
+    if fit.dtype == bool:
+        fit = np.flatnonzero(fit)
+    if len(fit) < 2:
+        raise UnlearnError("aligning two feature spaces needs at least 2 shared samples")
+    a_mean, b_mean = source[fit].mean(0), target[fit].mean(0)
+    a, b = source[fit] - a_mean, target[fit] - b_mean
+    u, singular, vt = np.linalg.svd(a.T @ b, full_matrices=False)
+    rotation = u @ vt
+    norm = float((a ** 2).sum())
+    scale = float(singular.sum()) / norm if norm > 0 else 1.0
+    return ((source - a_mean) @ rotation * scale + b_mean).astype(np.float32)
+
+
+def neighbour_preservation(features: np.ndarray, coords: np.ndarray, k: int = 10) -> float:
+    """Share of each point's ``k`` nearest neighbours in ``features`` also among its ``k`` nearest in ``coords``.
+
+    The mean over points, in [0, 1]: 1 means the 2-D panel keeps every local
+    neighbourhood of the model's own feature space; a random placement keeps
+    about ``k / N``. It says how far a panel can be read as that model's
+    feature space.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    features, coords = np.asarray(features), np.asarray(coords)
+    n = len(features)
+    if n != len(coords):
+        raise UnlearnError(f"{n} feature rows but {len(coords)} map points")
+    k = min(int(k), n - 1)
+    if k < 1:
+        return float("nan")
+    # k + 1 because each point is its own nearest neighbour; duplicates are why self is removed by index, not rank.
+    high = NearestNeighbors(n_neighbors=k + 1).fit(features).kneighbors(features, return_distance=False)
+    low = NearestNeighbors(n_neighbors=k + 1).fit(coords).kneighbors(coords, return_distance=False)
+    kept = 0
+    for i in range(n):
+        kept += len((set(high[i].tolist()) - {i}) & (set(low[i].tolist()) - {i}))
+    return kept / (n * k)
+
+
+def joint_embedding(feature_sets: dict[str, np.ndarray], reducer: str = "pca", seed: int = 0,
+                    fit_on: list[str] | None = None, align: dict | None = None) -> dict[str, np.ndarray]:
+    """Reduce several feature sets of the SAME samples into one shared 2-D map.
+
+    Sets named in ``fit_on`` (default: all) are stacked and fitted together,
+    so their points share one map; any other set is placed into
+    that map (PCA: its projection; UMAP: :func:`place_by_neighbours`). ``align``
+    maps a set's name to the rows (mask or indices) on which it is first
+    aligned onto the first set by :func:`procrustes_align`: a set from another
+    network (the retrained reference) must be brought into the first model's
+    feature frame before it can be placed in that model's map. Every set is
     standardised with the statistics of the first (the "before" model), so
     distances mean the same in every set. Returns one ``(N, 2)`` array per name.
     """
@@ -153,16 +213,18 @@ def joint_embedding(feature_sets: dict[str, np.ndarray], reducer: str = "pca", s
         raise UnlearnError("no feature sets to embed")
     names = list(feature_sets)
     fit_on = list(fit_on) if fit_on else names
-    unknown = [n for n in fit_on if n not in feature_sets]
+    unknown = [n for n in [*fit_on, *(align or {})] if n not in feature_sets]
     if unknown:
         raise UnlearnError(f"cannot fit on unknown feature set(s) {', '.join(unknown)}")
     dims = {feature_sets[name].shape[1] for name in names}
     if len(dims) != 1:
         raise UnlearnError(f"feature sets have different widths {sorted(dims)}; they must come from one architecture")
     reference = feature_sets[names[0]]
+    sets = {name: (procrustes_align(feature_sets[name], reference, (align or {})[name])
+                   if name in (align or {}) else feature_sets[name]) for name in names}
     mean = reference.mean(axis=0, keepdims=True)
     scale = reference.std(axis=0, keepdims=True).mean() + 1e-6
-    scaled = {name: ((feature_sets[name] - mean) / scale).astype(np.float32) for name in names}
+    scaled = {name: ((sets[name] - mean) / scale).astype(np.float32) for name in names}
     rest = [n for n in names if n not in fit_on]
     stacked = np.concatenate([scaled[n] for n in fit_on])
     if reducer == "pca":

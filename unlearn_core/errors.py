@@ -39,3 +39,18 @@ class DivergenceError(UnlearnError):
 
 class Cancelled(UnlearnError):
     """The caller asked a long-running job to stop."""
+
+
+class StorageError(UnlearnError):
+    """The data directory, an output file or the disk cannot be used (read-only, a file, full)."""
+
+
+class OutputPathError(StorageError):
+    """An output path is unusable or names a file the library manages (the run store, the checkpoint cache)."""
+
+
+class UnlearnWarning(UserWarning):
+    """Something a user should know that does not stop the work (an unreadable run skipped, a pruned checkpoint).
+
+    The CLI prints these as one ``warning:`` line on stderr.
+    """

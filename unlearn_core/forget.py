@@ -7,7 +7,10 @@ Spec forms:
 - ``subclass:<fine class>``: one fine class inside a super-class data set
   (``cifar20``), by name or index;
 - ``indices:<list or file>``: training indices, given inline (``indices:4,8,15``)
-  or as a file of integers (text, JSON list or ``.npy``).
+  or as a file of integers (text, JSON list or ``.npy``). Files are for the
+  command line: ``ForgetSpec.parse(text, allow_files=False)`` (what the app
+  uses for the URL and its widgets) refuses them, unless ``files_root`` names
+  a folder they must lie inside (``UNLEARN_INDEX_ROOT``, see :func:`index_root`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +26,19 @@ import numpy as np
 
 from unlearn_core.data import DatasetBundle
 from unlearn_core.errors import ForgetSpecError, ParameterError
+from unlearn_core.parsing import ascii_int, is_ascii_int
 
 KINDS = ("class", "random", "subclass", "indices")
 MAX_INDEX_FILE_BYTES = 50 * 1024 * 1024
 MAX_SEED = 2**32 - 1  # numpy's default_rng takes no negative seed; torch none past 2**64
+INDEX_ROOT_ENV = "UNLEARN_INDEX_ROOT"
+# ASCII only: int() also reads Arabic-Indic or full-width digits, so "class:\u0663" silently meant class 3.
+
+
+def index_root() -> Path | None:
+    """The folder the app may read ``indices:<file>`` from (``UNLEARN_INDEX_ROOT``); ``None``: no files at all."""
+    raw = os.environ.get(INDEX_ROOT_ENV, "").strip()
+    return Path(raw).expanduser() if raw else None
 
 
 @dataclass(frozen=True)
@@ -37,7 +50,16 @@ class ForgetSpec:
     fraction: float = 0.0
 
     @classmethod
-    def parse(cls, text: str) -> "ForgetSpec":
+    def parse(cls, text: str, allow_files: bool = True, files_root: str | Path | None = None) -> "ForgetSpec":
+        """Parse ``KIND:VALUE``.
+
+        ``allow_files=False`` is for text from a browser (a URL, a widget): an
+        ``indices:<file>`` would read a server file, and its error told which
+        paths exist and leaked a file's first number. Such a spec is refused
+        without touching the file system, unless ``files_root`` is given: then
+        the file must lie inside that folder (symlinks resolved), as with
+        ``imagefolder:``.
+        """
         if not isinstance(text, str) or ":" not in text:
             raise ForgetSpecError(f"forget spec {text!r} must look like KIND:VALUE, KIND one of {', '.join(KINDS)} "
                                   "(e.g. class:3, random:0.1)")
@@ -49,13 +71,17 @@ class ForgetSpec:
             raise ForgetSpecError(f"forget spec {text!r} has nothing after '{kind}:'")
         if kind == "random":
             try:
+                if not body.isascii():
+                    raise ValueError(body)
                 fraction = float(body)
             except ValueError:
                 raise ForgetSpecError(f"random fraction {body!r} is not a number") from None
             if not math.isfinite(fraction) or not 0.0 < fraction < 1.0:
                 raise ForgetSpecError(f"random fraction must be strictly between 0 and 1, got {body}")
             return cls("random", (), fraction)
-        if kind == "indices" and "," not in body and not body.lstrip("-").isdigit():
+        if kind == "indices" and "," not in body and not is_ascii_int(body):
+            if not allow_files:
+                return cls("indices", (_file_inside(body, files_root),))
             return cls("indices", (body,))  # a file path
         values = tuple(v.strip() for v in body.split(",") if v.strip())
         if not values:
@@ -182,7 +208,7 @@ def _class_index(value: str, names: list[str], what: str) -> int:
     if value.lower() in lowered:
         return lowered.index(value.lower())
     try:
-        index = int(value)
+        index = ascii_int(value)  # int() would read "class:٣" as class 3
     except ValueError:
         raise ForgetSpecError(f"unknown {what} {value!r}; known: {', '.join(names[:20])}"
                               f"{' ...' if len(names) > 20 else ''}") from None
@@ -191,13 +217,31 @@ def _class_index(value: str, names: list[str], what: str) -> int:
     return index
 
 
+def _file_inside(body: str, root: str | Path | None) -> str:
+    """The absolute path of an index file inside ``root``, or a refusal that says nothing about the file system."""
+    if root is None:
+        raise ForgetSpecError("index files are not accepted here: list the training indices inline "
+                              "(e.g. indices:4,8,15); a file works from the command line, or from inside "
+                              f"{INDEX_ROOT_ENV} when the server sets it")
+    try:
+        base = Path(root).expanduser().resolve()
+        target = (base / body).resolve()
+    except (OSError, RuntimeError, ValueError):
+        raise ForgetSpecError(f"index file name {body[:80]!r} is not usable") from None
+    if target != base and base not in target.parents:
+        raise ForgetSpecError(f"index file {body[:80]!r} is outside the allowed root (set {INDEX_ROOT_ENV} to "
+                              "change it)")
+    return str(target)
+
+
 def _read_indices(values: tuple[str, ...]) -> np.ndarray:
-    if len(values) == 1 and not values[0].lstrip("-").isdigit():
+    if len(values) == 1 and not is_ascii_int(values[0]):
         path = Path(values[0]).expanduser()
+        shown = repr(str(path))  # a name with a newline or an escape sequence stays one harmless line
         if not path.is_file():
-            raise ForgetSpecError(f"indices file {path} does not exist")
+            raise ForgetSpecError(f"indices file {shown} does not exist")
         if path.stat().st_size > MAX_INDEX_FILE_BYTES:
-            raise ForgetSpecError(f"indices file {path} is larger than {MAX_INDEX_FILE_BYTES // 2**20} MiB")
+            raise ForgetSpecError(f"indices file {shown} is larger than {MAX_INDEX_FILE_BYTES // 2**20} MiB")
         try:
             if path.suffix == ".npy":
                 raw = np.load(path, allow_pickle=False).ravel().tolist()
@@ -205,15 +249,15 @@ def _read_indices(values: tuple[str, ...]) -> np.ndarray:
                 text = path.read_text()
                 raw = json.loads(text) if text.lstrip().startswith("[") else text.replace(",", " ").split()
         except (ValueError, OSError, RecursionError) as error:
-            raise ForgetSpecError(f"cannot read indices file {path}: {type(error).__name__}") from None
-        source = f"indices file {path}"
+            raise ForgetSpecError(f"cannot read indices file {shown}: {type(error).__name__}") from None
+        source = f"indices file {shown}"
     else:
         raw = list(values)
         source = "indices"
     parsed = []
     for value in raw:
         try:
-            parsed.append(int(str(value).strip()))
+            parsed.append(ascii_int(str(value)))
         except ValueError:
             # A file's content is never echoed: the path may name a server file the user should not read.
             shown = "" if source != "indices" else f"; {str(value)[:40]!r} is not"

@@ -28,6 +28,60 @@ FINISHED = (DONE, FAILED, CANCELLED)
 
 JobFn = Callable[[Callable[[ProgressEvent], None], threading.Event], Any]
 
+# A job's progress stages grouped into phases a person can tell apart: the first run of a forget set trains
+# the retrained reference (minutes) before the method (seconds), then evaluates. Any other stage is the method.
+PHASE_OF_STAGE = {"preparing": "preparing", "train original": "original model", "retrain": "retrain reference",
+                  "evaluate": "evaluation", "umap": "map"}
+
+
+def phase_of(stage: str) -> str:
+    return PHASE_OF_STAGE.get(stage, "method")
+
+
+@dataclass
+class Phase:
+    """One phase of a job, with its own progress and times (a finished phase has ``finished_at``)."""
+
+    name: str
+    started_at: float
+    finished_at: float | None = None
+    fraction: float = 0.0
+    text: str = ""
+
+    def seconds(self, now: float | None = None) -> float:
+        return (self.finished_at or now or time.time()) - self.started_at
+
+
+class QueueFull(UnlearnError):
+    """A session asked for more queued or running jobs than the per-session limit allows."""
+
+
+def estimate_bytes(obj, _depth: int = 0, _seen: set | None = None) -> int:
+    """Bytes held by tensors and arrays inside ``obj`` (modules, dicts, lists, dataclasses), each counted once.
+
+    Used to bound memory by what a cached setup or a finished job holds; plain Python objects count as 0.
+    """
+    import numpy as np
+    import torch
+
+    seen = set() if _seen is None else _seen
+    if _depth > 6 or id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return int(obj.numel() * obj.element_size())
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, torch.nn.Module):
+        return sum(estimate_bytes(t, _depth + 1, seen) for t in obj.state_dict(keep_vars=True).values())
+    if isinstance(obj, dict):
+        return sum(estimate_bytes(v, _depth + 1, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple, set)):
+        return sum(estimate_bytes(v, _depth + 1, seen) for v in obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return sum(estimate_bytes(getattr(obj, name, None), _depth + 1, seen) for name in obj.__dataclass_fields__)
+    return 0
+
 
 @dataclass
 class JobSnapshot:
@@ -48,6 +102,7 @@ class JobSnapshot:
     error: str = ""
     run_id: int | None = None
     meta: dict = field(default_factory=dict)
+    phases: list = field(default_factory=list)
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -73,8 +128,17 @@ class JobSnapshot:
             return f"{self.label}: " + ", ".join(parts)
         if self.status == DONE:
             took = (self.finished_at or 0) - (self.started_at or 0)
-            return f"{self.label}: done in {took:.1f} s"
+            split = ""
+            shown = [p for p in self.phases if p.seconds(self.finished_at) >= 0.05]
+            if len(shown) > 1:  # "done in 241 s" alone hid that 228 s of it were the retrained reference
+                split = " (" + ", ".join(f"{self.phase_label(p)} {p.seconds(self.finished_at):.1f} s"
+                                         for p in shown) + ")"
+            return f"{self.label}: done in {took:.1f} s{split}"
         return f"{self.label}: {self.status}" + (f" ({self.error})" if self.error else "")
+
+    def phase_label(self, phase: Phase) -> str:
+        """A phase's name for people: the method phase is named after the method."""
+        return (self.meta.get("method") or "method") if phase.name == "method" else phase.name
 
 
 class Job:
@@ -93,7 +157,8 @@ class Job:
 
     def snapshot(self) -> JobSnapshot:
         with self._lock:
-            return replace(self._state, meta=dict(self._state.meta))
+            return replace(self._state, meta=dict(self._state.meta),
+                           phases=[replace(p) for p in self._state.phases])
 
     def update(self, **fields) -> None:
         with self._lock:
@@ -101,9 +166,26 @@ class Job:
                 setattr(self._state, key, value)
 
     def on_progress(self, event: ProgressEvent) -> None:
-        """The progress callback handed to the core."""
+        """The progress callback handed to the core; it also keeps one :class:`Phase` per phase of the job."""
+        now = time.time()
+        with self._lock:
+            phases = self._state.phases
+            name = phase_of(event.stage)
+            if not phases or phases[-1].name != name:
+                if phases and phases[-1].finished_at is None:
+                    phases[-1].finished_at, phases[-1].fraction = now, 1.0
+                phases.append(Phase(name, now))
+            phases[-1].fraction = event.fraction
+            phases[-1].text = event.stage + (f": {event.message}" if event.message else "")
         self.update(stage=event.stage, epoch=event.epoch, epochs=event.epochs, step=event.step, steps=event.steps,
                     loss=event.loss, fraction=event.fraction, message=event.message)
+
+    def close_phase(self, done: bool) -> None:
+        with self._lock:
+            if self._state.phases and self._state.phases[-1].finished_at is None:
+                self._state.phases[-1].finished_at = time.time()
+                if done:
+                    self._state.phases[-1].fraction = 1.0
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -112,31 +194,98 @@ class Job:
 
 
 class JobRunner:
-    """A single worker thread with a list of every job it was given."""
+    """A single worker thread with a list of every job it was given.
 
-    def __init__(self, history: int = 200):
+    Limits (0 or ``None``: none): ``max_per_owner`` unfinished jobs per owner
+    (``meta["owner"]``, a browser session): one session queued 52 runs in four
+    clicks into the worker everyone shares. ``results_bytes``: finished jobs keep
+    their results (models, artifacts) only while all of them together stay under
+    this, oldest let go first; the job itself stays listed, without its result.
+    ``history``: at most this many finished jobs are listed per owner (one busy session used to push every other
+    session's jobs out of a shared list of 200), and ``history_total`` in all, oldest let go first.
+    """
+
+    def __init__(self, history: int = 200, max_per_owner: int | None = None, results_bytes: int | None = None,
+                 history_total: int = 10_000):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unlearn-job")
         self._jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._history = history
+        self._history_total = history_total
+        self.max_per_owner = max_per_owner or None
+        self.results_bytes = results_bytes or None
+        self._result_sizes: dict[int, int] = {}
+
+    def room(self, owner: str) -> int | None:
+        """How many more jobs ``owner`` may queue now (``None``: no limit)."""
+        if self.max_per_owner is None:
+            return None
+        return max(0, self.max_per_owner - len(self.active(owner=owner)))
 
     def submit(self, label: str, fn: JobFn, kind: str = "work", meta: dict | None = None) -> Job:
-        """Queue ``fn(progress, cancel)``; its return value lands in ``job.result``."""
+        """Queue ``fn(progress, cancel)``; its return value lands in ``job.result``.
+
+        Raises :class:`QueueFull` when ``meta["owner"]`` already has ``max_per_owner`` unfinished jobs.
+        """
+        owner = (meta or {}).get("owner")
         with self._lock:
+            if owner is not None and self.max_per_owner is not None:
+                mine = sum(1 for j in self._jobs.values()
+                           if not j.snapshot().finished and j.snapshot().meta.get("owner") == owner)
+                if mine >= self.max_per_owner:
+                    raise QueueFull(f"this session already has {mine} job(s) queued or running, the limit per "
+                                    f"session; wait for one to finish or cancel one (the server's "
+                                    f"UNLEARN_MAX_JOBS_PER_SESSION sets the limit)")
             job = Job(next(self._ids), label, kind, meta)
             self._jobs[job.job_id] = job
-            for old in sorted(self._jobs)[:-self._history]:
-                if self._jobs[old].snapshot().finished:
-                    del self._jobs[old]
+            self._prune()
         job.future = self._executor.submit(self._run, job, fn)
         return job
+
+    def _prune(self) -> None:
+        """Let go of the oldest finished jobs beyond ``history`` per owner and ``history_total`` in all (locked)."""
+        kept_total, kept_by_owner = 0, {}
+        for job_id in sorted(self._jobs, reverse=True):  # newest first
+            snap = self._jobs[job_id].snapshot()
+            if not snap.finished:
+                continue
+            owner = snap.meta.get("owner")
+            kept_by_owner[owner] = kept_by_owner.get(owner, 0) + 1
+            if kept_by_owner[owner] > self._history or kept_total >= self._history_total:
+                del self._jobs[job_id]
+                self._result_sizes.pop(job_id, None)
+            else:
+                kept_total += 1
+
+    def _bound_results(self, finished: Job) -> None:
+        """Account ``finished``'s result and drop the oldest finished results while over ``results_bytes``."""
+        if self.results_bytes is None:
+            return
+        size = estimate_bytes(finished.result)
+        with self._lock:
+            self._result_sizes[finished.job_id] = size
+            total = sum(self._result_sizes.values())
+            for job_id in sorted(self._result_sizes):
+                if total <= self.results_bytes:
+                    break
+                job = self._jobs.get(job_id)
+                total -= self._result_sizes.pop(job_id)
+                if job is not None:
+                    job.result = None
+                    job.update(meta={**job.snapshot().meta, "result_dropped": True})
+
+    def results_nbytes(self) -> int:
+        with self._lock:
+            return sum(self._result_sizes.values())
 
     def _run(self, job: Job, fn: JobFn) -> None:
         if job.cancel_event.is_set():
             job.update(status=CANCELLED, error="cancelled before it started", finished_at=time.time())
             return
-        job.update(status=RUNNING, started_at=time.time())
+        started = time.time()
+        # Until the first progress event the job loads data and models: its own phase, so every second is counted.
+        job.update(status=RUNNING, started_at=started, phases=[Phase("preparing", started)])
         try:
             job.result = fn(job.on_progress, job.cancel_event)
         except Cancelled:
@@ -148,10 +297,17 @@ class JobRunner:
             job.update(status=FAILED, error=f"{type(error).__name__}: {error}", finished_at=time.time())
         else:
             run_id = job.result[0] if job.snapshot().kind == "run" and isinstance(job.result, tuple) else None
+            job.close_phase(done=True)
+            # Bounded before the job shows as done, so no reader ever sees the cache over its limit.
+            self._bound_results(job)
             job.update(status=DONE, fraction=1.0, finished_at=time.time(), run_id=run_id)
+        finally:
+            job.close_phase(done=False)
+        with self._lock:
+            self._prune()  # now that this one counts as finished
 
     def submit_run(self, setup_provider: Callable, method: str, params: dict | None = None, store=None,
-                   label: str | None = None, meta: dict | None = None) -> Job:
+                   label: str | None = None, meta: dict | None = None, extra_config: dict | None = None) -> Job:
         """Queue one unlearning run, recorded in the run store.
 
         ``setup_provider(progress, cancel)`` returns the prepared
@@ -163,7 +319,10 @@ class JobRunner:
 
         def work(progress, cancel):
             setup = setup_provider(progress, cancel)
-            return runstore.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store)
+            # The method's phase starts here, not at its first progress report (UNSC builds its subspaces first).
+            progress(ProgressEvent(stage="method", message=f"starting {method}"))
+            return runstore.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store,
+                                           extra_config=extra_config)
 
         return self.submit(label or method, work, kind="run", meta={"method": method, **(meta or {})})
 

@@ -9,12 +9,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from unlearn_core.errors import StorageError
+
+
+def data_dir_location() -> Path:
+    """Where the data directory is, without creating it (for checks that must not touch the disk)."""
+    root = os.environ.get("UNLEARN_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "unlearning-lab")
+    return Path(root)
+
 
 def data_dir() -> Path:
     """The root directory for downloads, checkpoints and the run store."""
-    root = os.environ.get("UNLEARN_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "unlearning-lab")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
+    path = data_dir_location()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as error:
+        # A file in the way, a read-only parent, a NUL byte: one line naming the setting, not a traceback.
+        reason = getattr(error, "strerror", None) or str(error)
+        try:
+            if path.exists() and not path.is_dir():
+                reason = "it is a file, not a folder"
+        except (OSError, ValueError):  # a NUL byte makes even exists() raise
+            pass
+        where = "UNLEARN_DATA_DIR" if os.environ.get("UNLEARN_DATA_DIR") else "the data directory"
+        raise StorageError(f"{where} {str(path)!r} cannot be used: {reason}; set UNLEARN_DATA_DIR to a "
+                           "writable folder") from None
     return path
 
 

@@ -91,14 +91,25 @@ class MethodRun:
     seconds: float
     artifacts: dict
     timing: dict = field(default_factory=dict)
+    evidence: dict = field(default_factory=dict)  # what was recorded while it ran (unlearning curves)
 
 
 def run_method(setup: Setup, method: str, params: dict | None = None, progress: ProgressFn | None = None,
-               cancel: threading.Event | None = None) -> MethodRun:
-    """Run one registered method on a prepared setup, timing the unlearning step alone."""
+               cancel: threading.Event | None = None, evidence=None) -> MethodRun:
+    """Run one registered method on a prepared setup, timing the unlearning step alone.
+
+    ``evidence`` (kinds or an :class:`~unlearn_core.evidence.EvidenceRequest`) that asks for
+    curves records them while the method runs; their evaluation time is left out of ``seconds``.
+    """
+    from unlearn_core.evidence import EvidenceRequest, curve_recorder
+
     method_cls = get_method(method)
     resolved = method_cls.resolve_params(params)
     task = setup.task(progress, cancel)
+    curves = curve_recorder(setup, EvidenceRequest.parse(evidence))
+    if curves is not None:
+        curves.attach(task)
+    curve_seconds = curves.seconds if curves is not None else 0.0
     _warm_up_optimizers()
     if setup.device.type == "cuda":
         torch.cuda.synchronize()
@@ -111,10 +122,17 @@ def run_method(setup: Setup, method: str, params: dict | None = None, progress: 
         if setup.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started - output.diagnostics_seconds
+    if curves is not None:
+        seconds -= curves.seconds - curve_seconds
     if output.seconds is not None:
         seconds = output.seconds
     output.model.eval()
-    return MethodRun(method_cls.name, resolved, output.model, seconds, output.artifacts, timing.conditions)
+    recorded = {}
+    if curves is not None:
+        curves.finish(output.model)
+        recorded["curves"] = curves.as_dict()
+    return MethodRun(method_cls.name, resolved, output.model, seconds, output.artifacts, timing=timing.conditions,
+                     evidence=recorded)
 
 
 _optimizers_warm = False
@@ -151,7 +169,7 @@ def clean_json(value):
     return value
 
 
-def build_report(setup: Setup, run: MethodRun) -> dict:
+def build_report(setup: Setup, run: MethodRun, evidence=None) -> dict:
     """Metrics of the original, unlearned and retrained models, gaps, JS, RTE and the method's scope.
 
     ``in_scope``/``in_scope_reason``: whether the method was designed for this
@@ -159,6 +177,8 @@ def build_report(setup: Setup, run: MethodRun) -> dict:
     the method's seconds, given only when both were timed under the same
     conditions (``timing``/``retrain_timing``); otherwise ``rte`` is ``None``,
     ``rte_comparable`` false and ``rte_not_comparable_reason`` says why.
+    ``evidence`` (e.g. ``"probe,relearn,curves"`` or an ``EvidenceRequest``) adds an ``evidence``
+    section (:func:`unlearn_core.evidence.collect_evidence`).
     """
     in_scope, scope_reason = get_method(run.method).scope(setup.split.spec.kind)
     unlearned_outputs = model_outputs(run.model, setup.bundle, setup.split, setup.device)
@@ -200,14 +220,26 @@ def build_report(setup: Setup, run: MethodRun) -> dict:
         # The original's and the retrained model's own gaps, on the same terms (the tables' reference rows).
         report["original"] = {**report["original"],
                               "avg_gap": avg_gap(setup.metrics("original"), setup.metrics("retrained"), keys)}
+    if evidence:
+        from unlearn_core.evidence import collect_evidence
+
+        report["evidence"] = collect_evidence(setup, run, evidence)
     return clean_json(report)
 
 
 def unlearn(dataset: str = "mnist5k", model: str | None = None, forget: str = "class:3", method: str = "finetune",
             params: dict | None = None, seed: int = 0, device=None, progress: ProgressFn | None = None,
-            cancel: threading.Event | None = None) -> tuple[dict, MethodRun, Setup]:
-    """Prepare, run one method and evaluate it; returns ``(report, run, setup)``."""
+            cancel: threading.Event | None = None, evidence=None,
+            evidence_params: dict | None = None) -> tuple[dict, MethodRun, Setup]:
+    """Prepare, run one method and evaluate it; returns ``(report, run, setup)``.
+
+    ``evidence`` ("probe,relearn,curves", a list, or None) with ``evidence_params``
+    (``{"relearn.lr": 0.05}``) adds the report's ``evidence`` section (docs/EVIDENCE.md).
+    """
+    from unlearn_core.evidence import EvidenceRequest
+
     get_method(method).resolve_params(params)  # fail on bad parameters before any training
+    request = EvidenceRequest.parse(evidence, evidence_params)  # likewise for bad evidence requests
     setup = prepare(dataset, model, forget, seed, device, progress=progress, cancel=cancel)
-    run = run_method(setup, method, params, progress, cancel)
-    return build_report(setup, run), run, setup
+    run = run_method(setup, method, params, progress, cancel, evidence=request)
+    return build_report(setup, run, evidence=request), run, setup

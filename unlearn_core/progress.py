@@ -37,6 +37,7 @@ class ProgressEvent:
     loss: Optional[float] = None
     accuracy: Optional[float] = None
     message: str = ""
+    point: Optional[dict] = None  # an unlearning-curve point (Acc_f, FA, Acc_r, loss), when one was recorded
 
     @property
     def fraction(self) -> float:
@@ -51,6 +52,8 @@ class ProgressEvent:
 
 
 ProgressFn = Callable[[ProgressEvent], None]
+# (model, stage, fields) -> a recorded point or None; see unlearn_core.evidence.CurveRecorder.
+Observer = Callable[[object, str, dict], Optional[dict]]
 
 
 def no_progress(_: ProgressEvent) -> None:
@@ -61,10 +64,12 @@ class Reporter:
     """Wraps an optional callback and cancel event for one stage of work."""
 
     def __init__(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-                 stage: str = "work"):
+                 stage: str = "work", observer: Observer | None = None):
         self.progress = progress or no_progress
         self.cancel = cancel
         self.stage = stage
+        # Optional: offered the model after each optimiser step (unlearning curves, unlearn_core.evidence).
+        self.observer = observer
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -75,7 +80,20 @@ class Reporter:
         self.progress(ProgressEvent(stage=self.stage, **fields))
 
     def child(self, stage: str) -> "Reporter":
-        return Reporter(self.progress, self.cancel, stage)
+        return Reporter(self.progress, self.cancel, stage, self.observer)
+
+    def observe(self, model, **fields) -> None:
+        """Offer the model being trained to the observer after an optimiser step; a no-op without one.
+
+        ``fields`` are the ones of the step's progress report (epoch, epochs,
+        step, steps, loss). When the observer records a point (a dict), it is
+        also sent to the progress callback as an event with that ``point``.
+        """
+        if self.observer is None:
+            return
+        point = self.observer(model, self.stage, fields)
+        if point is not None:
+            self.progress(ProgressEvent(stage=self.stage, point=point, message="curve point", **fields))
 
 
 def check_finite(loss_value: float, where: str) -> float:

@@ -814,16 +814,31 @@ def _drive(engine, pending, spec, recipe, device_name, threads, tag, store, save
 
 def _record(store, tag, planned, out, recipe, device_name, infos, engine_name, save_checkpoints,
             save_checkpoint) -> None:
+    """Record one result as a normal run (as ``run_and_record`` does), then link it to the sweep under its key."""
+    from unlearn_core.runstore import _one_line, _warn
+
     config = _run_config(planned, recipe, device_name, tag, infos, out.get("report"), engine_name)
     run_id = store.start(config)
     if out.get("error"):
         store.fail(run_id, out["error"])
     else:
-        checkpoint = None
+        checkpoint, note = None, None
         if save_checkpoints and out.get("state") is not None:
-            checkpoint = store.checkpoint_path(run_id)
-            save_checkpoint(checkpoint, _StateHolder(out["state"]), {"run_id": run_id, **config})
-        store.finish(run_id, out["report"], None if checkpoint is None else str(checkpoint))
+            try:
+                save_checkpoint(store.checkpoint_path(run_id), _StateHolder(out["state"]), {"run_id": run_id, **config})
+                checkpoint = store.checkpoint_path(run_id)
+            except OSError as error:
+                # As for a single run: the report took the work and fits in a row; keep it, say the model is missing.
+                from unlearn_core.outputs import describe_os_error
+
+                note = f"checkpoint not saved: {describe_os_error(error)}"
+                _warn(f"run {run_id}: {note}; the report is recorded")
+        store.finish(run_id, out["report"], None if checkpoint is None else str(checkpoint), note=note)
+        if checkpoint is not None:
+            try:
+                store.enforce_checkpoint_quota()
+            except (UnlearnError, OSError) as error:  # the run is recorded; a failed prune must not undo that
+                _warn(f"the run checkpoint quota could not be applied: {_one_line(error)}")
     store.link_sweep_run(tag, planned.key, run_id, planned.role)
 
 
@@ -1312,6 +1327,22 @@ def flat_rows(result: dict) -> list[dict]:
 def write_csv(result: dict, path: str | Path) -> None:
     from unlearn_core.checkpoints import atomic_write_bytes
 
+    atomic_write_bytes(Path(path), csv_bytes(result))
+
+
+def write_json(result: dict, path: str | Path) -> None:
+    from unlearn_core.checkpoints import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), json_bytes(result))
+
+
+def json_bytes(result: dict) -> bytes:
+    from unlearn_core.runstore import _jsonable
+
+    return (json.dumps(_jsonable(result), indent=2) + "\n").encode()
+
+
+def csv_bytes(result: dict) -> bytes:
     rows = flat_rows(result)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
@@ -1320,14 +1351,7 @@ def write_csv(result: dict, path: str | Path) -> None:
     for row in rows:
         writer.writerow({k: "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
                          for k, v in row.items()})
-    atomic_write_bytes(Path(path), buffer.getvalue().encode())
-
-
-def write_json(result: dict, path: str | Path) -> None:
-    from unlearn_core.checkpoints import atomic_write_bytes
-    from unlearn_core.runstore import _jsonable
-
-    atomic_write_bytes(Path(path), (json.dumps(_jsonable(result), indent=2) + "\n").encode())
+    return buffer.getvalue().encode()
 
 
 def new_tag(prefix: str = "sweep") -> str:

@@ -124,3 +124,37 @@ def test_submit_run_records_the_run_in_the_store(runner, tmp_path, digits_class3
     stored = store.get(snap.run_id)
     assert stored["status"] == "done" and stored["method"] == "finetune"
     assert stored["report"]["unlearned"]["TA"] == pytest.approx(job.result[1]["unlearned"]["TA"])
+
+
+def test_phases_have_their_own_progress_and_times():
+    """The first run trains the reference, then runs the method, then evaluates: three phases, three times."""
+    from unlearn_core.jobs import JobRunner
+    from unlearn_core.progress import ProgressEvent
+
+    runner = JobRunner()
+
+    def work(progress, cancel):
+        time.sleep(0.06)  # loading data and models before the first report
+        for step in range(1, 3):
+            progress(ProgressEvent(stage="retrain", epoch=1, epochs=1, step=step, steps=2))
+        time.sleep(0.05)
+        progress(ProgressEvent(stage="unsc subspace", step=1, steps=4))
+        snap = job.snapshot()
+        # the reference's phase is closed at 100 % when the method starts; the method's bar starts at its own 25 %
+        assert [p.name for p in snap.phases] == ["preparing", "retrain reference", "method"]
+        assert snap.phases[1].finished_at is not None and snap.phases[1].fraction == 1.0
+        assert snap.phases[2].fraction == pytest.approx(0.25)
+        progress(ProgressEvent(stage="fine-tune", epoch=1, epochs=2, step=1, steps=1))
+        progress(ProgressEvent(stage="evaluate", message="metrics"))
+        return None
+
+    job = runner.submit("unsc on digits/class:3", work, kind="run", meta={"method": "unsc"})
+    snap = runner.wait(job, timeout=10)
+    runner.shutdown()
+    assert [p.name for p in snap.phases] == ["preparing", "retrain reference", "method", "evaluation"]
+    assert all(p.finished_at is not None and p.fraction == 1.0 for p in snap.phases)
+    assert snap.phases[0].seconds() >= 0.05 and snap.phases[1].seconds() >= 0.05
+    # The phases cover the whole job: their times add up to the total.
+    assert sum(p.seconds() for p in snap.phases) == pytest.approx(snap.finished_at - snap.started_at, abs=0.01)
+    text = snap.describe()
+    assert "preparing" in text and "retrain reference" in text and "unsc" in text

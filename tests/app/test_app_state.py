@@ -67,7 +67,7 @@ def test_scatter_carries_dataset_indices_in_every_trace():
     figure = embedding_scatter(coords, labels, indices, forget, ["zero", "one"], selectable=True)
     carried = sorted(int(v) for trace in figure.data for v in trace.customdata)
     assert carried == list(indices)
-    forget_trace = next(t for t in figure.data if t.name == "forget set")
+    forget_trace = next(t for t in figure.data if t.name.startswith("forget set"))
     assert sorted(forget_trace.customdata) == [101, 104]
     assert figure.layout.dragmode == "lasso"
 
@@ -84,8 +84,28 @@ def test_hover_shows_each_points_predictions_before_and_after():
     figure = embedding_scatter(np.zeros((3, 2)), labels, np.array([10, 11, 12]), forget, ["zero", "one"],
                                hover=hover)
     texts = {int(i): t for trace in figure.data for i, t in zip(trace.customdata, trace.text)}
-    assert texts == {10: hover[0], 11: hover[1], 12: hover[2]}  # each point keeps its own line, forget trace too
+    # each point keeps its own line, forget trace too, after its true class
+    assert texts == {10: f"true zero<br>{hover[0]}", 11: f"true one<br>{hover[1]}", 12: f"true zero<br>{hover[2]}"}
     assert all("%{text}" in trace.hovertemplate for trace in figure.data)
+
+
+def test_panels_share_axes_and_can_be_coloured_by_prediction():
+    from unlearn_core.figures import shared_ranges
+
+    a, b = np.array([[0.0, 0.0], [1.0, 2.0]]), np.array([[-3.0, 1.0], [0.5, 5.0]])
+    x_range, y_range = shared_ranges(a, b)
+    assert x_range[0] < -3.0 and x_range[1] > 1.0 and y_range[0] < 0.0 and y_range[1] > 5.0
+    labels, forget = np.array([0, 1]), np.array([False, True])
+    predicted = np.array([1, 1])
+    figure = embedding_scatter(b, labels, np.array([7, 8]), forget, ["zero", "one"], colour_by=predicted,
+                               colour_title="prediction", ranges=(x_range, y_range))
+    assert list(figure.layout.xaxis.range) == x_range and list(figure.layout.yaxis.range) == y_range
+    names = [t.name for t in figure.data]
+    assert names == ["predicted one", "forget set (×)"]  # sample 7 is a true zero coloured as its prediction
+    assert figure.data[0].text[0].startswith("true zero")
+    forget_marker = figure.data[1].marker
+    assert forget_marker.size <= 6 and forget_marker.line.width <= 0.5  # lighter than the points' clusters
+    assert figure.layout.legend.orientation == "h"  # below the panel, not beside it
 
 
 def test_to_display_upscales_grey_and_colour_images():

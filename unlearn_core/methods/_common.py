@@ -77,6 +77,7 @@ def train_steps(model: nn.Module, task: UnlearnTask, n: int, batch_size: int, ep
             total += loss.item() * len(batch)
             seen += len(batch)
             reporter(epoch=epoch, epochs=epochs, step=step, steps=steps, loss=total / seen)
+            reporter.observe(model, epoch=epoch, epochs=epochs, step=step, steps=steps, loss=total / seen)
         last = total / max(seen, 1)
     check_finite_weights(model, stage)
     model.eval()

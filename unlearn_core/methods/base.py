@@ -285,6 +285,7 @@ def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             total += loss.item() * len(y)
             seen += len(y)
             reporter(epoch=epoch, epochs=epochs, step=step, steps=steps, loss=total / seen)
+            reporter.observe(model, epoch=epoch, epochs=epochs, step=step, steps=steps, loss=total / seen)
         last_loss = total / max(seen, 1)
     model.eval()
     return {"final_loss": last_loss}

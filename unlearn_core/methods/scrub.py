@@ -71,6 +71,7 @@ class Scrub(UnlearningMethod):
                         teacher_logits = teacher(x)
                     total += -step(-distill_kl(student(x), teacher_logits, temperature), "scrub max-step")
                     max_reporter(epoch=epoch, epochs=epochs, step=i, steps=steps, loss=total / i)
+                    max_reporter.observe(student, epoch=epoch, epochs=epochs, step=i, steps=steps, loss=total / i)
                 record["forget_kl"] = total / max(steps, 1)
             steps = -(-len(retain_y) // params["batch_size"])
             total = 0.0
@@ -83,6 +84,7 @@ class Scrub(UnlearningMethod):
                     + params["alpha"] * distill_kl(logits, teacher_logits, temperature)
                 total += step(loss, "scrub min-step")
                 min_reporter(epoch=epoch, epochs=epochs, step=i, steps=steps, loss=total / i)
+                min_reporter.observe(student, epoch=epoch, epochs=epochs, step=i, steps=steps, loss=total / i)
             record["retain_loss"] = total / max(steps, 1)
             history.append(record)
         check_finite_weights(student, "scrub")

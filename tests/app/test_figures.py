@@ -1,0 +1,90 @@
+"""Figure conventions: fixed symmetric change scales, one colour per method, shared entropy axes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from unlearn_core.figures import (CHANGE_SCALE, change_limit, confusion_difference, entropy_histograms,
+                                  entropy_y_max, method_colour, per_class_bars, per_class_heatmap)
+
+
+def test_one_image_does_not_fill_the_confusion_scale():
+    before = np.diag([36, 36, 36])
+    after = before.copy()
+    after[0, 0], after[0, 1] = 35, 1  # one test image of class 0 moved: 2.8 points
+    figure = confusion_difference(after, before, ["0", "1", "2"], "t")
+    heat = figure.data[0]
+    assert heat.zmin == -heat.zmax == -10.0 and heat.zmid == 0  # the smallest step, symmetric: a pale cell
+    assert heat.colorscale == confusion_difference(before, after, ["0", "1", "2"], "t").data[0].colorscale
+    assert figure.data[0].z[0][0] < 0  # the lost share is the negative (red) end
+    assert change_limit([3.0], [-40.0]) == 50.0 and change_limit([]) == 10.0 and change_limit([250.0]) == 100.0
+    shared = confusion_difference(after, before, ["0", "1", "2"], "t", limit=50.0).data[0]
+    assert shared.zmax == 50.0
+
+
+def test_loss_is_red_in_every_change_chart():
+    shift = pd.DataFrame([[0.0, -30.0]], index=["#1 unsc"], columns=["a", "b"])
+    heat = per_class_heatmap(shift).data[0]
+    confusion = confusion_difference(np.eye(2) * 5, np.eye(2) * 5, ["a", "b"], "t").data[0]
+    # Both use the same scale with the low (negative = lost) end red.
+    assert heat.colorscale == confusion.colorscale
+    assert CHANGE_SCALE == "RdBu"
+
+    def rgb(colour):
+        return [int(v) for v in colour[colour.index("(") + 1:-1].split(",")]
+
+    low, high = rgb(heat.colorscale[0][1]), rgb(heat.colorscale[-1][1])
+    assert low[0] > low[2] and high[2] > high[0]  # low end red, high end blue
+
+
+def test_a_method_has_one_colour_everywhere():
+    assert method_colour("unsc") == method_colour("#7 unsc") == method_colour("#12 unsc")
+    assert method_colour("unsc") != method_colour("natmu")
+    assert method_colour("retrain (reference)") == method_colour("retrain")
+    assert method_colour("some_new_method") == method_colour("#3 some_new_method")  # stable for unknown names
+    shift = pd.DataFrame(np.zeros((3, 2)), index=["retrain (reference)", "#2 natmu", "#1 unsc"], columns=["a", "b"])
+    bars = per_class_bars(shift)
+    assert [t.marker.color for t in bars.data] == [method_colour("retrain"), method_colour("natmu"),
+                                                   method_colour("unsc")]
+
+
+def test_entropy_panels_share_axes_and_spread_confident_predictions():
+    rng = np.random.default_rng(0)
+    confident = {"forget": 10 ** rng.uniform(-7, -5, 200), "retain": 10 ** rng.uniform(-7, -6, 200),
+                 "test": 10 ** rng.uniform(-3, -1, 200)}
+    unsure = {"forget": rng.uniform(1.0, 2.2, 200), "retain": 10 ** rng.uniform(-7, -6, 200),
+              "test": 10 ** rng.uniform(-3, -1, 200)}
+    y_max = entropy_y_max([confident, unsure], num_classes=10)
+    left = entropy_histograms(confident, "a", 10, y_max)
+    right = entropy_histograms(unsure, "b", 10, y_max)
+    assert list(left.layout.xaxis.range) == list(right.layout.xaxis.range)
+    assert list(left.layout.yaxis.range) == list(right.layout.yaxis.range) == [0, y_max]
+    assert right.layout.xaxis.range[1] == np.log10(np.log(10))  # up to the largest possible entropy
+    forget = left.data[0]
+    # 1e-7..1e-5 nats fall in several bins, not one bar at 0
+    assert np.count_nonzero(forget.y) >= 5 and np.isclose(sum(forget.y), 100.0)
+    assert "1e-6" in left.layout.xaxis.ticktext
+
+
+def test_an_all_white_mask_keeps_a_visible_frame():
+    from unlearn_core.figures import framed_mask
+
+    picture = framed_mask(np.ones((4, 4)), scale=3)
+    assert picture.shape == (16, 16) and picture.dtype == np.uint8
+    assert (picture[2:-2, 2:-2] == 255).all() and (picture[0] == 128).all() and (picture[:, -1] == 128).all()
+
+
+def test_spectrum_ticks_are_plain_exponents():
+    from unlearn_core.figures import spectrum_figure
+
+    figure = spectrum_figure([("fc1", np.array([0.9, 0.09, 1e-6]))], 0.99, {"fc1": 2})
+    assert figure.layout.yaxis.exponentformat == "e"
+
+
+def test_one_legend_line_names_every_class_in_its_colour_and_escapes_names():
+    from unlearn_core.figures import class_colour, legend_html
+
+    line = legend_html(["cat", "<dog>"], [0, 1], forget=True)
+    assert class_colour(0) in line and class_colour(1) in line and "&lt;dog&gt;" in line and "forget set" in line
+    assert "<dog>" not in line

@@ -1,0 +1,219 @@
+"""What the Results page shows about runs, decided without Streamlit: which cells are best, which runs forgot,
+which retained classes a run damaged, and how every column is named and explained.
+
+The rules are here, not in the page, so they are tested on plain tables:
+
+- a cell is "best" only when at least two runs compete, and every run tied
+  with the best value (as displayed, two decimals) is best with it; when all
+  competitors tie, none is;
+- runs outside their method's scope (``report["in_scope"] is False``) never
+  compete, nor does the original or the retrained reference;
+- the speed-up award goes only to runs that forgot (:func:`forgot`) and whose
+  speed-up was timed like for like (``report["rte_comparable"]`` not false).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from unlearn_core.appstate import METRIC_COLUMNS
+
+REFERENCE_METHODS = ("original", "retrained")
+SPEED_COLUMN = "speed-up vs retrain (x)"
+DECIMALS = 2  # what the table shows; ties are decided on the shown values
+# A run forgot when it closed at least this share of the original's distance to the retrained model on FA
+# (and on Acc_f where the forget set has classes), or came within FORGOT_FLOOR points of it.
+FORGOT_SHARE = 0.75
+FORGOT_FLOOR = 1.0
+
+# Display names carry each column's direction; the tooltips say what it measures and what is good.
+# Short enough that the whole table fits beside the sidebar in a 1500 px window (measured in Chromium).
+DISPLAY = {
+    "FA": "FA", "RA": "RA", "TA": "TA", "Acc_f": "Acc_f", "Acc_r": "Acc_r",
+    "MIA_svc": "MIA-SVC non-mem. ↑", "MIA_entropy": "MIA-ent. member ↓",
+    "avg_gap": "Avg. Gap ↓", "seconds": "time (s)", "rte": SPEED_COLUMN, "scope": "scope",
+    **{f"gap_{m}": f"|Δ {m}|" for m in METRIC_COLUMNS},
+}
+DISPLAY["gap_MIA_svc"] = "|Δ MIA-SVC|"
+DISPLAY["gap_MIA_entropy"] = "|Δ MIA-entropy|"
+
+# Pixel widths per column, chosen so the headers are not cut (Streamlit does not wrap them).
+WIDTHS = {"run": 135, "scope": 100, "FA": 62, "RA": 62, "TA": 62, "Acc_f": 66, "Acc_r": 66, "MIA_svc": 132,
+          "MIA_entropy": 128, "avg_gap": 84, "seconds": 72, "rte": 160, **{f"gap_{m}": 100 for m in METRIC_COLUMNS}}
+
+HELP = {
+    "FA": "Forget accuracy (%): accuracy on the forget samples. Good = close to the retrained model's value.",
+    "RA": "Remaining accuracy (%): accuracy on the training samples kept. Good = close to the retrained model's.",
+    "TA": "Test accuracy (%) on the whole test set. Good = close to the retrained model's.",
+    "Acc_f": "Test accuracy (%) on the forgotten classes (class forgetting only; – otherwise). Good = close to the "
+             "retrained model's, which never saw them.",
+    "Acc_r": "Test accuracy (%) on the remaining classes. Good = close to the retrained model's.",
+    "MIA_svc": "Confidence-based SVC membership attack (SalUn): % of forget samples it calls NON-members. "
+               "Higher = more forgotten; compare with the retrained model's value.",
+    "MIA_entropy": "Entropy membership attack (NatMU, SSD): % of forget samples it calls MEMBERS. "
+                   "Lower = more forgotten; the target is the retrained model's value.",
+    "avg_gap": "Average absolute gap to the retrained model over the headline metrics. Lower = closer to "
+               "retraining (0 for the reference itself).",
+    "seconds": "Wall-clock seconds of the unlearning method (for the reference: its training time).",
+    "rte": "Retraining time over the method's time: how many times faster than retraining. – when the two were "
+           "not timed under the same conditions. Awarded only to runs that forgot.",
+    "scope": "Whether the method was designed for this kind of forget set; out-of-scope runs are shown but never "
+             "highlighted as best.",
+    **{f"gap_{m}": f"Absolute difference to the retrained model's {m}. Lower = closer to retraining."
+       for m in METRIC_COLUMNS},
+}
+
+
+def _finite(value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return number if math.isfinite(number) else float("nan")
+
+
+def forgot(run_metrics: dict, original: dict, retrained: dict) -> bool:
+    """Whether a run's FA (and Acc_f, when defined) came near the retrained model's.
+
+    "Near": within :data:`FORGOT_FLOOR` points, or at least
+    :data:`FORGOT_SHARE` of the original's distance to the retrained model
+    closed. A run that forgot nothing sits at the original's distance.
+    """
+    judged = False
+    for key in ("FA", "Acc_f"):
+        value, target, start = (_finite((m or {}).get(key)) for m in (run_metrics, retrained, original))
+        if math.isnan(value) or math.isnan(target):
+            continue
+        judged = True
+        allowed = FORGOT_FLOOR
+        if not math.isnan(start):
+            allowed = max(allowed, (1 - FORGOT_SHARE) * abs(start - target))
+        if abs(value - target) > allowed:
+            return False
+    return judged
+
+
+def judged_table(runs: list[dict]) -> pd.DataFrame:
+    """``appstate.metrics_table`` plus ``scope`` (text), ``in_scope``, ``forgot`` and ``rte`` blanked when not
+    comparable. One row per reference and per finished run, in the same order."""
+    from unlearn_core.appstate import metrics_table
+
+    table = metrics_table(runs)
+    if table.empty:
+        return table
+    reports = {r["id"]: r["report"] for r in runs if r.get("status") == "done" and r.get("report")}
+    newest = next(iter(reports.values()), {})
+    in_scope, scope, did_forget = [], [], []
+    rte = table["rte"].to_numpy(dtype=float).copy()
+    for i, row in enumerate(table.itertuples(index=False)):
+        if row.method in REFERENCE_METHODS:
+            in_scope.append(True)
+            scope.append("reference")
+            did_forget.append(row.method == "retrained")
+            continue
+        report = reports.get(int(row.run_id), {})
+        inside = report.get("in_scope") is not False
+        in_scope.append(inside)
+        scope.append("✓" if inside else "⚠ out of scope")
+        did_forget.append(forgot(report.get("unlearned"), newest.get("original"), newest.get("retrained")))
+        if report.get("rte_comparable") is False:
+            rte[i] = float("nan")  # timed under other conditions than the reference: no honest ratio
+    table = table.assign(in_scope=in_scope, scope=scope, forgot=did_forget, rte=rte)
+    return table
+
+
+def best_cells(table: pd.DataFrame) -> dict[str, set[str]]:
+    """Per column, the labels of every run that is best in it (see the module's rules); absent = no highlight.
+
+    Metric columns are judged by their gap to the retrained model, so
+    ``best["FA"] == best["gap_FA"]``.
+    """
+    competing = table[~table["method"].isin(REFERENCE_METHODS)]
+    if "in_scope" in competing:
+        competing = competing[competing["in_scope"].astype(bool)]
+    best: dict[str, set[str]] = {}
+    if len(competing) < 2:
+        return best
+
+    def winners(values: pd.Series, largest: bool) -> set[str] | None:
+        shown = pd.to_numeric(values, errors="coerce").round(DECIMALS)
+        valid = shown.dropna()
+        if len(valid) < 2:
+            return None
+        target = valid.max() if largest else valid.min()
+        tied = valid[np.isclose(valid, target)]
+        if len(tied) == len(valid):
+            return None  # everyone is equally good: nothing stands out
+        return set(competing.loc[tied.index, "run"])
+
+    for metric in METRIC_COLUMNS:
+        column = f"gap_{metric}"
+        if column in competing and (won := winners(competing[column], largest=False)):
+            best[column] = best[metric] = won
+    if "avg_gap" in competing and (won := winners(competing["avg_gap"], largest=False)):
+        best["avg_gap"] = won
+    if "rte" in competing:
+        # Speed-ups are compared only where at least two are known; the award then goes to the fastest run
+        # among those that forgot (a run that forgot nothing is fast for free).
+        known = pd.to_numeric(competing["rte"], errors="coerce").round(DECIMALS).dropna()
+        if "forgot" in competing:
+            eligible = known[competing.loc[known.index, "forgot"].astype(bool)]
+        else:
+            eligible = known
+        if len(known) >= 2 and len(eligible) and not np.allclose(known, known.max()):
+            best["rte"] = set(competing.loc[eligible.index[np.isclose(eligible, eligible.max())], "run"])
+    return best
+
+
+def over_unlearning_summary(shift: pd.DataFrame, forgotten: tuple[int, ...], test_counts,
+                            threshold: float = 2.0, min_images: int = 3,
+                            min_class_images: int = 20) -> tuple[list[str], list[str]]:
+    """One line per run that damaged retained classes, listing every damaged class; plus the classes skipped.
+
+    A retained class is damaged when the run's test accuracy on it is more
+    than ``threshold`` points below the **retrained** model's (the change
+    retraining itself brings is not the method's fault) and that loss is at
+    least ``min_images`` test images. Classes with fewer than
+    ``min_class_images`` test images are not judged (one image moves them by
+    several points) and are returned as the second list.
+    """
+    counts = np.asarray(test_counts, dtype=float)
+    reference = "retrain (reference)"
+    if shift.empty or reference not in shift.index:
+        return [], []
+    retained = [i for i in range(shift.shape[1]) if i not in set(forgotten)]
+    skipped = [str(shift.columns[i]) for i in retained if counts[i] < min_class_images]
+    judged = [i for i in retained if counts[i] >= min_class_images]
+    baseline = shift.loc[reference].to_numpy(dtype=float)
+    lines = []
+    for label, row in shift.iterrows():
+        if label == reference:
+            continue
+        below = baseline - row.to_numpy(dtype=float)  # points below the retrained model, per class
+        damaged = [i for i in judged if below[i] > threshold and below[i] * counts[i] / 100 >= min_images - 1e-9]
+        if damaged:
+            damaged.sort(key=lambda i: -below[i])
+            classes = ", ".join(f"{shift.columns[i]} (−{below[i]:.1f} pts, {below[i] * counts[i] / 100:.0f} "
+                                f"of {int(counts[i])} images)" for i in damaged)
+            lines.append(f"{label}: {len(damaged)} retained class(es) below the retrained model: {classes}")
+    return lines, skipped
+
+
+def display_frame(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The chosen columns, indexed by run label, renamed for display, numbers as text with two decimals.
+
+    Text, because Streamlit draws a missing number as "None" whatever a
+    styler or column format says; a value that does not apply shows "–".
+    """
+    frame = table[["run", *columns]].set_index("run")
+    if "in_scope" in table:  # the badge: "⚠" before the label of a run outside its method's scope
+        frame.index = [label if inside else f"⚠ {label}" for label, inside in zip(table["run"], table["in_scope"])]
+        frame.index.name = "run"
+    for column in columns:
+        if column != "scope":
+            values = pd.to_numeric(frame[column], errors="coerce")
+            frame[column] = [f"{v:.{DECIMALS}f}" if math.isfinite(v) else "–" for v in values]
+    return frame.rename(columns={c: DISPLAY.get(c, c) for c in columns})
