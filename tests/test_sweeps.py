@@ -229,3 +229,46 @@ def test_a_narrower_request_under_the_same_tag_shows_only_its_own_runs(tmp_path)
     assert narrower["ran"] == 0 and narrower["skipped"] == 2
     assert [cell["params"]["epochs"] for cell in narrower["cells"]] == [1]
     assert store.count() == 3 and len(store.sweep_runs("t-narrow")) == 2
+
+
+def test_inline_sweep_scores_each_cell_against_the_reference_ensemble_and_keeps_evidence(tmp_path):
+    """Two seeds and two retrained models: every cell gets a retrain-distinguisher score (flagged as too few models
+    to mean much), the retrain cell scores against its own family, a random forget set (drawn anew per seed) gets a
+    note instead of a score, and ``evidence`` puts the probe's numbers into every method run's metrics."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    spec = _spec("ev", forgets=["class:3", "random:0.1"], methods=["finetune", "unsc"],
+                 grid={"unsc": {"epochs": [1]}, "finetune": {"epochs": [1]}}, evidence="probe")
+    result = run_sweep(spec, engine="inline", device="cpu", store=store, save_checkpoints=False,
+                       log=lambda _m: None)
+    class_cells = [c for c in result["cells"] if c["forget"] == "class:3"]
+    assert {c["method"] for c in class_cells} == {"finetune", "unsc"}
+    for cell in class_cells:
+        score = cell["distinguisher"]
+        assert score["k_unlearned"] == 2 and score["k_retrained"] == 2 and score["meaningful"] is False
+        assert 0.0 <= score["score"] <= 1.0
+        assert cell["summary"]["ev_probe_forget"]["n"] == 2
+        assert cell["summary"]["ev_probe_forget_retrained"]["mean"] is not None
+    # UNSC's class-3 models predict class 3 for no forget sample, retraining's neither: the one-epoch fine-tune
+    # still recognises most 3s, so its confidences sit far from the retrained models' and it scores lower.
+    scores = {c["method"]: c["distinguisher"]["score"] for c in class_cells}
+    assert scores["finetune"] < 0.5
+    for cell in (c for c in result["cells"] if c["forget"] == "random:0.1"):
+        assert cell["distinguisher"]["score"] is None and "differs between seeds" in cell["distinguisher"]["note"]
+    # The confidences stay in the store, not in the result handed to tables and JSON.
+    assert all("_confidences" not in run for cell in result["cells"] for run in cell["runs"])
+    text = __import__("unlearn_core.sweeps", fromlist=["markdown_tables"]).markdown_tables(result)
+    assert "Forget quality (K)" in text and "(2)*" in text
+
+
+def test_bench_with_evidence_prints_the_evidence_table(tmp_path, capsys):
+    argv = ["bench", "--dataset", "digits", "--model", "mlp", "--forget", "class:3", "--seeds", "0",
+            "--methods", "unsc", "--param", "unsc.epochs=1", "--device", "cpu", "--store",
+            str(tmp_path / "r.sqlite"), "--evidence", "probe,relearn", "--evidence-param", "relearn.max_steps=20",
+            "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Evidence of forgetting" in printed and "| probe_f after |" in printed
+    line = next(row for row in printed.splitlines() if row.startswith("| UNSC") and "relearn" not in row
+                and row.count("|") == 8)
+    assert "–" not in line.split("|")[2]  # the unlearned model's probe accuracy is there
+    assert "--evidence probe,relearn" in printed  # the reproducing command names it

@@ -59,11 +59,15 @@ class MethodRow:
     in_scope: bool = True
     scope_reason: str = ""
     rte_not_comparable: list = field(default_factory=list)
+    evidence: dict = field(default_factory=dict)  # ev_* numbers over seeds (runs made with --evidence)
 
     def add(self, metrics: dict, report: dict | None = None) -> None:
         for key, _ in COLUMNS:
             value = metrics.get(key)
             self.values[key].append(float("nan") if value is None else float(value))
+        for key, value in metrics.items():
+            if key.startswith("ev_") and value is not None:
+                self.evidence.setdefault(key, []).append(float(value))
         if report is not None:
             if report.get("in_scope") is False:
                 self.in_scope, self.scope_reason = False, report.get("in_scope_reason") or ""
@@ -80,7 +84,8 @@ class MethodRow:
         summary = {key: dict(zip(("mean", "std"), self.mean_std(key))) for key, _ in COLUMNS}
         return {"method": self.method, "title": self.title, "runs": len(self.values["TA"]), "run_ids": self.run_ids,
                 "errors": self.errors, "values": self.values, "summary": summary, "in_scope": self.in_scope,
-                "scope_reason": self.scope_reason, "rte_not_comparable": self.rte_not_comparable}
+                "scope_reason": self.scope_reason, "rte_not_comparable": self.rte_not_comparable,
+                "evidence": {key: float(np.mean(values)) for key, values in self.evidence.items() if values}}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -129,7 +134,7 @@ def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random
               methods: list[str] | None = None, model: str | None = None, device=None,
               recipe_overrides: dict | None = None, params: dict | None = None, store=None, tag: str | None = None,
               log=None, cancel=None, threads: int | None = None, engine: str = "inline",
-              address: str | None = None, num_cpus: int | None = None, progress=None) -> dict:
+              address: str | None = None, num_cpus: int | None = None, progress=None, evidence=None) -> dict:
     """Run the comparison as a sweep; returns a JSON-able dict with one entry per forget setting.
 
     A bench is a sweep (:mod:`unlearn_core.sweeps`) of every method at its
@@ -144,6 +149,8 @@ def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random
     cached retrained model timed with another count or device is trained
     again, so the speed-up column divides like-for-like seconds. The engine is
     ``inline`` by default: one run at a time, as in docs/RESULTS.md.
+    ``evidence`` (e.g. ``"probe,relearn"``) adds the evidence of forgetting to
+    every method run and an evidence table to the markdown report.
     """
     import torch
 
@@ -153,7 +160,7 @@ def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random
         torch.set_num_threads(threads)
     try:
         return _run_bench(dataset, forgets, seeds, methods, model, device, recipe_overrides, params, store, tag, log,
-                          cancel, threads, engine, address, num_cpus, progress)
+                          cancel, threads, engine, address, num_cpus, progress, evidence)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -169,7 +176,7 @@ def _check_threads(threads: int | None) -> int:
 
 
 def _run_bench(dataset, forgets, seeds, methods, model, device, recipe_overrides, params, store, tag, log, cancel,
-               threads, engine, address, num_cpus, progress) -> dict:
+               threads, engine, address, num_cpus, progress, evidence=None) -> dict:
     from unlearn_core.sweeps import SweepSpec, new_tag, run_sweep
 
     methods = bench_methods(methods)
@@ -177,7 +184,7 @@ def _run_bench(dataset, forgets, seeds, methods, model, device, recipe_overrides
     grid = {method: {name: [value] for name, value in values.items()} for method, values in per_method.items()}
     spec = SweepSpec(dataset=dataset, model=model, forgets=[str(f) for f in forgets], methods=methods, grid=grid,
                      seeds=list(seeds), retrains=len(seeds), recipe_overrides=recipe_overrides,
-                     tag=tag or new_tag("bench"))
+                     tag=tag or new_tag("bench"), evidence=evidence)
     started = time.perf_counter()
     swept = run_sweep(spec, engine=engine, address=address, num_cpus=num_cpus, device=device, store=store,
                       progress=progress, cancel=cancel, log=log, kind="bench", threads=threads)
@@ -341,6 +348,34 @@ def markdown_table(setting: dict) -> str:
     return "\n".join(lines)
 
 
+EVIDENCE_COLUMNS = (("ev_probe_forget", "probe_f after"), ("ev_probe_forget_retrained", "probe_f retrained"),
+                    ("ev_knn_forget", "kNN_f after"), ("ev_relearn_steps", "relearn after"),
+                    ("ev_relearn_steps_original", "relearn original"),
+                    ("ev_relearn_steps_retrained", "relearn retrained"))
+
+
+def evidence_table(setting: dict) -> str | None:
+    """The evidence of forgetting per method row (means over seeds), or None when no run carries any.
+
+    probe_f = linear-probe accuracy on the forget set's held-out samples from
+    the frozen features; relearn = steps to bring the forget accuracy half way
+    back (docs/EVIDENCE.md). A method whose unlearned model relearns in far
+    fewer steps than the retrained one only hid the data.
+    """
+    rows = [row for row in setting["rows"] if row.get("evidence")]
+    if not rows:
+        return None
+    lines = ["| Method | " + " | ".join(label for _, label in EVIDENCE_COLUMNS) + " |",
+             "|" + "---|" * (len(EVIDENCE_COLUMNS) + 1)]
+    for row in rows:
+        cells = []
+        for key, _ in EVIDENCE_COLUMNS:
+            value = row["evidence"].get(key)
+            cells.append("–" if value is None else (f"{value:.1f}" if "relearn" in key else f"{value:.2f}"))
+        lines.append(f"| {row['title']} (`{row['method']}`) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_report(result: dict, command: str | None = None) -> str:
     """Every setting's table with a one-line heading each."""
     seeds = ",".join(map(str, result["seeds"]))
@@ -359,6 +394,9 @@ def markdown_report(result: dict, command: str | None = None) -> str:
         not_comparable = sorted({reason for row in setting["rows"] for reason in row.get("rte_not_comparable", [])})
         if not_comparable:
             parts.append("Speed-up n/c (times not comparable): " + "; ".join(not_comparable) + "\n")
+        evidence = evidence_table(setting)
+        if evidence:
+            parts.append("Evidence of forgetting (means over seeds; docs/EVIDENCE.md):\n\n" + evidence + "\n")
         errors = [f"- {row['method']}: {e}" for row in setting["rows"] for e in row["errors"]]
         if errors:
             parts.append("Failed runs:\n" + "\n".join(errors) + "\n")

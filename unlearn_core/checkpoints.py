@@ -39,16 +39,7 @@ MAX_UNPACKED_ENV = "UNLEARN_MAX_UNPACKED_MB"
 
 def max_upload_bytes() -> int:
     """The upload size cap: ``UNLEARN_MAX_UPLOAD_MB`` (MiB) if set, else 200 MiB."""
-    raw = os.environ.get(MAX_UPLOAD_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_UPLOAD_BYTES
-    try:
-        megabytes = float(raw)
-    except ValueError:
-        megabytes = float("nan")
-    if not megabytes > 0 or megabytes == float("inf"):
-        raise CheckpointError(f"{MAX_UPLOAD_ENV} must be a positive number of MiB, got {raw!r}")
-    return int(megabytes * 2**20)
+    return _megabytes_env(MAX_UPLOAD_ENV, DEFAULT_MAX_UPLOAD_BYTES)
 
 
 def _megabytes_env(name: str, default: int) -> int:

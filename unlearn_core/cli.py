@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
                        help="a method's hyperparameter (repeatable), e.g. ga.lr=1e-3")
     bench.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps")
+    _add_evidence_flags(bench)
     bench.add_argument("--out", default=None, metavar="PATH", help="also write the markdown tables here")
     bench.add_argument("--csv", default=None, metavar="PATH", help="write mean/std per method and setting as CSV")
     bench.add_argument("--json", default=None, metavar="PATH", help="write every per-seed value as JSON")
@@ -516,7 +517,8 @@ def _cmd_bench(args, _progress) -> int:
     require_writable_data_dir()
     store = _store_for_recording(args.store)
     result = run_bench(dataset, forgets, seeds, methods, model, args.device, recipe_overrides, params, store,
-                       tag=args.tag, log=log, threads=args.threads, engine=args.engine, address=args.address)
+                       tag=args.tag, log=log, threads=args.threads, engine=args.engine, address=args.address,
+                       evidence=_evidence_request(args))
     text = markdown_report(result, _bench_command(args, dataset, model, forgets))
     print(text)
     print(f"total {result['total_seconds']:.0f}s ({result['ran']} runs now, {result['skipped']} already stored); "
@@ -561,6 +563,9 @@ def _bench_command(args, dataset: str, model: str | None, forgets: list[str]) ->
         parts.append(f"--device {args.device}")
     if args.threads:
         parts.append(f"--threads {args.threads}")
+    if args.evidence:
+        parts.append(f"--evidence {shlex.quote(args.evidence)}")
+    parts += [f"--evidence-param {shlex.quote(p)}" for p in args.evidence_param or []]
     return " ".join(parts)
 
 
@@ -620,6 +625,7 @@ def _add_sweep_parser(commands) -> None:
     sweep.add_argument("--no-checkpoints", action="store_true", help="do not keep the unlearned checkpoints")
     sweep.add_argument("--quiet", action="store_true", help="no per-run log lines on stderr")
     sweep.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    _add_evidence_flags(sweep)
 
 
 def _whole(text: str | None, flag: str, low: int, high: int) -> int | None:
@@ -656,6 +662,22 @@ class SweepProgress:
             self.bar = None
 
 
+def _add_evidence_flags(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--evidence", default=None, metavar="KINDS",
+                     help="evidence of forgetting for every method run: probe, relearn, curves (or all); "
+                          "see docs/EVIDENCE.md")
+    sub.add_argument("--evidence-param", action="append", metavar="KIND.KEY=VALUE",
+                     help="an evidence parameter (repeatable), e.g. relearn.lr=0.05")
+
+
+def _evidence_request(args) -> dict | None:
+    """``--evidence`` and ``--evidence-param`` as the plain dict a sweep carries (checked before any work)."""
+    from unlearn_core.evidence import EvidenceRequest
+
+    request = EvidenceRequest.parse(args.evidence, parse_param_pairs(args.evidence_param))
+    return None if request is None else request.as_dict()
+
+
 def _cmd_sweep(args, _progress) -> int:
     from unlearn_core import sweeps
     from unlearn_core.outputs import require_writable_data_dir
@@ -670,7 +692,8 @@ def _cmd_sweep(args, _progress) -> int:
     spec = sweeps.SweepSpec(dataset=args.dataset, model=args.model, forgets=args.forget or ["class:3"],
                             methods=methods, grid=sweeps.parse_grid(args.grid, methods),
                             seeds=sweeps.parse_seeds(args.seeds),
-                            retrains=_whole(args.retrains, "--retrains", 0, 1000), tag=args.tag)
+                            retrains=_whole(args.retrains, "--retrains", 0, 1000), tag=args.tag,
+                            evidence=_evidence_request(args))
     spec = sweeps.validate(spec)
     num_cpus = _whole(args.num_cpus, "--num-cpus", 1, 100_000)
     try:

@@ -99,12 +99,26 @@ class SweepSpec:
     retrains: int | None = None
     recipe_overrides: dict | None = None
     tag: str | None = None
+    #: Evidence of forgetting for every method run (docs/EVIDENCE.md): ``"probe,relearn"``, a list, an
+    #: ``EvidenceRequest`` or its ``as_dict()``; :func:`validate` turns it into the dict.
+    evidence: Any = None
 
     def as_dict(self) -> dict:
-        return {"dataset": self.dataset, "model": self.model, "forgets": list(self.forgets),
-                "methods": list(self.methods), "grid": {m: dict(g) for m, g in self.grid.items()},
-                "seeds": list(self.seeds), "retrains": self.reference_count(),
-                "recipe_overrides": self.recipe_overrides or None}
+        out = {"dataset": self.dataset, "model": self.model, "forgets": list(self.forgets),
+               "methods": list(self.methods), "grid": {m: dict(g) for m, g in self.grid.items()},
+               "seeds": list(self.seeds), "retrains": self.reference_count(),
+               "recipe_overrides": self.recipe_overrides or None}
+        if self.evidence:  # only when asked for, so the tags of sweeps without evidence stay as they were
+            out["evidence"] = self.evidence
+        return out
+
+    def collects_confidences(self) -> bool:
+        """Whether runs keep their forget-set confidences for the retrain-distinguisher score.
+
+        It needs several unlearned models per cell and several retrained ones
+        (docs/EVIDENCE.md: at least 8 each to mean something).
+        """
+        return self.reference_count() >= 2 and len(self.seeds) >= 2
 
     def reference_count(self) -> int:
         """``retrains``, or one retrained model per seed when unset (those are trained for the reports anyway)."""
@@ -249,7 +263,21 @@ def validate(spec: SweepSpec) -> SweepSpec:
     unknown = set(overrides) - set(TrainRecipe.__dataclass_fields__)
     if unknown:
         raise ParameterError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
-    return SweepSpec(spec.dataset, model, forgets, methods, grid, seeds, retrains, overrides or None, spec.tag)
+    return SweepSpec(spec.dataset, model, forgets, methods, grid, seeds, retrains, overrides or None, spec.tag,
+                     evidence_dict(spec.evidence))
+
+
+def evidence_dict(evidence) -> dict | None:
+    """Any accepted form of an evidence request as the plain dict a task and the store carry (None: none)."""
+    from unlearn_core.evidence import EvidenceRequest
+
+    if isinstance(evidence, dict):
+        overrides = {f"{kind}.{name}": value for kind, params in (evidence.get("params") or {}).items()
+                     for name, value in params.items()}
+        request = EvidenceRequest.parse(evidence.get("kinds") or [], overrides)
+    else:
+        request = EvidenceRequest.parse(evidence)
+    return None if request is None else request.as_dict()
 
 
 def default_tag(spec: SweepSpec) -> str:
@@ -283,13 +311,19 @@ def reference_seeds(seeds: list[int], count: int) -> list[int]:
     return chosen
 
 
-def run_key(cell: Cell, seed: int, recipe: dict, device_kind: str) -> str:
-    """Everything that determines a run's result (the code version too: new code, new runs)."""
+def run_key(cell: Cell, seed: int, recipe: dict, device_kind: str, evidence: dict | None = None) -> str:
+    """Everything that determines a run's result (the code version too: new code, new runs).
+
+    ``evidence`` enters the key only when asked for: a run with evidence holds more than one without.
+    """
     from unlearn_core.runstore import code_version
 
-    return _hash({"v": KEY_VERSION, "dataset": cell.dataset, "model": cell.model, "forget": cell.forget,
-                  "method": cell.method, "params": cell.params_dict, "seed": int(seed), "recipe": recipe,
-                  "device": device_kind, "code": code_version()})
+    payload = {"v": KEY_VERSION, "dataset": cell.dataset, "model": cell.model, "forget": cell.forget,
+               "method": cell.method, "params": cell.params_dict, "seed": int(seed), "recipe": recipe,
+               "device": device_kind, "code": code_version()}
+    if evidence:
+        payload["evidence"] = evidence
+    return _hash(payload)
 
 
 def plan(spec: SweepSpec, recipe: dict, device_kind: str) -> list[PlannedRun]:
@@ -303,7 +337,7 @@ def plan(spec: SweepSpec, recipe: dict, device_kind: str) -> list[PlannedRun]:
             runs.append(PlannedRun(reference, seed, "reference", key))
     for cell in cells(spec):
         for seed in spec.seeds:
-            key = run_key(cell, seed, recipe, device_kind)
+            key = run_key(cell, seed, recipe, device_kind, spec.evidence if cell.method != "retrain" else None)
             if key not in seen:
                 seen.add(key)
                 runs.append(PlannedRun(cell, seed, "run", key))
@@ -382,6 +416,10 @@ def execute_run(run: dict, original: dict, retrained: dict, device: str, threads
 
     A method's own failure (divergence, bad request) comes back as ``error`` so
     the sweep records it and goes on; Ray retries only a worker that died.
+    ``run["evidence"]`` adds the report's evidence section; ``run["confidences"]``
+    keeps the model's logit-scaled confidence on every forget sample
+    (``forget_confidences``, with the forget set's ``forget_split_key``) for
+    the retrain-distinguisher score of :func:`sweep_result`.
     """
     import torch
 
@@ -405,8 +443,20 @@ def execute_run(run: dict, original: dict, retrained: dict, device: str, threads
             _ensure_cached(retrained_model)
         setup = Setup(bundle, split, run["model"], run["seed"], device, TrainRecipe(**run["recipe"]),
                       original_model, retrained_model)
-        result = run_method(setup, run["method"], run["params"], progress, cancel)
-        out["report"] = build_report(setup, result)
+        evidence = None
+        if run.get("evidence"):
+            from unlearn_core.evidence import EvidenceRequest
+
+            evidence = EvidenceRequest(tuple(run["evidence"]["kinds"]), run["evidence"]["params"])
+        result = run_method(setup, run["method"], run["params"], progress, cancel, evidence=evidence)
+        out["report"] = build_report(setup, result, evidence=evidence)
+        if run.get("confidences"):
+            from unlearn_core.evidence import forget_confidences
+
+            values = forget_confidences(result.model, bundle, split, device)
+            # Five decimals of a logit are far below any threshold's resolution, and keep the stored report small.
+            out["report"]["forget_confidences"] = [round(float(v), 5) for v in values]
+            out["report"]["forget_split_key"] = split.key()
         if save_state:
             out["state"] = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     except Cancelled:
@@ -492,8 +542,10 @@ def ray_temp_dir() -> str:
     """Where a local Ray instance keeps its session files: the data directory, or the system temp."""
     from unlearn_core import paths
 
-    preferred = paths.data_dir() / "ray"
-    if len(str(preferred)) <= MAX_RAY_TEMP_DIR:
+    preferred = (paths.data_dir() / "ray").resolve()
+    source_tree = Path(__file__).resolve().parents[1]
+    # Never inside the source tree, even where a data directory lives there (the tests' default, git-ignored).
+    if len(str(preferred)) <= MAX_RAY_TEMP_DIR and source_tree not in preferred.parents:
         return str(preferred)
     return os.path.join(tempfile.gettempdir(), f"unlearn-ray-{os.getuid()}")
 
@@ -756,7 +808,9 @@ def _drive(engine, pending, spec, recipe, device_name, threads, tag, store, save
         original_blob, _ = model_ref("original", None, p.seed)
         retrained_blob, _ = model_ref("retrain", p.cell.forget, p.seed)
         run = {"key": p.key, "dataset": p.cell.dataset, "model": p.cell.model, "forget": p.cell.forget,
-               "method": p.cell.method, "params": p.cell.params_dict, "seed": p.seed, "recipe": recipe}
+               "method": p.cell.method, "params": p.cell.params_dict, "seed": p.seed, "recipe": recipe,
+               "evidence": spec.evidence if p.role == "run" and p.cell.method != "retrain" else None,
+               "confidences": spec.collects_confidences()}
         ref = engine.submit(execute_run, (run, original_blob, retrained_blob, device_name, threads,
                                           save_checkpoints))
         run_refs[ref] = p
@@ -1101,12 +1155,28 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+#: Evidence numbers (docs/EVIDENCE.md) a run's report may carry, per model: (section, key) -> metric suffix.
+EVIDENCE_METRICS = (("probe", "probe_forget"), ("probe", "probe_retain"), ("probe", "knn_forget"),
+                    ("relearn", "relearn_steps"))
+
+
 def _run_metrics(report: dict) -> dict:
-    """Every scalar of the report's ``unlearned`` section, plus the run's Avg. Gap, seconds and speed-up."""
+    """Every scalar of the report's ``unlearned`` section, plus the run's Avg. Gap, seconds and speed-up.
+
+    A run with evidence adds ``ev_<key>`` for the unlearned model and
+    ``ev_<key>_original`` / ``ev_<key>_retrained`` for the two references
+    (probe accuracies; relearn steps, ``None`` when capped).
+    """
     unlearned = report.get("unlearned") or {}
     out = {k: unlearned.get(k) for k in MODEL_METRICS}
     out.update({k: v for k, v in unlearned.items() if k not in out and (v is None or _is_number(v))})
     out.update({k: report.get(k) for k in ("avg_gap", "seconds", "rte")})
+    evidence = report.get("evidence") or {}
+    for section, key in EVIDENCE_METRICS:
+        for model, suffix in (("unlearned", ""), ("original", "_original"), ("retrained", "_retrained")):
+            value = ((evidence.get(section) or {}).get(model) or {}).get(key)
+            if _is_number(value):
+                out[f"ev_{key}{suffix}"] = value
     return out
 
 
@@ -1151,7 +1221,9 @@ def sweep_result(store, tag: str) -> dict:
             entry["originals"][run["seed"]] = report["original"]
         record = {"run_id": run["id"], "seed": run["seed"], "status": run["status"], "error": run["error"],
                   "key": run["run_key"], "metrics": _run_metrics(report) if report else {},
-                  "flags": {k: report.get(k) for k in REPORT_FLAGS if k in report}}
+                  "flags": {k: report.get(k) for k in REPORT_FLAGS if k in report},
+                  # Read for the distinguisher below and dropped before returning (hundreds of numbers per run).
+                  "_confidences": (report.get("forget_confidences"), report.get("forget_split_key"))}
         all_records.append(record)
         if run["role"] == "reference":
             entry["references"].append(record)
@@ -1214,11 +1286,54 @@ def sweep_result(store, tag: str) -> dict:
         except UnlearnError:
             title = group["method"]
         cells_out.append({"id": cell.cell_id(), **group, "title": title, "seeds": [r["seed"] for r in done],
-                          "failed": len(group["runs"]) - len(done), "summary": summary})
+                          "failed": len(group["runs"]) - len(done), "summary": summary,
+                          "distinguisher": _distinguisher(done, forgets.get(group["forget"], {}))})
+    for record in all_records:
+        record.pop("_confidences", None)
     return {"tag": tag, "kind": sweep["kind"], "spec": spec, "metrics": metrics, "dataset": spec.get("dataset"),
             "model": spec.get("model"), "seeds": spec.get("seeds"), "retrains": spec.get("retrains"),
             "device": spec.get("device"), "created_at": sweep["created_at"], "forgets": forget_out,
             "cells": cells_out}
+
+
+#: Fewer models than this per side and the score mostly measures chance (docs/EVIDENCE.md: two identical
+#: distributions score about 0.27 at K = 8 with delta 0.01).
+DISTINGUISHER_MIN_MODELS = 8
+
+
+def _distinguisher(cell_runs: list[dict], forget_entry: dict) -> dict | None:
+    """The retrain-distinguisher score of one cell against its forget set's reference ensemble.
+
+    Needs the runs' stored forget-set confidences (a sweep with at least two
+    seeds and two retrained models keeps them) and one forget set shared by
+    every model: a random forget set drawn anew per seed pairs no sample
+    across models, so it gets a note instead of a score.
+    """
+    import numpy as np
+
+    from unlearn_core.evidence import retrain_distinguisher_score
+
+    references = [r for r in forget_entry.get("references", []) if r["status"] == "done"]
+    unlearned = [r["_confidences"] for r in cell_runs if r.get("_confidences", (None,))[0] is not None]
+    retrained = [r["_confidences"] for r in references if r.get("_confidences", (None,))[0] is not None]
+    if len(unlearned) < 2 or len(retrained) < 2:
+        return None
+    split_keys = {key for _, key in unlearned + retrained}
+    out = {"k_unlearned": len(unlearned), "k_retrained": len(retrained), "score": None,
+           "meaningful": min(len(unlearned), len(retrained)) >= DISTINGUISHER_MIN_MODELS, "note": None}
+    if len(split_keys) != 1:
+        out["note"] = "the forget set differs between seeds (random forgetting), so no sample pairs across models"
+        return out
+    try:
+        result = retrain_distinguisher_score(np.array([c for c, _ in unlearned]).T,
+                                             np.array([c for c, _ in retrained]).T)
+    except UnlearnError as error:  # e.g. a diverged model's confidences are not finite
+        out["note"] = str(error)
+        return out
+    out["score"] = result["score"]
+    if not out["meaningful"]:
+        out["note"] = f"fewer than {DISTINGUISHER_MIN_MODELS} models per side: compare cells only at equal K"
+    return out
 
 
 # -- output --------------------------------------------------------------------------------------------------------
@@ -1256,6 +1371,15 @@ def _stat_text(stats: dict, mark: bool = False) -> str:
     return text
 
 
+def _distinguisher_text(score: dict | None) -> str:
+    if not score:
+        return "–"
+    if score["score"] is None:
+        return "n/a"
+    k = min(score["k_unlearned"], score["k_retrained"])
+    return f"{score['score']:.3f} ({k})" + ("" if score["meaningful"] else "*")
+
+
 def markdown_tables(result: dict) -> str:
     """Per forget set: the reference ensemble, the original model, then every cell (mean ± 95 % half-width).
 
@@ -1268,24 +1392,35 @@ def markdown_tables(result: dict) -> str:
         parts.append(f"### {result['dataset']} / {result['model']}, forget `{entry['forget']}` "
                      f"(seeds {','.join(map(str, result.get('seeds') or []))}; reference: "
                      f"{len(ref['run_ids'])} retrained models)\n")
-        header = "| Cell | n | " + " | ".join(label for _, label in TABLE_METRICS) + " |"
-        lines = [header, "|" + "---|" * (len(TABLE_METRICS) + 2)]
+        scored = [c.get("distinguisher") for c in result["cells"] if c["forget"] == entry["forget"]]
+        with_score = any(d is not None for d in scored)
+        header = "| Cell | n | " + " | ".join(label for _, label in TABLE_METRICS) + \
+            (" | Forget quality (K) |" if with_score else " |")
+        lines = [header, "|" + "---|" * (len(TABLE_METRICS) + 2 + with_score)]
         ref_cells = []
         for key, _ in TABLE_METRICS:
             stats = ref["metrics"][key]
             ref_cells.append("–" if stats["mean"] is None else
                              f"{stats['mean']:.2f}" + (f" ± {stats['std']:.2f} sd" if stats.get("std") is not None else ""))
-        lines.append(f"| Retrain ensemble | {len(ref['run_ids'])} | " + " | ".join(ref_cells) + " |")
+        extra = " | –" if with_score else ""
+        lines.append(f"| Retrain ensemble | {len(ref['run_ids'])} | " + " | ".join(ref_cells) + extra + " |")
         original = entry["original"]["metrics"]
         lines.append(f"| Original | {len(entry['original']['seeds'])} | " + " | ".join(
-            _stat_text(original[key]) if key in original else "–" for key, _ in TABLE_METRICS) + " |")
+            _stat_text(original[key]) if key in original else "–" for key, _ in TABLE_METRICS) + extra + " |")
         for cell in (c for c in result["cells"] if c["forget"] == entry["forget"]):
             name = f"`{cell['method']}` {_params_text(cell['params'], cell['method'], spec)}"
             if cell["failed"]:
                 name += f" [{cell['failed']} failed]"
             values = [_stat_text(cell["summary"][key], key not in RUN_ONLY_METRICS) for key, _ in TABLE_METRICS]
+            if with_score:
+                values.append(_distinguisher_text(cell.get("distinguisher")))
             lines.append(f"| {name} | {len(cell['seeds'])} | " + " | ".join(values) + " |")
         parts.append("\n".join(lines) + "\n")
+        if with_score:
+            notes = sorted({d["note"] for d in scored if d and d.get("note")})
+            parts.append("Forget quality: the retrain-distinguisher score of the NeurIPS 2023 unlearning challenge "
+                         "(1 = no threshold attack tells the unlearned models from the retrained ones; "
+                         "docs/EVIDENCE.md); K = models per side. " + " ".join(f"Note: {n}." for n in notes) + "\n")
         errors = [f"- `{c['method']}` {_params_text(c['params'], c['method'], spec)} seed {r['seed']}: {r['error']}"
                   for c in result["cells"] if c["forget"] == entry["forget"] for r in c["runs"]
                   if r["status"] != "done"]
@@ -1309,7 +1444,10 @@ def flat_rows(result: dict) -> list[dict]:
     for cell in result["cells"]:
         row = {**base, "row": "cell", "cell": cell["id"], "forget": cell["forget"], "method": cell["method"],
                "params": json.dumps(cell["params"], sort_keys=True), "n": len(cell["seeds"]),
-               "failed": cell["failed"]}
+               "failed": cell["failed"],
+               "forget_quality": (cell.get("distinguisher") or {}).get("score"),
+               "forget_quality_k": min((cell.get("distinguisher") or {}).get("k_unlearned", 0),
+                                       (cell.get("distinguisher") or {}).get("k_retrained", 0)) or None}
         for metric in result["metrics"]:
             stats = cell["summary"][metric]
             row.update({f"{metric}_{part}": stats[part]
