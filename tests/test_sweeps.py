@@ -272,3 +272,29 @@ def test_bench_with_evidence_prints_the_evidence_table(tmp_path, capsys):
                 and row.count("|") == 8)
     assert "–" not in line.split("|")[2]  # the unlearned model's probe accuracy is there
     assert "--evidence probe,relearn" in printed  # the reproducing command names it
+
+
+def test_optuna_search_draws_from_the_declared_ranges_and_records_every_trial(tmp_path, ray_instance):
+    pytest.importorskip("optuna")
+    from ray.tune.search.sample import Float
+
+    from unlearn_core.methods import get_method
+    from unlearn_core.sweeps import run_search, search_space
+
+    space = search_space("rl", {"epochs": [1], "batch_size": [64]})
+    assert space["epochs"] == 1 and space["batch_size"] == 64
+    assert isinstance(space["lr"], Float) and space["lr"].lower == get_method("rl").param("lr").low
+    assert "LogUniform" in type(space["lr"].get_sampler()).__name__  # lr is declared log-scale
+    store = RunStore(tmp_path / "runs.sqlite")
+    spec = _spec("t-search", grid={"rl": {"epochs": [1], "batch_size": [64]}}, seeds=[0], retrains=1)
+    result = run_search(spec, trials=2, store=store, log=lambda _: None)
+    info = result["search"]["rl"]
+    assert info["trials"] == 2 and isinstance(info["best_value"], float)
+    assert set(info["space"]) == {"lr", "momentum", "weight_decay"}
+    lr = get_method("rl").param("lr")
+    for cell in result["cells"]:
+        assert cell["params"]["epochs"] == 1 and lr.low <= cell["params"]["lr"] <= lr.high
+    assert 1 <= len(result["cells"]) <= 2
+    # The reference and every trial's run are recorded, by the driver, once.
+    assert store.count() == 1 + sum(len(c["runs"]) for c in result["cells"])
+    assert min(c["summary"]["avg_gap"]["mean"] for c in result["cells"]) == pytest.approx(info["best_value"])
