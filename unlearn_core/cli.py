@@ -255,6 +255,11 @@ def _cmd_methods(args) -> int:
         return 0
     for method in described:
         print(f"{method['name']:14s} {method['title']}: {method['summary']}")
+        from unlearn_core.forget import KINDS
+
+        if set(method["forget_kinds"]) != set(KINDS):  # say it only where a method is not for every forget set
+            print(f"    designed for: {', '.join(method['forget_kinds'])} forgetting (other forget sets run, "
+                  "marked out of scope)")
         for p in method["params"]:
             bounds = ""
             if "choices" in p:
