@@ -163,9 +163,21 @@ def per_class_heatmap(shift: pd.DataFrame, forgotten: tuple[int, ...] = ()) -> g
     return fig
 
 
-def per_class_bars(shift: pd.DataFrame, forgotten: tuple[int, ...] = ()) -> go.Figure:
-    """Grouped bars of the same change, one colour per method; retained classes that fell show over-unlearning."""
+def per_class_bars(shift: pd.DataFrame, forgotten: tuple[int, ...] = (), band: dict | None = None) -> go.Figure:
+    """Grouped bars of the same change, one colour per method; retained classes that fell show over-unlearning.
+
+    ``band`` (``sweep_views.ensemble_band``: ``k``, ``low``, ``high`` per class) draws a retrained ensemble's
+    spread behind each class's bars: a bar inside the grey band is within what retraining itself varies by.
+    """
     fig = go.Figure()
+    if band is not None:
+        low, high = np.asarray(band["low"], dtype=float), np.asarray(band["high"], dtype=float)
+        for i, (lo, hi) in enumerate(zip(low, high)):
+            fig.add_shape(type="rect", x0=i - 0.48, x1=i + 0.48, y0=float(lo), y1=float(max(hi, lo + 0.2)),
+                          fillcolor="#7F7F7F", opacity=0.22, line_width=0, layer="below")
+        # A legend entry for the band (shapes have none): an invisible trace with the band's name.
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"retrained ensemble ±2 sd (K={band['k']})",
+                                 marker=dict(symbol="square", size=12, color="rgba(127,127,127,0.35)")))
     for label, row in shift.iterrows():
         fig.add_trace(go.Bar(name=str(label), x=[str(c) for c in shift.columns], y=row.to_numpy(dtype=float),
                              marker_color=method_colour(label)))
