@@ -52,7 +52,7 @@ def phase_map(matrix: dict, method: str) -> go.Figure:
     else:
         limit = change_limit(np.nan_to_num(z))
         colour_kw = dict(colorscale=GAP_SCALE, cmin=0, cmax=limit)
-    size = max(14, min(60, int(420 / max(len(xs), len(ys), 1))))
+    size = max(14, min(56, int(560 / max(len(xs), len(ys), 1))))
     fig = go.Figure(go.Scatter(
         x=px, y=py, mode="markers+text", text=texts, textfont=dict(size=10), customdata=ids,
         marker=dict(symbol="square", size=size, color=[0 if math.isnan(c) else c for c in colours],
@@ -60,7 +60,9 @@ def phase_map(matrix: dict, method: str) -> go.Figure:
                     showscale=True, **colour_kw),
         hovertemplate=(f"{matrix['x_name']}=%{{x}}" + (f"<br>{matrix['y_name']}=%{{y}}" if matrix["y_name"] else "")
                        + "<br>%{text}<extra>click: open in Results</extra>")))
-    fig.update_layout(title=f"{method}: {matrix['title']}", template="plotly_white", height=140 + 44 * max(len(ys), 3),
+    # Rows a little taller than the squares, so cells stand apart as a grid whatever the number of values.
+    fig.update_layout(title=f"{method}: {matrix['title']}", template="plotly_white",
+                      height=150 + (size + 8) * max(len(ys), 2),
                       margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select", dragmode=False,
                       xaxis=dict(title=matrix["x_name"], type="category", categoryorder="array", categoryarray=xs),
                       yaxis=dict(title=matrix["y_name"] or "", type="category", categoryorder="array",
