@@ -35,34 +35,34 @@ def phase_map(matrix: dict, method: str) -> go.Figure:
     """
     z = np.asarray(matrix["z"], dtype=float)
     xs, ys = [_tick(v) for v in matrix["x"]], [_tick(v) if v is not None else "" for v in matrix["y"]]
-    px, py, colours, ids, texts = [], [], [], [], []
-    for i, y in enumerate(ys):
-        for j, x in enumerate(xs):
-            cell_id = matrix["cell_ids"][i][j]
-            if cell_id is None:
-                continue
-            px.append(x)
-            py.append(y)
-            colours.append(z[i, j])
-            ids.append(cell_id)
-            texts.append("–" if math.isnan(z[i, j]) else f"{z[i, j]:.1f}")
+    cells = [(x, y, z[i, j], matrix["cell_ids"][i][j]) for i, y in enumerate(ys) for j, x in enumerate(xs)
+             if matrix["cell_ids"][i][j] is not None]
+    shown = [c for c in cells if not math.isnan(c[2])]
+    # A cell without a value (every run failed, or no reference) must not take the scale's neutral white, which
+    # reads "like retraining": it is drawn grey and says so.
+    missing = [c for c in cells if math.isnan(c[2])]
+    limit = change_limit(np.nan_to_num(z))
     if matrix["signed"]:
-        limit = change_limit(np.nan_to_num(z))
         colour_kw = dict(colorscale=CHANGE_SCALE, cmin=-limit, cmax=limit, cmid=0)
     else:
-        limit = change_limit(np.nan_to_num(z))
         colour_kw = dict(colorscale=GAP_SCALE, cmin=0, cmax=limit)
     size = max(14, min(56, int(560 / max(len(xs), len(ys), 1))))
+    where = f"{matrix['x_name']}=%{{x}}" + (f"<br>{matrix['y_name']}=%{{y}}" if matrix["y_name"] else "")
     fig = go.Figure(go.Scatter(
-        x=px, y=py, mode="markers+text", text=texts, textfont=dict(size=10), customdata=ids,
-        marker=dict(symbol="square", size=size, color=[0 if math.isnan(c) else c for c in colours],
-                    line=dict(width=1, color="#888"), colorbar=dict(title=matrix["title"].split(" (")[0]),
-                    showscale=True, **colour_kw),
-        hovertemplate=(f"{matrix['x_name']}=%{{x}}" + (f"<br>{matrix['y_name']}=%{{y}}" if matrix["y_name"] else "")
-                       + "<br>%{text}<extra>click: open in Results</extra>")))
+        x=[c[0] for c in shown], y=[c[1] for c in shown], mode="markers+text", name="cells", showlegend=False,
+        text=[f"{c[2]:.1f}" for c in shown], textfont=dict(size=10), customdata=[c[3] for c in shown],
+        marker=dict(symbol="square", size=size, color=[c[2] for c in shown], line=dict(width=1, color="#888"),
+                    colorbar=dict(title=matrix["title"].split(" (")[0]), showscale=True, **colour_kw),
+        hovertemplate=where + "<br>%{text}<extra>click: open in Results</extra>"))
+    if missing:
+        fig.add_trace(go.Scatter(
+            x=[c[0] for c in missing], y=[c[1] for c in missing], mode="markers+text", name="no value (failed)",
+            text=["✕"] * len(missing), customdata=[c[3] for c in missing],
+            marker=dict(symbol="square", size=size, color="#D9D9D9", line=dict(width=1, color="#888")),
+            hovertemplate=where + "<br>no value: its runs failed<extra>click: open in Results</extra>"))
     # Rows a little taller than the squares, so cells stand apart as a grid whatever the number of values.
     fig.update_layout(title=f"{method}: {matrix['title']}", template="plotly_white",
-                      height=150 + (size + 8) * max(len(ys), 2),
+                      height=150 + (size + 8) * max(len(ys), 2), legend=dict(orientation="h", y=-0.08),
                       margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select", dragmode=False,
                       xaxis=dict(title=matrix["x_name"], type="category", categoryorder="array", categoryarray=xs),
                       yaxis=dict(title=matrix["y_name"] or "", type="category", categoryorder="array",

@@ -178,3 +178,14 @@ def test_evidence_figures():
     fig = unlearning_curves({"points": points}, "unsc")
     assert [t.name for t in fig.data] == ["Acc_f", "Acc_r", "loss"]  # FA is never recorded for class forgetting
     assert list(fig.data[0].y) == [100.0, 0.0] and fig.data[2].yaxis == "y2"
+
+
+def test_a_cell_without_a_value_is_grey_never_the_neutral_white():
+    from unlearn_core.view_figures import phase_map
+
+    frame = cell_frame(_result())
+    frame.loc[frame["cell_id"] == "c", "forget_gap"] = float("nan")  # e.g. every run of the cell failed
+    fig = phase_map(phase_matrix(frame, "ga", "lr", "epochs", "forget gap"), "ga")
+    assert list(fig.data[0].customdata) == ["a", "b"]
+    assert fig.data[1].name == "no value (failed)" and list(fig.data[1].customdata) == ["c"]
+    assert fig.data[1].marker.color == "#D9D9D9"
