@@ -44,8 +44,8 @@ def _stats(values: list[float], scale: float = 1.0, digits: int = 2) -> dict:
             "all": [round(v, digits) for v in values]}
 
 
-def measure(dataset: str, rounds: int) -> dict:
-    out: dict = {}
+def measure(dataset: str, rounds: int, out: dict) -> dict:
+    """Fills ``out`` as it goes, so a failure late in the run still reports what was measured."""
     env = {"UNLEARN_DEFAULT_DATASET": dataset, "UNLEARN_APP_AUTO_UMAP": "1"}
     with server(env) as (url, started, log_path), browser() as page:
         page.goto(url, wait_until="domcontentloaded")
@@ -81,12 +81,12 @@ def measure(dataset: str, rounds: int) -> dict:
         out["umap_revisit_s"] = _stats(revisits)
 
         goto(page, "Null space", charts=3)
-        eps = [key_to_redraw(page, "[data-testid=stSlider] [role=slider]", "[data-testid=stPlotlyChart]",
+        eps = [key_to_redraw(page, "[data-testid=stSlider] input[type=range]", "[data-testid=stPlotlyChart]",
                              key="ArrowLeft" if i % 2 else "ArrowRight") for i in range(2 * rounds + 1)]
         out["eps_slider_ms"] = _stats(eps, digits=0)
         goto(page, "NatMU hybrids", text="Masks at delta")
         delta_slider = page.locator("[data-testid=stSlider]", has_text="delta (mask shift)")
-        delta_slider.locator("[role=slider]").first.evaluate("el => el.setAttribute('data-bench', 'delta')")
+        delta_slider.locator("input[type=range]").first.evaluate("el => el.setAttribute('data-bench', 'delta')")
         delta = [key_to_redraw(page, "[data-bench=delta]", "[data-testid=stImage]",
                                key="ArrowLeft" if i % 2 else "ArrowRight") for i in range(2 * rounds + 1)]
         out["delta_slider_ms"] = _stats(delta, digits=0)
@@ -119,7 +119,7 @@ def main() -> None:
     try:
         out["data"] = prepare_data(args.dataset, args.sweep_cells, log=lambda m: print(m, file=sys.stderr))
         out["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
-        out.update(measure(args.dataset, args.rounds))
+        measure(args.dataset, args.rounds, out)
     finally:
         out["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
         print(json.dumps(out, indent=1))

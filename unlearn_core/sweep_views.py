@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 
 import numpy as np
 import pandas as pd
@@ -152,7 +153,10 @@ def varied_params(frame: pd.DataFrame, method: str) -> list[str]:
 
 
 def _sort_key(value):
-    return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
+    # numbers.Real, not (int, float): pandas hands back numpy integers, and "10" sorted before "2" as text.
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
 
 
 def phase_matrix(frame: pd.DataFrame, method: str, x: str, y: str | None, colour: str) -> dict:

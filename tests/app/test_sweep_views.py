@@ -189,3 +189,10 @@ def test_a_cell_without_a_value_is_grey_never_the_neutral_white():
     assert list(fig.data[0].customdata) == ["a", "b"]
     assert fig.data[1].name == "no value (failed)" and list(fig.data[1].customdata) == ["c"]
     assert fig.data[1].marker.color == "#D9D9D9"
+
+
+def test_phase_axes_sort_numbers_as_numbers():
+    rows = [{"cell_id": str(e), "method": "ga", "p.epochs": np.int64(e), "n": 1, "forget_gap": 0.0}
+            for e in (10, 2, 1)]
+    matrix = phase_matrix(pd.DataFrame(rows), "ga", "epochs", None, "forget gap")
+    assert matrix["x"] == [1, 2, 10]
