@@ -283,11 +283,16 @@ def spectrum_figure(layers: list[tuple[str, np.ndarray]], eps: float, ranks: dic
             continue
         energy = np.cumsum(values)
         colour = PALETTE[i % len(PALETTE)]
-        x = np.arange(1, len(values) + 1)
-        fig.add_trace(go.Scattergl(x=x, y=np.maximum(values, 1e-16), name=name, line=dict(color=colour),
-                                   legendgroup=name, mode="lines"), row=1, col=1)
-        fig.add_trace(go.Scattergl(x=x, y=energy, name=name, line=dict(color=colour), legendgroup=name,
-                                   showlegend=False, mode="lines"), row=1, col=2)
+        # At most ~300 points per line, log-spaced like the x axis (every direction up to 100 is kept): the
+        # eps slider redraws this figure, and thousands of WebGL points took about 1 s per key press in
+        # Chromium without a GPU (docs/APP.md); SVG lines of this size redraw in a fraction of that.
+        keep = np.unique(np.concatenate([np.arange(min(len(values), 100)),
+                                         np.geomspace(1, len(values), 200).astype(int) - 1]))
+        x = keep + 1
+        fig.add_trace(go.Scatter(x=x, y=np.maximum(values[keep], 1e-16), name=name, line=dict(color=colour),
+                                 legendgroup=name, mode="lines"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=energy[keep], name=name, line=dict(color=colour), legendgroup=name,
+                                 showlegend=False, mode="lines"), row=1, col=2)
         rank = ranks.get(name, 0)
         if rank > 0:
             fig.add_trace(go.Scatter(x=[rank], y=[energy[rank - 1]], mode="markers", legendgroup=name,
