@@ -25,6 +25,7 @@ PAGE_SPECS = [
     ("forget", "app_pages/forget.py", "Forget set", ":material/select_all:"),
     ("unlearn", "app_pages/unlearn.py", "Unlearn", ":material/play_circle:"),
     ("results", "app_pages/results.py", "Results", ":material/table_chart:"),
+    ("sweeps", "app_pages/sweeps.py", "Sweeps", ":material/grid_view:"),
     ("embeddings", "app_pages/embeddings.py", "Embeddings", ":material/scatter_plot:"),
     ("nullspace", "app_pages/nullspace.py", "Null space", ":material/stacked_line_chart:"),
     ("hybrids", "app_pages/hybrids.py", "NatMU hybrids", ":material/gradient:"),

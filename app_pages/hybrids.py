@@ -103,31 +103,39 @@ if gallery["partner_images"].shape[1] == 0:
     st.stop()
 low = delta_param.low if delta_param.low is not None else -0.5
 high = delta_param.high if delta_param.high is not None else 1.0
-delta = st.slider("delta (mask shift)", float(low), float(high), value=float(np.clip(default_delta, low, high)),
-                  step=0.005, key=f"w_delta_{source}", help=delta_param.help)
-masks, hybrids = recompute_hybrids(gallery["forget_images"], gallery["partner_images"], delta)
-
-scale = display_scale(bundle.image_size, 64)
 
 
-st.markdown(f"**Masks at delta = {delta:+.3f}** (white = the forget image's weight; mean weights "
-            + ", ".join(f"{m.mean():.2f}" for m in masks) + ")")
-st.image([framed_mask(m, scale) for m in masks], width=68, caption=[f"mask {i}" for i in range(len(masks))])
+# The delta slider redraws only the masks and the blends below it (a fragment), not the page above.
+@st.fragment
+def delta_view() -> None:
+    delta = st.slider("delta (mask shift)", float(low), float(high), value=float(np.clip(default_delta, low, high)),
+                      step=0.005, key=f"w_delta_{source}", help=delta_param.help)
+    masks, hybrids = recompute_hybrids(gallery["forget_images"], gallery["partner_images"], delta)
 
-slots_shown = gallery["partner_images"].shape[1]
-for i in range(len(gallery["forget_images"])):
-    st.divider()
-    true_label = names[int(gallery["forget_labels"][i])]
-    probs = np.asarray(gallery["original_probs"][i])
-    row = st.columns([1.3] + [1] * slots_shown)
-    with row[0]:
-        st.image(to_display(gallery["forget_images"][i:i + 1], scale)[0], width=64)
-        st.caption(f"forget #{int(gallery['forget_index'][i])}  \ntrue **{true_label}**, model says "
-                   f"{names[int(probs.argmax())]} ({probs.max() * 100:.0f} %)")
-    for k in range(slots_shown):
-        with row[k + 1]:
-            label = names[int(gallery["hybrid_labels"][i][k])]
-            pair = to_display(np.stack([gallery["partner_images"][i][k], hybrids[i][k]]), scale)
-            st.image(pair, width=56, caption=["partner", f"→ {label}"])
-st.caption("Each column: the partner (a remaining image of the class the model confuses the forget image with) and "
-           "the hybrid with its new label; hybrid k uses mask k mod 4.")
+    scale = display_scale(bundle.image_size, 64)
+
+
+    st.markdown(f"**Masks at delta = {delta:+.3f}** (white = the forget image's weight; mean weights "
+                + ", ".join(f"{m.mean():.2f}" for m in masks) + ")")
+    st.image([framed_mask(m, scale) for m in masks], width=68, caption=[f"mask {i}" for i in range(len(masks))])
+
+    slots_shown = gallery["partner_images"].shape[1]
+    for i in range(len(gallery["forget_images"])):
+        st.divider()
+        true_label = names[int(gallery["forget_labels"][i])]
+        probs = np.asarray(gallery["original_probs"][i])
+        row = st.columns([1.3] + [1] * slots_shown)
+        with row[0]:
+            st.image(to_display(gallery["forget_images"][i:i + 1], scale)[0], width=64)
+            st.caption(f"forget #{int(gallery['forget_index'][i])}  \ntrue **{true_label}**, model says "
+                       f"{names[int(probs.argmax())]} ({probs.max() * 100:.0f} %)")
+        for k in range(slots_shown):
+            with row[k + 1]:
+                label = names[int(gallery["hybrid_labels"][i][k])]
+                pair = to_display(np.stack([gallery["partner_images"][i][k], hybrids[i][k]]), scale)
+                st.image(pair, width=56, caption=["partner", f"→ {label}"])
+    st.caption("Each column: the partner (a remaining image of the class the model confuses the forget image with) and "
+               "the hybrid with its new label; hybrid k uses mask k mod 4.")
+
+
+delta_view()

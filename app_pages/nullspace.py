@@ -62,64 +62,72 @@ except UnlearnError as error:
     st.error(str(error))
     st.stop()
 
-started = time.perf_counter()
-eps = st.slider("eps (share of the remaining data's energy to protect)", 0.80, 1.0, value=default_eps,
-                step=0.0005, format="%.4f", key="w_eps")
-ranks = space.ranks(eps)
-names = list(space.layers)
-dims = [space.layers[n].input_dim for n in names]
-cols = st.columns(len(names))
-for col, name, dim in zip(cols, names, dims):
-    # No delta: an arrow would suggest a change over time, and there is none, only a split of the input dimension.
-    col.metric(f"{name}: null space", f"{dim - ranks[name]} of {dim}",
-               help=f"{name}'s input has {dim} dimensions; at this eps the remaining data's energy needs "
-                    f"{ranks[name]} of them (the rank), so UNSC may change the layer along the other "
-                    f"{dim - ranks[name]}.")
-    col.caption(f"rank {ranks[name]} (retained)")
+
+# One widget redraws this part only (a fragment): the slider rerun skips the page above it, and the
+# browser gets the new metrics and three charts, nothing else.
+@st.fragment
+def eps_view() -> None:
+    started = time.perf_counter()
+    eps = st.slider("eps (share of the remaining data's energy to protect)", 0.80, 1.0, value=default_eps,
+                    step=0.0005, format="%.4f", key="w_eps")
+    ranks = space.ranks(eps)
+    names = list(space.layers)
+    dims = [space.layers[n].input_dim for n in names]
+    cols = st.columns(len(names))
+    for col, name, dim in zip(cols, names, dims):
+        # No delta: an arrow would suggest a change over time, and there is none, only a split of the input dimension.
+        col.metric(f"{name}: null space", f"{dim - ranks[name]} of {dim}",
+                   help=f"{name}'s input has {dim} dimensions; at this eps the remaining data's energy needs "
+                        f"{ranks[name]} of them (the rank), so UNSC may change the layer along the other "
+                        f"{dim - ranks[name]}.")
+        col.caption(f"rank {ranks[name]} (retained)")
 
 
-def describe_layer(module) -> str:
-    """What a layer's name stands for and what its 'input dimension' counts."""
-    from torch import nn
+    def describe_layer(module) -> str:
+        """What a layer's name stands for and what its 'input dimension' counts."""
+        from torch import nn
 
-    if isinstance(module, nn.Conv2d):
-        kh, kw = module.kernel_size
-        return (f"convolution, {module.in_channels} → {module.out_channels} channels, {kh}×{kw} kernel: "
-                f"input dimension {module.in_channels}·{kh}·{kw} = {module.in_channels * kh * kw} "
-                f"(one image patch)")
-    return (f"fully connected, {module.in_features} → {module.out_features}: input dimension "
-            f"{module.in_features} (the previous layer's outputs)")
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            return (f"convolution, {module.in_channels} → {module.out_channels} channels, {kh}×{kw} kernel: "
+                    f"input dimension {module.in_channels}·{kh}·{kw} = {module.in_channels * kh * kw} "
+                    f"(one image patch)")
+        return (f"fully connected, {module.in_features} → {module.out_features}: input dimension "
+                f"{module.in_features} (the previous layer's outputs)")
 
 
-from unlearn_core.nullspace import tracked_layers  # noqa: E402
+    from unlearn_core.nullspace import tracked_layers  # noqa: E402
 
-modules = tracked_layers(setup.original.model)
-with st.expander("What the layer names mean"):
-    st.markdown("Names are the layers' names inside the model (PyTorch module paths), in the order the data "
-                "passes through them. UNSC constrains every convolution and fully connected layer:\n\n"
-                + "\n".join(f"- **{n}**: {describe_layer(modules[n])}" for n in names if n in modules))
-st.plotly_chart(spectrum_figure([(n, space.layers[n].normalized_spectrum()) for n in names], eps, ranks),
-                width="stretch", key="ns_spectrum")
-left, right = st.columns(2)
-with left:
-    st.markdown("**Rank (retained) vs input dimension per layer**")
-    st.plotly_chart(rank_bars(names, [ranks[n] for n in names], dims), width="stretch", key="ns_ranks")
-with right:
-    import plotly.graph_objects as go
+    modules = tracked_layers(setup.original.model)
+    with st.expander("What the layer names mean"):
+        st.markdown("Names are the layers' names inside the model (PyTorch module paths), in the order the data "
+                    "passes through them. UNSC constrains every convolution and fully connected layer:\n\n"
+                    + "\n".join(f"- **{n}**: {describe_layer(modules[n])}" for n in names if n in modules))
+    st.plotly_chart(spectrum_figure([(n, space.layers[n].normalized_spectrum()) for n in names], eps, ranks),
+                    width="stretch", key="ns_spectrum")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Rank (retained) vs input dimension per layer**")
+        st.plotly_chart(rank_bars(names, [ranks[n] for n in names], dims), width="stretch", key="ns_ranks")
+    with right:
+        import plotly.graph_objects as go
 
-    removed = [float(shares[n][min(ranks[n], len(shares[n]) - 1)]) * 100 if n in shares else float("nan")
-               for n in names]
-    fig = go.Figure(go.Bar(x=names, y=removed, marker_color="#E15759", text=[f"{v:.1f} %" for v in removed],
-                           textposition="outside", cliponaxis=False))
-    # Headroom above 100 % and no clipping, so a label over a full bar stays readable.
-    fig.update_layout(height=320, yaxis=dict(range=[0, 115], title="% of forget gradient removed",
-                                             tickvals=[0, 25, 50, 75, 100]),
-                      margin=dict(l=10, r=10, t=30, b=10), template="plotly_white")
-    st.markdown("**Share of the forget-set gradient the projection removes** (at this eps)")
-    st.plotly_chart(fig, width="stretch", key="ns_removed")
-    st.caption("The removed share lies in directions the remaining data uses: an update there would change the "
-               "remaining classes' outputs, so UNSC drops it, and that is what protects them. The rest "
-               "(100 % minus the bar) is all UNSC can still use to push the forget samples away; near 100 % "
-               "removed, a layer barely changes at all. A higher eps protects more and leaves less.")
-st.caption(f"Built from {space.samples:,} remaining samples ({default_samples} per class) in {space.seconds:.1f} s; "
-           f"this redraw took {(time.perf_counter() - started) * 1000:.0f} ms.")
+        removed = [float(shares[n][min(ranks[n], len(shares[n]) - 1)]) * 100 if n in shares else float("nan")
+                   for n in names]
+        fig = go.Figure(go.Bar(x=names, y=removed, marker_color="#E15759", text=[f"{v:.1f} %" for v in removed],
+                               textposition="outside", cliponaxis=False))
+        # Headroom above 100 % and no clipping, so a label over a full bar stays readable.
+        fig.update_layout(height=320, yaxis=dict(range=[0, 115], title="% of forget gradient removed",
+                                                 tickvals=[0, 25, 50, 75, 100]),
+                          margin=dict(l=10, r=10, t=30, b=10), template="plotly_white")
+        st.markdown("**Share of the forget-set gradient the projection removes** (at this eps)")
+        st.plotly_chart(fig, width="stretch", key="ns_removed")
+        st.caption("The removed share lies in directions the remaining data uses: an update there would change the "
+                   "remaining classes' outputs, so UNSC drops it, and that is what protects them. The rest "
+                   "(100 % minus the bar) is all UNSC can still use to push the forget samples away; near 100 % "
+                   "removed, a layer barely changes at all. A higher eps protects more and leaves less.")
+    st.caption(f"Built from {space.samples:,} remaining samples ({default_samples} per class) in {space.seconds:.1f} s; "
+               f"this redraw took {(time.perf_counter() - started) * 1000:.0f} ms.")
+
+
+eps_view()

@@ -23,6 +23,7 @@ from unlearn_core.figures import (change_limit, confusion_change, confusion_diff
                                   entropy_histograms, entropy_y_max, per_class_bars, per_class_heatmap)
 from unlearn_core.results_view import (DISPLAY, FORGOT_SHARE, HELP, WIDTHS, best_cells,  # noqa: E402
                                        display_frame, judged_table, over_unlearning_summary)
+from unlearn_core.sweep_views import ensemble_band, interval_text, seed_groups  # noqa: E402
 
 current = _shared.choice()
 visible = _shared.store()  # every run, or on a shared server this session's own
@@ -31,6 +32,22 @@ if visible.skipped:
     st.warning(f"Skipped {len(visible.skipped)} run(s) whose stored record cannot be read "
                f"(#{', #'.join(str(i) for i in visible.skipped[:10])}).", icon=":material/warning:")
 done = [r for r in runs if r["status"] == "done" and r.get("report")]
+all_done = done
+# A click on the Sweeps page opens one cell's runs here: only those, until the person asks for every run.
+focus = st.session_state.get("results_focus")
+if focus:
+    chosen_ids = set(focus.get("run_ids") or [])
+    focused = [r for r in done if r["id"] in chosen_ids]
+    if focused:
+        done = focused
+        cols = st.columns([4, 1])
+        cols[0].info(f"Showing the {len(focused)} run(s) of sweep cell {_shared.code(focus.get('label', ''))} "
+                     f"(sweep {_shared.code(focus.get('tag', ''))}).", icon=":material/filter_alt:")
+        if cols[1].button("Show every run", key="w_results_unfocus"):
+            st.session_state.pop("results_focus", None)
+            st.rerun()
+    else:
+        st.session_state.pop("results_focus", None)  # its runs were deleted or belong to another choice
 st.markdown(f"**{_shared.md(current.dataset)}** · **{current.model}** · forget {_shared.forget_md(current.forget)}: "
             f"{len(done)} finished run(s)")
 unfinished = [r for r in runs if r["status"] != "done"]
@@ -70,13 +87,32 @@ def show_table(columns: list[str], key: str) -> None:
 
 
 outside = table[~table["in_scope"].astype(bool)]
-tab_metrics, tab_gaps = st.tabs(["Metrics", "Gaps to the retrained model"])
+over_seeds = seed_groups(done, [*METRIC_COLUMNS, "avg_gap", "seconds"])
+tab_names = ["Metrics", "Gaps to the retrained model"] + (["Over seeds (mean ± 95 %)"] if len(over_seeds) else [])
+tab_metrics, tab_gaps, *tab_seeds = st.tabs(tab_names)
 with tab_metrics:
     # Out-of-scope runs carry a ⚠ badge on their label here (a column would not fit 1500 px); the gaps tab,
     # which is narrower, also has a scope column.
     show_table([*METRIC_COLUMNS, "avg_gap", "seconds", "rte"], "results_metrics")
 with tab_gaps:
     show_table([*(["scope"] if len(outside) else []), *GAP_COLUMNS, "avg_gap"], "results_gaps")
+if tab_seeds:
+    with tab_seeds[0]:
+        # Runs of one method with the same parameters and different seeds: one row each, mean ± the half-width
+        # of a 95 % Student-t interval (what a sweep reports per cell). Single runs stay in the tables above.
+        rows = []
+        for _, group in over_seeds.iterrows():
+            row = {"method": group["method"], "params": group["params"], "seeds": ", ".join(map(str, group["seeds"])),
+                   "n": int(group["n"])}
+            for column in [*METRIC_COLUMNS, "avg_gap", "seconds"]:
+                row[DISPLAY.get(column, column)] = interval_text(group[column], group[f"{column}±"])
+            rows.append(row)
+        st.dataframe(rows, key="results_seeds", column_config={
+            "params": st.column_config.Column("params", help="The method's resolved parameters (JSON)."),
+            **{DISPLAY.get(c, c): st.column_config.Column(DISPLAY.get(c, c), help=HELP.get(c))
+               for c in [*METRIC_COLUMNS, "avg_gap", "seconds"]}})
+        st.caption("Mean over the seeds ± the half-width of a two-sided 95 % Student-t interval of the mean "
+                   "(wide with few seeds: with 2 seeds the factor is 12.7 × the standard error).")
 if len(outside):
     reasons = {r["id"]: r["report"].get("in_scope_reason") for r in done}
     st.caption("⚠ Out of its method's scope (shown, never highlighted as best): "
@@ -117,10 +153,18 @@ tab_heat, tab_bars = st.tabs(["Heatmap (method × class)", "Grouped bars"])
 with tab_heat:
     st.plotly_chart(per_class_heatmap(shift, forgotten), width="stretch", key="per_class_heatmap")
 with tab_bars:
-    st.plotly_chart(per_class_bars(shift, forgotten), width="stretch", key="per_class_bars")
+    original_per_class = done[0]["report"]["original"]["per_class_test"]
+    band = ensemble_band(all_done, original_per_class)
+    st.plotly_chart(per_class_bars(shift, forgotten, band), width="stretch", key="per_class_bars")
+    if band is not None:
+        st.caption(f"Grey band: the spread of {band['k']} retrained models (mean ± 2 standard deviations of "
+                   f"their change per class); a bar inside it is within what retraining itself varies by.")
 
 st.subheader("One run in detail")
-labels = {r["id"]: f"#{r['id']} {r['method']}" for r in done}
+labels = {r["id"]: f"#{r['id']} {r['method']}" + (" · evidence" if r["report"].get("evidence") else "")
+          for r in done}
+if st.session_state.get("w_results_run") not in labels:
+    st.session_state.pop("w_results_run", None)  # a focus from Sweeps may leave the old choice out of the list
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="w_results_run")
 run = next(r for r in done if r["id"] == run_id)
 if run["report"].get("in_scope") is False:
@@ -149,6 +193,11 @@ with st.popover(f"Delete run #{run_id}", icon=":material/delete:"):
             st.toast(f"Deleted run #{run_id}.")
             st.rerun()
 
+evidence = run["report"].get("evidence")
+if evidence:
+    from app_pages._evidence import show_evidence
+
+    show_evidence(evidence, run)
 try:
     outputs = _shared.run_outputs(run_id, setup, run)
 except UnlearnError as error:

@@ -13,6 +13,7 @@ _shared.explainer(
 
 from unlearn_core.appstate import forget_label  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
+from unlearn_core.evidence import KINDS as EVIDENCE_KINDS  # noqa: E402
 from unlearn_core.methods import get_method, method_names  # noqa: E402
 
 setup = _shared.current_setup(with_retrain=False)
@@ -24,6 +25,7 @@ if st.session_state.get("forget_pending"):
     st.warning("The Forget set page is on hand-picked samples with none picked yet: runs started here use the "
                "forget set above.", icon=":material/info:")
 
+EVIDENCE_LABELS = {"probe": "feature probe", "relearn": "relearn time", "curves": "unlearning curves"}
 names = method_names()
 # The chosen methods and their parameters come back on every visit (Streamlit forgets widgets of other pages).
 _shared.restore_widgets("unlearn")
@@ -84,9 +86,16 @@ if chosen:
                 for i, param in enumerate(cls.params):
                     with cols[i % 3]:
                         values[method][param.name] = widget_for(method, param)
+        # Deeper evidence costs time per run (docs/EVIDENCE.md: the probe and relearn read three models), so it
+        # is asked for, never on by default; Results draws what each run recorded.
+        evidence = st.multiselect(
+            "Evidence", EVIDENCE_KINDS, key="w_evidence", format_func=EVIDENCE_LABELS.get,
+            help="Record deeper evidence of forgetting with each run: a linear/k-NN probe on the frozen features, "
+                 "how many fine-tuning steps relearn the forget set, and Acc_f/Acc_r along the method's steps. "
+                 "Shown in Results under the run. Adds seconds per run.")
         submitted = st.form_submit_button(f"Run {len(chosen)} method(s)", type="primary",
                                           icon=":material/play_arrow:")
-    _shared.keep_widgets("unlearn", ["w_methods", *param_keys])
+    _shared.keep_widgets("unlearn", ["w_methods", "w_evidence", *param_keys])
     if submitted:
         request = current
         room = _shared.runner().room(_shared.session_owner())
@@ -109,7 +118,8 @@ if chosen:
                         label=f"{method} on {request.dataset}/{forget_label(request.forget)}",
                         meta={"forget": request.forget, "dataset": request.dataset, "owner": _shared.session_owner()},
                         # Runs of an uploaded original are shown only next to that upload, never as the trained one's.
-                        extra_config={"original_upload": request.original} if request.original else None)
+                        extra_config={"original_upload": request.original} if request.original else None,
+                        evidence=",".join(evidence) or None)
                 _shared.warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
                 st.toast(f"Queued {len(chosen)} run(s).")
                 st.rerun()

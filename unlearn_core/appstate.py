@@ -572,6 +572,36 @@ class RunView:
                 self.skipped.append(run_id)
         return runs
 
+    # Sweeps carry their owner in the stored spec, as runs do in their config, so a shared server lists to each
+    # session only the sweeps it started (and run_sweep's RunView.start marks every run of it the same way).
+    def save_sweep(self, tag: str, kind: str, spec: dict) -> None:
+        self._store.save_sweep(tag, kind, {**spec, "owner": self.owner})
+
+    def sweep_visible(self, sweep: dict | None) -> bool:
+        return sweep is not None and (not self.shared or (sweep.get("spec") or {}).get("owner") == self.owner)
+
+    def list_sweeps(self) -> list[dict]:
+        return [s for s in self._store.list_sweeps() if self.sweep_visible(s)]
+
+    def get_sweep(self, tag: str) -> dict | None:
+        sweep = self._store.get_sweep(tag)
+        return sweep if self.sweep_visible(sweep) else None
+
+    def find_keys(self, keys: list[str]) -> dict[str, dict]:
+        """Stored runs a sweep may reuse: on a shared server only this session's (another's stay invisible)."""
+        found = self._store.find_keys(keys)
+        if not self.shared:
+            return found
+        mine = {}
+        for key, entry in found.items():
+            try:
+                run = self._store.get(entry["id"])
+            except Exception:  # noqa: BLE001 - a row that cannot be read is not reused; the sweep runs it again
+                continue
+            if (run.get("config") or {}).get("owner") == self.owner:
+                mine[key] = entry
+        return mine
+
     def get(self, run_id: int) -> dict:
         from unlearn_core.runstore import RunNotFoundError
 

@@ -163,9 +163,21 @@ def per_class_heatmap(shift: pd.DataFrame, forgotten: tuple[int, ...] = ()) -> g
     return fig
 
 
-def per_class_bars(shift: pd.DataFrame, forgotten: tuple[int, ...] = ()) -> go.Figure:
-    """Grouped bars of the same change, one colour per method; retained classes that fell show over-unlearning."""
+def per_class_bars(shift: pd.DataFrame, forgotten: tuple[int, ...] = (), band: dict | None = None) -> go.Figure:
+    """Grouped bars of the same change, one colour per method; retained classes that fell show over-unlearning.
+
+    ``band`` (``sweep_views.ensemble_band``: ``k``, ``low``, ``high`` per class) draws a retrained ensemble's
+    spread behind each class's bars: a bar inside the grey band is within what retraining itself varies by.
+    """
     fig = go.Figure()
+    if band is not None:
+        low, high = np.asarray(band["low"], dtype=float), np.asarray(band["high"], dtype=float)
+        for i, (lo, hi) in enumerate(zip(low, high)):
+            fig.add_shape(type="rect", x0=i - 0.48, x1=i + 0.48, y0=float(lo), y1=float(max(hi, lo + 0.2)),
+                          fillcolor="#7F7F7F", opacity=0.22, line_width=0, layer="below")
+        # A legend entry for the band (shapes have none): an invisible trace with the band's name.
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"retrained ensemble ±2 sd (K={band['k']})",
+                                 marker=dict(symbol="square", size=12, color="rgba(127,127,127,0.35)")))
     for label, row in shift.iterrows():
         fig.add_trace(go.Bar(name=str(label), x=[str(c) for c in shift.columns], y=row.to_numpy(dtype=float),
                              marker_color=method_colour(label)))
@@ -271,11 +283,16 @@ def spectrum_figure(layers: list[tuple[str, np.ndarray]], eps: float, ranks: dic
             continue
         energy = np.cumsum(values)
         colour = PALETTE[i % len(PALETTE)]
-        x = np.arange(1, len(values) + 1)
-        fig.add_trace(go.Scattergl(x=x, y=np.maximum(values, 1e-16), name=name, line=dict(color=colour),
-                                   legendgroup=name, mode="lines"), row=1, col=1)
-        fig.add_trace(go.Scattergl(x=x, y=energy, name=name, line=dict(color=colour), legendgroup=name,
-                                   showlegend=False, mode="lines"), row=1, col=2)
+        # At most ~300 points per line, log-spaced like the x axis (every direction up to 100 is kept): the
+        # eps slider redraws this figure, and thousands of WebGL points took about 1 s per key press in
+        # Chromium without a GPU (docs/APP.md); SVG lines of this size redraw in a fraction of that.
+        keep = np.unique(np.concatenate([np.arange(min(len(values), 100)),
+                                         np.geomspace(1, len(values), 200).astype(int) - 1]))
+        x = keep + 1
+        fig.add_trace(go.Scatter(x=x, y=np.maximum(values[keep], 1e-16), name=name, line=dict(color=colour),
+                                 legendgroup=name, mode="lines"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=energy[keep], name=name, line=dict(color=colour), legendgroup=name,
+                                 showlegend=False, mode="lines"), row=1, col=2)
         rank = ranks.get(name, 0)
         if rank > 0:
             fig.add_trace(go.Scatter(x=[rank], y=[energy[rank - 1]], mode="markers", legendgroup=name,

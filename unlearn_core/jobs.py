@@ -307,13 +307,15 @@ class JobRunner:
             self._prune()  # now that this one counts as finished
 
     def submit_run(self, setup_provider: Callable, method: str, params: dict | None = None, store=None,
-                   label: str | None = None, meta: dict | None = None, extra_config: dict | None = None) -> Job:
+                   label: str | None = None, meta: dict | None = None, extra_config: dict | None = None,
+                   evidence=None) -> Job:
         """Queue one unlearning run, recorded in the run store.
 
         ``setup_provider(progress, cancel)`` returns the prepared
         :class:`~unlearn_core.pipeline.Setup`; it runs inside the job so the
         first request's training (original and retrained reference) also
-        reports progress and can be cancelled.
+        reports progress and can be cancelled. ``evidence`` (kinds, e.g.
+        ``"probe,relearn,curves"``) is passed to ``run_and_record``.
         """
         from unlearn_core import runstore
 
@@ -322,7 +324,7 @@ class JobRunner:
             # The method's phase starts here, not at its first progress report (UNSC builds its subspaces first).
             progress(ProgressEvent(stage="method", message=f"starting {method}"))
             return runstore.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store,
-                                           extra_config=extra_config)
+                                           extra_config=extra_config, evidence=evidence or None)
 
         return self.submit(label or method, work, kind="run", meta={"method": method, **(meta or {})})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from unlearn_core.figures import (CHANGE_SCALE, change_limit, confusion_difference, entropy_histograms,
                                   entropy_y_max, method_colour, per_class_bars, per_class_heatmap)
@@ -88,3 +89,17 @@ def test_one_legend_line_names_every_class_in_its_colour_and_escapes_names():
     line = legend_html(["cat", "<dog>"], [0, 1], forget=True)
     assert class_colour(0) in line and class_colour(1) in line and "&lt;dog&gt;" in line and "forget set" in line
     assert "<dog>" not in line
+
+
+def test_spectrum_lines_are_thinned_svg_so_the_eps_slider_redraws_fast():
+    from unlearn_core.figures import spectrum_figure
+
+    values = np.sort(np.random.default_rng(0).random(5000))[::-1]
+    values /= values.sum()
+    figure = spectrum_figure([("conv", values)], 0.99, {"conv": 4000})
+    lines = [t for t in figure.data if t.mode == "lines"]
+    assert len(lines) == 2 and all(t.type == "scatter" for t in lines)  # SVG, not WebGL
+    for line in lines:
+        assert len(line.x) <= 300 and line.x[0] == 1 and line.x[-1] == 5000
+        assert list(line.x[:100]) == list(range(1, 101))
+    assert lines[1].y[-1] == pytest.approx(1.0)

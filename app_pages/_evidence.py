@@ -1,0 +1,49 @@
+"""The evidence a run recorded (``report["evidence"]``, docs/EVIDENCE.md), drawn under the run on Results."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+
+def _number(value, decimals: int = 1) -> str:
+    return "–" if value is None else f"{value:.{decimals}f}"
+
+
+def show_evidence(evidence: dict, run: dict) -> None:
+    from unlearn_core.view_figures import probe_bars, relearn_curves, unlearning_curves
+
+    method = run["method"]
+    kinds = [k for k in ("probe", "relearn", "curves") if evidence.get(k)]
+    st.markdown(f"**Evidence of forgetting** for run #{run['id']} ({', '.join(kinds) or 'none recorded'})")
+    if evidence.get("probe"):
+        st.plotly_chart(probe_bars(evidence["probe"], method), width="stretch", key="evidence_probe")
+        retrained = (evidence["probe"].get("retrained") or {}).get("probe_forget")
+        original = (evidence["probe"].get("original") or {}).get("probe_forget")
+        st.caption("A linear and a k-NN probe trained on each model's frozen features, read on the forget set. "
+                   f"The retrained model never saw it: its {_number(retrained)} % is what generic features give. "
+                   "An unlearned model near the original's "
+                   f"{_number(original)} % and well above the retrained one's still carries the data in its "
+                   "features; when the two references are close, the probe cannot tell (docs/EVIDENCE.md).")
+    if evidence.get("relearn"):
+        relearn = evidence["relearn"]
+        cols = st.columns(3)
+        for col, which in zip(cols, ("original", "unlearned", "retrained")):
+            values = relearn.get(which) or {}
+            steps = values.get("relearn_steps")
+            text = "–" if steps is None else str(steps)
+            if steps is None and values.get("relearn_capped"):
+                text = f"> {values.get('max_steps')}"
+            elif steps is None and values.get("diverged"):
+                text = "diverged"
+            col.metric(f"relearn steps: {which}", text,
+                       help="Fine-tuning steps on a few forget samples until forget accuracy is half way back to "
+                            "the original's. Fewer than the retrained model = the knowledge was only hidden.")
+        if any((relearn.get(w) or {}).get("accuracy_by_step") for w in ("original", "unlearned", "retrained")):
+            st.plotly_chart(relearn_curves(relearn, method), width="stretch", key="evidence_relearn")
+    if evidence.get("curves"):
+        curves = evidence["curves"]
+        st.plotly_chart(unlearning_curves(curves, method), width="stretch", key="evidence_curves")
+        st.caption(f"Evaluated on fixed subsets ({curves.get('n_forget_test') or curves.get('n_forget_train')} forget "
+                   f"and {curves.get('n_retain_test')} retained test samples) after "
+                   + ("each epoch" if not curves.get("every") else f"every {curves['every']} steps")
+                   + "; step 0 is the original model. A falling Acc_r shows over-unlearning while it happens.")

@@ -1,0 +1,300 @@
+"""Sweeps page: launch a small sweep in the worker or open a stored one; phase map and Pareto scatter of its cells.
+
+The numbers come from ``unlearn_core.sweeps.sweep_result`` (the run store alone); the frames and figures from
+``unlearn_core.sweep_views`` and ``unlearn_core.view_figures``. A click on a cell or point opens its runs in
+Results with the choice switched to the sweep's data set, model and forget set.
+"""
+
+import logging
+import os
+import secrets
+
+import streamlit as st
+
+from app_pages import _shared
+
+st.title("Sweeps")
+_shared.explainer(
+    "One run is one draw: a method that forgets at one learning rate may collapse at the next, or with another "
+    "seed. A **sweep** runs methods over a small grid of their parameters, several seeds each, next to an "
+    "ensemble of retrained models. The **phase map** puts one method's cells on two parameters; the colour is "
+    "the cell's gap to the retrained models: on the forget metric (Acc_f for classes, FA otherwise) **blue** "
+    "means it still remembers (under-unlearning) and **red** that it forgot more than retraining would "
+    "(over-unlearning, e.g. random samples pushed into a wrong class); on retained accuracy red means accuracy "
+    "lost. White is \"like retraining\". The **Pareto scatter** shows every cell of every method: left = "
+    "forgets like retraining, bottom = keeps the rest like retraining, bigger = slower. Click a cell or a point "
+    "to open its runs in Results.")
+
+from unlearn_core.errors import UnlearnError  # noqa: E402
+from unlearn_core.sweep_views import (COLOUR_BY, MAX_GRID_VALUES, cell_frame, cell_label, gridable,  # noqa: E402
+                                      grid_values, pareto_front, phase_matrix, spec_cells, varied_params)
+
+log = logging.getLogger(__name__)
+# The app's sweeps share one worker with every session's runs: a cap keeps one click from holding it for hours.
+MAX_RUNS = int(os.environ.get("UNLEARN_MAX_SWEEP_RUNS", "200") or 0)
+
+view = _shared.store()
+
+
+def open_in_results(result: dict, row) -> None:
+    """Make the cell's data set, model and forget set the current choice and show only its runs on Results."""
+    st.session_state.update({"dataset": result["dataset"], "model": result["model"], "forget": row["forget"],
+                             "seed": int(row["seeds"][0]) if row["seeds"] else 0, "original": ""})
+    st.session_state["results_focus"] = {"run_ids": [int(i) for i in row["run_ids"]], "tag": result["tag"],
+                                         "label": cell_label(row)}
+    st.session_state.pop("w_results_run", None)
+    st.switch_page(_shared.page("results"))
+
+
+def result_for(tag: str) -> dict | None:
+    """``sweep_result`` for ``tag``, kept in the session until the sweep gains runs (100 cells: ~0.3 s to rebuild)."""
+    from unlearn_core.sweeps import sweep_result
+
+    sweep = view.get_sweep(tag)
+    if sweep is None:
+        return None
+    stamp = (tag, sweep["updated_at"], sweep["runs"])
+    memo = st.session_state.get("sweep_memo")
+    if memo is None or memo[0] != stamp:
+        memo = (stamp, sweep_result(view, tag))
+        st.session_state["sweep_memo"] = memo
+    return memo[1]
+
+
+# -- launch --------------------------------------------------------------------------------------------------------
+def launch_form(current) -> None:
+    from unlearn_core.methods import get_method, method_names
+    from unlearn_core.sweeps import SweepSpec, parse_seeds, validate
+
+    names = [n for n in method_names() if n != "retrain"]
+    _shared.restore_widgets("sweeps")
+    st.session_state.setdefault("w_sweep_methods", ["ga"] if "ga" in names else names[:1])
+    st.markdown(f"On the current choice: **{_shared.md(current.dataset)}** · **{current.model}** · forget "
+                f"{_shared.forget_md(current.forget)}")
+    methods = st.multiselect("Methods", names, key="w_sweep_methods", format_func=lambda n: get_method(n).title or n)
+    keys = ["w_sweep_methods", "w_sweep_seeds", "w_sweep_retrains"]
+    grid: dict[str, dict[str, list]] = {}
+    for method in methods:
+        params = {p.name: p for p in gridable(get_method(method))}
+        vary_key = f"w_sweep_vary_{method}"
+        keys.append(vary_key)
+        vary = st.multiselect(f"{get_method(method).title or method}: parameters to vary (up to two)", list(params),
+                              key=vary_key, max_selections=2,
+                              help="Values are drawn from each parameter's declared default and range.")
+        cols = st.columns(max(1, len(vary)))
+        for col, name in zip(cols, vary):
+            count_key = f"w_sweep_n_{method}_{name}"
+            keys.append(count_key)
+            st.session_state.setdefault(count_key, 3)
+            count = col.slider(f"{method}.{name}: values", 2, MAX_GRID_VALUES, key=count_key)
+            values = grid_values(params[name], count)
+            grid.setdefault(method, {})[name] = values
+            col.caption(", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values))
+    left, right = st.columns(2)
+    st.session_state.setdefault("w_sweep_seeds", "0")
+    seeds_text = left.text_input("Seeds", key="w_sweep_seeds", help="Comma-separated, e.g. 0,1,2.")
+    retrains = right.number_input("Retrained models (reference ensemble)", 0, 20, value=None, key="w_sweep_retrains",
+                                  placeholder="one per seed",
+                                  help="K retrained models give the ensemble's spread (a band on Results' "
+                                       "per-class bars); empty = one per seed, which costs nothing extra.")
+    _shared.keep_widgets("sweeps", keys)
+    if not methods:
+        st.info("Choose at least one method.")
+        return
+    try:
+        seeds = parse_seeds(seeds_text or "", "Seeds")
+        spec = validate(SweepSpec(dataset=current.dataset, model=current.model, forgets=[current.forget],
+                                  methods=methods, grid=grid, seeds=seeds,
+                                  retrains=None if retrains is None else int(retrains)))
+    except UnlearnError as error:
+        _shared.show_error(error)
+        return
+    from unlearn_core.sweeps import cells
+
+    n_cells = len(cells(spec))
+    total = n_cells * len(seeds) + spec.reference_count()
+    st.caption(f"{n_cells} cell(s) × {len(seeds)} seed(s) + {spec.reference_count()} retrained model(s) = up to "
+               f"{total} runs (runs already stored with the same key are reused).")
+    if current.original:
+        st.warning("Sweeps run on the trained original, not an uploaded one.", icon=":material/info:")
+    if st.button("Launch the sweep", type="primary", icon=":material/play_arrow:", key="w_sweep_launch"):
+        if MAX_RUNS and total > MAX_RUNS:
+            st.error(f"This sweep asks for {total} runs; the app runs at most {MAX_RUNS} per sweep "
+                     "(UNLEARN_MAX_SWEEP_RUNS). Use fewer values or seeds, or the CLI (docs/SWEEPS.md).")
+            return
+        room = _shared.runner().room(_shared.session_owner())
+        if room is not None and room < 1:
+            st.error(f"This session may have {_shared.runner().max_per_owner} jobs queued or running at once; wait "
+                     "for one to finish or cancel one.")
+            return
+        from unlearn_core.sweeps import new_tag, run_sweep
+
+        # A random suffix: two sessions launching in the same second must not share (and resume) one tag.
+        tag = f"{new_tag('app')}-{secrets.token_hex(2)}"
+        spec.tag = tag
+        store = _shared.store()  # its start() and save_sweep() mark the runs and the sweep with this session
+
+        def work(progress, cancel, spec=spec, store=store):
+            return run_sweep(spec, engine="inline", store=store, progress=progress, cancel=cancel, log=log.info)
+
+        try:
+            _shared.runner().submit(f"sweep {tag}", work, kind="sweep",
+                                    meta={"owner": _shared.session_owner(), "method": "sweep", "tag": tag})
+        except UnlearnError as error:
+            _shared.show_error(error)
+            return
+        st.session_state["w_sweep_tag"] = tag
+        st.toast(f"Queued sweep {tag} ({total} runs).")
+        st.rerun()
+
+
+current = _shared.choice()
+sweeps = view.list_sweeps()
+with st.expander("Launch a sweep", expanded=not sweeps, icon=":material/add_circle:"):
+    if not _shared.original_ready(current):
+        st.info("No original model yet for this data set and model. Train or load it on the **Setup** page.")
+    else:
+        launch_form(current)
+_shared.jobs_panel("sweep", title="Sweeps running")
+sweeps = view.list_sweeps()  # again: a sweep launched above is listed once its job has started
+
+# -- open ----------------------------------------------------------------------------------------------------------
+st.subheader("Open a sweep")
+if not sweeps:
+    st.info("No sweep is stored yet" + (" for this session" if _shared.shared() else "")
+            + ". Launch one above, or run `python -m unlearn_core sweep` (docs/SWEEPS.md).")
+    _shared.stop()
+by_tag = {s["tag"]: s for s in sweeps}
+if st.session_state.get("w_sweep_tag") not in by_tag:
+    st.session_state["w_sweep_tag"] = sweeps[0]["tag"]
+
+
+def sweep_option(tag: str) -> str:
+    s = by_tag[tag]
+    spec = s["spec"]
+    return (f"{tag} · {s['kind']} · {spec.get('dataset')}/{spec.get('model')} · {s['created_at'][:16]} · "
+            f"{spec_cells(spec)} cells · {s['runs']} runs")
+
+
+tag = st.selectbox("Sweep", list(by_tag), key="w_sweep_tag", format_func=sweep_option)
+try:
+    result = result_for(tag)
+except (UnlearnError, ValueError, KeyError, TypeError) as error:
+    st.error(f"Sweep {_shared.code(tag)} cannot be read: {_shared.md(error)}")
+    _shared.stop()
+if result is None:
+    st.error(f"Sweep {_shared.code(tag)} is no longer in the store.")
+    _shared.stop()
+if not result["cells"]:
+    st.info("This sweep has no finished cell yet.")
+    _shared.stop()
+
+forgets = [f["forget"] for f in result["forgets"]] or sorted({c["forget"] for c in result["cells"]})
+forget = forgets[0] if len(forgets) == 1 else st.selectbox("Forget set", forgets, key="w_sweep_forget",
+                                                           format_func=lambda f: str(f))
+frame = cell_frame(result, forget)
+reference = next((f["reference"] for f in result["forgets"] if f["forget"] == forget), {})
+done_runs = int(frame["n"].sum()) if len(frame) else 0
+cols = st.columns(4)
+cols[0].metric("Cells", len(frame))
+cols[1].metric("Runs done", done_runs)
+cols[2].metric("Failed runs", int(frame["failed"].sum()) if len(frame) else 0)
+cols[3].metric("Retrained models", len(reference.get("run_ids") or []))
+if not reference.get("run_ids"):
+    st.warning("This sweep has no retrained model for this forget set: gaps cannot be computed.")
+f_metric, r_metric = frame.attrs["forget_metric"], frame.attrs["retain_metric"]
+
+# A click on a chart reruns the fragment; routing to Results needs a full run of the page.
+pending = st.session_state.pop("sweep_open_cell", None)
+if pending:
+    match = frame[frame["cell_id"] == pending]
+    if len(match):
+        open_in_results(result, match.iloc[0])
+
+
+def clicked_cell(event) -> str | None:
+    points = (event or {}).get("selection", {}).get("points") or []
+    for point in points:
+        cell_id = point.get("customdata")
+        if isinstance(cell_id, list):
+            cell_id = cell_id[0] if cell_id else None
+        if cell_id:
+            return str(cell_id)
+    return None
+
+
+@st.fragment
+def phase_section() -> None:
+    """Method, axes and colour redraw only this chart (a fragment), never the Pareto scatter below."""
+    from unlearn_core.view_figures import phase_map
+
+    st.subheader("Phase map")
+    candidates = [m for m in dict.fromkeys(frame["method"]) if varied_params(frame, m)]
+    if not candidates:
+        st.info("No method of this sweep varies a parameter: the phase map needs a grid (launch one above, or "
+                "`--grid METHOD.PARAM=V1,V2` on the CLI). The Pareto scatter below still compares the cells.")
+        return
+    cols = st.columns(4)
+    method = cols[0].selectbox("Method", candidates, key="w_sweep_method")
+    axes = varied_params(frame, method)
+    x = cols[1].selectbox("x axis", axes, key=f"w_sweep_x_{method}")
+    y_options = [a for a in axes if a != x]
+    y = cols[2].selectbox("y axis", y_options, key=f"w_sweep_y_{method}") if y_options else None
+    colour = cols[3].radio("Colour", list(COLOUR_BY), key="w_sweep_colour", horizontal=True)
+    matrix = phase_matrix(frame, method, x, y, colour)
+    event = st.plotly_chart(phase_map(matrix, method), width="stretch", key="sweep_phase_map", on_select="rerun",
+                            selection_mode="points")
+    if matrix["collisions"]:
+        others = [a for a in varied_params(frame, method) if a not in (x, y)]
+        st.caption(f"{matrix['collisions']} cell(s) share a grid point with another (they differ in "
+                   f"{', '.join(others)}); each point shows the one with the most seeds.")
+    metric = {"forget gap": f_metric, "retain drop": r_metric}.get(colour)
+    st.caption((f"Colour: mean {metric} over seeds minus the retrained models' mean, in points. " if metric else
+                "Colour: mean Avg. Gap over seeds (0 = like retraining). ")
+               + "The colour range is fixed and symmetric, so the same colour means the same gap in every sweep. "
+                 "Click a cell to open its runs in Results.")
+    cell_id = clicked_cell(event)
+    if cell_id:
+        st.session_state["sweep_open_cell"] = cell_id
+        st.rerun(scope="app")
+
+
+phase_section()
+
+st.subheader("Pareto scatter")
+from unlearn_core.view_figures import pareto_scatter  # noqa: E402
+
+front = pareto_front(frame)
+event = st.plotly_chart(pareto_scatter(frame, front), width="stretch", key="sweep_pareto", on_select="rerun",
+                        selection_mode="points")
+st.caption(f"x: |mean {f_metric} − the retrained models' mean|; y: how far the mean {r_metric} fell below theirs "
+           "(0 when above). Marker area grows with the mean time per run. The dashed line joins the cells no other "
+           "cell beats on both axes. Click a point to open its runs in Results.")
+cell_id = clicked_cell(event)
+if cell_id:
+    match = frame[frame["cell_id"] == cell_id]
+    if len(match):
+        open_in_results(result, match.iloc[0])
+
+st.subheader("Cells")
+varied = {m: set(varied_params(frame, m)) for m in frame["method"].unique()}
+labels = {}
+for _, row in frame.iterrows():
+    labels[row["cell_id"]] = cell_label({**row.to_dict(), "varied": varied.get(row["method"]) or {"-"}})
+table = frame.assign(cell=[labels[c] for c in frame["cell_id"]])[
+    ["cell", "n", "failed", "forget_gap", "retain_drop", "avg_gap", "seconds"]]
+st.dataframe(table.rename(columns={"n": "seeds done", "forget_gap": f"{f_metric} gap", "retain_drop":
+                                   f"{r_metric} drop", "avg_gap": "Avg. Gap", "seconds": "time (s)"}).round(2),
+             hide_index=True, key="sweep_cells")
+cols = st.columns([3, 1])
+chosen = cols[0].selectbox("Open a cell's runs", list(labels), format_func=labels.get, key="w_sweep_cell")
+if cols[1].button("Open in Results", icon=":material/table_chart:", key="w_sweep_open"):
+    open_in_results(result, frame[frame["cell_id"] == chosen].iloc[0])
+
+from unlearn_core.sweeps import csv_bytes, json_bytes  # noqa: E402
+
+downloads = st.columns(2)
+downloads[0].download_button("Download the sweep (CSV)", data=csv_bytes(result), file_name=f"{tag}.csv",
+                             mime="text/csv", icon=":material/download:")
+downloads[1].download_button("Download the sweep (JSON)", data=json_bytes(result), file_name=f"{tag}.json",
+                             mime="application/json", icon=":material/download:")

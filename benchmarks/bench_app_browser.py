@@ -1,0 +1,129 @@
+"""What a person waits for in the dashboard, measured in headless Chromium (Playwright), not as script reruns.
+
+Run: ``.venv/bin/python benchmarks/bench_app_browser.py [--dataset mnist5k] [--sweep-cells 100] [--rounds 3]``.
+Uses ``UNLEARN_DATA_DIR`` if set, else ``.unlearn_data/bench``. Prints one JSON object with the load average
+before and after; docs/APP.md quotes a run of it.
+
+- ``first_page_s``: from starting ``streamlit run app.py`` to the Setup page interactive (script finished,
+  gallery drawn);
+- ``page_switch_s``: a click on a page in the sidebar until its title, the end of its script and its charts
+  are drawn (each page, ``--rounds`` times; median and max);
+- ``eps_slider_ms`` (Null space) and ``delta_slider_ms`` (NatMU hybrids): a key press on the focused slider
+  (ArrowRight: one step) until the last change of the charts / mask images it redraws;
+- ``umap_cold_s``: the first visit of Embeddings in this server process until the UMAP map replaced PCA
+  (numba compile and fit in the background worker); ``umap_revisit_s``: leaving and coming back;
+- ``sweeps_page_s``: the Sweeps page with a ``--sweep-cells`` sweep until the phase map and the Pareto scatter
+  are drawn; ``sweep_colour_ms``: a key press on the colour radio until the phase map is redrawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("UNLEARN_DATA_DIR", str(REPO / ".unlearn_data" / "bench"))
+
+from benchmarks._browser import (browser, charts_drawn, goto, key_to_redraw, no_exception, prepare_data,  # noqa: E402
+                                 server, settle)
+
+# page title -> (charts it draws, text that shows it is complete)
+PAGES = {"Forget set": (1, None), "Unlearn": (0, "Methods"), "Results": (6, None), "Sweeps": (2, None),
+         "Null space": (3, None), "NatMU hybrids": (0, "Masks at delta"), "Setup": (0, "Examples per class")}
+
+
+def _stats(values: list[float], scale: float = 1.0, digits: int = 2) -> dict:
+    values = [v * scale for v in values]
+    return {"median": round(statistics.median(values), digits), "max": round(max(values), digits),
+            "all": [round(v, digits) for v in values]}
+
+
+def measure(dataset: str, rounds: int, out: dict) -> dict:
+    """Fills ``out`` as it goes, so a failure late in the run still reports what was measured."""
+    env = {"UNLEARN_DEFAULT_DATASET": dataset, "UNLEARN_APP_AUTO_UMAP": "1"}
+    with server(env) as (url, started, log_path), browser() as page:
+        page.goto(url, wait_until="domcontentloaded")
+        page.wait_for_selector("h1:has-text('Setup')", timeout=120_000)
+        settle(page)
+        page.get_by_text("Examples per class").wait_for(timeout=120_000)
+        out["first_page_s"] = round(time.perf_counter() - started, 2)
+        no_exception(page, "Setup")
+
+        # UMAP cold: the first visit of Embeddings in this process (nothing warmed it: no run was queued here).
+        t = time.perf_counter()
+        goto(page, "Embeddings", charts=3)
+        out["embeddings_pca_shown_s"] = round(time.perf_counter() - t, 2)
+        page.locator("[data-testid=stCaptionContainer]", has_text="UMAP map of").first.wait_for(timeout=600_000)
+        charts_drawn(page, 3)
+        settle(page)
+        out["umap_cold_s"] = round(time.perf_counter() - t, 2)
+        no_exception(page, "Embeddings")
+
+        switches: dict[str, list[float]] = {name: [] for name in PAGES}
+        revisits = []
+        for _ in range(rounds):
+            for name, (charts, text) in PAGES.items():
+                t = time.perf_counter()
+                goto(page, name, charts=charts, text=text)
+                switches[name].append(time.perf_counter() - t)
+                no_exception(page, name)
+            t = time.perf_counter()
+            goto(page, "Embeddings", charts=3)
+            page.locator("[data-testid=stCaptionContainer]", has_text="UMAP map of").first.wait_for(timeout=60_000)
+            revisits.append(time.perf_counter() - t)
+        out["page_switch_s"] = {name: _stats(v) for name, v in switches.items()}
+        out["umap_revisit_s"] = _stats(revisits)
+
+        goto(page, "Null space", charts=3)
+        eps = [key_to_redraw(page, "[data-testid=stSlider] input[type=range]", "[data-testid=stPlotlyChart]",
+                             key="ArrowLeft" if i % 2 else "ArrowRight") for i in range(2 * rounds + 1)]
+        out["eps_slider_ms"] = _stats(eps, digits=0)
+        goto(page, "NatMU hybrids", text="Masks at delta")
+        delta_slider = page.locator("[data-testid=stSlider]", has_text="delta (mask shift)")
+        delta_slider.locator("input[type=range]").first.evaluate("el => el.setAttribute('data-bench', 'delta')")
+        delta = [key_to_redraw(page, "[data-bench=delta]", "[data-testid=stImage]",
+                               key="ArrowLeft" if i % 2 else "ArrowRight") for i in range(2 * rounds + 1)]
+        out["delta_slider_ms"] = _stats(delta, digits=0)
+
+        visits = []
+        for _ in range(rounds):
+            goto(page, "Setup", text="Examples per class")
+            t = time.perf_counter()
+            goto(page, "Sweeps", charts=2)
+            visits.append(time.perf_counter() - t)
+        out["sweeps_page_s"] = _stats(visits)
+        body = page.inner_text("body")
+        out["sweeps_page_cells_shown"] = "Cells\n100" in body or "Cells\n\n100" in body
+        radio = page.locator("[data-testid=stRadio]", has_text="Colour")
+        radio.locator("input").first.evaluate("el => el.setAttribute('data-bench', 'colour')")
+        colour = [key_to_redraw(page, "[data-bench=colour]", "[data-testid=stPlotlyChart]",
+                                key="ArrowRight" if i % 2 == 0 else "ArrowLeft") for i in range(2 * rounds)]
+        out["sweep_colour_ms"] = _stats(colour, digits=0)
+        no_exception(page, "Sweeps")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="mnist5k")
+    parser.add_argument("--sweep-cells", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    out = {"machine": f"{os.cpu_count()}-core CPU", "load_average_before": [round(v, 2) for v in os.getloadavg()]}
+    try:
+        out["data"] = prepare_data(args.dataset, args.sweep_cells, log=lambda m: print(m, file=sys.stderr))
+        out["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
+        measure(args.dataset, args.rounds, out)
+    finally:
+        out["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+        print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

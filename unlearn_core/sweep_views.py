@@ -1,0 +1,277 @@
+"""What the Sweeps page and the Results page show about many runs, decided without Streamlit.
+
+- :func:`grid_values` turns a method's declared :class:`~unlearn_core.methods.Param` into a small grid, so the
+  app never asks a person to type values a declaration already bounds;
+- :func:`cell_frame` flattens :func:`unlearn_core.sweeps.sweep_result` into one row per cell with the three
+  colours of the phase map (signed forget gap, retain drop, Avg. Gap) and the Pareto axes;
+- :func:`phase_matrix` lays one method's cells on two parameters; :func:`pareto_front` marks the cells no
+  other cell beats on both forgetting error and retained-accuracy loss;
+- :func:`seed_groups` and :func:`ensemble_band` give the mean ± 95 % interval over seeds and the spread of a
+  retrained ensemble for the Results page.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+
+import numpy as np
+import pandas as pd
+
+# The phase map's colours: name -> (column, title, signed). Signed columns get a diverging symmetric scale.
+COLOUR_BY = {
+    "forget gap": ("forget_gap", "Forget gap (cell − retrained, points; blue = remembers, red = forgot more)", True),
+    "retain drop": ("retain_gap", "Retained accuracy (cell − retrained, points; red = dropped)", True),
+    "Avg. Gap": ("avg_gap", "Avg. Gap to the retrained model (points)", False),
+}
+MAX_GRID_VALUES = 10
+
+
+def grid_values(param, count: int) -> list:
+    """``count`` values of a declared parameter around its default, inside its declared range.
+
+    Floats and ints spread geometrically from a quarter of the default to four times it (linearly for
+    defaults at zero or ranges that include no positive number), clipped to ``[low, high]``; ints are
+    rounded and deduplicated (so fewer may come back); booleans give both values, choices all of them.
+    """
+    count = int(count)
+    if count < 1:
+        raise ValueError("a grid needs at least one value")
+    if param.type is bool:
+        return [False, True]
+    if param.choices:
+        return list(param.choices)[:count]
+    if param.type not in (int, float):
+        raise ValueError(f"parameter {param.name!r} has no declared range to draw a grid from")
+    default = float(param.default)
+    low = -math.inf if param.low is None else float(param.low)
+    high = math.inf if param.high is None else float(param.high)
+    if default > 0 and (param.log or low >= 0):
+        start, stop = max(default / 4, low if low > 0 else default / 4), min(default * 4, high)
+        raw = np.geomspace(start, stop, count) if count > 1 else np.array([default])
+    else:
+        span = abs(default) or 1.0
+        start, stop = max(default - span, low), min(default + span, high)
+        raw = np.linspace(start, stop, count) if count > 1 else np.array([default])
+    if param.type is int:
+        values = sorted({int(round(v)) for v in raw})
+        return [v for v in values if low <= v <= high]
+    # Three significant digits: values people can read on an axis and type back into the CLI.
+    values = sorted({float(f"{v:.3g}") for v in raw})
+    return [v for v in values if low <= v <= high]
+
+
+def gridable(method_cls) -> list:
+    """The parameters of a method a sweep can vary from their declaration (numbers, booleans, choices)."""
+    return [p for p in method_cls.params if p.type in (int, float, bool) or p.choices]
+
+
+def spec_cells(spec: dict) -> int:
+    """How many cells a stored sweep spec asks for (forget sets x methods x grid points), without reading runs."""
+    total = 0
+    for method in spec.get("methods") or []:
+        points = 1
+        for values in ((spec.get("grid") or {}).get(method) or {}).values():
+            points *= max(1, len(values))
+        total += points
+    return total * max(1, len(spec.get("forgets") or []))
+
+
+def _mean(cell: dict, metric: str):
+    stats = (cell.get("summary") or {}).get(metric) or {}
+    return stats.get("mean")
+
+
+def _gap(cell: dict, metric: str):
+    stats = (cell.get("summary") or {}).get(metric) or {}
+    return stats.get("gap")
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(float(value)) else float("nan")
+
+
+def forget_metric(cells: list[dict]) -> str:
+    """``Acc_f`` when the forget set has classes (the runs report it), else ``FA``."""
+    return "Acc_f" if any(_mean(c, "Acc_f") is not None for c in cells) else "FA"
+
+
+def retain_metric(cells: list[dict]) -> str:
+    return "Acc_r" if any(_mean(c, "Acc_r") is not None for c in cells) else "TA"
+
+
+def cell_frame(result: dict, forget: str | None = None) -> pd.DataFrame:
+    """One row per cell of ``result`` (one forget set: ``forget`` or the first).
+
+    Columns: ``cell_id``, ``forget``, ``method``, ``title``, ``params`` (JSON), one ``p.NAME`` column per
+    parameter, ``n`` (seeds done), ``failed``, ``run_ids``, ``seeds``, and the cell's means:
+
+    - ``forget_gap``: mean forget metric (Acc_f, or FA without forgotten classes) minus the retrained
+      ensemble's mean. Positive = remembers more than the retrained model (under-unlearning), negative =
+      forgot more (over-unlearning, e.g. random samples pushed into a wrong class);
+    - ``retain_gap``: the cell's mean retained metric (Acc_r, or TA) minus the ensemble's, and ``retain_drop``
+      its negation: a positive drop = retained accuracy lost against retraining (over-unlearning);
+    - ``forget_error`` = |forget_gap| and ``retain_loss`` = max(retain_drop, 0): the Pareto axes;
+    - ``avg_gap`` and ``seconds`` (means over seeds).
+    """
+    forgets = [f["forget"] for f in result.get("forgets") or []]
+    forget = forget if forget is not None else (forgets[0] if forgets else None)
+    cells = [c for c in result.get("cells") or [] if forget is None or c["forget"] == forget]
+    f_metric, r_metric = forget_metric(cells), retain_metric(cells)
+    rows = []
+    for cell in cells:
+        done = [r for r in cell["runs"] if r["status"] == "done"]
+        forget_gap = _number(_gap(cell, f_metric))
+        retain_gap = _number(_gap(cell, r_metric))
+        row = {"cell_id": cell["id"], "forget": cell["forget"], "method": cell["method"],
+               "title": cell.get("title") or cell["method"], "params": json.dumps(cell["params"], sort_keys=True),
+               "n": len(done), "failed": int(cell.get("failed") or 0),
+               "run_ids": [int(r["run_id"]) for r in done], "seeds": [int(r["seed"]) for r in done],
+               "forget_gap": forget_gap, "retain_gap": retain_gap, "retain_drop": -retain_gap,
+               "forget_error": abs(forget_gap), "retain_loss": max(-retain_gap, 0.0) if not math.isnan(retain_gap)
+               else float("nan"),
+               "avg_gap": _number(_mean(cell, "avg_gap")), "seconds": _number(_mean(cell, "seconds"))}
+        row.update({f"p.{name}": value for name, value in cell["params"].items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.attrs.update({"forget_metric": f_metric, "retain_metric": r_metric, "forget": forget})
+    return frame
+
+
+def varied_params(frame: pd.DataFrame, method: str) -> list[str]:
+    """The parameters whose values differ between ``method``'s cells: the phase map's candidate axes."""
+    cells = frame[frame["method"] == method]
+    names = [c[2:] for c in frame.columns if c.startswith("p.")]
+    out = []
+    for name in names:
+        values = cells[f"p.{name}"].dropna()
+        if values.map(repr).nunique() > 1:
+            out.append(name)
+    return out
+
+
+def _sort_key(value):
+    # numbers.Real, not (int, float): pandas hands back numpy integers, and "10" sorted before "2" as text.
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def phase_matrix(frame: pd.DataFrame, method: str, x: str, y: str | None, colour: str) -> dict:
+    """One method's cells on a grid: ``x`` values (columns) by ``y`` values (rows; one row when ``y`` is None).
+
+    Returns ``{"x": [...], "y": [...], "z": 2-D array (NaN where no cell), "cell_ids": 2-D list (None where no
+    cell), "column", "title", "signed"}``. Cells whose other parameters differ would land on one grid point;
+    the one with the most seeds wins and ``collisions`` counts the rest, so the page can say so.
+    """
+    column, title, signed = COLOUR_BY[colour]
+    cells = frame[frame["method"] == method]
+    xs = sorted(cells[f"p.{x}"].unique(), key=_sort_key)
+    ys = sorted(cells[f"p.{y}"].unique(), key=_sort_key) if y else [None]
+    z = np.full((len(ys), len(xs)), np.nan)
+    ids: list[list] = [[None] * len(xs) for _ in ys]
+    seeds = np.full((len(ys), len(xs)), -1)
+    collisions = 0
+    for _, data in cells.iterrows():
+        i = ys.index(data[f"p.{y}"]) if y else 0
+        j = xs.index(data[f"p.{x}"])
+        if ids[i][j] is not None:
+            collisions += 1
+            if data["n"] <= seeds[i, j]:
+                continue
+        z[i, j] = data[column]
+        ids[i][j] = data["cell_id"]
+        seeds[i, j] = data["n"]
+    return {"x": xs, "y": ys, "z": z, "cell_ids": ids, "column": column, "title": title, "signed": signed,
+            "collisions": collisions, "x_name": x, "y_name": y}
+
+
+def pareto_front(frame: pd.DataFrame) -> list[str]:
+    """Cell ids no other cell beats on both ``forget_error`` and ``retain_loss`` (lower is better on each)."""
+    points = frame[["cell_id", "forget_error", "retain_loss"]].dropna()
+    front = []
+    values = points[["forget_error", "retain_loss"]].to_numpy(dtype=float)
+    for k, cell_id in enumerate(points["cell_id"]):
+        a = values[k]
+        dominated = np.any(np.all(values <= a, axis=1) & np.any(values < a, axis=1))
+        if not dominated:
+            front.append(cell_id)
+    return front
+
+
+def cell_label(row) -> str:
+    """``ga lr=0.001 epochs=3`` for a cell row (dict or Series): the method and its swept parameters."""
+    params = json.loads(row["params"]) if isinstance(row["params"], str) else row["params"]
+    varied = row.get("varied") if hasattr(row, "get") else None
+    shown = {k: v for k, v in params.items() if not varied or k in varied}
+    return " ".join([str(row["method"]), *(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in shown.items())])
+
+
+# -- Results: uncertainty over seeds ------------------------------------------------------------------------------
+def seed_groups(runs: list[dict], metrics: list[str]) -> pd.DataFrame:
+    """Finished runs grouped by method and parameters: per metric the mean and the 95 % t interval's half-width.
+
+    Only groups of two or more runs (several seeds) are returned: a single run keeps its own row in the main
+    table, and "± –" for it would say nothing. Columns: ``method``, ``params`` (JSON), ``n``, ``seeds``,
+    ``run_ids``, then ``METRIC`` (mean) and ``METRIC±`` (half-width) per metric; ``avg_gap`` comes from the
+    report, the others from its ``unlearned`` section.
+    """
+    from unlearn_core.sweeps import summarize
+
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        if run.get("status") != "done" or not run.get("report"):
+            continue
+        key = (run["method"], json.dumps(run.get("params") or {}, sort_keys=True))
+        groups.setdefault(key, []).append(run)
+    rows = []
+    for (method, params), members in groups.items():
+        if len({r.get("seed") for r in members}) < 2:
+            continue
+        row = {"method": method, "params": params, "n": len(members),
+               "seeds": sorted({int(r.get("seed") or 0) for r in members}),
+               "run_ids": [int(r["id"]) for r in members]}
+        for metric in metrics:
+            values = [(r["report"] if metric in ("avg_gap", "seconds", "rte") else
+                       (r["report"].get("unlearned") or {})).get(metric) for r in members]
+            stats = summarize([v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)])
+            row[metric] = stats["mean"] if stats["mean"] is not None else float("nan")
+            row[f"{metric}±"] = (stats["ci_high"] - stats["mean"]) if stats["ci_high"] is not None else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def interval_text(mean: float, half: float, decimals: int = 2) -> str:
+    """``"97.31 ± 0.42"``; "–" for an undefined mean; the mean alone when the interval is undefined."""
+    if mean is None or not math.isfinite(float(mean)):
+        return "–"
+    if half is None or not math.isfinite(float(half)):
+        return f"{mean:.{decimals}f}"
+    return f"{mean:.{decimals}f} ± {half:.{decimals}f}"
+
+
+def ensemble_band(runs: list[dict], original_per_class) -> dict | None:
+    """The spread of a retrained ensemble per class, as change vs ``original_per_class`` (points).
+
+    The ensemble is every finished ``retrain`` run of the choice (a sweep's reference models, one per seed).
+    Returns ``{"k", "mean", "low", "high"}`` with low/high = mean ∓ 2 standard deviations (the band a
+    sweep calls "inside the ensemble's spread"), or None with fewer than two models.
+    """
+    members = [r for r in runs if r.get("status") == "done" and r.get("method") == "retrain" and r.get("report")]
+    seen, rows = set(), []
+    for run in members:
+        if run.get("seed") in seen:
+            continue  # one model per seed: the same key run twice is the same model
+        per_class = ((run["report"].get("unlearned") or {}).get("per_class_test"))
+        if per_class is None or len(per_class) != len(original_per_class):
+            continue
+        seen.add(run.get("seed"))
+        rows.append(np.asarray(per_class, dtype=float) - np.asarray(original_per_class, dtype=float))
+    if len(rows) < 2:
+        return None
+    values = np.vstack(rows)
+    mean, std = values.mean(axis=0), values.std(axis=0, ddof=1)
+    return {"k": len(rows), "mean": mean, "low": mean - 2 * std, "high": mean + 2 * std}
