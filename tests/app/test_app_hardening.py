@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import sqlite3
 import threading
@@ -20,23 +19,6 @@ from streamlit.testing.v1 import AppTest
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
 TIMEOUT = 180
-
-
-@pytest.fixture()
-def app_env(tmp_path, monkeypatch):
-    """A fresh data directory (fresh run store) that borrows the shared, keyed checkpoint cache."""
-    shared = Path(os.environ["UNLEARN_DATA_DIR"]) / "checkpoints"
-    shared.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "checkpoints").symlink_to(shared, target_is_directory=True)
-    monkeypatch.setenv("UNLEARN_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("UNLEARN_DEFAULT_DATASET", "digits")
-    monkeypatch.setenv("UNLEARN_APP_AUTO_UMAP", "0")
-    monkeypatch.delenv("UNLEARN_SHARED", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield tmp_path
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def texts(elements) -> list[str]:
@@ -159,7 +141,7 @@ def test_one_unreadable_row_is_skipped_with_a_warning(app_env, digits_class3):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     at.switch_page("app_pages/results.py").run()
     assert not at.exception, at.exception
-    assert any(f"Skipped 1 run(s)" in w and f"#{broken}" in w for w in texts(at.warning))
+    assert any("Skipped 1 run(s)" in w and f"#{broken}" in w for w in texts(at.warning))
     assert any("1 finished run(s)" in m for m in texts(at.markdown))
     assert f"#{good} finetune" in set(at.dataframe[0].value.index)
 

@@ -9,41 +9,18 @@ query parameters and, where a browser would send it, its cookie (AppTest cannot 
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
 TIMEOUT = 180
 HAND_PICKED = list(range(0, 400, 10))  # 40 training indices of digits
-
-
-@pytest.fixture()
-def app_env(tmp_path, monkeypatch):
-    """A fresh data directory (fresh run store) that borrows the shared, keyed checkpoint cache."""
-    shared = Path(os.environ["UNLEARN_DATA_DIR"]) / "checkpoints"
-    shared.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "checkpoints").symlink_to(shared, target_is_directory=True)
-    monkeypatch.setenv("UNLEARN_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("UNLEARN_DEFAULT_DATASET", "digits")
-    monkeypatch.setenv("UNLEARN_APP_AUTO_UMAP", "0")
-    monkeypatch.delenv("UNLEARN_SHARED", raising=False)
-    monkeypatch.delenv("UNLEARN_MAX_JOBS_PER_SESSION", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield tmp_path
-    from app_pages import _shared
-
-    _shared._runner(str(tmp_path)).cancel_all()
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def texts(elements) -> list[str]:

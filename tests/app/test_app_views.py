@@ -3,32 +3,13 @@ Embeddings, Results, Null space and NatMU pages are opened on digits + mlp."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
 TIMEOUT = 180
-
-
-@pytest.fixture()
-def app_env(tmp_path, monkeypatch):
-    """A fresh data directory (fresh run store) that borrows the shared, keyed checkpoint cache."""
-    shared = Path(os.environ["UNLEARN_DATA_DIR"]) / "checkpoints"
-    shared.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "checkpoints").symlink_to(shared, target_is_directory=True)
-    monkeypatch.setenv("UNLEARN_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("UNLEARN_DEFAULT_DATASET", "digits")
-    monkeypatch.setenv("UNLEARN_APP_AUTO_UMAP", "0")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield tmp_path
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def record(tmp_path, methods: dict[str, dict], forget: str = "class:3") -> list[int]:
