@@ -8,100 +8,27 @@ uploads, and a hostile link must reach it only as plain text. Along the way: no 
 from __future__ import annotations
 
 import io
-import os
-import random
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from _streamlit import CHROMIUM, CHROMIUM_ARGS, no_exception, require_browser, settle, streamlit_app  # tests/e2e
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _require_browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("UNLEARN_REQUIRE_BROWSER"):
-            pytest.fail(f"{CHROMIUM} is missing and UNLEARN_REQUIRE_BROWSER is set (run `make browser`)")
-        pytest.skip(f"{CHROMIUM} is not installed (run `make browser`); set UNLEARN_REQUIRE_BROWSER=1 to fail instead")
-
-
-def _port() -> int:
-    for port in random.sample(range(8700, 8800), 100):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory):
-    _require_browser()
-    data_dir = tmp_path_factory.mktemp("shared_data")
-    shared = Path(os.environ["UNLEARN_DATA_DIR"]) / "checkpoints"
-    shared.mkdir(parents=True, exist_ok=True)
-    (data_dir / "checkpoints").symlink_to(shared, target_is_directory=True)
-    port = _port()
-    env = {**os.environ, "UNLEARN_DATA_DIR": str(data_dir), "UNLEARN_DEFAULT_DATASET": "digits",
-           "UNLEARN_APP_AUTO_UMAP": "0", "UNLEARN_SHARED": "1"}
-    log_path = data_dir / "server.log"
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"streamlit did not start; log:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.3)
-    yield {"url": url, "log": log_path}
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-
-
-def _settle(page, timeout_ms: int = 60_000) -> None:
-    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=timeout_ms)
-    page.wait_for_timeout(400)
-
-
-def _no_exception(page, where: str, server) -> None:
-    boxes = page.locator("[data-testid=stException]")
-    if boxes.count():
-        pytest.fail(f"{where} shows an exception: {boxes.first.inner_text()[:1500]}\nserver log:\n"
-                    f"{server['log'].read_text()[-2000:]}")
+    require_browser()
+    with streamlit_app(tmp_path_factory.mktemp("shared_data"), (8700, 8800), UNLEARN_SHARED="1") as running:
+        yield running
 
 
 def _goto(page, title: str) -> None:
     page.locator("[data-testid=stSidebarNav] a", has_text=title).first.click()
     page.wait_for_selector(f"h1:has-text('{title}')", timeout=60_000)
-    _settle(page)
+    settle(page)
 
 
 def _open(context, url: str, requests: list[str]):
@@ -109,12 +36,12 @@ def _open(context, url: str, requests: list[str]):
     page.on("request", lambda request: requests.append(request.url))
     page.goto(url, wait_until="domcontentloaded")
     page.wait_for_selector("h1:has-text('Setup')", timeout=60_000)
-    _settle(page)
+    settle(page)
     train = page.get_by_role("button", name="Train the original model")
     if train.count():
         train.click()
     page.get_by_text("is ready (cached on disk)").wait_for(timeout=180_000)
-    _settle(page)
+    settle(page)
     return page
 
 
@@ -147,7 +74,7 @@ def test_two_sessions_keep_runs_downloads_and_uploads_apart(shared_server, tmp_p
             assert a.locator("[data-testid=stAppDeployButton]").count() == 0
             assert "was ignored" in b.inner_text("body")
             assert b.locator("a[href*='evil']").count() == 0
-            _no_exception(b, "Setup with a hostile link", server)
+            no_exception(b, "Setup with a hostile link", server)
 
             # A runs UNSC on its forget set.
             _goto(a, "Unlearn")
@@ -163,13 +90,13 @@ def test_two_sessions_keep_runs_downloads_and_uploads_apart(shared_server, tmp_p
             from unlearn_core.checkpoints import read_checkpoint
 
             assert read_checkpoint(saved)["meta"]["run_id"] == 1
-            _no_exception(a, "Results of A", server)
+            no_exception(a, "Results of A", server)
 
             # B, on the same forget set and the same server: nothing of A's.
             _goto(b, "Results")
             b.get_by_text("No finished runs for this choice yet").wait_for(timeout=60_000)
             assert b.locator("[data-testid=stDownloadButton]").count() == 0
-            _no_exception(b, "Results of B", server)
+            no_exception(b, "Results of B", server)
 
             # A uploads its own original; B keeps the trained one.
             _goto(a, "Setup")
@@ -178,11 +105,11 @@ def test_two_sessions_keep_runs_downloads_and_uploads_apart(shared_server, tmp_p
                 files=[{"name": "mine.pt", "mimeType": "application/octet-stream", "buffer": _untrained_checkpoint()}])
             a.get_by_role("button", name="Use it as the original model").click(timeout=120_000)
             a.get_by_text("your uploaded checkpoint").wait_for(timeout=60_000)
-            _settle(a)
+            settle(a)
             _goto(b, "Setup")
             b.get_by_text("is ready (cached on disk)").wait_for(timeout=60_000)
             assert "uploaded" not in b.locator("[data-testid=stSidebar]").inner_text()
-            _no_exception(b, "Setup of B after A's upload", server)
+            no_exception(b, "Setup of B after A's upload", server)
         finally:
             browser.close()
 
