@@ -38,3 +38,31 @@ def digits_random():
 @pytest.fixture(scope="session")
 def mnist_class3():
     return prepared("mnist5k", "class:3")
+
+
+@pytest.fixture()
+def app_env(tmp_path, monkeypatch):
+    """For AppTests: a fresh data directory (fresh run store) that borrows the shared, keyed checkpoint cache.
+
+    Personal mode, no queue limit from the caller's environment, no UMAP (numba compiles for tens of seconds);
+    the test's worker is cancelled at the end so no job outlives its test. (Here and not in tests/app/conftest.py:
+    two conftest modules would both be imported as ``conftest`` and hide ``prepared`` from the method tests.)
+    """
+    import streamlit as st
+
+    shared = Path(os.environ["UNLEARN_DATA_DIR"]) / "checkpoints"
+    shared.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "checkpoints").symlink_to(shared, target_is_directory=True)
+    monkeypatch.setenv("UNLEARN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("UNLEARN_DEFAULT_DATASET", "digits")
+    monkeypatch.setenv("UNLEARN_APP_AUTO_UMAP", "0")
+    monkeypatch.delenv("UNLEARN_SHARED", raising=False)
+    monkeypatch.delenv("UNLEARN_MAX_JOBS_PER_SESSION", raising=False)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield tmp_path
+    from app_pages import _shared
+
+    _shared._runner(str(tmp_path)).cancel_all()
+    st.cache_data.clear()
+    st.cache_resource.clear()
