@@ -8,7 +8,6 @@ import io
 import re
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,34 +15,21 @@ import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
+from _apptest import ensure_original as ready, texts  # tests/app
+
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
 TIMEOUT = 180
 
 
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
 
 
 def unescaped(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
 
 
-def run_until(at: AppTest, done, timeout: float = TIMEOUT) -> AppTest:
-    deadline = time.monotonic() + timeout
-    while not done(at):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; errors {texts(at.error)}, successes {texts(at.success)}")
-        time.sleep(0.25)
-        at.run()
-        assert not at.exception, at.exception
-    return at
 
 
-def ready(at: AppTest) -> AppTest:
-    if any(b.label == "Train the original model" for b in at.button):
-        next(b for b in at.button if b.label == "Train the original model").click().run()
-    return run_until(at, lambda a: any("is ready" in s for s in texts(a.success)))
 
 
 def accuracy_shown(at: AppTest) -> float:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
+
+from _apptest import ensure_original, run_until, texts  # tests/app
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
@@ -24,27 +25,10 @@ def start(page: str | None = None) -> AppTest:
     return at
 
 
-def run_until(at: AppTest, done, timeout: float = TIMEOUT) -> AppTest:
-    """Rerun until ``done(at)``: AppTest does not fire fragment timers, so poll by hand."""
-    deadline = time.monotonic() + timeout
-    while not done(at):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; page shows errors {[e.value for e in at.error]}, "
-                                 f"successes {[s.value for s in at.success]}")
-        time.sleep(0.25)
-        at.run()
-        assert not at.exception, at.exception
-    return at
 
 
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
 
 
-def ensure_original(at: AppTest) -> AppTest:
-    if any(b.label == "Train the original model" for b in at.button):
-        next(b for b in at.button if b.label == "Train the original model").click().run()
-    return run_until(at, lambda a: any("is ready" in s for s in texts(a.success)))
 
 
 def queue_runs(at: AppTest, methods: list[str], overrides: dict | None = None) -> AppTest:

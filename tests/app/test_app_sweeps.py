@@ -15,6 +15,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from _apptest import texts  # tests/app
+
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
 TIMEOUT = 180
@@ -68,8 +70,6 @@ def start(page: str) -> AppTest:
     return at
 
 
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
 
 
 def chart_specs(at) -> list[dict]:

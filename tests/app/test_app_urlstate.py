@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from _apptest import ensure_original, texts  # tests/app
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
@@ -23,8 +24,6 @@ TIMEOUT = 180
 HAND_PICKED = list(range(0, 400, 10))  # 40 training indices of digits
 
 
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
 
 
 def everything(at: AppTest) -> str:
@@ -34,15 +33,6 @@ def everything(at: AppTest) -> str:
     return re.sub(r"\\(.)", r"\1", " ".join(shown)).replace("`", "")
 
 
-def run_until(at: AppTest, done, timeout: float = TIMEOUT) -> AppTest:
-    deadline = time.monotonic() + timeout
-    while not done(at):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; errors {texts(at.error)}, successes {texts(at.success)}")
-        time.sleep(0.25)
-        at.run()
-        assert not at.exception, at.exception
-    return at
 
 
 def open_app(page: str | None = None, query: dict | None = None, cookie: str | None = None,
@@ -62,10 +52,6 @@ def open_app(page: str | None = None, query: dict | None = None, cookie: str | N
     return at
 
 
-def ensure_original(at: AppTest) -> AppTest:
-    if any(b.label == "Train the original model" for b in at.button):
-        next(b for b in at.button if b.label == "Train the original model").click().run()
-    return run_until(at, lambda a: any("is ready" in s for s in texts(a.success)))
 
 
 def cookie_writer(at: AppTest) -> str:
