@@ -9,7 +9,8 @@ import torch
 from conftest import prepared
 from unlearn_core.errors import ParameterError
 from unlearn_core.methods import get_method
-from unlearn_core.methods.base import fit_classifier, freeze_batchnorm
+from unlearn_core.methods._common import fit_classifier
+from unlearn_core.methods.base import freeze_batchnorm
 from unlearn_core.methods.unsc import pseudo_labels, random_wrong_labels
 from unlearn_core.nullspace import preactivation_drift
 from unlearn_core.pipeline import build_report, run_method
