@@ -188,11 +188,6 @@ def validate_seed(seed) -> int:
     return int(seed)
 
 
-def parse_forget(text: str) -> ForgetSpec:
-    """Shorthand for :meth:`ForgetSpec.parse`."""
-    return ForgetSpec.parse(text)
-
-
 def indices_spec(indices) -> ForgetSpec:
     """A spec for an explicit list of training indices (e.g. a lasso selection)."""
     values = sorted({int(i) for i in indices})
