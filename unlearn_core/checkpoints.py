@@ -28,36 +28,25 @@ from torch import nn
 
 from unlearn_core import paths
 from unlearn_core.errors import CheckpointError
+from unlearn_core.settings import settings
 
-DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 MAX_UPLOAD_ENV = "UNLEARN_MAX_UPLOAD_MB"
-# What an upload may unpack to. torch.save writes its zip entries uncompressed, so a real checkpoint declares
-# about its own file size; 1 GiB leaves room for any model this app builds (resnet18 is 45 MB).
-DEFAULT_MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
 MAX_UNPACKED_ENV = "UNLEARN_MAX_UNPACKED_MB"
 
 
 def max_upload_bytes() -> int:
-    """The upload size cap: ``UNLEARN_MAX_UPLOAD_MB`` (MiB) if set, else 200 MiB."""
-    return _megabytes_env(MAX_UPLOAD_ENV, DEFAULT_MAX_UPLOAD_BYTES)
-
-
-def _megabytes_env(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        megabytes = float(raw)
-    except ValueError:
-        megabytes = float("nan")
-    if not megabytes > 0 or megabytes == float("inf"):
-        raise CheckpointError(f"{name} must be a positive number of MiB, got {raw!r}")
-    return int(megabytes * 2**20)
+    """The upload size cap: ``settings().max_upload_mb`` (``UNLEARN_MAX_UPLOAD_MB``, 200 MiB by default)."""
+    return settings().max_upload_bytes
 
 
 def max_unpacked_bytes() -> int:
-    """The cap on what an uploaded checkpoint's zip directory may declare: ``UNLEARN_MAX_UNPACKED_MB``, else 1 GiB."""
-    return _megabytes_env(MAX_UNPACKED_ENV, DEFAULT_MAX_UNPACKED_BYTES)
+    """The cap on what an uploaded checkpoint's zip directory may declare: ``settings().max_unpacked_mb``.
+
+    (``UNLEARN_MAX_UNPACKED_MB``, 1 GiB by default.) ``torch.save`` writes its zip entries uncompressed, so a
+    real checkpoint declares about its own file size; 1 GiB leaves room for any model this library builds
+    (resnet18 is 45 MB).
+    """
+    return settings().max_unpacked_bytes
 
 
 def check_zip_directory(handle, max_unpacked: int | None) -> None:
