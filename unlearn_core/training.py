@@ -3,7 +3,8 @@
 The original model and the retrained reference share a recipe and the same
 initial weights (both are built from the same seed); the reference simply
 never sees the forget set. Both are cached on disk by a hash of everything
-that determines them, so a second request loads in well under a second.
+that determines them, so a second request loads the saved weights instead of
+training again.
 """
 
 from __future__ import annotations
