@@ -114,8 +114,8 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict | None = None) -> N
 def _refuse_foreign_format(handle) -> None:
     """Refuse, by its first bytes, a file that torch.save cannot have written (a zip archive, or a pickle).
 
-    Without this an uploaded text file reached the unpickler, whose message was "KeyError: 101" (the code of its
-    first letter, read as a pickle opcode). An empty file is left to the loader's own "empty" message.
+    Otherwise an uploaded text file reaches the unpickler, whose message is "KeyError: 101" (the code of its first
+    letter, read as a pickle opcode). An empty file is left to the loader's own "empty" message.
     """
     head = handle.read(512)
     handle.seek(0)
@@ -193,7 +193,7 @@ def read_checkpoint(source, max_bytes: int | None = None) -> dict:
 
 
 def _refuse_exotic_tensor(key, value) -> None:
-    """Only plain dense tensors: sparse, quantized or other layouts crashed deep inside torch with a traceback."""
+    """Only plain dense tensors: sparse, quantized or other layouts fail deep inside torch with a traceback."""
     if not isinstance(value, torch.Tensor):
         return  # load_state_strict names the key; metadata dicts may hold other values
     if value.layout != torch.strided:

@@ -52,8 +52,8 @@ class ForgetSpec:
         """Parse ``KIND:VALUE``.
 
         ``allow_files=False`` is for text from a browser (a URL, a widget): an
-        ``indices:<file>`` would read a server file, and its error told which
-        paths exist and leaked a file's first number. Such a spec is refused
+        ``indices:<file>`` would read a server file, and its errors would tell
+        which paths exist and show a file's first number. Such a spec is refused
         without touching the file system, unless ``files_root`` is given: then
         the file must lie inside that folder (symlinks resolved), as with
         ``imagefolder:``.
