@@ -449,7 +449,7 @@ def execute_run(run: dict, original: dict, retrained: dict, device: str, threads
 
             evidence = EvidenceRequest(tuple(run["evidence"]["kinds"]), run["evidence"]["params"])
         result = run_method(setup, run["method"], run["params"], progress, cancel, evidence=evidence)
-        out["report"] = build_report(setup, result, evidence=evidence)
+        out["report"] = build_report(setup, result, evidence=evidence).to_dict()
         if run.get("confidences"):
             from unlearn_core.evidence import forget_confidences
 
