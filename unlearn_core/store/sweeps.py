@@ -20,11 +20,11 @@ class SweepTables:
 
     def save_sweep(self, tag: str, kind: str, spec: dict) -> None:
         """Create the sweep ``tag`` or refresh its spec (a re-run of a sweep may widen it)."""
-        now = now()
+        stamp = now()
         with self._write() as conn:
             conn.execute("INSERT INTO sweeps (tag, kind, spec_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
                          "ON CONFLICT(tag) DO UPDATE SET kind = excluded.kind, spec_json = excluded.spec_json, "
-                         "updated_at = excluded.updated_at", (tag, kind, dumps(spec), now, now))
+                         "updated_at = excluded.updated_at", (tag, kind, dumps(spec), stamp, stamp))
 
     def get_sweep(self, tag: str) -> dict | None:
         with self._read() as conn:
