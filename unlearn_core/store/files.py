@@ -61,7 +61,7 @@ class CheckpointFiles:
         """
         return self.checkpoint_dir / f"{int(run_id)}.pt"
 
-    def _remove_run_checkpoint(self, run_id: int) -> bool:
+    def remove_run_checkpoint(self, run_id: int) -> bool:
         """Delete this store's checkpoint file of a run (only ever ``<checkpoint dir>/<id>.pt``)."""
         try:
             self.checkpoint_path(run_id).unlink()
@@ -148,7 +148,7 @@ class CheckpointFiles:
                 total -= size
         # Files go after the commit: a crash in between leaves an orphan file, never a row pointing at nothing.
         for run_id in pruned:
-            self._remove_run_checkpoint(run_id)
+            self.remove_run_checkpoint(run_id)
         if total > quota:
             warn(f"pinned run checkpoints alone use {total / 2**20:.1f} MiB, over the {quota / 2**20:g} MiB "
                   f"quota ({QUOTA_ENV}); unpin some (python -m unlearn_core runs unpin ID)")

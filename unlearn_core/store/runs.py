@@ -146,7 +146,7 @@ class RunStore(StoreFile, CheckpointFiles, SweepTables, RunExport):
                                       "WHERE id = ? AND status = 'running'",
                                       ("interrupted: the process running it is gone", now(), run_id)).rowcount
             if reaped:
-                self._remove_run_checkpoint(run_id)
+                self.remove_run_checkpoint(run_id)
         return len(stale)
 
     # -- reads -------------------------------------------------------------------------------------------------
@@ -312,5 +312,5 @@ def delete_run(run_id: int, store: RunStore | None = None) -> dict:
         raise RunStoreError(f"run {run_id} is still running; cancel it before deleting it")
     with store._write() as conn:
         conn.execute("DELETE FROM runs WHERE id = ? AND status != 'running'", (run_id,))
-    store._remove_run_checkpoint(run_id)
+    store.remove_run_checkpoint(run_id)
     return run
