@@ -1,0 +1,162 @@
+"""Every ``UNLEARN_*`` setting, read and checked in one place.
+
+:func:`settings` parses the environment into a frozen :class:`Settings`.
+It parses once per distinct set of ``UNLEARN_*`` values (and ``HOME``), so
+a process that never changes its environment parses it once, while a test
+that sets a variable sees its value at the next call. A bad value raises
+:class:`SettingsError` with one line that names the variable, what it must
+be and what it got.
+
+| variable | field | default |
+|---|---|---|
+| ``UNLEARN_DATA_DIR`` | ``data_dir`` | ``~/.cache/unlearning-lab`` |
+| ``UNLEARN_IMAGE_ROOT`` | ``image_root`` | ``<data_dir>/imagefolders`` |
+| ``UNLEARN_INDEX_ROOT`` | ``index_root`` | unset (``None``: no index files from the app) |
+| ``UNLEARN_MAX_UPLOAD_MB`` | ``max_upload_mb`` | 200 (more than 0) |
+| ``UNLEARN_MAX_UNPACKED_MB`` | ``max_unpacked_mb`` | 1024 (more than 0) |
+| ``UNLEARN_RUN_CHECKPOINT_QUOTA_MB`` | ``run_checkpoint_quota_mb`` | 2048 (0 keeps only pinned runs') |
+| ``UNLEARN_SETUP_CACHE_MB`` | ``setup_cache_mb`` | 512 (0: no bound) |
+| ``UNLEARN_JOB_RESULTS_MB`` | ``job_results_mb`` | 256 (0: no bound) |
+| ``UNLEARN_MAX_JOBS_PER_SESSION`` | ``max_jobs_per_session`` | 8 (0: no limit) |
+| ``UNLEARN_MAX_SWEEP_RUNS`` | ``max_sweep_runs`` | 200 (0: no limit) |
+| ``UNLEARN_DEFAULT_DATASET`` | ``default_dataset`` | ``mnist5k`` |
+| ``UNLEARN_DEFAULT_MODEL`` | ``default_model`` | ``""`` (the data set's default model) |
+| ``UNLEARN_DEFAULT_FORGET`` | ``default_forget`` | ``class:3`` |
+| ``UNLEARN_SHARED`` | ``shared`` | off (``1``, ``true``, ``yes``, ``on``: shared-server mode) |
+| ``UNLEARN_APP_AUTO_UMAP`` | ``app_auto_umap`` | on (``0``: the app computes UMAP only on request) |
+| ``UNLEARN_APP_TIMINGS`` | ``app_timings`` | off (``1``: the app logs its render times) |
+
+Numbers are ASCII decimals (``float`` alone would also read Arabic-Indic or
+full-width digits); megabytes are MiB.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from unlearn_core.errors import UnlearnError
+
+PREFIX = "UNLEARN_"
+TRUE_WORDS = ("1", "true", "yes", "on")
+
+
+class SettingsError(UnlearnError):
+    """An ``UNLEARN_*`` environment variable has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The library's and the app's configuration, as parsed from the environment (see the module table)."""
+
+    data_dir: Path
+    image_root: Path
+    index_root: Path | None
+    max_upload_mb: float = 200.0
+    max_unpacked_mb: float = 1024.0
+    run_checkpoint_quota_mb: float = 2048.0
+    setup_cache_mb: float = 512.0
+    job_results_mb: float = 256.0
+    max_jobs_per_session: int = 8
+    max_sweep_runs: int = 200
+    default_dataset: str = "mnist5k"
+    default_model: str = ""
+    default_forget: str = "class:3"
+    shared: bool = False
+    app_auto_umap: bool = True
+    app_timings: bool = False
+
+    @staticmethod
+    def mib_to_bytes(megabytes: float) -> int:
+        """MiB as a whole number of bytes."""
+        return int(megabytes * 2**20)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.mib_to_bytes(self.max_upload_mb)
+
+    @property
+    def max_unpacked_bytes(self) -> int:
+        return self.mib_to_bytes(self.max_unpacked_mb)
+
+    @property
+    def run_checkpoint_quota_bytes(self) -> int:
+        return self.mib_to_bytes(self.run_checkpoint_quota_mb)
+
+    @property
+    def setup_cache_bytes(self) -> int:
+        return self.mib_to_bytes(self.setup_cache_mb)
+
+    @property
+    def job_results_bytes(self) -> int:
+        return self.mib_to_bytes(self.job_results_mb)
+
+
+def _shown(raw: str) -> str:
+    return repr(raw[:40])
+
+
+def _number(env: dict[str, str], name: str, default: float, *, positive: bool = False,
+            whole: bool = False) -> float:
+    """``env[name]`` as a finite ASCII number (>= 0, or > 0 with ``positive``; an integer with ``whole``)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    value = float("nan")
+    if raw.isascii():
+        try:
+            value = float(raw)
+        except ValueError:
+            pass
+    bad = not math.isfinite(value) or value < 0 or (positive and value == 0) or (whole and value != int(value))
+    if bad:
+        kind = "whole number" if whole else "number"
+        bound = "more than 0" if positive else "0 or more"
+        unit = " of MiB" if name.endswith("_MB") else ""
+        raise SettingsError(f"{name} must be a {kind}{unit}, {bound}, got {_shown(raw)}")
+    return int(value) if whole else value
+
+
+def _flag(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    return raw in TRUE_WORDS
+
+
+def _parse(env: dict[str, str], home: str) -> Settings:
+    data_dir = Path(env.get("UNLEARN_DATA_DIR") or os.path.join(home, ".cache", "unlearning-lab"))
+    image_root = Path(env.get("UNLEARN_IMAGE_ROOT") or data_dir / "imagefolders")
+    index_raw = env.get("UNLEARN_INDEX_ROOT", "").strip()
+    return Settings(
+        data_dir=data_dir,
+        image_root=image_root,
+        index_root=Path(index_raw).expanduser() if index_raw else None,
+        max_upload_mb=_number(env, "UNLEARN_MAX_UPLOAD_MB", 200.0, positive=True),
+        max_unpacked_mb=_number(env, "UNLEARN_MAX_UNPACKED_MB", 1024.0, positive=True),
+        run_checkpoint_quota_mb=_number(env, "UNLEARN_RUN_CHECKPOINT_QUOTA_MB", 2048.0),
+        setup_cache_mb=_number(env, "UNLEARN_SETUP_CACHE_MB", 512.0),
+        job_results_mb=_number(env, "UNLEARN_JOB_RESULTS_MB", 256.0),
+        max_jobs_per_session=int(_number(env, "UNLEARN_MAX_JOBS_PER_SESSION", 8, whole=True)),
+        max_sweep_runs=int(_number(env, "UNLEARN_MAX_SWEEP_RUNS", 200, whole=True)),
+        default_dataset=env.get("UNLEARN_DEFAULT_DATASET", "").strip() or "mnist5k",
+        default_model=env.get("UNLEARN_DEFAULT_MODEL", "").strip(),
+        default_forget=env.get("UNLEARN_DEFAULT_FORGET", "").strip() or "class:3",
+        shared=_flag(env, "UNLEARN_SHARED", False),
+        app_auto_umap=env.get("UNLEARN_APP_AUTO_UMAP", "1").strip() != "0",
+        app_timings=env.get("UNLEARN_APP_TIMINGS", "").strip() == "1",
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _cached(items: tuple[tuple[str, str], ...], home: str) -> Settings:
+    return _parse(dict(items), home)
+
+
+def settings() -> Settings:
+    """The current settings: parsed once per distinct ``UNLEARN_*`` environment; :class:`SettingsError` if bad."""
+    items = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(PREFIX)))
+    return _cached(items, os.path.expanduser("~"))
