@@ -24,6 +24,7 @@ from pathlib import Path
 
 from unlearn_core import paths
 from unlearn_core.errors import OutputPathError
+from unlearn_core.settings import settings
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 STORE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
@@ -83,8 +84,8 @@ def managed_reason(target: Path, store_path: str | Path | None = None) -> str | 
     for name in MANAGED_FOLDERS:
         if _inside(target, data / name):
             return f"is inside the data directory's {name}/ folder, which the library manages"
-    image_root = os.environ.get("UNLEARN_IMAGE_ROOT")
-    if image_root and _inside(target, _real(Path(image_root))):
+    image_root = settings().image_root
+    if _inside(target, _real(image_root)):
         return f"is inside the image root {_shown(image_root)} (UNLEARN_IMAGE_ROOT)"
     return None
 

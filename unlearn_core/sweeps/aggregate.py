@@ -9,16 +9,14 @@ import json
 import math
 
 from unlearn_core.errors import UnlearnError
+# The metric table: MODEL_METRICS (a report's ``unlearned`` section) are compared with the reference ensemble, and
+# any other number that section gains is aggregated and compared too, after them; RUN_METRICS are about the run
+# rather than the model: aggregated, not compared with the ensemble.
+from unlearn_core.metrics import MODEL_METRICS, RUN_METRICS
 from unlearn_core.sweeps.plan import Cell
 from unlearn_core.sweeps.spec import SweepError
 
 
-#: The model's own metrics (a report's ``unlearned`` section), compared with the reference ensemble; any other
-#: number a report's ``unlearned`` section gains is aggregated and compared too, after these.
-MODEL_METRICS = ("Acc_f", "Acc_r", "FA", "RA", "TA", "TA_retain", "MIA_svc", "MIA_entropy")
-#: Numbers about the run rather than the model: aggregated, not compared with the ensemble.
-RUN_ONLY_METRICS = ("avg_gap", "seconds", "rte", "js_forget", "js_test")
-RUN_METRICS = MODEL_METRICS + RUN_ONLY_METRICS
 #: What a report says about a run beyond its numbers (the bench marks rows with these).
 REPORT_FLAGS = ("in_scope", "in_scope_reason", "rte_comparable", "rte_not_comparable_reason")
 
@@ -73,8 +71,8 @@ def _metric_order(records: list[dict]) -> list[str]:
     """The declared metrics first, then any other number the runs carry, in first-seen order."""
     names = list(MODEL_METRICS)
     for record in records:
-        names.extend(k for k in record["metrics"] if k not in names and k not in RUN_ONLY_METRICS)
-    return names + list(RUN_ONLY_METRICS)
+        names.extend(k for k in record["metrics"] if k not in names and k not in RUN_METRICS)
+    return names + list(RUN_METRICS)
 
 
 def _cell_identity(run: dict) -> tuple:
@@ -138,7 +136,7 @@ def sweep_result(store, tag: str) -> dict:
             reference[metric] = stats
         seeds = sorted(entry["originals"])
         original = {metric: summarize([entry["originals"][s].get(metric) for s in seeds])
-                    for metric in metrics if metric not in RUN_ONLY_METRICS or metric == "avg_gap"}
+                    for metric in metrics if metric not in RUN_METRICS or metric == "avg_gap"}
         per_seed = {"original": {s: entry["originals"][s] for s in seeds},
                     "reference": {r["seed"]: r["metrics"] for r in done}}
         forget_out.append({"forget": name, "reference": {"seeds": sorted(r["seed"] for r in done),
@@ -162,7 +160,7 @@ def sweep_result(store, tag: str) -> dict:
             stats = summarize([r["metrics"].get(metric) for r in done])
             ref = references.get(group["forget"], {}).get(metric) or {}
             gap = inside = None
-            if metric not in RUN_ONLY_METRICS and stats["mean"] is not None and ref.get("mean") is not None:
+            if metric not in RUN_METRICS and stats["mean"] is not None and ref.get("mean") is not None:
                 gap = stats["mean"] - ref["mean"]
                 if ref.get("n", 0) >= 2:
                     inside = abs(gap) <= 2 * ref["std"] + 1e-9

@@ -7,9 +7,8 @@ import io
 import json
 import math
 from datetime import datetime, timezone
-from pathlib import Path
 
-from unlearn_core.sweeps.aggregate import RUN_ONLY_METRICS
+from unlearn_core.metrics import RUN_METRICS
 
 
 # -- output --------------------------------------------------------------------------------------------------------
@@ -87,7 +86,7 @@ def markdown_tables(result: dict) -> str:
             name = f"`{cell['method']}` {_params_text(cell['params'], cell['method'], spec)}"
             if cell["failed"]:
                 name += f" [{cell['failed']} failed]"
-            values = [_stat_text(cell["summary"][key], key not in RUN_ONLY_METRICS) for key, _ in TABLE_METRICS]
+            values = [_stat_text(cell["summary"][key], key not in RUN_METRICS) for key, _ in TABLE_METRICS]
             if with_score:
                 values.append(_distinguisher_text(cell.get("distinguisher")))
             lines.append(f"| {name} | {len(cell['seeds'])} | " + " | ".join(values) + " |")

@@ -117,7 +117,9 @@ def execute_run(run: dict, original: dict, retrained: dict, device: str, threads
 
             evidence = EvidenceRequest(tuple(run["evidence"]["kinds"]), run["evidence"]["params"])
         result = run_method(setup, run["method"], run["params"], progress, cancel, evidence=evidence)
-        out["report"] = build_report(setup, result, evidence=evidence)
+        report = build_report(setup, result, evidence=evidence)
+        # A task hands back plain data (it crosses Ray's object store and the search's JSON): the report's dict.
+        out["report"] = report.to_dict() if hasattr(report, "to_dict") else report
         if run.get("confidences"):
             from unlearn_core.evidence import forget_confidences
 
