@@ -211,7 +211,7 @@ def test_a_malformed_cookie_starts_a_new_session(app_env, monkeypatch, cookie):
 def test_shared_server_a_link_never_hands_over_the_senders_runs(app_env, monkeypatch, digits_class3):
     """On a shared server runs belong to the token: the sender sees them after a reload, the link's recipient not."""
     from unlearn_core.record import run_and_record
-from unlearn_core.store import RunStore
+    from unlearn_core.store import RunStore
 
     monkeypatch.setenv("UNLEARN_SHARED", "1")
     sender = open_app(monkeypatch=monkeypatch)
