@@ -78,6 +78,7 @@ def run_sweep(spec: SweepSpec, engine: str = "ray", address: str | None = None, 
     # narrower grid) stay in the store but leave the sweep, so no cell counts a seed twice.
     driver.store.unlink_sweep_runs(driver.tag, {p.key for p in planned})
     pending = driver.link_held(planned, retry_failed)
+    driver.started = time.perf_counter()  # the sweep's seconds and time left count from here
 
     def emit(running: int, seconds_left: float | None) -> None:
         if progress is None:
