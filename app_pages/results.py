@@ -17,13 +17,13 @@ _shared.explainer(
     "are accuracy lost: where the run is also below the retrained model there, the method damaged knowledge it "
     "should have kept (**over-unlearning**).")
 
-from unlearn_core.appstate import GAP_COLUMNS, METRIC_COLUMNS, entropy_groups, per_class_shift  # noqa: E402
+from unlearn_app.display import entropy_groups  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.figures import (change_limit, confusion_change, confusion_difference,  # noqa: E402
                                   entropy_histograms, entropy_y_max, per_class_bars, per_class_heatmap)
-from unlearn_core.results_view import (DISPLAY, FORGOT_SHARE, HELP, WIDTHS, best_cells,  # noqa: E402
-                                       display_frame, judged_table, over_unlearning_summary)
-from unlearn_core.sweep_views import ensemble_band, interval_text, seed_groups  # noqa: E402
+from unlearn_core.tables import (DISPLAY, FORGOT_SHARE, GAP_COLUMNS, HELP, METRIC_COLUMNS, WIDTHS,  # noqa: E402
+                                 best_cells, display_frame, ensemble_band, interval_text, judged_table,
+                                 over_unlearning_summary, per_class_shift, seed_groups)
 
 current = _shared.choice()
 visible = _shared.store()  # every run, or on a shared server this session's own

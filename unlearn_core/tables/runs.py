@@ -1,15 +1,18 @@
-"""What the Results page shows about runs, decided without Streamlit: which cells are best, which runs forgot,
-which retained classes a run damaged, and how every column is named and explained.
+"""The Results table of runs and its judgement rules, on plain pandas frames: which cells are best, which runs
+forgot, which retained classes a run damaged, and how every column is named and explained.
 
-The rules are here, not in the page, so they are tested on plain tables:
-
-- a cell is "best" only when at least two runs compete, and every run tied
-  with the best value (as displayed, two decimals) is best with it; when all
-  competitors tie, none is;
-- runs outside their method's scope (``report["in_scope"] is False``) never
-  compete, nor does the original or the retrained reference;
-- the speed-up award goes only to runs that forgot (:func:`forgot`) and whose
-  speed-up was timed like for like (``report["rte_comparable"]`` not false).
+- :func:`metrics_table`: one row per reference model and per finished run, with every headline metric, its
+  absolute gap to the retrained model, the Avg. Gap, seconds and RTE; :func:`judged_table` adds scope and
+  whether each run forgot;
+- :func:`per_class_shift`: per-class test accuracy of every run minus the original's;
+- the best-cell rule (:func:`best_cells`): a cell is "best" only when at least two runs compete, and every
+  run tied with the best value (as displayed, two decimals) is best with it; when all competitors tie, none is;
+  runs outside their method's scope (``report["in_scope"] is False``) never compete, nor does the original or
+  the retrained reference; the speed-up award goes only to runs that forgot (:func:`forgot`) and whose
+  speed-up was timed like for like (``report["rte_comparable"]`` not false);
+- the over-unlearning rule (:func:`over_unlearning_summary`): a retained class is damaged when a run's test
+  accuracy on it is more than ``threshold`` points below the retrained model's and the loss is at least
+  ``min_images`` test images.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from unlearn_core.appstate import METRIC_COLUMNS
+from unlearn_core.metrics import AVG_GAP_KEYS, HEADLINE_METRICS, avg_gap
 
+METRIC_COLUMNS = HEADLINE_METRICS
+# Every metric is judged by its distance to the retrained reference (the gold standard of unlearning).
+GAP_COLUMNS = tuple(f"gap_{m}" for m in METRIC_COLUMNS)
 REFERENCE_METHODS = ("original", "retrained")
 SPEED_COLUMN = "speed-up vs retrain (x)"
 DECIMALS = 2  # what the table shows; ties are decided on the shown values
@@ -67,6 +73,72 @@ HELP = {
 }
 
 
+def _value(metrics: dict | None, key: str):
+    value = (metrics or {}).get(key)
+    return float("nan") if value is None else float(value)
+
+
+def metrics_table(runs: list[dict]) -> pd.DataFrame:
+    """One row for the original, one for the retrained reference, one per finished run.
+
+    Columns: the metrics, their absolute gaps to the retrained model, the
+    average gap, seconds and RTE. The reference rows come from the newest run.
+    """
+    done = [r for r in runs if r.get("status") == "done" and r.get("report")]
+    rows = []
+    if done:
+        newest = done[0]["report"]
+        for label, which in (("original", "original"), ("retrain (reference)", "retrained")):
+            metrics = newest.get(which)
+            if metrics is None:
+                continue
+            row = {"run": label, "method": which, **{k: _value(metrics, k) for k in METRIC_COLUMNS}}
+            row["seconds"] = newest.get("retrain_seconds") if which == "retrained" else float("nan")
+            if newest.get("retrained") is not None:
+                # The original's distance from retraining is what unlearning has to close; the reference's is 0.
+                row["avg_gap"] = avg_gap(metrics, newest["retrained"], newest.get("avg_gap_keys") or AVG_GAP_KEYS)
+            rows.append(row)
+    for run in done:
+        report = run["report"]
+        row = {"run": f"#{run['id']} {run['method']}", "method": run["method"],
+               **{k: _value(report.get("unlearned"), k) for k in METRIC_COLUMNS},
+               "seconds": report.get("seconds"), "rte": report.get("rte"), "avg_gap": report.get("avg_gap"),
+               "run_id": run["id"]}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    reference = table[table["method"] == "retrained"]
+    for key in METRIC_COLUMNS:
+        table[f"gap_{key}"] = (table[key] - float(reference[key].iloc[0])).abs() if len(reference) else float("nan")
+    for column in ("rte", "avg_gap", "run_id", "seconds"):
+        table[column] = pd.to_numeric(table[column], errors="coerce") if column in table else float("nan")
+    return table
+
+
+def per_class_shift(runs: list[dict]) -> tuple[pd.DataFrame, list[str], tuple[int, ...]]:
+    """Per-class test accuracy of every run minus the original's: rows run label, columns class names.
+
+    Returns ``(shift, class_names, forgotten_classes)``; the retrained
+    reference is the first row, so a method can be compared with it.
+    """
+    done = [r for r in runs if r.get("status") == "done" and r.get("report")]
+    if not done:
+        return pd.DataFrame(), [], ()
+    report = done[0]["report"]
+    names = [str(n) for n in report.get("class_names") or range(len(report["original"]["per_class_test"]))]
+    original = np.asarray(report["original"]["per_class_test"], dtype=float)
+    rows, labels = [], []
+    if report.get("retrained"):
+        rows.append(np.asarray(report["retrained"]["per_class_test"], dtype=float) - original)
+        labels.append("retrain (reference)")
+    for run in done:
+        rows.append(np.asarray(run["report"]["unlearned"]["per_class_test"], dtype=float) - original)
+        labels.append(f"#{run['id']} {run['method']}")
+    shift = pd.DataFrame(np.vstack(rows), index=labels, columns=names)
+    return shift, names, tuple(report.get("forgotten_classes") or ())
+
+
 def _finite(value) -> float:
     try:
         number = float(value)
@@ -97,10 +169,8 @@ def forgot(run_metrics: dict, original: dict, retrained: dict) -> bool:
 
 
 def judged_table(runs: list[dict]) -> pd.DataFrame:
-    """``appstate.metrics_table`` plus ``scope`` (text), ``in_scope``, ``forgot`` and ``rte`` blanked when not
+    """:func:`metrics_table` plus ``scope`` (text), ``in_scope``, ``forgot`` and ``rte`` blanked when not
     comparable. One row per reference and per finished run, in the same order."""
-    from unlearn_core.appstate import metrics_table
-
     table = metrics_table(runs)
     if table.empty:
         return table
