@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+from unlearn_core.report import Report
 from unlearn_core.runstore import RunNotFoundError
 
 
@@ -81,7 +82,7 @@ class RunView:
         for run in runs:
             if run.get("read_error"):
                 self.skipped.append(int(run["id"]))  # the store could not decode this row (it says so, not raises)
-            elif run.get("report") is not None and not isinstance(run["report"], dict):
+            elif run.get("report") is not None and not isinstance(run["report"], (dict, Report)):
                 self.skipped.append(int(run["id"]))  # valid JSON, but not a report: the pages would crash on it
             elif self._visible(run):
                 visible.append(run)

@@ -105,7 +105,9 @@ def accept_upload(data: bytes, dataset: str, model: str, seed: int = 0) -> Uploa
 
 
 def load_uploaded_checkpoint(data: bytes, dataset: str, model: str, seed: int = 0):
-    """Build ``model`` for ``dataset`` and load uploaded weights into it; raises ``CheckpointError`` if they do not fit."""
+    """Build ``model`` for ``dataset`` and load uploaded weights into it.
+
+    Raises ``CheckpointError`` if they do not fit."""
     from unlearn_core.checkpoints import load_state_strict, read_checkpoint
     from unlearn_core.data import load_dataset
     from unlearn_core.models import build_for_dataset

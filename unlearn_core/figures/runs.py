@@ -29,8 +29,9 @@ def per_class_heatmap(shift: pd.DataFrame, forgotten: tuple[int, ...] = ()) -> g
 def per_class_bars(shift: pd.DataFrame, forgotten: tuple[int, ...] = (), band: dict | None = None) -> go.Figure:
     """Grouped bars of the same change, one colour per method; retained classes that fell show over-unlearning.
 
-    ``band`` (:func:`unlearn_core.tables.ensemble_band`: ``k``, ``low``, ``high`` per class) draws a retrained ensemble's
-    spread behind each class's bars: a bar inside the grey band is within what retraining itself varies by.
+    ``band`` (:func:`unlearn_core.tables.ensemble_band`: ``k``, ``low``, ``high`` per class) draws a retrained
+    ensemble's spread behind each class's bars: a bar inside the grey band is within what retraining itself varies
+    by.
     """
     fig = go.Figure()
     if band is not None:

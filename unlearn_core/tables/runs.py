@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from unlearn_core.metrics import AVG_GAP_KEYS, HEADLINE_METRICS, avg_gap
+from unlearn_core.report import ModelMetrics, Report
 
 METRIC_COLUMNS = HEADLINE_METRICS
 # Every metric is judged by its distance to the retrained reference (the gold standard of unlearning).
@@ -73,8 +74,18 @@ HELP = {
 }
 
 
-def _value(metrics: dict | None, key: str):
-    value = (metrics or {}).get(key)
+def as_report(report) -> Report:
+    """A run's report as a :class:`Report`: a stored JSON dict is read with :meth:`Report.from_dict`."""
+    return report if isinstance(report, Report) else Report.from_dict(report)
+
+
+def _finished(runs: list[dict]) -> list[tuple[dict, Report]]:
+    """The finished runs that carry a report, each with its typed report, in the given order (newest first)."""
+    return [(run, as_report(run["report"])) for run in runs if run.get("status") == "done" and run.get("report")]
+
+
+def _value(metrics: ModelMetrics | None, key: str):
+    value = metrics.get(key) if metrics is not None else None
     return float("nan") if value is None else float(value)
 
 
@@ -84,26 +95,25 @@ def metrics_table(runs: list[dict]) -> pd.DataFrame:
     Columns: the metrics, their absolute gaps to the retrained model, the
     average gap, seconds and RTE. The reference rows come from the newest run.
     """
-    done = [r for r in runs if r.get("status") == "done" and r.get("report")]
+    done = _finished(runs)
     rows = []
     if done:
-        newest = done[0]["report"]
+        newest = done[0][1]
         for label, which in (("original", "original"), ("retrain (reference)", "retrained")):
-            metrics = newest.get(which)
+            metrics = newest.model_metrics(which)
             if metrics is None:
                 continue
             row = {"run": label, "method": which, **{k: _value(metrics, k) for k in METRIC_COLUMNS}}
-            row["seconds"] = newest.get("retrain_seconds") if which == "retrained" else float("nan")
-            if newest.get("retrained") is not None:
+            row["seconds"] = newest.retrain_seconds if which == "retrained" else float("nan")
+            if newest.retrained is not None:
                 # The original's distance from retraining is what unlearning has to close; the reference's is 0.
-                row["avg_gap"] = avg_gap(metrics, newest["retrained"], newest.get("avg_gap_keys") or AVG_GAP_KEYS)
+                row["avg_gap"] = avg_gap(metrics.to_dict(), newest.retrained.to_dict(),
+                                         newest.avg_gap_keys or AVG_GAP_KEYS)
             rows.append(row)
-    for run in done:
-        report = run["report"]
+    for run, report in done:
         row = {"run": f"#{run['id']} {run['method']}", "method": run["method"],
-               **{k: _value(report.get("unlearned"), k) for k in METRIC_COLUMNS},
-               "seconds": report.get("seconds"), "rte": report.get("rte"), "avg_gap": report.get("avg_gap"),
-               "run_id": run["id"]}
+               **{k: _value(report.unlearned, k) for k in METRIC_COLUMNS},
+               "seconds": report.seconds, "rte": report.rte, "avg_gap": report.avg_gap, "run_id": run["id"]}
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
@@ -122,21 +132,21 @@ def per_class_shift(runs: list[dict]) -> tuple[pd.DataFrame, list[str], tuple[in
     Returns ``(shift, class_names, forgotten_classes)``; the retrained
     reference is the first row, so a method can be compared with it.
     """
-    done = [r for r in runs if r.get("status") == "done" and r.get("report")]
+    done = _finished(runs)
     if not done:
         return pd.DataFrame(), [], ()
-    report = done[0]["report"]
-    names = [str(n) for n in report.get("class_names") or range(len(report["original"]["per_class_test"]))]
-    original = np.asarray(report["original"]["per_class_test"], dtype=float)
+    report = done[0][1]
+    names = [str(n) for n in report.class_names or range(len(report.original.per_class_test))]
+    original = np.asarray(report.original.per_class_test, dtype=float)
     rows, labels = [], []
-    if report.get("retrained"):
-        rows.append(np.asarray(report["retrained"]["per_class_test"], dtype=float) - original)
+    if report.retrained is not None:
+        rows.append(np.asarray(report.retrained.per_class_test, dtype=float) - original)
         labels.append("retrain (reference)")
-    for run in done:
-        rows.append(np.asarray(run["report"]["unlearned"]["per_class_test"], dtype=float) - original)
+    for run, run_report in done:
+        rows.append(np.asarray(run_report.unlearned.per_class_test, dtype=float) - original)
         labels.append(f"#{run['id']} {run['method']}")
     shift = pd.DataFrame(np.vstack(rows), index=labels, columns=names)
-    return shift, names, tuple(report.get("forgotten_classes") or ())
+    return shift, names, tuple(report.forgotten_classes or ())
 
 
 def _finite(value) -> float:
@@ -147,7 +157,8 @@ def _finite(value) -> float:
     return number if math.isfinite(number) else float("nan")
 
 
-def forgot(run_metrics: dict, original: dict, retrained: dict) -> bool:
+def forgot(run_metrics: ModelMetrics | dict | None, original: ModelMetrics | dict | None,
+           retrained: ModelMetrics | dict | None) -> bool:
     """Whether a run's FA (and Acc_f, when defined) came near the retrained model's.
 
     "Near": within :data:`FORGOT_FLOOR` points, or at least
@@ -174,8 +185,8 @@ def judged_table(runs: list[dict]) -> pd.DataFrame:
     table = metrics_table(runs)
     if table.empty:
         return table
-    reports = {r["id"]: r["report"] for r in runs if r.get("status") == "done" and r.get("report")}
-    newest = next(iter(reports.values()), {})
+    reports = {run["id"]: report for run, report in _finished(runs)}
+    newest = next(iter(reports.values()))
     in_scope, scope, did_forget = [], [], []
     rte = table["rte"].to_numpy(dtype=float).copy()
     for i, row in enumerate(table.itertuples(index=False)):
@@ -184,12 +195,12 @@ def judged_table(runs: list[dict]) -> pd.DataFrame:
             scope.append("reference")
             did_forget.append(row.method == "retrained")
             continue
-        report = reports.get(int(row.run_id), {})
-        inside = report.get("in_scope") is not False
+        report = reports[int(row.run_id)]
+        inside = report.in_scope is not False
         in_scope.append(inside)
         scope.append("✓" if inside else "⚠ out of scope")
-        did_forget.append(forgot(report.get("unlearned"), newest.get("original"), newest.get("retrained")))
-        if report.get("rte_comparable") is False:
+        did_forget.append(forgot(report.unlearned, newest.original, newest.retrained))
+        if report.rte_comparable is False:
             rte[i] = float("nan")  # timed under other conditions than the reference: no honest ratio
     table = table.assign(in_scope=in_scope, scope=scope, forgot=did_forget, rte=rte)
     return table

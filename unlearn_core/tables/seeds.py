@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from unlearn_core.tables.runs import as_report
+
 
 def seed_groups(runs: list[dict], metrics: list[str]) -> pd.DataFrame:
     """Finished runs grouped by method and parameters: per metric the mean and the 95 % t interval's half-width.
@@ -36,8 +38,9 @@ def seed_groups(runs: list[dict], metrics: list[str]) -> pd.DataFrame:
                "seeds": sorted({int(r.get("seed") or 0) for r in members}),
                "run_ids": [int(r["id"]) for r in members]}
         for metric in metrics:
-            values = [(r["report"] if metric in ("avg_gap", "seconds", "rte") else
-                       (r["report"].get("unlearned") or {})).get(metric) for r in members]
+            reports = [as_report(r["report"]) for r in members]
+            values = [getattr(report, metric) if metric in ("avg_gap", "seconds", "rte") else
+                      report.unlearned.get(metric) for report in reports]
             stats = summarize([v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)])
             row[metric] = stats["mean"] if stats["mean"] is not None else float("nan")
             row[f"{metric}±"] = (stats["ci_high"] - stats["mean"]) if stats["ci_high"] is not None else float("nan")
@@ -66,8 +69,8 @@ def ensemble_band(runs: list[dict], original_per_class) -> dict | None:
     for run in members:
         if run.get("seed") in seen:
             continue  # one model per seed: the same key run twice is the same model
-        per_class = ((run["report"].get("unlearned") or {}).get("per_class_test"))
-        if per_class is None or len(per_class) != len(original_per_class):
+        per_class = as_report(run["report"]).unlearned.per_class_test
+        if not per_class or len(per_class) != len(original_per_class):
             continue
         seen.add(run.get("seed"))
         rows.append(np.asarray(per_class, dtype=float) - np.asarray(original_per_class, dtype=float))
