@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 from unlearn_core.report import Report
-from unlearn_core.runstore import RunNotFoundError
+from unlearn_core.store import RunNotFoundError
 
 
 class RunView:

@@ -13,7 +13,7 @@ from unlearn_app.jobs import JobRunner
 from unlearn_app.state import Choice, SetupCache, resolve_choice
 from unlearn_app.uploads import UploadedModel
 from unlearn_app.urlstate import initial_choice
-from unlearn_core.runstore import RunNotFoundError, RunStore
+from unlearn_core.store import RunNotFoundError, RunStore
 from unlearn_core.settings import settings
 
 CONFIG = {"dataset": "digits", "model": "mlp", "forget": "class:3", "method": "ga", "params": {}, "seed": 0,
