@@ -77,7 +77,7 @@ def chart_specs(at) -> list[dict]:
 
 
 def test_sweeps_page_draws_the_phase_map_and_the_pareto_scatter(sweep_dir, env):
-    from unlearn_core.sweep_views import cell_frame
+    from unlearn_core.tables import cell_frame
 
     folder, result = sweep_dir
     env(folder)
