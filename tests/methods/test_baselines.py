@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from unlearn_core.data import to_float
-from unlearn_core.errors import Cancelled, DivergenceError
+from unlearn_core.errors import Cancelled, DivergenceError, MethodError
 from unlearn_core.methods import get_method
-from unlearn_core.methods._common import random_wrong_labels, train_steps
+from unlearn_core.methods._common import random_labels, train_steps
 from unlearn_core.metrics import accuracy_percent
 from unlearn_core.pipeline import run_method
 from unlearn_core.training import predict_logits
@@ -174,15 +174,37 @@ def test_bs_nearest_wrong_variant_never_keeps_the_true_class(digits_class3):
     assert torch.equal(labels[crossed], landed[crossed])
 
 
-def test_random_labels_are_wrong_and_from_remaining_classes(digits_class3, digits_random):
+def test_random_labels_are_salun_release_draws_by_default():
+    """SalUn's release draws randint(0, num_classes) for every forget sample, whatever its class: the same draw
+    here, so some labels are the true class and some a forgotten one."""
+    labels = torch.tensor([0, 1, 2, 3] * 500)
+    drawn = random_labels(labels, 5, torch.Generator().manual_seed(7))
+    assert torch.equal(drawn, torch.randint(0, 5, labels.shape, generator=torch.Generator().manual_seed(7)))
+    counts = torch.bincount(drawn, minlength=5)
+    assert counts.min() > 300  # about 400 each: uniform over all five classes
+    assert 0.1 < float((drawn == labels).float().mean()) < 0.3  # the true class about 1 time in 5
+    wrong = random_labels(labels, 5, torch.Generator().manual_seed(7), "remaining_wrong", (4,))
+    assert not bool((wrong == labels).any()) and not bool((wrong == 4).any())
+    assert len(torch.unique(wrong)) == 4
+    with pytest.raises(MethodError):
+        random_labels(labels, 5, torch.Generator(), "nearest")
+    with pytest.raises(MethodError):
+        random_labels(torch.tensor([0, 1]), 2, torch.Generator(), "remaining_wrong", (1,))
+
+
+@pytest.mark.parametrize("method", ("rl", "salun"))
+def test_rl_and_salun_relabel_from_all_classes_unless_asked_otherwise(digits_class3, method):
+    from unlearn_core.methods.rl import relabelled_training_set
+
+    assert get_method(method).defaults()["label_pool"] == "all_classes"
     task = digits_class3.task()
     _, y = task.forget_data()
-    labels = random_wrong_labels(task, y)
-    assert (labels != y).all() and not (labels == 3).any()
-    assert len(set(labels.tolist())) > 3  # spread over many classes
-    task = digits_random.task()
-    _, y = task.forget_data()
-    assert (random_wrong_labels(task, y) != y).all()
+    n_retain = len(digits_class3.split.retain_idx)
+    drawn = relabelled_training_set(task)[1][n_retain:]
+    assert torch.equal(drawn, torch.randint(0, 10, y.shape, generator=task.generator(17)))
+    assert (drawn == y).any() and len(torch.unique(drawn)) == 10
+    wrong = relabelled_training_set(task, "remaining_wrong")[1][n_retain:]
+    assert (wrong != y).all() and not (wrong == 3).any() and len(torch.unique(wrong)) == 9
 
 
 def test_l1_sparse_penalty_shrinks_weights(digits_class3):
