@@ -145,7 +145,24 @@ def _fgsm_landing(task, x, y, bound):
     images = to_float(x).requires_grad_(True)
     (grad,) = torch.autograd.grad(F.cross_entropy(original(images), y), images)
     with torch.no_grad():
-        return original((images + bound * grad.sign()).clamp(0, 1))
+        return original(torch.round((images + bound * grad.sign()).clamp(0, 1) * 255) / 255)
+
+
+def test_fgsm_copy_is_clipped_and_rounded_to_the_8_bit_grid():
+    """A linear model with W_0 = 0 and W_1 = (1, -1, 1, -1): for label 0 the input gradient of the cross-entropy is
+    (1 - p_0)(W_1 - W_0), signs (+, -, +, -). Pixels (10, 0, 250, 128)/255 stepped by 0.05 = 12.75/255 land at
+    (22.75, -12.75, 262.75, 115.25)/255, clipped to [0, 1] and rounded: (23, 0, 255, 115)/255."""
+    from torch import nn
+
+    from unlearn_core.methods.bs import fgsm_copy
+
+    model = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 1.0, -1.0]]))
+    x = torch.tensor([[10.0, 0.0, 250.0, 128.0]]) / 255
+    copy = fgsm_copy(model, x, torch.tensor([0]), 0.05)
+    assert torch.equal(copy * 255, torch.tensor([[23.0, 0.0, 255.0, 115.0]]))
+    assert not x.requires_grad and not copy.requires_grad
 
 
 def test_bs_labels_are_the_original_prediction_on_the_fgsm_copy(digits_class3):
