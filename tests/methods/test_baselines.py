@@ -18,10 +18,12 @@ from unlearn_core.pipeline import run_method
 from unlearn_core.training import predict_logits
 
 BASELINES = ("ga", "neggrad_plus", "rl", "bs", "bs_nearest_wrong", "l1_sparse", "salun", "scrub", "ssd", "bad_teacher")
-# Defaults are tuned on mnist5k. The digits MLP is trained to 100% train accuracy over 40 epochs and these four need
-# a stronger push there (gradient-based forgetting of a saturated model); values found by a quick sweep on digits.
+# The digits MLP is trained to 100% train accuracy over 40 epochs and these four need a stronger push there
+# (gradient-based forgetting of a saturated model); values found by a quick sweep on digits.
+SCRUB_DIGITS = {"lr": 2e-3, "epochs": 4, "max_epochs": 4, "alpha": 0.5, "gamma": 1.0, "batch_size": 64,
+                "lr_decay_rate": 1.0}
 DIGITS_CLASS_OVERRIDES = {"ga": {"lr": 0.01}, "neggrad_plus": {"alpha": 0.8, "epochs": 2}, "l1_sparse": {"alpha": 0.03},
-                          "scrub": {"lr": 2e-3, "epochs": 4, "max_epochs": 4}}
+                          "scrub": SCRUB_DIGITS}
 
 
 def forget_accuracy(setup, model) -> float:
@@ -243,10 +245,25 @@ def test_scrub_max_steps_push_forget_outputs_away(digits_class3):
         teacher = predict_logits(digits_class3.original.model, x)
         return float(distill_kl(predict_logits(model, x), teacher, 1.0))
 
-    min_only = run_method(digits_class3, "scrub", {"max_epochs": 0, "epochs": 3, "lr": 2e-3})
-    with_max = run_method(digits_class3, "scrub", {"max_epochs": 3, "epochs": 3, "lr": 2e-3})
+    min_only = run_method(digits_class3, "scrub", {**SCRUB_DIGITS, "max_epochs": 0, "epochs": 3})
+    with_max = run_method(digits_class3, "scrub", {**SCRUB_DIGITS, "max_epochs": 3, "epochs": 3})
     pushed, kept = forget_kl(with_max.model), forget_kl(min_only.model)
     assert pushed > 0.02 and pushed > 100 * kept
+
+
+def test_scrub_defaults_are_the_release_large_scale_configuration(digits_class3):
+    """SCRUB's large_scale_unlearning.ipynb: SGD lr 5e-4 (momentum 0.9, weight decay 5e-4), T 4, alpha 0.001,
+    gamma 0.99, 2 max-step epochs of 3, retain batches 128, forget batches 32, lr x 0.1 after epochs 3, 5 and 9."""
+    from unlearn_core.methods.scrub import scrub_learning_rate
+
+    assert get_method("scrub").defaults() == {
+        "lr": 5e-4, "epochs": 3, "max_epochs": 2, "temperature": 4.0, "alpha": 0.001, "gamma": 0.99,
+        "batch_size": 128, "forget_batch_size": 32, "momentum": 0.9, "weight_decay": 5e-4, "lr_decay_rate": 0.1}
+    assert [scrub_learning_rate(1.0, epoch, 0.1) for epoch in range(1, 11)] == pytest.approx(
+        [1, 1, 1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01, 0.001])
+    assert scrub_learning_rate(0.3, 7, 1.0) == 0.3
+    run = run_method(digits_class3, "scrub", {"epochs": 5, "max_epochs": 0})
+    assert [record["lr"] for record in run.artifacts["history"]] == pytest.approx([5e-4, 5e-4, 5e-4, 5e-5, 5e-5])
 
 
 def test_bad_teacher_forget_outputs_follow_the_random_teacher(digits_class3):
