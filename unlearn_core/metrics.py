@@ -177,13 +177,13 @@ def mia_svc_salun(member_probs, member_labels, nonmember_probs, nonmember_labels
 
     Source: SalUn's release, ``main_forget.py`` / ``main_random.py``
     (``shadow_train = Subset(retain_dataset, range(len(test)))``,
-    ``shadow_test`` = the whole test loader, ``target_test`` = the forget
-    set). Members are taken in the order given (the remaining samples in
-    training-set order), with no cap and no random draw, so the value is one
-    fixed draw: it is reported beside the mean over draws, never instead of
-    it. Same attacks and direction as :func:`mia_svc_attacks`. The SVC is
-    quadratic in 2 x len(test) samples: about 0.1 s on mnist5k's 1,000 test
-    samples, tens of seconds on a 10,000-sample test set.
+    ``shadow_test`` = its test loader, from which ``dataset.py`` removes a
+    forgotten class; ``target_test`` = the forget set). Members are taken in
+    the order given (the remaining samples in training-set order), with no
+    cap and no random draw, so the value is one fixed draw: it is reported
+    beside the mean over draws, never instead of it. Same attacks and
+    direction as :func:`mia_svc_attacks`. Without the cap the SVC's cost
+    grows with the square of 2 x len(test) (docs/METRICS.md, "Cost").
     """
     if len(member_labels) == 0 or len(nonmember_labels) == 0 or len(target_labels) == 0:
         return {name: float("nan") for name in attacks}
