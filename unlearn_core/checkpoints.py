@@ -352,11 +352,72 @@ class CheckpointCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    # -- the quota: least recently used entries go first, pinned ones never -----------------------------------
+    def pin_path(self, key: str) -> Path:
+        return self.root / f".{key}.pin"
+
+    def pin(self, key: str) -> None:
+        """Keep ``key`` through :meth:`enforce_quota` (a prepared demo's references, say)."""
+        self.pin_path(key).touch()
+
+    def unpin(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.pin_path(key).unlink()
+
+    def entries(self) -> list[tuple[str, int, float, bool]]:
+        """Every cached checkpoint as ``(key, bytes, last use, pinned)``, least recently used first."""
+        found = []
+        for path in self.root.glob("*.pt"):
+            with contextlib.suppress(OSError):
+                info = path.stat()
+                key = path.name[:-3]
+                found.append((key, info.st_size, info.st_mtime, self.pin_path(key).exists()))
+        return sorted(found, key=lambda entry: entry[2])
+
+    def total_bytes(self) -> int:
+        return sum(size for _, size, _, _ in self.entries())
+
+    def enforce_quota(self, quota_bytes: int | None = None, keep: set[str] | frozenset = frozenset()) -> list[str]:
+        """Delete the least recently used unpinned checkpoints until the rest fit ``quota_bytes``; returns their keys.
+
+        ``quota_bytes`` defaults to ``UNLEARN_CHECKPOINT_CACHE_MB``. Pinned keys and ``keep`` (what the caller is
+        about to use) stay; a key whose lock another process holds (it is being trained or read) is skipped. A
+        pruned model is trained again when it is next needed.
+        """
+        if quota_bytes is None:
+            from unlearn_core.settings import settings
+
+            quota_bytes = settings().checkpoint_cache_bytes
+        entries = self.entries()
+        total = sum(size for _, size, _, _ in entries)
+        pruned = []
+        for key, size, _, pinned in entries:
+            if total <= quota_bytes:
+                break
+            if pinned or key in keep:
+                continue
+            with open(self.root / f".{key}.lock", "a+") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                try:
+                    self.path_for(key).unlink()
+                    pruned.append(key)
+                    total -= size
+                except FileNotFoundError:
+                    total -= size
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        return pruned
+
     def load(self, key: str, model: nn.Module) -> dict | None:
-        """Load ``key`` into ``model``; return its metadata, or ``None`` on a miss."""
+        """Load ``key`` into ``model``; return its metadata, or ``None`` on a miss. A hit counts as a use (LRU)."""
         path = self.path_for(key)
         if not path.exists():
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)
         try:
             checkpoint = read_checkpoint(path)
             load_state_strict(model, checkpoint["state_dict"])
@@ -368,6 +429,8 @@ class CheckpointCache:
         return checkpoint["meta"]
 
     def save(self, key: str, model: nn.Module, meta: dict | None = None) -> Path:
+        """Save ``key``, then prune the least recently used others past the quota (never ``key`` itself)."""
         path = self.path_for(key)
         save_checkpoint(path, model, meta)
+        self.enforce_quota(keep={key})
         return path
