@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import json
 import sys
-import unicodedata
 import warnings
 
 from unlearn_core.errors import UnlearnWarning
@@ -66,15 +65,8 @@ def parse_param_pairs(pairs: list[str] | None) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise CliError(f"--param expects KEY=VALUE, got {pair!r}")
-        if has_non_ascii_digit(value):
-            # int() and float() read "epochs=٣" as 3: accept only what a reader of the command line sees as digits.
-            raise CliError(f"--param {key.strip()!r}: write numbers with ASCII digits 0-9, got {value.strip()!r}")
         params[key.strip()] = value.strip()
     return params
-
-
-def has_non_ascii_digit(text: str) -> bool:
-    return any(not ch.isascii() and unicodedata.numeric(ch, None) is not None for ch in text)
 
 
 def whole_number(low: int | None = None, high: int = MAX_ROW_ID):
