@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
-from unlearn_core.evidence._common import _accuracy
+import numpy as np
+
+from unlearn_core.evidence._common import _accuracy, _subsample, _take
+from unlearn_core.evidence.cka import cka_by_layer, layer_grams
 from unlearn_core.evidence.curves import CurveRecorder, format_curves
 from unlearn_core.evidence.probe import feature_probe, probe_split
-from unlearn_core.evidence.relearn import relearn_sets, relearn_time
+from unlearn_core.evidence.relearn import relearn_from_retain, relearn_sets, relearn_time, retain_relearn_sets
 from unlearn_core.evidence.request import EvidenceError, EvidenceRequest
 
 
@@ -81,6 +84,57 @@ def collect_evidence(setup, run, kinds, params: dict | None = None) -> dict:
             raise EvidenceError("curves are recorded while the method runs: pass evidence to run_method as well")
         out["curves"] = curves
         out["seconds"]["curves"] = curves["seconds"]
+    if "cka" in request.kinds:
+        started = time.perf_counter()
+        out["cka"] = _cka_section(setup, models, request.params["cka"])
+        out["seconds"]["cka"] = time.perf_counter() - started
+    if "relearn_retain" in request.kinds:
+        started = time.perf_counter()
+        p = request.params["relearn_retain"]
+        key = tuple(sorted(p.items()))
+        sets = _cached(setup, ("relearn-retain-sets", key),
+                       lambda: retain_relearn_sets(setup.bundle, setup.split, p, setup.seed))
+        original_acc = _cached(setup, ("relearn-retain-original-acc", key), lambda: _accuracy(
+            setup.original.model, sets.eval_images, sets.eval_labels, setup.device))
+        out["relearn_retain"] = {}
+        for which, model in models.items():
+            compute = lambda model=model: relearn_from_retain(model, original_acc, setup.bundle,  # noqa: E731
+                                                              setup.split, setup.device, p, setup.seed, sets)
+            out["relearn_retain"][which] = compute() if which == "unlearned" else _cached(
+                setup, ("relearn-retain", which, key), compute)
+        out["seconds"]["relearn_retain"] = time.perf_counter() - started
+    return out
+
+
+def cka_samples(setup, params: dict) -> dict[str, np.ndarray]:
+    """Seeded forget and retained training indices (``samples`` each) the CKA section compares layers on."""
+    rng = np.random.default_rng(setup.seed * 1000 + 61)
+    return {"forget": _subsample(setup.split.forget_idx, params["samples"], rng),
+            "retain": _subsample(setup.split.retain_idx, params["samples"], rng)}
+
+
+def _cka_section(setup, models: dict, params: dict) -> dict:
+    """Linear CKA per layer of the unlearned model against the original (and the retrained) model.
+
+    ``{"layers": [...], "forget": {"original": [...], "retrained": [...]},
+    "retain": {...}, "n_forget", "n_retain"}``: one value per tracked layer
+    (``Conv2d``/``Linear`` outputs) on forget and on retained training
+    samples (:mod:`unlearn_core.evidence.cka`).
+    """
+    key = tuple(sorted(params.items()))
+    samples = _cached(setup, ("cka-samples", key), lambda: cka_samples(setup, params))
+    out: dict = {"layers": None}
+    for name, idx in samples.items():
+        if len(idx) < 2:
+            raise EvidenceError(f"CKA needs at least 2 {name} samples")
+        images = _take(setup.bundle.train_x, idx)
+        references = {which: _cached(setup, ("cka-grams", which, name, key),
+                                     lambda model=model: layer_grams(model, images, setup.device))
+                      for which, model in models.items() if which != "unlearned"}
+        compared = cka_by_layer(layer_grams(models["unlearned"], images, setup.device), references)
+        out["layers"] = compared.pop("layers")
+        out[name] = compared
+        out[f"n_{name}"] = int(len(idx))
     return out
 
 
@@ -110,6 +164,23 @@ def format_evidence(evidence: dict) -> list[str]:
                          else "diverged" if r.get("diverged") else str(r["relearn_steps"]))
                 row += f" {steps + ' (' + format(r['target_acc'], '.1f') + ')':>28s}"
             lines.append(row)
+    if evidence.get("cka"):
+        cka = evidence["cka"]
+        lines.append("linear CKA per layer of the unlearned model (forget / retain samples):")
+        refs = [r for r in ("original", "retrained") if r in cka.get("forget", {})]
+        lines.append(f"  {'layer':24s} " + " ".join(f"{r[:4] + '_' + s[0]:>8s}" for s in ("forget", "retain")
+                                                         for r in refs))
+        for i, layer in enumerate(cka["layers"]):
+            values = [cka[s][r][i] for s in ("forget", "retain") for r in refs]
+            lines.append(f"  {layer[:24]:24s} " + " ".join("       -" if v is None else f"{v:8.3f}" for v in values))
+    if evidence.get("relearn_retain"):
+        lines.append("relearn from retained data only (forget accuracy %, start -> end, share of the gap back):")
+        for which in ("original", "unlearned", "retrained"):
+            r = evidence["relearn_retain"].get(which)
+            if r:
+                share = "-" if r["recovered_fraction"] is None else f"{r['recovered_fraction']:.2f}"
+                lines.append(f"  {which:10s} {r['start_acc']:6.2f} -> {r['final_acc']:6.2f} after {r['steps']} steps"
+                             f"  ({share}){'  diverged' if r['diverged'] else ''}")
     if evidence.get("curves"):
         lines.append("unlearning curve (fixed evaluation subsets; step 0 = original):")
         lines += ["  " + line for line in format_curves(evidence["curves"])]

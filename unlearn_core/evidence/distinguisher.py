@@ -65,7 +65,16 @@ def _epsilons_one(u: np.ndarray, r: np.ndarray, delta: float) -> float:
 
 
 def retrain_distinguisher_score(unlearned_conf, retrained_conf, delta: float = 0.01, bin_width: float = 0.5) -> dict:
-    """Forgetting quality of the NeurIPS 2023 machine unlearning challenge, from K unlearned and K retrained models.
+    """A forgetting-quality score written from the NeurIPS 2023 challenge's prose, from K unlearned and K retrained models.
+
+    This is not the competition's released metric: that is
+    :func:`~unlearn_core.evidence.forget_quality_from_confidences`
+    (``forget_quality``). This score differs from it in four ways: one family
+    of attacks (one threshold, both directions, at every observed value)
+    instead of the released grid of one- and two-threshold rules; no
+    narrow-family rule (K identical unlearned models can score 1 here, 0
+    there); ``delta`` 0.01 by default instead of 1e-5; and bins that keep
+    halving (``2^-n`` for every n) instead of stopping at ``ceil(ln(K - 1))``.
 
     Inputs are ``(n_samples, K_u)`` and ``(n_samples, K_r)`` arrays: column
     ``j`` holds model ``j``'s logit-scaled confidence

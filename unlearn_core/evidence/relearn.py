@@ -109,3 +109,85 @@ def relearn_time(model: nn.Module, original_accuracy: float, bundle: DatasetBund
             "start_acc": start, "target_acc": target, "original_acc": original_accuracy, "final_acc": history[-1],
             "accuracy_by_step": history, "diverged": diverged, "eval": sets.eval_source,
             "n_relearn": int(len(sets.slice_idx)), "n_eval": int(len(sets.eval_labels))}
+
+
+# -- relearn from retained data only -------------------------------------------------------------------------------
+
+def retain_relearn_sets(bundle: DatasetBundle, split: ForgetSplit, params: dict, seed: int = 0) -> RelearnSets:
+    """``samples`` retained training samples to fine-tune on; the forget accuracy is read on forget samples.
+
+    The evaluation set is the forgotten classes' (sub-class's) test samples
+    when there are any, else the forget training samples themselves (none of
+    them is trained on here), at most ``eval_max`` of them.
+    """
+    rng = np.random.default_rng(seed * 1000 + 53)
+    slice_idx = _subsample(split.retain_idx, params["samples"], rng)
+    if len(split.test_forget_idx):
+        eval_idx, images, labels, source = (_subsample(split.test_forget_idx, params["eval_max"], rng),
+                                            bundle.test_x, bundle.test_y, "test")
+    else:
+        eval_idx, images, labels, source = (_subsample(split.forget_idx, params["eval_max"], rng),
+                                            bundle.train_x, bundle.train_y, "train")
+    if len(slice_idx) == 0 or len(eval_idx) == 0:
+        raise EvidenceError("relearning from retained data needs retained samples and forget samples to read")
+    return RelearnSets(slice_idx, _take(images, eval_idx), _take(labels, eval_idx), source)
+
+
+def relearn_from_retain(model: nn.Module, original_accuracy: float, bundle: DatasetBundle, split: ForgetSplit,
+                        device, params: dict | None = None, seed: int = 0, sets: RelearnSets | None = None) -> dict:
+    """How much forget accuracy comes back when a copy is fine-tuned on retained samples only.
+
+    The "dormant to deleted" test (Siddiqui et al., "From Dormant to Deleted:
+    Tamper-Resistant Unlearning Through Weight-Space Regularization", arXiv
+    2505.22310): knowledge an unlearning method only suppressed can return
+    when the model is fine-tuned on data without a single forget sample.
+
+    A deep copy of ``model`` is trained with cross-entropy on the true labels
+    of ``samples`` retained training samples (SGD, ``lr``, momentum 0.9,
+    batches of ``batch_size`` cycling over the slice, seeded) for ``steps``
+    steps; its forget accuracy ``a_t`` (%) is read every ``every`` steps on
+    the set of :func:`retain_relearn_sets`. Reported: ``start_acc`` (``a_0``),
+    ``final_acc``, ``max_acc`` over the readings, ``recovered = final_acc -
+    start_acc`` (points), and ``recovered_fraction = recovered / (a_orig -
+    a_0)``, the share of the gap to the original's forget accuracy that came
+    back (None when the model starts at or above the original). The retrained
+    model, which never saw the forget set, is the reference for what
+    fine-tuning on retained data alone gives.
+    """
+    params = resolve_params("relearn_retain", params)
+    sets = sets or retain_relearn_sets(bundle, split, params, seed)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    learner = copy.deepcopy(model).to(device)
+    for parameter in learner.parameters():
+        parameter.requires_grad_(True)
+    start = _accuracy(learner, sets.eval_images, sets.eval_labels, device)
+    readings = [(0, start)]
+    diverged = False
+    images = _take(bundle.train_x, sets.slice_idx)
+    labels = _take(bundle.train_y, sets.slice_idx)
+    optimizer = torch.optim.SGD(learner.parameters(), lr=params["lr"], momentum=0.9)
+    generator = torch.Generator().manual_seed(seed * 1000 + 59)
+    order = torch.zeros(0, dtype=torch.long)
+    with torch.enable_grad(), seeded_global_rng(seed, device):
+        for step in range(1, params["steps"] + 1):
+            if len(order) == 0:
+                order = torch.randperm(len(labels), generator=generator)
+            batch, order = order[:params["batch_size"]], order[params["batch_size"]:]
+            learner.train()
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(learner(to_float(images[batch]).to(device)), labels[batch].to(device))
+            if not math.isfinite(loss.item()):
+                diverged = True  # reported, not raised: a measurement must not fail the run it describes
+                break
+            loss.backward()
+            optimizer.step()
+            if step % params["every"] == 0 or step == params["steps"]:
+                readings.append((step, _accuracy(learner, sets.eval_images, sets.eval_labels, device)))
+    final = readings[-1][1]
+    gap = original_accuracy - start
+    return {"start_acc": start, "final_acc": final, "max_acc": max(acc for _, acc in readings),
+            "original_acc": original_accuracy, "recovered": final - start,
+            "recovered_fraction": (final - start) / gap if gap > 1e-9 else None,
+            "accuracy_by_step": [{"step": s, "acc": a} for s, a in readings], "steps": readings[-1][0],
+            "diverged": diverged, "eval": sets.eval_source, "n_retain": int(len(sets.slice_idx)),
+            "n_eval": int(len(sets.eval_labels))}

@@ -8,7 +8,7 @@ from typing import Iterable
 from unlearn_core.errors import ParameterError, UnlearnError
 from unlearn_core.methods.base import Param
 
-KINDS = ("probe", "relearn", "curves")
+KINDS = ("probe", "relearn", "curves", "cka", "relearn_retain")
 
 PROBE_PARAMS = (
     Param("train_per_class", int, 50, "training samples per class in the probe's training split (the forgotten "
@@ -38,8 +38,21 @@ DISTINGUISHER_PARAMS = (
           low=0.0, high=0.5),
     Param("bin_width", float, 0.5, "width of the epsilon bins; a sample in bin n scores 2^-n", low=1e-3, high=10.0),
 )
-PARAMS = {"probe": PROBE_PARAMS, "relearn": RELEARN_PARAMS, "curves": CURVE_PARAMS,
-          "distinguisher": DISTINGUISHER_PARAMS}
+CKA_PARAMS = (
+    Param("samples", int, 256, "forget and retained training samples (each) the layers are compared on; one forward "
+          "pass holds them all", low=8, high=4096),
+)
+RELEARN_RETAIN_PARAMS = (
+    Param("samples", int, 512, "retained training samples the copy is fine-tuned on (no forget sample)", low=1,
+          high=1000000),
+    Param("lr", float, 0.01, "SGD learning rate (momentum 0.9, no weight decay)", low=1e-6, high=10.0, log=True),
+    Param("batch_size", int, 32, "mini-batch size", low=1, high=4096),
+    Param("steps", int, 100, "optimiser steps", low=1, high=100000),
+    Param("every", int, 10, "read the forget accuracy every this many steps", low=1, high=100000),
+    Param("eval_max", int, 500, "at most this many samples in the forget evaluation set", low=10, high=1000000),
+)
+PARAMS = {"probe": PROBE_PARAMS, "relearn": RELEARN_PARAMS, "curves": CURVE_PARAMS, "cka": CKA_PARAMS,
+          "relearn_retain": RELEARN_RETAIN_PARAMS, "distinguisher": DISTINGUISHER_PARAMS}
 
 
 class EvidenceError(UnlearnError):
