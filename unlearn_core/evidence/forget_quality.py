@@ -150,20 +150,20 @@ def _epsilon_table(n_models: int) -> np.ndarray:
 
 
 def _single_threshold_pairs(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """(a, b) counts of the rule "positive iff c >= t" over the released threshold grid."""
+    """Codes ``a * (N + 1) + b`` of the (a, b) counts of "positive iff c >= t" over the released threshold grid."""
     both = torch.from_numpy(np.concatenate([pos, neg]))
     low, high = both.min(), both.max()
     count = int(torch.ceil((high - low) * THRESHOLDS_PER_UNIT))
     if count <= 0:
-        return np.zeros((0, 2), dtype=np.int64)
+        return np.zeros(0, dtype=np.int64)
     thresholds = torch.linspace(low, high, count, dtype=torch.float32).numpy().astype(np.float64)
     a = len(pos) - np.searchsorted(np.sort(pos), thresholds, side="left")
     b = len(neg) - np.searchsorted(np.sort(neg), thresholds, side="left")
-    return np.stack([a, b], axis=1)
+    return a * (len(pos) + 1) + b
 
 
 def _interval_pairs(pos: np.ndarray, neg: np.ndarray, pos_range: float, neg_range: float) -> np.ndarray:
-    """(a, b) counts of the rule "peakier family iff l <= c <= r" over the released grid of (l, r)."""
+    """Codes ``a * (N + 1) + b`` of the (a, b) counts of "peakier family iff l <= c <= r" over the released grid."""
     width = neg_range if pos_range > neg_range else pos_range
     if pos_range >= neg_range:  # the rule's positives are the peakier family (the original negatives on a tie)
         pos, neg = neg, pos
@@ -173,13 +173,20 @@ def _interval_pairs(pos: np.ndarray, neg: np.ndarray, pos_range: float, neg_rang
     n_left = int(np.ceil(2 * INTERVAL_BUFFER * THRESHOLDS_PER_UNIT))
     lefts = np.linspace(rights - width - INTERVAL_BUFFER, rights - width + INTERVAL_BUFFER, num=n_left, axis=1)
 
-    def inside(values: np.ndarray) -> np.ndarray:
-        ordered = np.sort(values)
-        upto_right = np.searchsorted(ordered, rights, side="right")[:, None]      # c <= r
-        below_left = np.searchsorted(ordered, lefts, side="left")                 # c < l
-        return np.maximum(upto_right - below_left, 0).ravel()
-
-    return np.stack([inside(pos), inside(neg)], axis=1)
+    # One search of every left threshold among both families' sorted values: of the first #(c < l) values,
+    # the cumulative counts say how many belong to each family (ties across families need no order: c < l
+    # depends on the value alone).
+    values = np.concatenate([pos, neg])
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    is_pos = (order < len(pos)).astype(np.int64)
+    pos_below = np.concatenate([[0], np.cumsum(is_pos)])
+    neg_below = np.arange(len(values) + 1) - pos_below
+    below_left = np.searchsorted(ordered, lefts, side="left")                  # #(c < l), both families
+    upto_right = np.searchsorted(ordered, rights, side="right")[:, None]       # #(c <= r), both families
+    a = np.maximum(pos_below[upto_right] - pos_below[below_left], 0)
+    b = np.maximum(neg_below[upto_right] - neg_below[below_left], 0)
+    return (a * (len(pos) + 1) + b).ravel()
 
 
 def _example_epsilon(pos: np.ndarray, neg: np.ndarray, table: np.ndarray) -> tuple[float, str]:
@@ -192,9 +199,11 @@ def _example_epsilon(pos: np.ndarray, neg: np.ndarray, table: np.ndarray) -> tup
         ratio = np.float64(smallest) / np.float64(largest)
     if ratio < NARROW_RATIO:
         return EPSILON_CAP, "narrow"
-    pairs = np.concatenate([_interval_pairs(pos, neg, pos_range, neg_range), _single_threshold_pairs(pos, neg)])
     size = table.shape[0]
-    seen = np.bincount(pairs[:, 0] * size + pairs[:, 1], minlength=size * size).reshape(size, size) > 0
+    seen = np.zeros(size * size, dtype=bool)
+    seen[_interval_pairs(pos, neg, pos_range, neg_range)] = True
+    seen[_single_threshold_pairs(pos, neg)] = True
+    seen = seen.reshape(size, size)
     values = table[seen]
     values = values[~np.isnan(values)]
     if values.size == 0:
