@@ -134,3 +134,28 @@ def test_run_outputs_read_phi_on_fixed_samples(digits_class3):
     assert np.median(retrained.phi["forget"]) < 0    # the retrained model never saw one
     assert RunOutputs.from_dict(json.loads(json.dumps(out.to_dict()))).phi["retain"].tolist() == \
         out.phi["retain"].tolist()
+
+
+def test_a_deterministic_method_under_the_competition_protocol_scores_zero(digits_class3):
+    """SSD run 3 times from one original (seeds 0-2) against 3 retrained models: forget quality 0, as released."""
+    import dataclasses
+
+    from unlearn_core.pipeline import run_method
+    from unlearn_core.training import get_retrained
+
+    setup = digits_class3
+    samples = verdict_samples(setup.bundle, setup.split)
+    unlearned = []
+    for seed in range(3):
+        run_setup = dataclasses.replace(setup, seed=seed, _outputs={})   # the same original, another run seed
+        model = run_method(run_setup, "ssd").model
+        unlearned.append(run_outputs(model, setup.bundle, setup.split, setup.device, samples))
+    retrained = [run_outputs(get_retrained(setup.bundle, setup.split, setup.model_name, seed, setup.recipe,
+                                           setup.device).model, setup.bundle, setup.split, setup.device, samples)
+                 for seed in range(3)]
+    spread = np.ptp(np.stack([u.phi["forget"] for u in unlearned]), axis=0)
+    assert spread.max() < 1e-3                      # identical up to float noise
+    verdicts = ensemble_verdicts(unlearned, retrained, protocol="competition")
+    assert verdicts.forget_quality.score == 0.0
+    assert verdicts.forget_quality.n_narrow == len(setup.split.forget_idx)
+    assert verdicts.to_dict()["protocol"] == "competition"
