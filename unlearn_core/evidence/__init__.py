@@ -52,7 +52,7 @@ from unlearn_core.evidence.klom import KLoM, binned_kl, klom_by_split, klom_per_
 from unlearn_core.evidence.probe import ProbeSplit, feature_probe, probe_accuracies, probe_split
 from unlearn_core.evidence.relearn import (RelearnSets, relearn_from_retain, relearn_sets, relearn_time,
                                            retain_relearn_sets)
-from unlearn_core.evidence.request import (CKA_PARAMS, CURVE_PARAMS, DISTINGUISHER_PARAMS, KINDS, PARAMS,
+from unlearn_core.evidence.request import (ALL_KINDS, CKA_PARAMS, CURVE_PARAMS, DISTINGUISHER_PARAMS, KINDS, PARAMS,
                                            PROBE_PARAMS, RELEARN_PARAMS, RELEARN_RETAIN_PARAMS, EvidenceError,
                                            EvidenceRequest, describe_params, resolve_params)
 from unlearn_core.evidence.ulira import ULiRA, roc_summary, ulira_by_split, ulira_scores
@@ -60,7 +60,7 @@ from unlearn_core.evidence.verdicts import (EnsembleVerdicts, RunOutputs, ensemb
                                             verdict_samples)
 
 __all__ = [
-    "CKA_PARAMS", "CURVE_PARAMS", "CompetitionScore", "CurveRecorder", "DISTINGUISHER_PARAMS", "EnsembleVerdicts",
+    "ALL_KINDS", "CKA_PARAMS", "CURVE_PARAMS", "CompetitionScore", "CurveRecorder", "DISTINGUISHER_PARAMS", "EnsembleVerdicts",
     "EvidenceError", "EvidenceRequest", "ForgetQuality", "KINDS", "KLoM", "PARAMS", "PROBE_PARAMS", "ProbeSplit",
     "RELEARN_PARAMS", "RELEARN_RETAIN_PARAMS", "RelearnSets", "RunOutputs", "ULiRA", "binned_kl", "cka_by_layer",
     "cka_from_grams", "cka_samples", "collect_evidence", "competition_score", "curve_recorder", "describe_params",

@@ -8,7 +8,10 @@ from typing import Iterable
 from unlearn_core.errors import ParameterError, UnlearnError
 from unlearn_core.methods.base import Param
 
-KINDS = ("probe", "relearn", "curves", "cka", "relearn_retain")
+# KINDS: the kinds "all" selects and the app's Unlearn page offers (with its own labels). ALL_KINDS: every kind a
+# request accepts, in report order; "cka" and "relearn_retain" are asked for by name.
+KINDS = ("probe", "relearn", "curves")
+ALL_KINDS = KINDS + ("cka", "relearn_retain")
 
 PROBE_PARAMS = (
     Param("train_per_class", int, 50, "training samples per class in the probe's training split (the forgotten "
@@ -104,22 +107,22 @@ class EvidenceRequest:
         if "all" in names:
             names = list(KINDS)
         for name in names:
-            if name not in KINDS:
-                raise EvidenceError(f"unknown evidence {name!r}; choose from {', '.join(KINDS)} (or all)")
+            if name not in ALL_KINDS:
+                raise EvidenceError(f"unknown evidence {name!r}; choose from {', '.join(ALL_KINDS)} (or all)")
         grouped: dict[str, dict] = {}
         for key, value in (overrides or {}).items():
             kind, sep, name = str(key).partition(".")
             if not sep or not name:
                 raise EvidenceError(f"an evidence parameter is KIND.NAME=VALUE, got {key!r}")
             kind = kind.strip().lower()
-            if kind not in KINDS:
-                raise EvidenceError(f"unknown evidence {kind!r} in {key!r}; choose from {', '.join(KINDS)}")
+            if kind not in ALL_KINDS:
+                raise EvidenceError(f"unknown evidence {kind!r} in {key!r}; choose from {', '.join(ALL_KINDS)}")
             if kind not in names:
                 raise EvidenceError(f"parameter {key!r} given but {kind!r} evidence was not asked for")
             grouped.setdefault(kind, {})[name.strip()] = value
         if not names:
             return None
-        ordered = tuple(k for k in KINDS if k in names)
+        ordered = tuple(k for k in ALL_KINDS if k in names)
         return cls(ordered, {k: resolve_params(k, grouped.get(k)) for k in ordered})
 
     def as_dict(self) -> dict:
