@@ -1,4 +1,4 @@
-"""Hidden or forgotten: linear CKA per layer and relearning from retained data only (evidence ``cka``, ``relearn_retain``)."""
+"""Hidden or forgotten: linear CKA per layer and relearning from retained data only (``cka``, ``relearn_retain``)."""
 
 from __future__ import annotations
 

@@ -60,13 +60,14 @@ from unlearn_core.evidence.verdicts import (EnsembleVerdicts, RunOutputs, ensemb
                                             verdict_samples)
 
 __all__ = [
-    "ALL_KINDS", "CKA_PARAMS", "CURVE_PARAMS", "CompetitionScore", "CurveRecorder", "DISTINGUISHER_PARAMS", "EnsembleVerdicts",
-    "EvidenceError", "EvidenceRequest", "ForgetQuality", "KINDS", "KLoM", "PARAMS", "PROBE_PARAMS", "ProbeSplit",
-    "RELEARN_PARAMS", "RELEARN_RETAIN_PARAMS", "RelearnSets", "RunOutputs", "ULiRA", "binned_kl", "cka_by_layer",
-    "cka_from_grams", "cka_samples", "collect_evidence", "competition_score", "curve_recorder", "describe_params",
-    "distinguisher_from_models", "ensemble_verdicts", "feature_probe", "forget_confidences",
-    "forget_quality_from_confidences", "format_curves", "format_evidence", "klom_by_split", "klom_per_sample", "layer_grams",
-    "linear_cka", "logit_scaled_confidence", "probe_accuracies", "probe_split", "relearn_from_retain",
-    "relearn_sets", "relearn_time", "resolve_params", "retain_relearn_sets", "retrain_distinguisher_score",
-    "roc_summary", "run_outputs", "ulira_by_split", "ulira_scores", "verdict_samples",
+    "ALL_KINDS", "CKA_PARAMS", "CURVE_PARAMS", "CompetitionScore", "CurveRecorder", "DISTINGUISHER_PARAMS",
+    "EnsembleVerdicts", "EvidenceError", "EvidenceRequest", "ForgetQuality", "KINDS", "KLoM", "PARAMS",
+    "PROBE_PARAMS", "ProbeSplit", "RELEARN_PARAMS", "RELEARN_RETAIN_PARAMS", "RelearnSets", "RunOutputs", "ULiRA",
+    "binned_kl", "cka_by_layer", "cka_from_grams", "cka_samples", "collect_evidence", "competition_score",
+    "curve_recorder", "describe_params", "distinguisher_from_models", "ensemble_verdicts", "feature_probe",
+    "forget_confidences", "forget_quality_from_confidences", "format_curves", "format_evidence", "klom_by_split",
+    "klom_per_sample", "layer_grams", "linear_cka", "logit_scaled_confidence", "probe_accuracies", "probe_split",
+    "relearn_from_retain", "relearn_sets", "relearn_time", "resolve_params", "retain_relearn_sets",
+    "retrain_distinguisher_score", "roc_summary", "run_outputs", "ulira_by_split", "ulira_scores",
+    "verdict_samples",
 ]

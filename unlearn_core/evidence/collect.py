@@ -1,4 +1,4 @@
-"""A run's evidence section: :func:`collect_evidence` runs the requested measurements, :func:`format_evidence` prints them."""
+"""A run's evidence section: :func:`collect_evidence` takes the measurements, :func:`format_evidence` prints them."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def _epsilons_one(u: np.ndarray, r: np.ndarray, delta: float) -> float:
 
 
 def retrain_distinguisher_score(unlearned_conf, retrained_conf, delta: float = 0.01, bin_width: float = 0.5) -> dict:
-    """A forgetting-quality score written from the NeurIPS 2023 challenge's prose, from K unlearned and K retrained models.
+    """A forgetting-quality score written from the NeurIPS 2023 challenge's prose, from K unlearned and K retrained.
 
     This is not the competition's released metric: that is
     :func:`~unlearn_core.evidence.forget_quality_from_confidences`
