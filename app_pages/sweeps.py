@@ -109,23 +109,28 @@ def launch_form(current) -> None:
     except UnlearnError as error:
         _shared.show_error(error)
         return
-    from unlearn_core.sweeps import cells
+    from unlearn_core.sweeps import cells, sweep_cost
 
     n_cells = len(cells(spec))
-    total = n_cells * len(seeds) + spec.reference_count()
-    st.caption(f"{n_cells} cell(s) × {len(seeds)} seed(s) + {spec.reference_count()} retrained model(s) = up to "
-               f"{total} runs (runs already stored with the same key are reused).")
+    try:
+        cost = sweep_cost(spec, _shared.store())
+    except UnlearnError as error:
+        _shared.show_error(error)
+        return
+    total = cost.trainings
+    st.caption(f"{n_cells} cell(s) × {len(seeds)} seed(s) + {spec.reference_count()} retrained model(s); not yet "
+               f"stored or cached: {cost.describe()}.")
     if current.original:
         st.warning("Sweeps run on the trained original, not an uploaded one.", icon=":material/info:")
     if st.button("Launch the sweep", type="primary", icon=":material/play_arrow:", key="w_sweep_launch"):
         if MAX_RUNS and total > MAX_RUNS:
-            st.error(f"This sweep asks for {total} runs; the app runs at most {MAX_RUNS} per sweep "
-                     "(UNLEARN_MAX_SWEEP_RUNS). Use fewer values or seeds, or the CLI (docs/SWEEPS.md).")
+            st.error(f"This sweep would train {total} models ({cost.describe()}); the app takes at most {MAX_RUNS} "
+                     "per sweep (UNLEARN_MAX_SWEEP_RUNS). Use fewer values or seeds, or the CLI (docs/SWEEPS.md).")
             return
-        room = _shared.runner().room(_shared.session_owner())
-        if room is not None and room < 1:
-            st.error(f"This session may have {_shared.runner().max_per_owner} jobs queued or running at once; wait "
-                     "for one to finish or cancel one.")
+        try:
+            _shared.runner().check(_shared.session_owner(), total)
+        except UnlearnError as error:
+            _shared.show_error(error)
             return
         from unlearn_core.sweeps import new_tag, run_sweep
 
@@ -139,12 +144,13 @@ def launch_form(current) -> None:
 
         try:
             _shared.runner().submit(f"sweep {tag}", work, kind="sweep",
-                                    meta={"owner": _shared.session_owner(), "method": "sweep", "tag": tag})
+                                    meta={"owner": _shared.session_owner(), "method": "sweep", "tag": tag,
+                                          "trainings": total})
         except UnlearnError as error:
             _shared.show_error(error)
             return
         st.session_state["w_sweep_tag"] = tag
-        st.toast(f"Queued sweep {tag} ({total} runs).")
+        st.toast(f"Queued sweep {tag} ({total} model trainings).")
         st.rerun()
 
 
