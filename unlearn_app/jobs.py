@@ -243,8 +243,8 @@ class JobRunner:
         if owner is not None and self.max_per_owner is not None:
             mine = sum(1 for snap in unfinished if snap.meta.get("owner") == owner)
             if mine + jobs > self.max_per_owner:
-                raise QueueFull(f"this session already has {mine} job(s) queued or running, the limit per "
-                                f"session is {self.max_per_owner}; wait for one to finish or cancel one (the "
+                raise QueueFull(f"this session may have {self.max_per_owner} runs queued or running at once "
+                                f"({mine} now, {jobs} more asked); wait for some to finish or cancel them (the "
                                 "server's UNLEARN_MAX_JOBS_PER_SESSION sets the limit)")
         if owner is not None and self.max_trainings_per_owner is not None:
             mine = sum(int(snap.meta.get("trainings", 1)) for snap in unfinished if snap.meta.get("owner") == owner)
