@@ -1,0 +1,294 @@
+"""unlearn_core.raycluster: loopback binding, bounded joining, nothing left behind, two nodes, GPU requests.
+
+Every Ray session here runs in a child process (a driver script, or ``tests/_loopback_cluster.py``), so the
+loopback setting and Ray's state never leak into the test process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from unlearn_core import raycluster
+from unlearn_core.raycluster import RayClusterError, ResourceRequest, resource_request
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER_SCRIPT = REPO / "tests" / "_loopback_cluster.py"
+
+
+# -- helpers -------------------------------------------------------------------------------------------------------
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def _decode_address(text: str) -> str:
+    """An address of /proc/net/tcp{,6} (little-endian hex words) as text."""
+    raw = bytes.fromhex(text)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+def listening_addresses(pids: list[int]) -> list[tuple[int, str, int]]:
+    """(pid, address, port) of every TCP socket in state LISTEN that one of ``pids`` holds."""
+    owner = {inode: pid for pid in pids for inode in _socket_inodes(pid)}
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in owner:
+                address, port = local.split(":")
+                found.append((owner[inode], _decode_address(address), int(port, 16)))
+    return found
+
+
+def is_loopback_address(address: str) -> bool:
+    return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1") or address.startswith("::ffff:127.")
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: list[int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = [pid for pid in pids if running(pid)]
+        if not left:
+            return []
+        time.sleep(0.2)
+    return [pid for pid in pids if running(pid)]
+
+
+def child_env(tmp_path: Path) -> dict:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env.pop(raycluster.LOOPBACK_ENV, None)
+    env["UNLEARN_DATA_DIR"] = str(tmp_path / "data")
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+# -- pure functions ------------------------------------------------------------------------------------------------
+def test_split_address_and_loopback():
+    assert raycluster.split_address("127.0.0.1:6379") == ("127.0.0.1", 6379)
+    assert raycluster.split_address("ray://head.example:10001") == ("head.example", 10001)
+    assert raycluster.split_address("[::1]:6379") == ("::1", 6379)
+    assert raycluster.split_address("auto") is None
+    for bad in ("nohost", "host:", "host:0", "host:70000", "host:6x", ":6379"):
+        with pytest.raises(RayClusterError, match="not HOST:PORT"):
+            raycluster.split_address(bad)
+    assert raycluster.is_loopback("127.0.0.1") and raycluster.is_loopback("127.1.2.3")
+    assert raycluster.is_loopback("localhost") and raycluster.is_loopback("::1")
+    assert not raycluster.is_loopback("10.0.0.1") and not raycluster.is_loopback("head.example")
+
+
+def test_resource_request_counts_slots_per_node():
+    cpu_only = [{"resources": {"CPU": 4.0}}, {"resources": {"CPU": 2.0}}]
+    assert resource_request(cpu_only) == ResourceRequest(num_cpus=1.0, num_gpus=0.0, slots=6)
+    gpu_nodes = [{"resources": {"CPU": 16.0, "GPU": 1.0}}, {"resources": {"CPU": 8.0, "GPU": 2.0}}]
+    # A quarter GPU each: 4 runs on the first node, 8 on the second; GPUs bound the slots, not CPUs.
+    assert resource_request(gpu_nodes, 0.25) == ResourceRequest(num_cpus=1.0, num_gpus=0.25, slots=12)
+    # 1.0 / 0.1 is 9.999... in floating point: still ten slots on a one-GPU node.
+    assert resource_request([{"CPU": 32.0, "GPU": 1.0}], 0.1).slots == 10
+    # CPUs bound the slots where they are fewer.
+    assert resource_request([{"CPU": 2.0, "GPU": 4.0}], 0.5).slots == 2
+    # Two GPUs per run: only the node that has two counts.
+    assert resource_request(gpu_nodes, 2).slots == 1
+    # CPU-only nodes beside GPU nodes give no GPU slots.
+    assert resource_request(cpu_only + gpu_nodes[:1], 1).slots == 1
+
+
+def test_resource_request_refuses_what_ray_cannot_give():
+    with pytest.raises(RayClusterError, match="has none"):
+        resource_request([{"CPU": 4.0}], 0.5)
+    with pytest.raises(RayClusterError, match="no node"):
+        resource_request([{"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}], 2)
+    with pytest.raises(RayClusterError, match="whole number"):
+        resource_request([{"CPU": 4.0, "GPU": 4.0}], 1.5)
+    with pytest.raises(RayClusterError, match="0 or more"):
+        resource_request([{"CPU": 4.0}], -1)
+
+
+def test_where_runs_execute_inline_and_node_id_outside_ray():
+    assert raycluster.where_runs_execute("inline") == "this process"
+    assert raycluster.node_id() == raycluster.LOCAL_NODE == "local"
+
+
+# -- a local instance ----------------------------------------------------------------------------------------------
+LOCAL_DRIVER = textwrap.dedent("""
+    import json, os, sys
+    from unlearn_core import raycluster
+    session = raycluster.connect(num_cpus=2)
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def where():
+        import time
+        time.sleep(0.5)
+        return raycluster.node_id()
+
+    nodes = ray.get([where.remote() for _ in range(2)])
+    print(json.dumps({"pids": session.pids(), "driver": os.getpid(), "session_dir": session.session_dir,
+                      "private": str(raycluster.private_dir()), "nodes": nodes,
+                      "describe": raycluster.where_runs_execute("ray", session)}), flush=True)
+    sys.stdin.readline()
+    session.close()
+    print(json.dumps({"closed": True, "initialized": ray.is_initialized()}), flush=True)
+""")
+
+
+def test_local_instance_listens_on_loopback_only_is_private_and_leaves_nothing(tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", LOCAL_DRIVER], cwd=REPO, env=child_env(tmp_path),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line, process.stderr.read()[-3000:]
+        info = json.loads(line)
+        pids = info["pids"]
+        # The GCS, the raylet, its two workers and its agents at least.
+        assert len(pids) >= 5, pids
+        listeners = listening_addresses(pids + [info["driver"]])
+        owners = {pid for pid, _, _ in listeners}
+        assert info["driver"] in owners and len(owners) >= 3, listeners  # driver, GCS, raylet at least
+        outside = [entry for entry in listeners if not is_loopback_address(entry[1])]
+        assert outside == [], f"Ray listens beyond loopback: {outside}"
+        private = Path(info["private"])
+        assert private.stat().st_mode & 0o777 == 0o700
+        assert Path(info["session_dir"]).resolve().is_relative_to(private.resolve())
+        assert set(info["nodes"]) != {"local"} and len(set(info["nodes"])) == 1  # one Ray node id, not "local"
+        assert info["describe"] == "local Ray with 2 workers"
+        process.stdin.write("close\n")
+        process.stdin.flush()
+        closed = json.loads(process.stdout.readline())
+        assert closed == {"closed": True, "initialized": False}
+        # close() stops every process of the session before it returns (a second of grace for the reaper).
+        left = wait_gone(pids, 2.0)
+        assert left == [], f"Ray processes left after close(): {left}"
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+# -- joining -------------------------------------------------------------------------------------------------------
+JOIN_DRIVER = textwrap.dedent("""
+    import sys, time
+    from unlearn_core import raycluster
+    started = time.monotonic()
+    try:
+        raycluster.connect(sys.argv[1], timeout=float(sys.argv[2]))
+    except raycluster.RayClusterError as error:
+        print(f"{time.monotonic() - started:.1f}")
+        print(error)
+        sys.exit(2)
+    print("joined")
+""")
+
+
+def _join(address: str, timeout: float, tmp_path: Path) -> tuple[int, float, str]:
+    result = subprocess.run([sys.executable, "-c", JOIN_DRIVER, address, str(timeout)], cwd=REPO,
+                            env=child_env(tmp_path), capture_output=True, text=True, timeout=120)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, (result.stdout, result.stderr[-2000:])
+    return result.returncode, float(lines[0]), lines[1]
+
+
+def test_unreachable_address_fails_fast_with_one_line_naming_it(tmp_path):
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+    # Nothing listens there any more: the probe is refused at once.
+    code, seconds, message = _join(f"127.0.0.1:{port}", raycluster.CONNECT_TIMEOUT_S, tmp_path)
+    assert code == 2 and seconds < 30, seconds
+    assert f"127.0.0.1:{port}" in message and "cannot reach" in message
+
+
+def test_a_port_that_is_not_ray_fails_within_the_timeout(tmp_path):
+    # Something accepts connections but never answers as a GCS: ray.init alone would retry for minutes.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        code, seconds, message = _join(f"127.0.0.1:{port}", 8.0, tmp_path)
+    assert code == 2 and 7.5 <= seconds < 15, seconds
+    assert message == f"cannot join the Ray cluster at 127.0.0.1:{port}: no Ray answer within 8 s"
+
+
+# -- two nodes on loopback -----------------------------------------------------------------------------------------
+TWO_NODE_DRIVER = textwrap.dedent("""
+    import json, sys
+    from unlearn_core import raycluster
+    session = raycluster.connect(sys.argv[1])
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def where(seconds):
+        import time
+        time.sleep(seconds)
+        return raycluster.node_id()
+
+    # One task pinned to each node by its own resource, then six free ones that the scheduler spreads.
+    pinned = ray.get([where.options(resources={f"node{i}": 0.01}).remote(0) for i in range(2)])
+    free = ray.get([where.remote(1.0) for _ in range(6)])
+    print(json.dumps({"pinned": pinned, "free": free, "describe": session.describe(),
+                      "nodes": sorted(node["node_id"] for node in session.nodes())}), flush=True)
+    session.close()
+""")
+
+
+def test_two_node_loopback_cluster_runs_tasks_on_both_nodes(tmp_path):
+    cluster = subprocess.Popen([sys.executable, str(CLUSTER_SCRIPT), "--nodes", "2", "--cpus", "1"], cwd=REPO,
+                               env=child_env(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        line = cluster.stdout.readline()
+        assert line, cluster.stderr.read()[-3000:]
+        info = json.loads(line)
+        node_ids = [node["node_id"] for node in info["nodes"]]
+        assert info["address"].startswith("127.0.0.1:")
+        all_pids = [pid for node in info["nodes"] for pid in node["pids"]]
+        outside = [entry for entry in listening_addresses(all_pids) if not is_loopback_address(entry[1])]
+        assert outside == [], f"a node listens beyond loopback: {outside}"
+        driver = subprocess.run([sys.executable, "-c", TWO_NODE_DRIVER, info["address"]], cwd=REPO,
+                                env=child_env(tmp_path), capture_output=True, text=True, timeout=240)
+        assert driver.returncode == 0, driver.stderr[-3000:]
+        result = json.loads(driver.stdout.splitlines()[-1])
+        assert result["pinned"] == node_ids
+        assert set(result["free"]) == set(node_ids)
+        assert result["nodes"] == sorted(node_ids)
+        assert result["describe"] == f"cluster at {info['address']}: 2 nodes, 2 CPUs, 0 GPUs"
+    finally:
+        if cluster.poll() is None:
+            cluster.stdin.write("quit\n")
+            cluster.stdin.flush()
+            try:
+                cluster.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                cluster.kill()
