@@ -141,6 +141,25 @@ def test_where_runs_execute_inline_and_node_id_outside_ray():
     assert raycluster.node_id() == raycluster.LOCAL_NODE == "local"
 
 
+def test_stop_processes_stops_a_tree_and_spares_a_reused_pid():
+    parent = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(raycluster.descendants([parent.pid])) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = raycluster.descendants([parent.pid])
+        assert len(tree) == 3
+        recorded = {pid: raycluster._start_time(pid) for pid in tree}
+        # A recorded start time that does not match is another process under a reused pid: left alone.
+        assert raycluster.stop_processes({parent.pid: recorded[parent.pid] + 1}) == []
+        assert running(parent.pid)
+        assert sorted(raycluster.stop_processes(recorded)) == sorted(tree)
+        assert wait_gone(sorted(tree), 5.0) == []
+    finally:
+        parent.kill()
+        parent.wait()
+
+
 # -- a local instance ----------------------------------------------------------------------------------------------
 LOCAL_DRIVER = textwrap.dedent("""
     import json, os, sys
@@ -195,6 +214,36 @@ def test_local_instance_listens_on_loopback_only_is_private_and_leaves_nothing(t
     finally:
         if process.poll() is None:
             process.kill()
+
+
+KILLED_DRIVER = textwrap.dedent("""
+    import json, time
+    from unlearn_core import raycluster
+    session = raycluster.connect(num_cpus=1)
+    print(json.dumps({"pids": session.pids(), "temp": raycluster.ray_temp_dir()}), flush=True)
+    time.sleep(600)
+""")
+
+
+def test_what_a_killed_driver_left_is_stopped_by_the_next_start(tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", KILLED_DRIVER], cwd=REPO, env=child_env(tmp_path),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line, process.stderr.read()[-3000:]
+        info = json.loads(line)
+    finally:
+        process.kill()
+        process.wait()
+    time.sleep(2.0)
+    # Ray 2.60: the raylet's dashboard and runtime-env agents outlive a driver killed with SIGKILL.
+    left = [pid for pid in info["pids"] if running(pid)]
+    assert left, "nothing outlived the killed driver: this test no longer shows what reap_stale is for"
+    # What connect() does before it starts a local instance (without starting one here).
+    stopped = raycluster.reap_stale(Path(info["temp"]))
+    assert set(left) <= set(stopped)
+    assert wait_gone(info["pids"], 2.0) == []
+    assert list(Path(info["temp"]).glob(f"session_*/{raycluster.PID_FILE}")) == []
 
 
 # -- joining -------------------------------------------------------------------------------------------------------

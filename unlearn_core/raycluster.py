@@ -42,13 +42,17 @@ they live in the ``s`` sub-folder of that private one, so no other user can
 reach them. Its token file (Ray 2.60 turns token authentication on for a new
 local instance) is written there too, never to ``~/.ray``. No usage statistics
 are sent. ``close()`` calls ``ray.shutdown()`` and then stops every process of
-the session that is still alive (the raylet's runtime-env and dashboard agents
-can outlive it by a minute): the processes Ray lists for the node and all their
-descendants, recorded while the session ran, each matched by pid and start time.
+the session that is still alive: the processes Ray lists for the node and all
+their descendants, recorded while the session ran, each matched by pid and
+start time. A driver killed before it could close leaves the raylet's
+dashboard and runtime-env agents running for up to a minute; the session
+records its processes in its folder and the next local instance stops those of
+sessions whose driver is gone (:func:`reap_stale`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -249,6 +253,46 @@ def stop_processes(processes: dict[int, int | None], grace: float = 5.0) -> list
     return alive
 
 
+PID_FILE = "unlearn_pids.json"
+
+
+def _write_pid_file(session_dir: Path, processes: dict[int, int | None]) -> None:
+    record = {"driver": [os.getpid(), _start_time(os.getpid())],
+              "processes": [[pid, started] for pid, started in processes.items()]}
+    try:
+        temporary = session_dir / (PID_FILE + ".tmp")
+        temporary.write_text(json.dumps(record))
+        temporary.replace(session_dir / PID_FILE)
+    except OSError:
+        pass  # a record for the next start to clean up after a killed driver; the session runs without it
+
+
+def reap_stale(folder: Path | None = None) -> list[int]:
+    """Stop the processes of local instances whose driver is gone (killed before it could close); the pids.
+
+    A driver killed with SIGKILL leaves its raylet's dashboard and runtime-env agents running for up to a minute
+    (measured with Ray 2.60); the GCS, the raylet and the workers exit with it. Each session folder under
+    ``folder`` (default: :func:`ray_temp_dir`) holds the pids its driver recorded.
+    """
+    root = Path(folder) if folder is not None else Path(ray_temp_dir())
+    stopped: list[int] = []
+    for path in root.glob(f"session_*/{PID_FILE}"):
+        try:
+            record = json.loads(path.read_text())
+            driver, driver_started = record["driver"]
+            processes = {int(pid): started for pid, started in record["processes"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _alive(int(driver), driver_started):
+            continue  # a session still running, in this process or another
+        stopped += stop_processes(processes)
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    return stopped
+
+
 # -- sessions ------------------------------------------------------------------------------------------------------
 @dataclass
 class RaySession:
@@ -279,11 +323,18 @@ class RaySession:
                 if getattr(info, "process", None) is not None]
 
     def remember_processes(self) -> dict[int, int | None]:
-        """Record the session's processes (the node's and all below them) so :meth:`close` can stop them."""
+        """Record the session's processes (the node's and all below them) so :meth:`close` can stop them.
+
+        They are also written to ``unlearn_pids.json`` in the session folder, with this driver's pid and start
+        time, so that the next local instance can stop what a killed driver left (:func:`reap_stale`).
+        """
         if self.local and self.owned:
+            before = len(self._processes)
             for pid in descendants(self._root_pids()):
                 if pid != os.getpid() and pid not in self._processes:
                     self._processes[pid] = _start_time(pid)
+            if self.session_dir and len(self._processes) != before:
+                _write_pid_file(Path(self.session_dir), self._processes)
         return dict(self._processes)
 
     def pids(self) -> list[int]:
@@ -331,6 +382,11 @@ class RaySession:
         finally:
             self.owned = False
             stop_processes(self._processes)
+            if self.session_dir:
+                try:
+                    (Path(self.session_dir) / PID_FILE).unlink()
+                except OSError:
+                    pass
             with _lock:
                 if _current is self:
                     _current = None
@@ -382,6 +438,7 @@ def _start_local(ray, num_cpus: int | None) -> RaySession:
     if parent not in current_path.split(os.pathsep):
         os.environ["PYTHONPATH"] = parent + (os.pathsep + current_path if current_path else "")
     folder = private_dir()
+    reap_stale(folder / "s")
     _local_auth_token(folder)
     cpus = int(num_cpus or os.cpu_count() or 1)
     try:
