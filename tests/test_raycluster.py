@@ -290,7 +290,18 @@ def test_a_port_that_is_not_ray_fails_within_the_timeout(tmp_path):
     assert message == f"cannot join the Ray cluster at 127.0.0.1:{port}: no Ray answer within 8 s"
 
 
-# -- two nodes on loopback -----------------------------------------------------------------------------------------
+# -- two nodes on loopback ---
+def start_cluster(tmp_path: Path, nodes: int = 2, cpus: int = 1) -> subprocess.Popen:
+    """``tests/_loopback_cluster.py`` in a folder of its own, with no path to this checkout in its environment:
+    its workers can import ``unlearn_core`` only from what a job ships them."""
+    env = child_env(tmp_path)
+    env.pop("PYTHONPATH")
+    home = tmp_path / "cluster"
+    home.mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, str(CLUSTER_SCRIPT), "--nodes", str(nodes), "--cpus", str(cpus)],
+                            cwd=home, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
 TWO_NODE_DRIVER = textwrap.dedent("""
     import json, sys
     from unlearn_core import raycluster
@@ -300,22 +311,22 @@ TWO_NODE_DRIVER = textwrap.dedent("""
     @ray.remote(num_cpus=1)
     def where(seconds):
         import time
+        import unlearn_core
         time.sleep(seconds)
-        return raycluster.node_id()
+        return raycluster.node_id(), unlearn_core.__file__
 
     # One task pinned to each node by its own resource, then six free ones that the scheduler spreads.
     pinned = ray.get([where.options(resources={f"node{i}": 0.01}).remote(0) for i in range(2)])
     free = ray.get([where.remote(1.0) for _ in range(6)])
-    print(json.dumps({"pinned": pinned, "free": free, "describe": session.describe(),
+    print(json.dumps({"pinned": [node for node, _ in pinned], "free": [node for node, _ in free],
+                      "package": sorted({path for _, path in pinned + free}), "describe": session.describe(),
                       "nodes": sorted(node["node_id"] for node in session.nodes())}), flush=True)
     session.close()
 """)
 
 
 def test_two_node_loopback_cluster_runs_tasks_on_both_nodes(tmp_path):
-    cluster = subprocess.Popen([sys.executable, str(CLUSTER_SCRIPT), "--nodes", "2", "--cpus", "1"], cwd=REPO,
-                               env=child_env(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    cluster = start_cluster(tmp_path)
     try:
         line = cluster.stdout.readline()
         assert line, cluster.stderr.read()[-3000:]
@@ -325,7 +336,10 @@ def test_two_node_loopback_cluster_runs_tasks_on_both_nodes(tmp_path):
         all_pids = [pid for node in info["nodes"] for pid in node["pids"]]
         outside = [entry for entry in listening_addresses(all_pids) if not is_loopback_address(entry[1])]
         assert outside == [], f"a node listens beyond loopback: {outside}"
-        driver = subprocess.run([sys.executable, "-c", TWO_NODE_DRIVER, info["address"]], cwd=REPO,
+        # Ray puts the driver's working directory on the workers' sys.path: run it from elsewhere.
+        home = tmp_path / "driver"
+        home.mkdir()
+        driver = subprocess.run([sys.executable, "-c", TWO_NODE_DRIVER, info["address"]], cwd=home,
                                 env=child_env(tmp_path), capture_output=True, text=True, timeout=240)
         assert driver.returncode == 0, driver.stderr[-3000:]
         result = json.loads(driver.stdout.splitlines()[-1])
@@ -333,6 +347,8 @@ def test_two_node_loopback_cluster_runs_tasks_on_both_nodes(tmp_path):
         assert set(result["free"]) == set(node_ids)
         assert result["nodes"] == sorted(node_ids)
         assert result["describe"] == f"cluster at {info['address']}: 2 nodes, 2 CPUs, 0 GPUs"
+        # The nodes cannot import this checkout: the package reached them through the job's runtime_env.
+        assert result["package"] and all(not Path(path).is_relative_to(REPO) for path in result["package"])
     finally:
         if cluster.poll() is None:
             cluster.stdin.write("quit\n")
