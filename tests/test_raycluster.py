@@ -7,7 +7,6 @@ loopback setting and Ray's state never leak into the test process.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,82 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from _loopback_cluster import (REPO, child_env, is_loopback_address, listening_addresses, running, start_cluster,
+                               stop_cluster, wait_gone)
 from unlearn_core import raycluster
 from unlearn_core.raycluster import RayClusterError, ResourceRequest, resource_request
-
-REPO = Path(__file__).resolve().parents[1]
-CLUSTER_SCRIPT = REPO / "tests" / "_loopback_cluster.py"
-
-
-# -- helpers -------------------------------------------------------------------------------------------------------
-def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[len("socket:["):-1])
-    except OSError:
-        pass
-    return inodes
-
-
-def _decode_address(text: str) -> str:
-    """An address of /proc/net/tcp{,6} (little-endian hex words) as text."""
-    raw = bytes.fromhex(text)
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[::-1])
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-    return socket.inet_ntop(socket.AF_INET6, words)
-
-
-def listening_addresses(pids: list[int]) -> list[tuple[int, str, int]]:
-    """(pid, address, port) of every TCP socket in state LISTEN that one of ``pids`` holds."""
-    owner = {inode: pid for pid in pids for inode in _socket_inodes(pid)}
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and inode in owner:
-                address, port = local.split(":")
-                found.append((owner[inode], _decode_address(address), int(port, 16)))
-    return found
-
-
-def is_loopback_address(address: str) -> bool:
-    return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1") or address.startswith("::ffff:127.")
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def wait_gone(pids: list[int], seconds: float) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        left = [pid for pid in pids if running(pid)]
-        if not left:
-            return []
-        time.sleep(0.2)
-    return [pid for pid in pids if running(pid)]
-
-
-def child_env(tmp_path: Path) -> dict:
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
-    env.pop(raycluster.LOOPBACK_ENV, None)
-    env["UNLEARN_DATA_DIR"] = str(tmp_path / "data")
-    env["PYTHONPATH"] = str(REPO)
-    return env
 
 
 # -- pure functions ------------------------------------------------------------------------------------------------
@@ -291,17 +218,6 @@ def test_a_port_that_is_not_ray_fails_within_the_timeout(tmp_path):
 
 
 # -- two nodes on loopback ---
-def start_cluster(tmp_path: Path, nodes: int = 2, cpus: int = 1) -> subprocess.Popen:
-    """``tests/_loopback_cluster.py`` in a folder of its own, with no path to this checkout in its environment:
-    its workers can import ``unlearn_core`` only from what a job ships them."""
-    env = child_env(tmp_path)
-    env.pop("PYTHONPATH")
-    home = tmp_path / "cluster"
-    home.mkdir(exist_ok=True)
-    return subprocess.Popen([sys.executable, str(CLUSTER_SCRIPT), "--nodes", str(nodes), "--cpus", str(cpus)],
-                            cwd=home, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
 TWO_NODE_DRIVER = textwrap.dedent("""
     import json, sys
     from unlearn_core import raycluster
@@ -325,12 +241,10 @@ TWO_NODE_DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_node_loopback_cluster_runs_tasks_on_both_nodes(tmp_path):
-    cluster = start_cluster(tmp_path)
+    cluster, info = start_cluster(tmp_path)
     try:
-        line = cluster.stdout.readline()
-        assert line, cluster.stderr.read()[-3000:]
-        info = json.loads(line)
         node_ids = [node["node_id"] for node in info["nodes"]]
         assert info["address"].startswith("127.0.0.1:")
         all_pids = [pid for node in info["nodes"] for pid in node["pids"]]
@@ -350,10 +264,4 @@ def test_two_node_loopback_cluster_runs_tasks_on_both_nodes(tmp_path):
         # The nodes cannot import this checkout: the package reached them through the job's runtime_env.
         assert result["package"] and all(not Path(path).is_relative_to(REPO) for path in result["package"])
     finally:
-        if cluster.poll() is None:
-            cluster.stdin.write("quit\n")
-            cluster.stdin.flush()
-            try:
-                cluster.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                cluster.kill()
+        stop_cluster(cluster)
