@@ -114,7 +114,7 @@ def start_cluster(tmp_path: Path, nodes: int = 2, cpus: int = 1, env: dict | Non
     env = dict(env or child_env(tmp_path))
     env.pop("PYTHONPATH", None)
     home = tmp_path / "cluster"
-    home.mkdir(exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
     # Ray's own messages go to a file: a pipe nobody reads would fill and block the nodes.
     with open(home / "stderr.txt", "w") as errors:
         process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--nodes", str(nodes),
