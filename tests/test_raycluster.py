@@ -36,6 +36,21 @@ def test_split_address_and_loopback():
     assert not raycluster.is_loopback("10.0.0.1") and not raycluster.is_loopback("head.example")
 
 
+def test_check_address_refuses_a_closed_port_at_once_and_leaves_auto_to_ray():
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(RayClusterError, match=f"^cannot reach the Ray cluster at 127.0.0.1:{port}: "):
+        raycluster.check_address(f"127.0.0.1:{port}")
+    assert time.monotonic() - started < 5
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        raycluster.check_address(f"127.0.0.1:{listener.getsockname()[1]}")  # something answers: no error
+    raycluster.check_address("auto")
+
+
 def test_resource_request_counts_slots_per_node():
     cpu_only = [{"resources": {"CPU": 4.0}}, {"resources": {"CPU": 2.0}}]
     assert resource_request(cpu_only) == ResourceRequest(num_cpus=1.0, num_gpus=0.0, slots=6)

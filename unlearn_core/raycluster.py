@@ -146,6 +146,16 @@ def probe(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> None:
     raise RayClusterError(f"cannot reach the Ray cluster at {host}:{port}: {reason}")
 
 
+def check_address(address: str, probe_seconds: float = PROBE_TIMEOUT_S) -> None:
+    """Fail early, before any work, for an address that is malformed or where no TCP connection opens.
+
+    ``"auto"`` is not probed (Ray finds the address itself, within :func:`connect`'s bound).
+    """
+    hostport = split_address(address)
+    if hostport is not None:
+        probe(hostport[0], hostport[1], probe_seconds)
+
+
 # -- the private folder --------------------------------------------------------------------------------------------
 def private_dir() -> Path:
     """The private folder a local instance keeps its files in (created with mode 0700, checked to be ours)."""
