@@ -8,7 +8,7 @@ import time
 import pytest
 
 from unlearn_core.errors import DivergenceError
-from unlearn_core.jobs import CANCELLED, DONE, FAILED, JobRunner
+from unlearn_app.jobs import CANCELLED, DONE, FAILED, JobRunner
 from unlearn_core.progress import Reporter
 
 
@@ -114,7 +114,7 @@ def test_failures_are_recorded_and_the_worker_survives(runner):
 
 
 def test_submit_run_records_the_run_in_the_store(runner, tmp_path, digits_class3):
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     store = RunStore(tmp_path / "runs.sqlite")
     job = runner.submit_run(lambda p, c: digits_class3, "finetune", {"epochs": 1}, store=store)
@@ -128,7 +128,7 @@ def test_submit_run_records_the_run_in_the_store(runner, tmp_path, digits_class3
 
 def test_phases_have_their_own_progress_and_times():
     """The first run trains the reference, then runs the method, then evaluates: three phases, three times."""
-    from unlearn_core.jobs import JobRunner
+    from unlearn_app.jobs import JobRunner
     from unlearn_core.progress import ProgressEvent
 
     runner = JobRunner()

@@ -317,14 +317,14 @@ class JobRunner:
         reports progress and can be cancelled. ``evidence`` (kinds, e.g.
         ``"probe,relearn,curves"``) is passed to ``run_and_record``.
         """
-        from unlearn_core import runstore
+        from unlearn_core import record
 
         def work(progress, cancel):
             setup = setup_provider(progress, cancel)
             # The method's phase starts here, not at its first progress report (UNSC builds its subspaces first).
             progress(ProgressEvent(stage="method", message=f"starting {method}"))
-            return runstore.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store,
-                                           extra_config=extra_config, evidence=evidence or None)
+            return record.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store,
+                                         extra_config=extra_config, evidence=evidence or None)
 
         return self.submit(label or method, work, kind="run", meta={"method": method, **(meta or {})})
 
@@ -341,6 +341,13 @@ class JobRunner:
 
     def active(self, kind: str | None = None, owner: str | None = None) -> list[Job]:
         return [j for j in self.jobs(kind, owner) if not j.snapshot().finished]
+
+    def run_artifacts(self, run_id: int, owner: str | None = None) -> dict | None:
+        """Artifacts of stored run ``run_id`` if a run job of ``owner`` (any owner: ``None``) finished it here."""
+        for job in self.jobs("run", owner):
+            if job.snapshot().run_id == run_id and isinstance(job.result, tuple):
+                return job.result[2].artifacts
+        return None
 
     def ahead_of(self, job: Job) -> int:
         """Unfinished jobs of any kind and owner submitted before ``job``: what it waits for in the one worker."""
