@@ -45,7 +45,7 @@ and :mod:`~unlearn_core.sweeps.output` (markdown, CSV, JSON).
 from unlearn_core.sweeps.aggregate import (DISTINGUISHER_MIN_MODELS, EVIDENCE_METRICS, REPORT_FLAGS, summarize,
                                            sweep_result)
 from unlearn_core.sweeps.driver import SweepDriver, SweepEvent, run_sweep, start_engine
-from unlearn_core.sweeps.engines import MAX_RAY_TEMP_DIR, InlineEngine, RayEngine, ray_temp_dir
+from unlearn_core.sweeps.engines import InlineEngine, RayEngine
 from unlearn_core.sweeps.output import (TABLE_METRICS, csv_bytes, flat_rows, json_bytes, markdown_tables, new_tag,
                                         rows_csv_bytes)
 from unlearn_core.sweeps.plan import KEY_VERSION, Cell, PlannedRun, cells, plan, reference_seeds, run_key
@@ -55,9 +55,9 @@ from unlearn_core.sweeps.spec import (ENGINES, OBJECTIVES, SEARCHERS, EngineConf
 from unlearn_core.sweeps.work import execute_run, train_model
 
 __all__ = ["Cell", "DISTINGUISHER_MIN_MODELS", "ENGINES", "EVIDENCE_METRICS", "EngineConfig", "InlineEngine",
-           "KEY_VERSION", "MAX_RAY_TEMP_DIR", "OBJECTIVES", "PlannedRun", "REPORT_FLAGS",
+           "KEY_VERSION", "OBJECTIVES", "PlannedRun", "REPORT_FLAGS",
            "RayEngine", "SEARCHERS", "SweepDriver", "SweepError", "SweepEvent",
            "SweepSpec", "TABLE_METRICS", "cells", "csv_bytes", "default_tag", "evidence_dict", "execute_run",
            "flat_rows", "json_bytes", "markdown_tables", "new_tag", "parse_grid", "parse_methods", "parse_seeds",
-           "plan", "ray_temp_dir", "reference_seeds", "run_key", "run_search", "run_sweep", "search_space",
+           "plan", "reference_seeds", "run_key", "run_search", "run_sweep", "search_space",
            "search_summary", "start_engine", "summarize", "sweep_result", "train_model", "validate", "rows_csv_bytes"]
