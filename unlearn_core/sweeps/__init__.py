@@ -18,10 +18,11 @@ Engines:
   asking for one CPU (and ``gpus_per_run`` of a GPU) with torch on one thread.
   Ray retries a task whose worker died; the result reaches the driver once,
   and only the driver writes the run store, so no run is recorded twice.
-  ``address=None`` starts an embedded local instance sized to the machine
-  (temp files under the data directory, or the system temp when that path is
-  too long for Ray's sockets) and shuts it down at the end; ``"auto"`` or
-  ``"ray://HOST:PORT"`` joins an existing cluster and ships this package to it.
+  The session is :func:`unlearn_core.raycluster.connect`'s: ``address=None``
+  starts a local instance sized to the machine, bound to 127.0.0.1, in a
+  private folder, and stops all of it at the end; ``"HOST:PORT"`` (the head's
+  GCS), ``"ray://HOST:PORT"`` or ``"auto"`` joins an existing cluster within
+  30 s and ships this package to it. Each run records the node it ran on.
 - ``inline``: the same functions, called one after another in this process
   (debugging, tests of the core). For the same seeds it gives the same numbers.
 
