@@ -116,6 +116,10 @@ LOCAL_DRIVER = textwrap.dedent("""
         return raycluster.node_id()
 
     nodes = ray.get([where.remote() for _ in range(2)])
+    # A second connect() shares the running instance; closing that view stops nothing.
+    shared = raycluster.connect(num_cpus=2)
+    shared.close()
+    nodes += ray.get([where.remote()]) if ray.is_initialized() and not shared.owned else ["shared view closed Ray"]
     print(json.dumps({"pids": session.pids(), "driver": os.getpid(), "session_dir": session.session_dir,
                       "private": str(raycluster.private_dir()), "nodes": nodes,
                       "describe": raycluster.where_runs_execute("ray", session)}), flush=True)
@@ -143,7 +147,8 @@ def test_local_instance_listens_on_loopback_only_is_private_and_leaves_nothing(t
         private = Path(info["private"])
         assert private.stat().st_mode & 0o777 == 0o700
         assert Path(info["session_dir"]).resolve().is_relative_to(private.resolve())
-        assert set(info["nodes"]) != {"local"} and len(set(info["nodes"])) == 1  # one Ray node id, not "local"
+        # One Ray node id (not "local"), also after a shared view of the session was closed.
+        assert len(info["nodes"]) == 3 and len(set(info["nodes"])) == 1 and info["nodes"][0] != "local", info["nodes"]
         assert info["describe"] == "local Ray with 2 workers"
         process.stdin.write("close\n")
         process.stdin.flush()

@@ -403,7 +403,7 @@ class RaySession:
 
 
 def current() -> RaySession | None:
-    """The session :func:`connect` returned last and that is still open."""
+    """The session :func:`connect` started or joined last, while it is open (shared views are not counted)."""
     return _current
 
 
@@ -427,9 +427,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, *, timeout:
         raise RayClusterError("Ray is not installed (pip install -r requirements.txt)") from None
     with _lock:
         if ray.is_initialized():
-            # Someone in this process (the app, a test, a session still open) runs Ray: share it, leave it running.
+            # Someone in this process (the app, a test, a session still open) runs Ray: share it and leave it
+            # running; closing the shared view stops nothing (its opener closes it).
             if _current is not None and _current.owned:
-                return _current
+                return RaySession(address=_current.address, owned=False, local=_current.local,
+                                  session_dir=_current.session_dir)
             return RaySession(address=address, owned=False, local=address is None)
         if address is None:
             session = _start_local(ray, num_cpus)
