@@ -152,7 +152,7 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--cpus", type=int, default=1)
     args = parser.parse_args()
-    raycluster._set_loopback_mode(True)
+    raycluster.set_loopback_mode(True)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's socket paths must stay short: a folder directly under the system temp.
     temp_dir = tempfile.mkdtemp(prefix="urc")

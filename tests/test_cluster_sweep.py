@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from _loopback_cluster import (REPO, child_env, is_loopback_address, listening_addresses, running, send,
+from _loopback_cluster import (child_env, is_loopback_address, listening_addresses, running, send,
                                start_cluster, stop_cluster)
 
 pytest.importorskip("ray")

@@ -75,7 +75,6 @@ PROBE_TIMEOUT_S = 5.0
 #: Ray's socket paths must stay under 107 bytes; its session folder adds about 70 characters to its temp dir,
 #: which is the private folder plus "/s".
 MAX_PRIVATE_DIR = 34
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 #: What a task reports as its node when it runs in this process (the inline engine).
 LOCAL_NODE = "local"
 
@@ -117,7 +116,7 @@ def is_loopback(host: str) -> bool:
     return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
-def _set_loopback_mode(on: bool) -> None:
+def set_loopback_mode(on: bool) -> None:
     """Make Ray's node address the loopback one (``on``) or leave Ray's default (see the module text)."""
     if LOOPBACK_ENV not in _ORIGINAL_ENV:
         _ORIGINAL_ENV[LOOPBACK_ENV] = os.environ.get(LOOPBACK_ENV)
@@ -420,7 +419,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, *, timeout:
         address = None
     hostport = split_address(address) if address else None
     try:
-        _set_loopback_mode(address is None or (hostport is not None and is_loopback(hostport[0])))
+        set_loopback_mode(address is None or (hostport is not None and is_loopback(hostport[0])))
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
         import ray
     except ImportError:
