@@ -114,6 +114,13 @@ def check_outputs(named: dict[str, str | None], store_path=None) -> None:
     check_output_paths(named, store_path)
 
 
+def human_stream(*paths):
+    """Where human-readable text goes: standard error when an output file is ``-`` (standard output holds the data)."""
+    from unlearn_core.outputs import STDOUT
+
+    return sys.stderr if any(path == STDOUT for path in paths) else sys.stdout
+
+
 def write_output(path: str, data: bytes, option: str) -> None:
     from unlearn_core.outputs import write_output_bytes
 

@@ -1,15 +1,15 @@
-"""Helpers shared by the baseline methods: a generic training loop, relabelling and distillation losses.
+"""Helpers shared by the methods: the training loop, relabelling and distillation losses.
 
-:func:`fit_classifier` in ``base`` covers plain cross-entropy on hard labels;
-the loop here takes any per-batch loss (gradient ascent, NegGrad+, SCRUB,
-Bad Teacher, l1-sparse) and keeps the same progress, cancel and NaN checks.
+:func:`train_steps` is the one mini-batch loop every fine-tuning method runs
+(progress, cancel, out-of-memory, non-finite loss and non-finite weight
+checks); :func:`fit_classifier` is that loop with cross-entropy on hard
+labels of raw images, optionally augmented.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,11 +46,19 @@ def train_steps(model: nn.Module, task: UnlearnTask, n: int, batch_size: int, ep
                 after_backward: Callable[[nn.Module], None] | None = None,
                 after_step: Callable[[nn.Module], None] | None = None,
                 train_mode: Callable[[nn.Module], None] | None = None) -> dict:
-    """Mini-batch training over ``range(n)`` with any loss.
+    """Mini-batch training over ``range(n)`` with any loss; returns ``{"final_loss": ...}``.
 
-    ``batch_loss(batch_indices, epoch)`` returns the loss to minimise.
-    Raises :class:`~unlearn_core.errors.DivergenceError` on a non-finite loss
-    and :class:`~unlearn_core.errors.Cancelled` when the task is cancelled.
+    ``batch_loss(batch_indices, epoch)`` returns the loss to minimise; the
+    batches are a fresh shuffle of ``range(n)`` each epoch, drawn from
+    ``generator`` (the task's by default). ``after_backward(model)`` edits
+    gradients before the optimiser step (UNSC's projection);
+    ``after_step(model)`` runs after each step (a learning-rate schedule,
+    SalUn's restoring of unmasked weights); ``train_mode(model)`` sets module
+    modes at the start of each epoch (e.g. BatchNorm kept in eval). Every step
+    reports progress and ``reporter.observe`` (the unlearning curves). Raises
+    :class:`~unlearn_core.errors.DivergenceError` on a non-finite loss or when
+    the weights end non-finite, and :class:`~unlearn_core.errors.Cancelled`
+    when the task is cancelled.
     """
     if n == 0:
         raise MethodError(f"{stage}: there are no samples to train on")
@@ -84,6 +92,39 @@ def train_steps(model: nn.Module, task: UnlearnTask, n: int, batch_size: int, ep
     return {"final_loss": last}
 
 
+def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, task: UnlearnTask,
+                   optimizer: torch.optim.Optimizer, epochs: int, batch_size: int, *, augment: bool = False,
+                   augment_mask: torch.Tensor | None = None, scheduler_per_step: Callable[[], object] | None = None,
+                   after_backward: Callable[[nn.Module], None] | None = None,
+                   train_mode: Callable[[nn.Module], None] | None = None, stage: str = "fine-tune",
+                   generator_offset: int = 0) -> dict:
+    """Cross-entropy on hard ``labels`` of raw ``images``, run by :func:`train_steps`.
+
+    ``augment`` applies the data set's training augmentation (drawn from the
+    same seeded generator as the batch order); ``augment_mask`` marks which
+    samples get it (NatMU augments remaining data but not hybrids).
+    ``scheduler_per_step()`` runs after every optimiser step;
+    ``after_backward`` and ``train_mode`` are :func:`train_steps`'.
+    """
+    generator = task.generator(generator_offset)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def cross_entropy(batch: torch.Tensor, epoch: int) -> torch.Tensor:
+        x = to_float(images[batch]).to(task.device)
+        if augment:
+            augmented = task.augment(x, generator)
+            if augment_mask is not None:
+                keep = augment_mask[batch].to(task.device)[:, None, None, None]
+                augmented = torch.where(keep, augmented, x)
+            x = augmented
+        return loss_fn(model(x), labels[batch].to(task.device))
+
+    after_step = None if scheduler_per_step is None else (lambda _model: scheduler_per_step())
+    return train_steps(model, task, len(labels), batch_size, epochs, cross_entropy, optimizer, stage,
+                       generator=generator, after_backward=after_backward, after_step=after_step,
+                       train_mode=train_mode)
+
+
 def check_finite_weights(model: nn.Module, where: str) -> None:
     """Raise DivergenceError if a step left NaN/inf weights (the loss of the last step can still look finite)."""
     for name, p in model.named_parameters():
@@ -98,23 +139,37 @@ def cycle_batches(n: int, batch_size: int, generator: torch.Generator):
         yield from minibatches(n, batch_size, generator)
 
 
-def random_wrong_labels(task: UnlearnTask, labels: torch.Tensor, offset: int = 17) -> torch.Tensor:
-    """A seeded random label for each sample, never its true one.
+RANDOM_LABEL_POOLS = ("all_classes", "remaining_wrong")
 
-    For class forgetting the new labels are drawn from the remaining classes
-    only, so no forgotten class is taught back (as in SalUn's random labelling).
+
+def random_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator, pool: str = "all_classes",
+                  forgotten: tuple[int, ...] = ()) -> torch.Tensor:
+    """A seeded random label for each sample of ``labels``, drawn with ``generator``.
+
+    - ``pool="all_classes"``: uniform over all ``num_classes`` classes,
+      independent of the sample, as SalUn's release draws them
+      (``Classification/unlearn/RL.py``, ``RL``: ``np.random.randint(0,
+      num_classes)`` over the forget set, ``torch.randint(0, num_classes)``
+      per forget batch). A drawn label equals the true one with probability
+      1 / num_classes and may be a forgotten class.
+    - ``pool="remaining_wrong"``: uniform over the classes that are neither
+      in ``forgotten`` nor the sample's own, so a label is always wrong and
+      never teaches a forgotten class back (UNSC's random-label ablation).
     """
-    num_classes = task.bundle.num_classes
-    allowed = list(task.split.remaining_classes) if task.split.is_classwise else list(range(num_classes))
-    rng = np.random.default_rng(task.seed * 1000 + offset)
-    true = labels.numpy()
-    out = np.empty_like(true)
-    for i, label in enumerate(true):
-        choices = [c for c in allowed if c != label]
-        if not choices:
-            raise MethodError("random relabelling needs at least two classes")
-        out[i] = choices[rng.integers(len(choices))]
-    return torch.as_tensor(out, dtype=torch.long)
+    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+    if pool == "all_classes":
+        return torch.randint(0, num_classes, labels.shape, generator=generator)
+    if pool != "remaining_wrong":
+        raise MethodError(f"unknown random-label pool {pool!r}; choose {' or '.join(RANDOM_LABEL_POOLS)}")
+    allowed = torch.ones(len(labels), num_classes, dtype=torch.bool)
+    if forgotten:
+        allowed[:, list(forgotten)] = False
+    allowed[torch.arange(len(labels)), labels] = False
+    if len(labels) and not bool(allowed.any(1).all()):
+        raise MethodError("random wrong labels need at least one remaining class other than a sample's own")
+    if len(labels) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.multinomial(allowed.float(), 1, generator=generator).squeeze(1)
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
