@@ -170,10 +170,13 @@ def discriminatory_directions(u_forget: torch.Tensor, lam_forget: torch.Tensor, 
                               lam_retain: torch.Tensor, tau: float = 0.5) -> tuple[torch.Tensor, np.ndarray]:
     """The input directions SVD class forgetting suppresses by at least ``tau``, and how strongly.
 
-    ``D = M_f (I - M_r) = U_f K`` with ``K = diag(lam_f) U_f^T (I - M_r)``; from the
-    SVD ``K = A S B^T`` the left singular vectors of ``D`` are ``U_f A`` and its
-    singular values ``S``. Returns the ``(d, r)`` basis of those with
-    ``S >= tau`` and all singular values, descending.
+    ``D = M_f (I - M_r) = U_f K`` with ``K = diag(lam_f) U_f^T (I - M_r)``. The
+    left singular vectors of ``D`` are ``U_f A`` and its singular values ``S``
+    for the eigenpairs ``K K^T = A S^2 A^T``; with ``C = U_f^T U_r`` and
+    ``(I - M_r)^2 = I - U_r diag(2 lam_r - lam_r^2) U_r^T`` that small matrix is
+    ``diag(lam_f) (I - C diag(2 lam_r - lam_r^2) C^T) diag(lam_f)``, so no
+    ``d``-wide decomposition is needed. Returns the ``(d, r)`` basis of the
+    directions with ``S >= tau`` and all singular values, descending.
     """
     if not 0.0 < tau <= 1.0:
         raise ParameterError(f"tau must be in (0, 1], got {tau}")
@@ -181,11 +184,13 @@ def discriminatory_directions(u_forget: torch.Tensor, lam_forget: torch.Tensor, 
     lf, lr = lam_forget.double().to(uf.device), lam_retain.double().to(uf.device)
     if uf.shape[1] == 0:
         return uf, np.zeros(0)
-    k = lf[:, None] * (uf.T - ((uf.T @ ur) * lr) @ ur.T)
-    a, s, _ = torch.linalg.svd(k, full_matrices=False)
-    strengths = s.cpu().numpy()
-    keep = int((s >= tau).sum())
-    return uf @ a[:, :keep], strengths
+    c = uf.T @ ur
+    inner = torch.eye(uf.shape[1], dtype=uf.dtype, device=uf.device) - (c * (2 * lr - lr ** 2)) @ c.T
+    values, vectors = torch.linalg.eigh(lf[:, None] * inner * lf[None, :])
+    values, vectors = values.flip(0).clamp_min(0.0), vectors.flip(1)
+    strengths = values.sqrt()
+    keep = int((strengths >= tau).sum())
+    return uf @ vectors[:, :keep], strengths.cpu().numpy()
 
 
 def removed_directions(operator: torch.Tensor, tau: float = 0.5) -> tuple[torch.Tensor, np.ndarray]:

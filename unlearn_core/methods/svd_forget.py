@@ -32,6 +32,8 @@ remaining samples from every class that stays). Hyperparameter defaults are the 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -96,6 +98,7 @@ class SVDForget(UnlearningMethod):
         model.eval()
         modules = tracked_layers(model)
         rows = []
+        diagnostics = 0.0
         with torch.no_grad():
             for step, (name, module) in enumerate(modules.items(), start=1):
                 retain_pairs, forget_pairs = retain_energy[name].eigenpairs(), forget_energy[name].eigenpairs()
@@ -107,7 +110,9 @@ class SVDForget(UnlearningMethod):
                 new = svd_forget_weight(flat, u_f, lam_f, u_r, lam_r)
                 change = float((new.double() - flat.double()).norm() / flat.double().norm().clamp_min(1e-30))
                 weight.copy_(new.reshape(weight.shape))
+                started = time.perf_counter()  # the removed rank is reported, not needed for unlearning
                 removed, strengths = discriminatory_directions(u_f, lam_f, u_r, lam_r, REPORT_TAU)
+                diagnostics += time.perf_counter() - started
                 rows.append({"layer": name, "input_dim": layer_input_dim(module), "retain_rank": len(retain_pairs),
                              "forget_rank": len(forget_pairs), "removed_rank": int(removed.shape[1]),
                              "top_strength": float(strengths[0]) if len(strengths) else 0.0,
@@ -116,5 +121,5 @@ class SVDForget(UnlearningMethod):
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         artifacts = {"layers": rows, "retain_samples": int(len(retain_idx)), "forget_samples": int(len(forget_idx)),
-                     "removed_rank_tau": REPORT_TAU}
-        return UnlearnOutput(model, artifacts)
+                     "removed_rank_tau": REPORT_TAU, "diagnostics_seconds": diagnostics}
+        return UnlearnOutput(model, artifacts, diagnostics_seconds=diagnostics)
