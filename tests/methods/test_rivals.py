@@ -160,16 +160,33 @@ def test_digits_forgotten_class_drops_and_the_rest_hold(digits_class3, method):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["svd_forget", "esc", "esc_t"])
-def test_mnist5k_release_defaults(mnist_class3, method):
-    """At the releases' defaults on mnist5k class 3 (the measured numbers are in docs/RIVALS.md)."""
-    run = run_method(mnist_class3, method)
+@pytest.mark.parametrize("method, params, max_acc_f", [
+    ("esc", {}, 10.0),                        # release default p = 1.5: one direction; measured Acc_f 2 (seed 0)
+    ("svd_forget", {"alpha_f": 10.0}, 5.0),   # in the release's tuning grid; measured Acc_f 2 (seed 0)
+    ("esc_t", {"lr": 1.0}, 10.0),             # measured Acc_f 2 in 5 epochs (seed 0)
+])
+def test_mnist5k_class3_forgotten_and_the_rest_hold(mnist_class3, method, params, max_acc_f):
+    run = run_method(mnist_class3, method, params)
     report = build_report(mnist_class3, run)
     original, unlearned = report["original"], report["unlearned"]
-    if method == "esc_t":
-        # The release's step size leaves the mask of the confident small_cnn almost untouched: nothing is erased.
-        assert run.artifacts["erased_rank"] == 0
-        assert unlearned["Acc_f"] > original["Acc_f"] - 5
-        return
-    assert unlearned["Acc_f"] <= 10.0, unlearned
-    assert unlearned["Acc_r"] >= original["Acc_r"] - 5.0, (unlearned, original)
+    assert unlearned["Acc_f"] <= max_acc_f, unlearned
+    assert unlearned["Acc_r"] >= original["Acc_r"] - 2.0, (unlearned, original)
+
+
+@pytest.mark.slow
+def test_mnist5k_release_defaults_that_fall_short(mnist_class3):
+    """What the release defaults do on mnist5k where they do not reach Acc_f near 0 (docs/RIVALS.md).
+
+    SVD class forgetting at alpha_f = 3 removes most of class 3 but not all (measured Acc_f 15 on seed 0);
+    ESC-T's step size 1e-3 cannot move the mask: the confident small_cnn gives the mask a gradient of at most
+    ~6e-3 per entry, so 50 epochs of 7 steps leave it at 1 and nothing is erased.
+    """
+    run = run_method(mnist_class3, "svd_forget")
+    report = build_report(mnist_class3, run)
+    original, unlearned = report["original"], report["unlearned"]
+    assert 2.0 < unlearned["Acc_f"] < 50.0, unlearned
+    assert unlearned["Acc_r"] >= original["Acc_r"] - 2.0
+    run = run_method(mnist_class3, "esc_t")
+    assert run.artifacts["erased_rank"] == 0 and run.artifacts["epochs_run"] == 50
+    assert run.artifacts["mask_kept_share"] == 1.0
+    assert build_report(mnist_class3, run)["unlearned"]["Acc_f"] >= original["Acc_f"] - 2.0
