@@ -156,14 +156,16 @@ def svd_forget_weight(weight: torch.Tensor, u_forget: torch.Tensor, lam_forget: 
 
     ``W`` is ``(out, d)``; ``M_f = U_f diag(lam_f) U_f^T`` and likewise ``M_r``.
     ``W P^T = W - (W U_f) diag(lam_f) U_f^T + (W U_r) diag(lam_r) (U_r^T U_f) diag(lam_f) U_f^T``,
-    computed in float64 and returned in ``weight``'s dtype.
+    computed in float64 on the bases' device (the CPU for an MPS model, which has no float64) and
+    returned on ``weight``'s device in its dtype.
     """
-    w = weight.double()
-    uf, ur = u_forget.double().to(w.device), u_retain.double().to(w.device)
-    lf, lr = lam_forget.double().to(w.device), lam_retain.double().to(w.device)
+    work = u_forget.device
+    w = weight.detach().to(work, torch.float64)
+    uf, ur = u_forget.double(), u_retain.double().to(work)
+    lf, lr = lam_forget.double().to(work), lam_retain.double().to(work)
     forget_part = (w @ uf) * lf
     overlap = ((w @ ur) * lr) @ (ur.T @ uf) * lf
-    return (w - (forget_part - overlap) @ uf.T).to(weight.dtype)
+    return (w - (forget_part - overlap) @ uf.T).to(weight.device, weight.dtype)
 
 
 def discriminatory_directions(u_forget: torch.Tensor, lam_forget: torch.Tensor, u_retain: torch.Tensor,

@@ -28,20 +28,27 @@ from unlearn_core.subspaces import esc_prune_count, left_singular_basis
 from unlearn_core.training import extract_features
 
 
+def work_device(device: torch.device) -> torch.device:
+    """Where the float64 linear algebra runs: the task's device, or the CPU for MPS (no float64 there)."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 def forget_features(task: UnlearnTask) -> tuple[torch.Tensor, torch.Tensor]:
-    """Penultimate features (``n x d``, float64, on the task's device) and labels of every forget sample."""
+    """Penultimate features (``n x d``, float64, on :func:`work_device`) and labels of every forget sample."""
     if len(task.split.forget_idx) == 0:
         raise MethodError("the forget set is empty")
     images, labels = task.forget_data()
     features = extract_features(task.frozen_original(), images, task.device)
-    return features.double().to(task.device), labels.to(task.device)
+    work = work_device(task.device)
+    return features.to(work, torch.float64), labels.to(work)
 
 
 def fold_into_head(model, operator: torch.Tensor) -> None:
-    """Replace the head's weight ``W`` by ``W T`` so that ``head(f) = W T f + b``."""
+    """Replace the head's weight ``W`` by ``W T`` so that ``head(f) = W T f + b`` (float64 on ``T``'s device)."""
     with torch.no_grad():
         weight = model.head.weight
-        weight.copy_((weight.double() @ operator.to(weight.device)).to(weight.dtype))
+        product = weight.detach().to(operator.device, torch.float64) @ operator.double()
+        weight.copy_(product.to(weight.device, weight.dtype))
 
 
 @register

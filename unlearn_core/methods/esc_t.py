@@ -97,7 +97,7 @@ def train_mask(task: UnlearnTask, features: torch.Tensor, labels: torch.Tensor, 
 def fold_head(model, weight: torch.Tensor, operator: torch.Tensor) -> None:
     """Set the head's weight to ``W T`` from the original ``W`` (not cumulatively)."""
     with torch.no_grad():
-        model.head.weight.copy_((weight @ operator).to(model.head.weight.dtype))
+        model.head.weight.copy_((weight @ operator).to(model.head.weight.device, model.head.weight.dtype))
 
 
 @register
@@ -122,11 +122,10 @@ class ESCT(UnlearningMethod):
         u, _ = left_singular_basis(features)
         model = task.copy_original()
         model.eval()
-        weight = model.head.weight.detach().double().clone()
-        bias = model.head.bias.detach().double().clone() if model.head.bias is not None else \
-            torch.zeros(weight.shape[0], dtype=torch.float64, device=weight.device)
-        u, features = u.to(weight.device), features.to(weight.device)
-        labels = labels.to(weight.device)
+        work = u.device  # the task's device, or the CPU for MPS (esc.work_device)
+        weight = model.head.weight.detach().to(work, torch.float64).clone()
+        bias = model.head.bias.detach().to(work, torch.float64).clone() if model.head.bias is not None else \
+            torch.zeros(weight.shape[0], dtype=torch.float64, device=work)
         mask, epochs_run = train_mask(task, features, labels, u, weight, bias, params["lr"], params["epochs"],
                                       params["batch_size"], model)
         binary = (mask > params["threshold"]).to(mask.dtype)

@@ -108,7 +108,8 @@ class SVDForget(UnlearningMethod):
                 weight = module.weight
                 flat = weight.reshape(weight.shape[0], -1)
                 new = svd_forget_weight(flat, u_f, lam_f, u_r, lam_r)
-                change = float((new.double() - flat.double()).norm() / flat.double().norm().clamp_min(1e-30))
+                before, after = flat.detach().cpu().double(), new.detach().cpu().double()
+                change = float((after - before).norm() / before.norm().clamp_min(1e-30))
                 weight.copy_(new.reshape(weight.shape))
                 started = time.perf_counter()  # the removed rank is reported, not needed for unlearning
                 removed, strengths = discriminatory_directions(u_f, lam_f, u_r, lam_r, REPORT_TAU)
