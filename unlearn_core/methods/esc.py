@@ -12,7 +12,9 @@ Here the projection is folded into the head, ``W <- W (I - U_k U_k^T)`` with the
 gives the same logits; ``features()`` therefore still returns the unprojected representation (what the
 release's backbone computes before its ESC buffer), so a probe on features sees the backbone as ESC
 leaves it. ``U`` is the full ``d x d`` basis also when there are fewer forget samples than feature
-dimensions (the release always has more: 5,000 or 500 forget samples for 96 to 768 features).
+dimensions (the release always has more: 5,000 or 500 forget samples for 96 to 768 features). The release
+reads the forget samples through its training loader, with the CIFAR training augmentation (random horizontal
+flips); here the features are those of the unaugmented images, so the basis does not depend on a random draw.
 
 Designed for class forgetting (the release's ``--forget_class`` takes one or more classes).
 Default ``p = 1.5`` (percent of the feature dimension) is the release's.

@@ -12,11 +12,12 @@ classified correctly. The final mask is binarised, ``b = [m > threshold]``, and 
 
 The network is never trained, so the forget features are computed once (eval mode) and each step
 costs one ``d x d`` product; ``P`` is folded into the head (``W <- W P``, bias unchanged), as for ESC.
-Two departures from the release, both for determinism: the release leaves the model in training
+Three departures from the release, all for determinism: the images are unaugmented (as in
+:mod:`unlearn_core.methods.esc`); the release leaves the model in training
 mode during its first epoch (BatchNorm batch statistics and dropout; from the second epoch on it is in
-eval mode), and its very first step applies ``(U * m)^T (U * m)`` instead of ``(U * m)(U * m)^T``
-(``esc_set`` stores the transpose when the buffer is first registered); both are identities at
-``m = 1``, so only that step's gradient differs. Here every step uses eval-mode features and
+eval mode); and its very first step applies ``(U * m)^T (U * m)`` instead of ``(U * m)(U * m)^T``
+(``esc_set`` stores the transpose when the buffer is first registered), and as the two operators are
+identities at ``m = 1`` only that step's gradient differs. Here every step uses eval-mode features and
 ``(U * m)(U * m)^T``.
 
 Designed for class forgetting. Defaults are the release's: ``--lr 1e-3 --epoch 50 --batch_size 64
