@@ -119,9 +119,12 @@ def _setting_section(selection: Selection, settings: dict) -> str:
     items = []
     for (dataset, model, forget), members in settings.items():
         report = members[0]["report"]
+        names = report.get("class_names") or []
+        forgotten = ", ".join(str(names[c]) if c < len(names) else str(c)
+                              for c in report.get("forgotten_classes") or []) or "–"
         items.append(f"<tr><td>{_esc(dataset)}</td><td>{_esc(model)}</td><td><code>{_esc(forget)}</code></td>"
                      f"<td>{report.get('n_forget')}</td><td>{report.get('n_retain')}</td>"
-                     f"<td>{_esc(', '.join(report.get('class_names', [])[c] for c in report.get('forgotten_classes') or []) or '–')}</td>"
+                     f"<td>{_esc(forgotten)}</td>"
                      f"<td>{_esc(', '.join(sorted({m['method'] for m in members})))}</td></tr>")
     table = ("<table><tr><th>data set</th><th>model</th><th>forget set</th><th>forget samples</th>"
              "<th>remaining samples</th><th>forgotten classes</th><th>methods</th></tr>" + "".join(items) + "</table>")
@@ -321,8 +324,9 @@ def _hybrid_section(page: _Page, settings: dict, prepared: dict) -> None:
                          f"{_esc(names[int(gallery['forget_labels'][i])])}</td>"]
                 for k in range(gallery["hybrid_images"].shape[1]):
                     label = _esc(names[int(gallery["hybrid_labels"][i][k])])
-                    cells.append(f'<td><img alt="partner" src="{content.png_data_uri(gallery["partner_images"][i][k], scale)}">'
-                                 f'<img alt="hybrid" src="{content.png_data_uri(gallery["hybrid_images"][i][k], scale)}">'
+                    partner = content.png_data_uri(gallery["partner_images"][i][k], scale)
+                    hybrid = content.png_data_uri(gallery["hybrid_images"][i][k], scale)
+                    cells.append(f'<td><img alt="partner" src="{partner}"><img alt="hybrid" src="{hybrid}">'
                                  f"<br>→ {label}</td>")
                 rows.append("<tr>" + "".join(cells) + "</tr>")
             page.add('<table class="gallery">' + "".join(rows) + "</table>")
@@ -383,7 +387,8 @@ def _recipe_section(page: _Page, selection: Selection, version: str) -> None:
         params = ", ".join(f"{k}={v}" for k, v in sorted((run.get("params") or {}).items())) or "–"
         page.add(f'<tr><td>#{run["id"]}</td><td>{_esc(run["method"])}</td><td>{run.get("seed")}</td>'
                  f"<td class=\"text\">{_esc(params)}</td><td>{_esc(run.get('code_version'))}</td>"
-                 f'<td class="text"><pre class="command" data-run-id="{run["id"]}">{_esc(run_command(run))}</pre></td></tr>')
+                 f'<td class="text"><pre class="command" data-run-id="{run["id"]}">{_esc(run_command(run))}</pre>'
+                 "</td></tr>")
     page.add("</table><h3>Data and training recipe</h3><table><tr><th>data set</th><th>SHA-256 of its tensors</th>"
              "<th>training recipe of the original and retrained models</th></tr>")
     from unlearn_core.data import load_dataset
