@@ -188,12 +188,23 @@ class TrainedModel:
         return float(self.meta.get("seconds", float("nan")))
 
 
+def model_key(kind: str, bundle: DatasetBundle, model_name: str, seed: int, recipe: TrainRecipe,
+              split_key: str | None = None) -> str:
+    """The checkpoint-cache key of an ``original`` or ``retrain`` model: a hash of everything that determines it.
+
+    ``split_key`` (:meth:`ForgetSplit.key`) is the forget set a ``retrain`` model never saw (``None`` for the
+    original).
+    """
+    return cache_key({"v": CACHE_VERSION, "kind": kind, "dataset": bundle.name, "model": model_name,
+                      "seed": validate_seed(seed), "recipe": recipe.as_dict(), "forget": split_key,
+                      "n_train": int(bundle.train_y.numel())})
+
+
 def _train_or_load(kind: str, bundle: DatasetBundle, model_name: str, seed: int, recipe: TrainRecipe,
                    device: torch.device, indices: np.ndarray | None, split_key: str | None,
                    reporter: Reporter, cache: CheckpointCache, retime_for: dict | None = None) -> TrainedModel:
     seed = validate_seed(seed)
-    key = cache_key({"v": CACHE_VERSION, "kind": kind, "dataset": bundle.name, "model": model_name, "seed": seed,
-                     "recipe": recipe.as_dict(), "forget": split_key, "n_train": int(bundle.train_y.numel())})
+    key = model_key(kind, bundle, model_name, seed, recipe, split_key)
     started = time.perf_counter()
     model = build_for_dataset(model_name, bundle, seed=seed)
     with cache.lock(key):
