@@ -195,7 +195,7 @@ def _setups(data_dir: str):
 
 @st.cache_resource(show_spinner=False)
 def _store(data_dir: str):
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     return RunStore()
 

@@ -25,7 +25,8 @@ def prepare_data(dataset: str, sweep_cells: int, log=print) -> dict:
     All are real runs; a second call finds them (checkpoint cache, run store, sweep keys) and redoes nothing.
     """
     from unlearn_core.pipeline import prepare
-    from unlearn_core.runstore import RunStore, run_and_record
+    from unlearn_core.record import run_and_record
+from unlearn_core.store import RunStore
     from unlearn_core.sweeps import SweepSpec, run_sweep
 
     out = {}

@@ -73,7 +73,7 @@ def warm_models(config: dict, threads: int) -> float:
 
 
 def timed_sweep(config: dict, engine: str, store_path: Path, tag: str) -> dict:
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
     from unlearn_core.sweeps import run_sweep
 
     started = time.perf_counter()
@@ -158,7 +158,7 @@ def run_workers(root: int) -> list[int]:
 
 
 def resume_after_killed_driver(config: dict, work: Path) -> dict:
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     store_path, tag = work / "resume.sqlite", "bench-resume"
     total = len(config["forgets"]) * len(config["methods"]) * len(config["seeds"])
@@ -194,7 +194,7 @@ def resume_after_killed_driver(config: dict, work: Path) -> dict:
 
 
 def killed_worker(config: dict, work: Path) -> dict:
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
     from unlearn_core.sweeps import run_sweep
 
     killed: list = []

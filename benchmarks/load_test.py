@@ -188,7 +188,7 @@ def run_level(sessions: int, shared_checkpoints: Path | None = None, timeout_s: 
               work_dir: Path | None = None, shots: Path | None = None) -> dict:
     """Start a server, drive ``sessions`` browsers at once, check the run store; return the measurements."""
     from unlearn_core import paths
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     shared_checkpoints = shared_checkpoints or paths.checkpoints_dir()
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:

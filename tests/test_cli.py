@@ -119,7 +119,7 @@ def _one_error_line(capsys) -> str:
 @pytest.fixture()
 def data_dir(tmp_path, monkeypatch):
     """A fresh data directory whose run store holds one finished run with a checkpoint."""
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     folder = tmp_path / "data"
     monkeypatch.setenv("UNLEARN_DATA_DIR", str(folder))
@@ -191,7 +191,7 @@ def test_bad_output_paths_are_refused_before_any_work(command, bad, data_dir, tm
 
 
 def test_runs_export_onto_the_store_leaves_every_run(data_dir, capsys):
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     assert main(["runs", "export", "--csv", str(data_dir / "runs.sqlite")]) == 2
     assert "refusing to write" in _one_error_line(capsys)
@@ -242,7 +242,7 @@ def test_a_full_disk_is_one_line_and_the_report_stays_in_the_store(data_dir, mon
     import errno
 
     from unlearn_core import checkpoints
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     for name in ("original", "retrained"):  # the session's trained digits models, so nothing trains here
         trained = getattr(digits_class3, name)
@@ -292,7 +292,7 @@ def test_a_damaged_store_still_lists_exports_and_shows(tmp_path, capsys):
 
 
 def test_runs_pin_keeps_a_checkpoint_through_the_quota(data_dir, monkeypatch, capsys):
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     store = RunStore(data_dir / "runs.sqlite")
     second = store.start({"dataset": "digits", "params": {}})

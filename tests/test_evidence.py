@@ -296,7 +296,7 @@ def test_sample_forgetting_reads_probe_and_relearn_on_held_out_forget_samples(di
 
 def test_cli_prints_and_records_the_evidence(tmp_path, capsys):
     from unlearn_core.cli import main
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     out = tmp_path / "report.json"
     code = main(["unlearn", "--dataset", "digits", "--model", "mlp", "--forget", "class:3", "--method", "unsc",

@@ -18,7 +18,8 @@ import torch
 from unlearn_core.checkpoints import load_state_strict, read_checkpoint
 from unlearn_core.errors import Cancelled, DivergenceError
 from unlearn_core.methods.base import METHODS, UnlearningMethod
-from unlearn_core.runstore import RunNotFoundError, RunStore, run_and_record
+from unlearn_core.record import run_and_record
+from unlearn_core.store import RunNotFoundError, RunStore
 from unlearn_core.training import predict_logits
 
 CONFIG = {"dataset": "digits", "model": "mlp", "forget": "class:3", "method": "finetune",
@@ -266,10 +267,10 @@ def test_cli_runs_list_show_export(tmp_path, capsys):
 
 
 def test_cli_unlearn_records_its_run(tmp_path, capsys, monkeypatch, digits_class3):
-    import unlearn_core.runstore as runstore
+    import unlearn_core.store.runs as store_runs
     from unlearn_core.cli import main
 
-    monkeypatch.setattr(runstore, "default_store_path", lambda: tmp_path / "runs.sqlite")
+    monkeypatch.setattr(store_runs, "default_store_path", lambda: tmp_path / "runs.sqlite")
     argv = ["unlearn", "--dataset", "digits", "--model", "mlp", "--forget", "class:3", "--method", "finetune",
             "--param", "epochs=1", "--device", "cpu", "--no-progress"]
     assert main(argv) == 0
@@ -319,7 +320,7 @@ def test_an_unreadable_json_row_comes_back_flagged_and_never_breaks_readers(tmp_
         warnings.simplefilter("error")
         runs, problems = store.list_checked(status="done")
     assert len(runs) == 3 and len(problems) == 2 and all("shown without it" in p for p in problems)
-    from unlearn_core.runstore import RunStoreWarning
+    from unlearn_core.store import RunStoreWarning
 
     with pytest.warns(RunStoreWarning):
         assert store.get(ids[1])["report"] is None
@@ -350,7 +351,7 @@ def _damaged_store(tmp_path, runs: int = 60, damaged_run: int = 31):
 
 
 def test_a_damaged_page_costs_only_the_runs_on_it(tmp_path):
-    from unlearn_core.runstore import RunStoreError, RunStoreWarning
+    from unlearn_core.store import RunStoreError, RunStoreWarning
 
     path = _damaged_store(tmp_path)
     with pytest.warns(RunStoreWarning, match="is damaged .*malformed.* cannot be read and are skipped"):
@@ -370,7 +371,7 @@ def test_a_damaged_page_costs_only_the_runs_on_it(tmp_path):
 
 
 def test_limits_and_run_ids_out_of_range_are_clear_errors(tmp_path):
-    from unlearn_core.runstore import RunStoreError
+    from unlearn_core.store import RunStoreError
 
     store = RunStore(tmp_path / "runs.sqlite")
     store.finish(store.start(CONFIG), fake_report(1.0))
@@ -393,7 +394,7 @@ def _finished_with_checkpoint(store: RunStore, size: int, **config) -> int:
 
 
 def test_the_checkpoint_quota_prunes_the_oldest_unpinned_checkpoints_and_keeps_every_report(tmp_path, monkeypatch):
-    from unlearn_core.runstore import RunStoreWarning
+    from unlearn_core.store import RunStoreWarning
 
     store = RunStore(tmp_path / "runs.sqlite")
     mib = 2**20
@@ -427,7 +428,7 @@ def test_the_checkpoint_quota_prunes_the_oldest_unpinned_checkpoints_and_keeps_e
 
 @pytest.mark.parametrize("value", ["-1", "lots", "nan", "inf", "٣"])
 def test_a_bad_quota_setting_is_refused_before_the_run(tmp_path, monkeypatch, value, digits_class3):
-    from unlearn_core.runstore import RunStoreError
+    from unlearn_core.store import RunStoreError
 
     monkeypatch.setenv("UNLEARN_RUN_CHECKPOINT_QUOTA_MB", value)
     store = RunStore(tmp_path / "runs.sqlite")
@@ -471,11 +472,11 @@ def test_two_stores_in_one_folder_keep_their_checkpoints_apart(tmp_path):
 
 def _old_schema_store(path) -> None:
     """A store as version 1 wrote it (before the pinned / checkpoint_pruned_at columns)."""
-    from unlearn_core import runstore
+    from unlearn_core import store
 
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
-    for statement in runstore._SCHEMA.split(";"):
+    for statement in store.SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
@@ -527,7 +528,7 @@ def test_reaping_a_killed_run_removes_its_checkpoint_and_stale_temp_files(tmp_pa
 
 
 def test_a_full_database_is_a_one_line_store_error(tmp_path, monkeypatch):
-    from unlearn_core.runstore import RunStoreError
+    from unlearn_core.store import RunStoreError
 
     store = RunStore(tmp_path / "runs.sqlite")
     store.finish(store.start(CONFIG), fake_report(1.0))

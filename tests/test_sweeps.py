@@ -19,7 +19,7 @@ import pytest
 
 from unlearn_core.cli import main
 from unlearn_core.errors import ParameterError
-from unlearn_core.runstore import RunStore
+from unlearn_core.store import RunStore
 from unlearn_core.sweeps import SweepSpec, parse_grid, run_sweep, summarize, sweep_result
 
 REPO = Path(__file__).resolve().parents[1]

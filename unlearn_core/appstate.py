@@ -603,7 +603,7 @@ class RunView:
         return mine
 
     def get(self, run_id: int) -> dict:
-        from unlearn_core.runstore import RunNotFoundError
+        from unlearn_core.store import RunNotFoundError
 
         run = self._store.get(run_id)
         if not self._visible(run):

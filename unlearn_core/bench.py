@@ -431,6 +431,6 @@ def write_csv(result: dict, path: str | Path) -> None:
 
 def write_json(result: dict, path: str | Path) -> None:
     from unlearn_core.checkpoints import atomic_write_bytes
-    from unlearn_core.runstore import _jsonable
+    from unlearn_core.jsonsafe import jsonable
 
-    atomic_write_bytes(Path(path), (json.dumps(_jsonable(result), indent=2) + "\n").encode())
+    atomic_write_bytes(Path(path), (json.dumps(jsonable(result), indent=2) + "\n").encode())

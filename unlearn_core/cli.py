@@ -20,7 +20,7 @@ from pathlib import Path
 from unlearn_core.errors import Cancelled, UnlearnError, UnlearnWarning
 from unlearn_core.parsing import ascii_int, is_ascii_int
 from unlearn_core.progress import ProgressEvent
-from unlearn_core.runstore import MAX_ROW_ID
+from unlearn_core.store import MAX_ROW_ID
 
 EXIT_USAGE = 2
 
@@ -101,7 +101,7 @@ def _whole_number(low: int | None = None, high: int = MAX_ROW_ID):
 def _store_for_recording(path):
     """The run store a command will record into, refused before the work if it is read-only or the
     checkpoint quota setting is bad (both would otherwise only fail when the first run is recorded)."""
-    from unlearn_core.runstore import RunStore, run_checkpoint_quota_bytes
+    from unlearn_core.store import RunStore, run_checkpoint_quota_bytes
 
     store = RunStore(path)
     store.require_writable()
@@ -319,7 +319,7 @@ def _cmd_unlearn(args, progress) -> int:
     from unlearn_core.methods import get_method
     from unlearn_core.pipeline import prepare, unlearn
     from unlearn_core.outputs import require_writable_data_dir
-    from unlearn_core.runstore import run_and_record
+    from unlearn_core.record import run_and_record
 
     from unlearn_core.evidence import EvidenceRequest, format_evidence
 
@@ -391,9 +391,9 @@ def _text(value, width: int | None = None) -> str:
 
 
 def _cmd_runs(args, _progress) -> int:
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
-    from unlearn_core.runstore import run_id_from_text
+    from unlearn_core.store import run_id_from_text
 
     if args.runs_command is None:
         raise CliError("runs needs an action: list, show ID, export --csv PATH / --json PATH, pin ID or unpin ID")
@@ -402,7 +402,7 @@ def _cmd_runs(args, _progress) -> int:
             raise CliError("runs export needs --csv PATH and/or --json PATH")
         store_path = Path(args.store) if args.store else None
         if store_path is None:
-            from unlearn_core.runstore import default_store_path
+            from unlearn_core.store import default_store_path
 
             store_path = default_store_path()
         _check_outputs({"--csv": args.csv, "--json": args.json}, store_path)
@@ -488,7 +488,7 @@ def _cmd_runs(args, _progress) -> int:
 def _cmd_bench(args, _progress) -> int:
     from unlearn_core.bench import PRESETS, markdown_report, parse_seeds, run_bench
     from unlearn_core.outputs import require_writable_data_dir
-    from unlearn_core.runstore import RunStore, default_store_path
+    from unlearn_core.store import RunStore, default_store_path
 
     _check_outputs({"--out": args.out, "--csv": args.csv, "--json": args.json},
                    Path(args.store) if args.store else default_store_path())

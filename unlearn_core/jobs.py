@@ -317,14 +317,14 @@ class JobRunner:
         reports progress and can be cancelled. ``evidence`` (kinds, e.g.
         ``"probe,relearn,curves"``) is passed to ``run_and_record``.
         """
-        from unlearn_core import runstore
+        from unlearn_core import record
 
         def work(progress, cancel):
             setup = setup_provider(progress, cancel)
             # The method's phase starts here, not at its first progress report (UNSC builds its subspaces first).
             progress(ProgressEvent(stage="method", message=f"starting {method}"))
-            return runstore.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store,
-                                           extra_config=extra_config, evidence=evidence or None)
+            return record.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store,
+                                         extra_config=extra_config, evidence=evidence or None)
 
         return self.submit(label or method, work, kind="run", meta={"method": method, **(meta or {})})
 

@@ -65,8 +65,6 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def managed_reason(target: Path, store_path: str | Path | None = None) -> str | None:
     """Why ``target`` (a resolved path) is a managed file, or None."""
-    from unlearn_core.runstore import checkpoint_dir_for
-
     data = _real(paths.data_dir_location())
     stores = {_real(data / "runs.sqlite")}
     if store_path is not None:
@@ -76,8 +74,8 @@ def managed_reason(target: Path, store_path: str | Path | None = None) -> str | 
             side = Path(str(store) + suffix)
             if target == side or (target.exists() and side.exists() and os.path.samefile(target, side)):
                 return f"is the run store {_shown(store)}" + (f" (its {suffix[1:]} file)" if suffix else "")
-        if _inside(target, _real(checkpoint_dir_for(store))):
-            return f"is inside the run store's checkpoint folder {_shown(checkpoint_dir_for(store))}"
+        if _inside(target, _real(paths.checkpoint_dir_for(store))):
+            return f"is inside the run store's checkpoint folder {_shown(paths.checkpoint_dir_for(store))}"
     if target.parent == data and target.name.endswith(tuple(".sqlite" + s for s in STORE_SIDE_FILES)):
         return f"is a run store file in the data directory {_shown(data)}"
     for name in MANAGED_FOLDERS:

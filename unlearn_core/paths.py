@@ -49,6 +49,18 @@ def checkpoints_dir() -> Path:
     return path
 
 
+def checkpoint_dir_for(store_path: str | Path) -> Path:
+    """The folder a run store keeps its runs' checkpoints in: ``runs/`` beside ``runs.sqlite``.
+
+    Any other store file name gets its own ``<stem>-runs/`` folder: two stores in one folder (say
+    ``alone.sqlite`` and ``together.sqlite``) both number their runs from 1, and a shared ``runs/`` would make
+    one store's run 3 overwrite, and its pruning delete, the other's ``3.pt``.
+    """
+    store_path = Path(store_path)
+    name = "runs" if store_path.name == "runs.sqlite" else f"{store_path.stem}-runs"
+    return store_path.parent / name
+
+
 def image_root() -> Path:
     """The only tree that ``imagefolder:`` data sets may be read from."""
     root = os.environ.get("UNLEARN_IMAGE_ROOT") or str(data_dir() / "imagefolders")

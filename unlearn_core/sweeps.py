@@ -316,7 +316,7 @@ def run_key(cell: Cell, seed: int, recipe: dict, device_kind: str, evidence: dic
 
     ``evidence`` enters the key only when asked for: a run with evidence holds more than one without.
     """
-    from unlearn_core.runstore import code_version
+    from unlearn_core.store import code_version
 
     payload = {"v": KEY_VERSION, "dataset": cell.dataset, "model": cell.model, "forget": cell.forget,
                "method": cell.method, "params": cell.params_dict, "seed": int(seed), "recipe": recipe,
@@ -426,7 +426,7 @@ def execute_run(run: dict, original: dict, retrained: dict, device: str, threads
     from unlearn_core.data import load_dataset
     from unlearn_core.forget import ForgetSpec
     from unlearn_core.pipeline import Setup, build_report, run_method
-    from unlearn_core.runstore import _error_text
+    from unlearn_core.jsonsafe import error_text
     from unlearn_core.training import TrainRecipe
 
     _one_thread(threads)
@@ -462,7 +462,7 @@ def execute_run(run: dict, original: dict, retrained: dict, device: str, threads
     except Cancelled:
         raise
     except Exception as error:  # the sweep records the failure and goes on
-        out["error"] = _error_text(error)
+        out["error"] = error_text(error)
     out["wall_seconds"] = time.perf_counter() - started
     return out
 
@@ -663,16 +663,16 @@ def _first_line(error: BaseException) -> str:
 
 def _task_error(error: BaseException) -> str:
     """One line for a task that raised (Ray wraps the cause; the inline engine does not)."""
-    from unlearn_core.runstore import _error_text
+    from unlearn_core.jsonsafe import error_text
 
     cause = getattr(error, "cause", None)
     if isinstance(cause, BaseException):
-        return _error_text(cause)
+        return error_text(cause)
     name = type(error).__name__
     if name in ("WorkerCrashedError", "TaskCancelledError", "ObjectLostError", "OwnerDiedError",
                 "NodeDiedError"):
         return f"{name}: {_first_line(error)}"
-    return _error_text(error)
+    return error_text(error)
 
 
 # -- the driver ----------------------------------------------------------------------------------------------------
@@ -711,7 +711,7 @@ def run_sweep(spec: SweepSpec, engine: str = "ray", address: str | None = None, 
     from unlearn_core.checkpoints import save_checkpoint
     from unlearn_core.data import load_dataset
     from unlearn_core.device import pick_device
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
     from unlearn_core.training import default_recipe
 
     if engine not in ENGINES:
@@ -869,7 +869,8 @@ def _drive(engine, pending, spec, recipe, device_name, threads, tag, store, save
 def _record(store, tag, planned, out, recipe, device_name, infos, engine_name, save_checkpoints,
             save_checkpoint) -> None:
     """Record one result as a normal run (as ``run_and_record`` does), then link it to the sweep under its key."""
-    from unlearn_core.runstore import _one_line, _warn
+    from unlearn_core.jsonsafe import one_line
+    from unlearn_core.store.common import warn
 
     config = _run_config(planned, recipe, device_name, tag, infos, out.get("report"), engine_name)
     run_id = store.start(config)
@@ -886,13 +887,13 @@ def _record(store, tag, planned, out, recipe, device_name, infos, engine_name, s
                 from unlearn_core.outputs import describe_os_error
 
                 note = f"checkpoint not saved: {describe_os_error(error)}"
-                _warn(f"run {run_id}: {note}; the report is recorded")
+                warn(f"run {run_id}: {note}; the report is recorded")
         store.finish(run_id, out["report"], None if checkpoint is None else str(checkpoint), note=note)
         if checkpoint is not None:
             try:
                 store.enforce_checkpoint_quota()
             except (UnlearnError, OSError) as error:  # the run is recorded; a failed prune must not undo that
-                _warn(f"the run checkpoint quota could not be applied: {_one_line(error)}")
+                warn(f"the run checkpoint quota could not be applied: {one_line(error)}")
     store.link_sweep_run(tag, planned.key, run_id, planned.role)
 
 
@@ -986,7 +987,7 @@ def run_search(spec: SweepSpec, trials: int, objective: str = "avg_gap", engine:
     """
     from unlearn_core.checkpoints import save_checkpoint
     from unlearn_core.data import load_dataset
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
     from unlearn_core.training import default_recipe
 
     if engine != "ray":
@@ -1475,9 +1476,9 @@ def write_json(result: dict, path: str | Path) -> None:
 
 
 def json_bytes(result: dict) -> bytes:
-    from unlearn_core.runstore import _jsonable
+    from unlearn_core.jsonsafe import jsonable
 
-    return (json.dumps(_jsonable(result), indent=2) + "\n").encode()
+    return (json.dumps(jsonable(result), indent=2) + "\n").encode()
 
 
 def csv_bytes(result: dict) -> bytes:

@@ -112,7 +112,8 @@ def test_the_url_is_checked_before_any_page_runs(app_env, param, value):
 
 
 def _record_runs(data_dir: Path, setup, n: int = 1, owner: str | None = None) -> list[int]:
-    from unlearn_core.runstore import RunStore, run_and_record
+    from unlearn_core.record import run_and_record
+from unlearn_core.store import RunStore
 
     store = RunStore(data_dir / "runs.sqlite")
     extra = {"owner": owner} if owner else None

@@ -114,7 +114,7 @@ def test_failures_are_recorded_and_the_worker_survives(runner):
 
 
 def test_submit_run_records_the_run_in_the_store(runner, tmp_path, digits_class3):
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     store = RunStore(tmp_path / "runs.sqlite")
     job = runner.submit_run(lambda p, c: digits_class3, "finetune", {"epochs": 1}, store=store)

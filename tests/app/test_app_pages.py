@@ -42,7 +42,7 @@ def queue_runs(at: AppTest, methods: list[str], overrides: dict | None = None) -
 
 
 def finished_runs(tmp_path) -> list[dict]:
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     return RunStore(tmp_path / "runs.sqlite").list()
 

@@ -32,7 +32,7 @@ def _borrow_checkpoints(folder: Path) -> None:
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     """A data directory holding one real sweep (8 runs + 2 retrained models) recorded by ``run_sweep``."""
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
     from unlearn_core.sweeps import SweepSpec, run_sweep
 
     folder = tmp_path_factory.mktemp("sweep-data")
@@ -144,7 +144,7 @@ def test_a_click_on_a_chart_routes_to_results(sweep_dir, env):
 
 
 def test_launching_a_sweep_runs_it_in_the_worker_and_a_shared_server_hides_it_from_others(tmp_path, env):
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     _borrow_checkpoints(tmp_path)
     env(tmp_path, shared=True)
@@ -184,7 +184,8 @@ def test_bad_seeds_show_an_error_not_a_traceback(tmp_path, env):
 
 def test_results_draw_a_runs_evidence_and_unlearn_asks_for_it(tmp_path, env):
     from unlearn_core.pipeline import prepare
-    from unlearn_core.runstore import RunStore, run_and_record
+    from unlearn_core.record import run_and_record
+from unlearn_core.store import RunStore
 
     _borrow_checkpoints(tmp_path)
     env(tmp_path)

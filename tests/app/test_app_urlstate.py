@@ -130,7 +130,7 @@ def test_a_seed_from_the_url_is_used_and_a_bad_one_ignored(app_env, monkeypatch)
 @pytest.fixture()
 def held_runs(monkeypatch):
     """Runs that stay running until the test lets them go (the worker's real path, minus the training)."""
-    from unlearn_core import runstore
+    from unlearn_core import record
 
     gate = threading.Event()
 
@@ -142,7 +142,7 @@ def held_runs(monkeypatch):
                 raise Cancelled("cancelled")
         return None
 
-    monkeypatch.setattr(runstore, "run_and_record", held)
+    monkeypatch.setattr(record, "run_and_record", held)
     # The provider would train the retrained reference first; the original is enough to hold a run.
     from app_pages import _shared
 
@@ -210,7 +210,8 @@ def test_a_malformed_cookie_starts_a_new_session(app_env, monkeypatch, cookie):
 
 def test_shared_server_a_link_never_hands_over_the_senders_runs(app_env, monkeypatch, digits_class3):
     """On a shared server runs belong to the token: the sender sees them after a reload, the link's recipient not."""
-    from unlearn_core.runstore import RunStore, run_and_record
+    from unlearn_core.record import run_and_record
+from unlearn_core.store import RunStore
 
     monkeypatch.setenv("UNLEARN_SHARED", "1")
     sender = open_app(monkeypatch=monkeypatch)

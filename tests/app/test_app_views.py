@@ -15,7 +15,8 @@ TIMEOUT = 180
 def record(tmp_path, methods: dict[str, dict], forget: str = "class:3") -> list[int]:
     """Run methods on digits/mlp/``forget`` and record them in the test's store; returns their run ids."""
     from unlearn_core.pipeline import prepare
-    from unlearn_core.runstore import RunStore, run_and_record
+    from unlearn_core.record import run_and_record
+from unlearn_core.store import RunStore
 
     setup = prepare("digits", "mlp", forget, 0, device="cpu")
     store = RunStore(tmp_path / "runs.sqlite")
@@ -68,7 +69,7 @@ def test_results_one_run_has_no_green_cell_and_runs_can_be_deleted(app_env):
     assert any("No cell is highlighted" in c for c in captions(at))
     assert len(at.get("plotly_chart")) == 7
 
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     checkpoint = Path(RunStore(app_env / "runs.sqlite").get(run_id)["checkpoint_path"])
     assert checkpoint.exists()
@@ -127,7 +128,7 @@ def test_hybrids_gallery_sliders_show_the_gallerys_size(app_env):
     done = next(s.value for s in at.success if "done in" in s.value)
     assert " natmu " in done.replace("(", " ") and ", evaluation " in done  # the time of each phase, not one total
     at.switch_page("app_pages/hybrids.py").run()
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     (run,) = RunStore(app_env / "runs.sqlite").list()
     at.selectbox(key="w_hyb_source").set_value(run["id"]).run()

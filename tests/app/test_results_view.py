@@ -92,7 +92,7 @@ def test_over_unlearning_ignores_drops_that_retraining_shows_too():
 
 
 def test_delete_run_removes_the_row_and_its_checkpoint_but_not_a_running_run(tmp_path):
-    from unlearn_core.runstore import RunNotFoundError, RunStore, RunStoreError, delete_run
+    from unlearn_core.store import RunNotFoundError, RunStore, RunStoreError, delete_run
 
     store = RunStore(tmp_path / "runs.sqlite")
     finished = store.start({"dataset": "digits", "method": "unsc"})

@@ -16,7 +16,8 @@ import torch
 from unlearn_core.checkpoints import read_checkpoint
 from unlearn_core.errors import Cancelled
 from unlearn_core.models import build_model
-from unlearn_core.runstore import RunStore, run_and_record
+from unlearn_core.record import run_and_record
+from unlearn_core.store import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -26,7 +26,8 @@ from unlearn_core.checkpoints import CheckpointCache, read_checkpoint
 from unlearn_core.errors import Cancelled, DivergenceError
 from unlearn_core.pipeline import run_method
 from unlearn_core.progress import OutOfMemory
-from unlearn_core.runstore import RunStore, run_and_record
+from unlearn_core.record import run_and_record
+from unlearn_core.store import RunStore
 from unlearn_core.training import default_recipe, get_original, predict_logits
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearn_core.runstore import RunStore
+from unlearn_core.store import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS_FT = ["--dataset", "digits", "--model", "mlp", "--forget", "class:3", "--method", "finetune",
