@@ -81,7 +81,8 @@ def report(tmp_path_factory):
     """Two UNSC seeds, one NatMU run with evidence, one retrain run, in a fresh store and data directory."""
     from unlearn_core.handout import build_handout, select_runs
     from unlearn_core.pipeline import prepare
-    from unlearn_core.runstore import RunStore, run_and_record
+    from unlearn_core.record import run_and_record
+    from unlearn_core.store import RunStore
 
     data_dir = _borrowing_cache(tmp_path_factory.mktemp("handout_data"))
     previous = os.environ.get("UNLEARN_DATA_DIR")
@@ -199,7 +200,7 @@ def test_recipe_command_reproduces_the_metrics(report, tmp_path):
     The original and retrained models come from the keyed checkpoint cache (their weights' SHA-256 is in the
     recipe); the method runs again from the command line alone.
     """
-    from unlearn_core.runstore import RunStore
+    from unlearn_core.store import RunStore
 
     runs = {r["id"]: r for r in report["selection"].done}
     run_id = next(i for i, r in runs.items() if r["method"] == "unsc" and r["seed"] == 0)

@@ -139,7 +139,7 @@ def build_handout(store, selection: Selection, device=None, progress=None, max_p
     samples drawn in each embedding map; ``reducer`` is ``pca`` (instant) or ``umap``.
     """
     from unlearn_core.device import pick_device
-    from unlearn_core.runstore import code_version
+    from unlearn_core.store import code_version
 
     device = device if hasattr(device, "type") else pick_device(device)
     settings = content.settings_of(selection.done)

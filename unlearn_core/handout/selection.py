@@ -32,7 +32,7 @@ class Selection:
 
 def parse_run_ids(text) -> list[int]:
     """``"3,5, 7"`` (or a list) -> ``[3, 5, 7]``, each checked by the store's rule; duplicates kept once."""
-    from unlearn_core.runstore import run_id_from_text
+    from unlearn_core.store import run_id_from_text
 
     items = text if isinstance(text, (list, tuple)) else str(text).split(",")
     ids = [run_id_from_text(str(item).strip()) for item in items if str(item).strip()]
