@@ -28,6 +28,7 @@ from unlearn_core.handout.selection import Selection
 SECTIONS = ("setting", "metrics", "class-shifts", "embeddings", "spectrum", "hybrids", "evidence", "unfinished",
             "recipe")
 MAX_EMBEDDED_RUNS = 6  # unlearned models drawn in one setting's map (one per group, lowest seed)
+MAX_EVIDENCE_RUNS = 12  # runs whose evidence figures are drawn (one per group)
 MAX_SETTINGS_WITH_MODELS = 4  # settings whose model-based figures (maps, spectra, hybrids) are computed
 
 _STYLE = """
@@ -344,7 +345,11 @@ def _evidence_section(page: _Page, runs: list[dict]) -> None:
              "runs asked for (docs/EVIDENCE.md): a probe of the features, the steps to relearn the forget set, "
              "and the unlearning curve.</p>")
     with_evidence = [r for r in runs if r["report"].get("evidence")]
-    for run in with_evidence:
+    # One run per group (its lowest seed), at most MAX_EVIDENCE_RUNS: a sweep with evidence has one per run.
+    chosen = []
+    for members in content.settings_of(with_evidence).values():
+        chosen += [group.first for group in content.group_runs(members)]
+    for run in chosen[:MAX_EVIDENCE_RUNS]:
         evidence, method = run["report"]["evidence"], run["method"]
         setting = (run["dataset"], run["model"], run["forget"])
         page.add(f"<h3>run #{run['id']} {_esc(method)} (seed {run.get('seed')}, forget "
@@ -355,6 +360,9 @@ def _evidence_section(page: _Page, runs: list[dict]) -> None:
             page.figure(relearn_curves(evidence["relearn"], method), _name("relearn", setting, method, run["id"]))
         if evidence.get("curves"):
             page.figure(unlearning_curves(evidence["curves"], method), _name("curve", setting, method, run["id"]))
+    if len(with_evidence) > min(len(chosen), MAX_EVIDENCE_RUNS):
+        page.add(f'<p class="note">Shown: {min(len(chosen), MAX_EVIDENCE_RUNS)} of the {len(with_evidence)} runs '
+                 "with evidence (one per method and parameters, its lowest seed).</p>")
     if not with_evidence:
         page.add('<p class="note">No run in this selection asked for evidence (<code>--evidence probe,relearn,'
                  "curves</code> adds it).</p>")
