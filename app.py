@@ -1,7 +1,7 @@
 """Unlearning Lab dashboard entry point (``streamlit run app.py``).
 
 Thin on purpose: page config, shared state and navigation. Each page lives in
-``app_pages/`` and calls ``unlearn_core``; nothing heavy is imported here, so the
+``app_pages/`` and calls ``unlearn_app`` and ``unlearn_core``; nothing heavy is imported here, so the
 first page appears quickly.
 """
 

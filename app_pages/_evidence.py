@@ -10,7 +10,7 @@ def _number(value, decimals: int = 1) -> str:
 
 
 def show_evidence(evidence: dict, run: dict) -> None:
-    from unlearn_core.view_figures import probe_bars, relearn_curves, unlearning_curves
+    from unlearn_core.figures import probe_bars, relearn_curves, unlearning_curves
 
     method = run["method"]
     kinds = [k for k in ("probe", "relearn", "curves") if evidence.get(k)]

@@ -10,11 +10,11 @@ import time
 
 import streamlit as st
 
-from app_pages._shared import md  # job labels carry user text (data set, forget set): never markup
+from unlearn_app.urlstate import escape_markdown as md  # job labels carry user text: never markup
 
 
 def job_progress(snap, ahead: int = 0) -> None:
-    """Draw ``snap`` (a :class:`unlearn_core.jobs.JobSnapshot`): a waiting line, or a bar per phase."""
+    """Draw ``snap`` (a :class:`unlearn_app.jobs.JobSnapshot`): a waiting line, or a bar per phase."""
     if not snap.phases:
         st.progress(min(max(snap.fraction, 0.0), 1.0), text=md(snap.describe(ahead)))
         return

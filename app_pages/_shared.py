@@ -1,21 +1,21 @@
-"""Streamlit glue shared by the pages: cached resources, the shared choice, the jobs panel.
+"""Streamlit glue shared by the pages: session state, cached resources, the jobs panel.
 
-Only thin UI code lives here; the work is in ``unlearn_core`` (appstate,
-jobs, embeddings, figures). Heavy modules (torch, umap) are imported inside
-functions so a page's title and explainer appear before they load.
+Only drawing and Streamlit state live here; the logic is in ``unlearn_app``
+(URL and cookie checks, the session's view of the run store, the setup
+cache, the job runner) and ``unlearn_core``. Heavy modules (torch, umap) are
+imported inside functions so a page's title and explainer appear before they
+load.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 import streamlit as st
 
-ENV_DATASET = "UNLEARN_DEFAULT_DATASET"
-ENV_MODEL = "UNLEARN_DEFAULT_MODEL"
-ENV_FORGET = "UNLEARN_DEFAULT_FORGET"
-ENV_AUTO_UMAP = "UNLEARN_APP_AUTO_UMAP"
+from app_pages._progress import job_progress
+from unlearn_core.settings import settings
+
 POLL_SECONDS = 0.5
 
 # Plain session keys (not widget keys): they survive page switches, unlike the widgets that set them.
@@ -31,14 +31,10 @@ def init_state() -> None:
     (``/results?dataset=nope`` was a traceback), a file path or markup.
     Also picks this browser's session token (see :func:`session_owner`).
     """
-    from unlearn_core.appstate import choice_from_query
+    from unlearn_app.urlstate import URL_KEYS, initial_choice
 
     if "dataset" not in st.session_state:
-        defaults = {"dataset": os.environ.get(ENV_DATASET) or "mnist5k", "model": os.environ.get(ENV_MODEL) or "",
-                    "forget": os.environ.get(ENV_FORGET) or "class:3", "seed": 0}
-        values, warnings = choice_from_query({k: st.query_params.get(k) for k in defaults}, defaults)
-        if values["model"] and values["dataset"] != defaults["dataset"] and not st.query_params.get("model"):
-            values["model"] = ""  # the default model is per data set
+        values, warnings = initial_choice({k: st.query_params.get(k) for k in URL_KEYS}, settings())
         st.session_state.update(values)
         st.session_state["url_warnings"] = warnings
     st.session_state.setdefault("seed", 0)
@@ -52,7 +48,7 @@ def init_state() -> None:
 
 def browser_token() -> str | None:
     """The session cookie the browser sent when it connected (a reload sends the one set on the earlier visit)."""
-    from unlearn_core.appstate import SESSION_COOKIE
+    from unlearn_app.urlstate import SESSION_COOKIE
 
     return st.context.cookies.get(SESSION_COOKIE)
 
@@ -65,7 +61,7 @@ def _init_session_token() -> None:
     connection (Streamlit sees the cookies of the opening request), so the writer is sent on every run of a
     session that did not arrive with a valid one: a rerun that replaces the page early cannot lose it.
     """
-    from unlearn_core.appstate import check_session_token, cookie_script, new_session_token
+    from unlearn_app.urlstate import check_session_token, cookie_script, new_session_token
 
     if "session_token" not in st.session_state:
         token = check_session_token(browser_token())
@@ -82,7 +78,7 @@ def sync_url() -> None:
     Only the checked choice is written (never the session token), and only when it differs from what the URL
     holds: every write is a message to the browser and a history entry. Any other parameter is dropped.
     """
-    from unlearn_core.appstate import URL_KEYS, url_params
+    from unlearn_app.urlstate import URL_KEYS, url_params
 
     wanted = url_params({key: st.session_state.get(key) for key in URL_KEYS})
     if {key: st.query_params.get(key) for key in st.query_params} != wanted:
@@ -91,14 +87,14 @@ def sync_url() -> None:
 
 def md(text) -> str:
     """Escape user- or URL-controlled text for any markdown-rendering call (st.markdown, st.error, captions)."""
-    from unlearn_core.appstate import escape_markdown
+    from unlearn_app.urlstate import escape_markdown
 
     return escape_markdown(text)
 
 
 def code(text) -> str:
     """User-controlled text as a literal inline code span (a backtick can no longer break out of it)."""
-    from unlearn_core.appstate import markdown_code
+    from unlearn_app.urlstate import markdown_code
 
     return markdown_code(text)
 
@@ -132,16 +128,15 @@ def stop() -> None:
 
 def forget_md(spec) -> str:
     """A forget spec for markdown: a literal code span, or "hand-picked, N samples" instead of an index list."""
-    from unlearn_core.appstate import forget_label
+    from unlearn_app.urlstate import forget_label
 
     label = forget_label(spec)
     return code(label) if label == str(spec) else md(label)
 
 
 def shared() -> bool:
-    from unlearn_core.appstate import shared_mode
-
-    return shared_mode()
+    """``UNLEARN_SHARED``: a server many people open; each session sees only its own runs and uploads."""
+    return settings().shared
 
 
 def upload_owner() -> str:
@@ -150,20 +145,12 @@ def upload_owner() -> str:
 
 
 def choice():
-    from unlearn_core.appstate import Choice
-    from unlearn_core.data import default_model_for
+    """The session's shared choice (:func:`unlearn_app.state.resolve_choice`), written back to the session."""
+    from unlearn_app.state import resolve_choice
 
-    model = st.session_state.get("model") or default_model_for(st.session_state["dataset"])
-    st.session_state["model"] = model
-    original = st.session_state.get("original", "")
-    if original:
-        uploaded = setups().upload(upload_owner(), original)
-        if uploaded is None or (uploaded.dataset, uploaded.model, uploaded.seed) != (
-                st.session_state["dataset"], model, int(st.session_state["seed"])):
-            # Another data set or model was chosen, or the server let the upload go: back to the trained one.
-            st.session_state["original"] = original = ""
-    return Choice(st.session_state["dataset"], model, st.session_state["forget"], int(st.session_state["seed"]),
-                  original=original, owner=upload_owner() if original else "")
+    current = resolve_choice(st.session_state, setups(), upload_owner())
+    st.session_state["model"], st.session_state["original"] = current.model, current.original
+    return current
 
 
 def explainer(text: str) -> None:
@@ -179,8 +166,8 @@ def _data_dir() -> str:
 
 @st.cache_resource(show_spinner=False)
 def _runner(data_dir: str):
-    from unlearn_core.appstate import Limits
-    from unlearn_core.jobs import JobRunner
+    from unlearn_app.state import Limits
+    from unlearn_app.jobs import JobRunner
 
     limits = Limits.from_env()
     return JobRunner(max_per_owner=limits.jobs_per_session, results_bytes=limits.job_results_bytes)
@@ -188,7 +175,7 @@ def _runner(data_dir: str):
 
 @st.cache_resource(show_spinner=False)
 def _setups(data_dir: str):
-    from unlearn_core.appstate import SetupCache
+    from unlearn_app.state import SetupCache
 
     return SetupCache()  # bounded by UNLEARN_SETUP_CACHE_MB
 
@@ -218,7 +205,7 @@ def setups():
 
 def store():
     """The run store as this session may see it (every run, or on a shared server only its own)."""
-    from unlearn_core.appstate import RunView
+    from unlearn_app.access import RunView
 
     return RunView(_store(_data_dir()), session_owner(), shared(), st.session_state.get("original", ""))
 
@@ -229,19 +216,11 @@ def embedding_cache():
 
 def run_artifacts(run_id: int) -> dict | None:
     """Artifacts of a run finished in this server process (the run store keeps reports, not artifacts)."""
-    for job in runner().jobs("run", session_owner() if shared() else None):
-        snap = job.snapshot()
-        if snap.run_id == run_id and isinstance(job.result, tuple):
-            return job.result[2].artifacts
-    return None
+    return runner().run_artifacts(run_id, session_owner() if shared() else None)
 
 
 def original_ready(current) -> bool:
-    from unlearn_core.appstate import original_is_cached
-
-    if current.original or setups().peek(current) is not None:
-        return True
-    return original_is_cached(current.dataset, current.model, current.seed)
+    return setups().original_ready(current)
 
 
 def current_setup(with_retrain: bool = False):
@@ -288,14 +267,12 @@ JOBS_PER_PAGE = 8
 
 def _job_row(job, snap) -> None:
     """One job: a progress bar with Cancel while it runs, then its outcome."""
-    from unlearn_core.jobs import DONE, FAILED
+    from unlearn_app.jobs import DONE, FAILED
 
     if not snap.finished:
         cols = st.columns([5, 1])
         with cols[0]:
-            from app_pages._progress import job_progress  # one bar per phase, each with its time
-
-            job_progress(snap, runner().ahead_of(job))
+            job_progress(snap, runner().ahead_of(job))  # one bar per phase, each with its time
         if cols[1].button("Cancel", key=f"cancel_{snap.job_id}", icon=":material/stop_circle:"):
             job.cancel()
             st.toast(f"Cancelling {snap.label} ...")
@@ -380,25 +357,19 @@ def timed(label: str):
             return self
 
         def __exit__(self, *exc):
-            if os.environ.get("UNLEARN_APP_TIMINGS") == "1":
+            if settings().app_timings:
                 st.caption(f"{label}: {time.perf_counter() - self.started:.3f} s")
     return _Timer()
 
 
 def runs_csv(runs: list[dict]) -> bytes:
     """The run store's own CSV export of ``runs``, as bytes for a download button."""
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "runs.csv"
-        store().export_csv(runs, path)
-        return path.read_bytes()
+    return store().csv_bytes(runs)
 
 
 @st.cache_resource(show_spinner="Loading the run's model ...", max_entries=16)
 def _run_model(data_dir: str, run_id: int, _run: dict, _bundle, _device):
-    from unlearn_core.appstate import load_run_model
+    from unlearn_app.state import load_run_model
 
     return load_run_model(_run, _bundle, _device)
 
@@ -424,7 +395,7 @@ def run_outputs(run_id: int, setup, run: dict) -> dict:
 def _features_and_probs(data_dir: str, model_key: str, digest: str, _model, _bundle, _idx):
     import torch
 
-    from unlearn_core.appstate import predictions
+    from unlearn_app.display import predictions
     from unlearn_core.embeddings import features_of
 
     images = _bundle.train_x[torch.as_tensor(_idx, dtype=torch.long)]
@@ -457,5 +428,5 @@ def _umap_warmer(data_dir: str):
 
 def warm_umap_in_background() -> None:
     """Compile umap's numba kernels once per server process, off the page (unless UMAP is switched off)."""
-    if os.environ.get(ENV_AUTO_UMAP, "1") != "0":
+    if settings().app_auto_umap:
         _umap_warmer(_data_dir())

@@ -1,7 +1,5 @@
 """Embeddings page: before / after / retrained features in ONE shared 2-D map."""
 
-import os
-
 import numpy as np
 import streamlit as st
 
@@ -26,6 +24,7 @@ from unlearn_core.embeddings import (embedding_key, indices_digest, joint_embedd
                                      neighbour_preservation, sample_points)
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.figures import embedding_scatter, legend_html, prediction_hover, shared_ranges  # noqa: E402
+from unlearn_core.settings import settings  # noqa: E402
 
 NEIGHBOURS = 10  # k of the neighbour-preservation figure in the status line
 POINT_OPTIONS = (500, 1000, 2000, 3000, 5000)
@@ -79,7 +78,7 @@ ALIGN = {"retrained": ~forget_mask}  # fitted on the remaining samples: both mod
 pca = cache.get_or_compute(pca_key, lambda: joint_embedding(feats, "pca", fit_on=FIT_ON, align=ALIGN))
 umap_coords = cache.get(umap_key)
 umap_jobs = [j for j in _shared.runner().active("umap") if j.snapshot().meta.get("key") == umap_key]
-auto_umap = os.environ.get(_shared.ENV_AUTO_UMAP, "1") != "0"
+auto_umap = settings().app_auto_umap
 if auto_umap:
     _shared.warm_umap_in_background()
 umap_failed = [j.snapshot() for j in _shared.runner().jobs("umap")
@@ -184,7 +183,7 @@ else:
     selection = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "lasso", "box"),
                                 key="embed_single", width="stretch")
 
-from unlearn_core.appstate import display_scale, to_display  # noqa: E402
+from unlearn_app.display import display_scale, to_display  # noqa: E402
 
 position = {int(v): i for i, v in enumerate(idx)}
 picked = []

@@ -13,7 +13,8 @@ _shared.explainer(
     "*Hand-picked* samples are chosen with the lasso or box tool on the original model's feature map: nearby points "
     "are images the model finds similar.")
 
-from unlearn_core.appstate import display_scale, forget_spec_for, to_display  # noqa: E402
+from unlearn_app.display import display_scale, to_display  # noqa: E402
+from unlearn_app.state import forget_spec_for  # noqa: E402
 from unlearn_core.embeddings import sample_points  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.forget import ForgetSpec, index_root  # noqa: E402

@@ -17,7 +17,7 @@ _shared.explainer(
 from unlearn_core.errors import UnlearnError  # noqa: E402
 
 try:
-    from unlearn_core.hybrids import recompute_hybrids, select_partners
+    from unlearn_core.hybrids import preview_gallery, recompute_hybrids
     from unlearn_core.methods import get_method
 
     natmu = get_method("natmu")
@@ -25,7 +25,7 @@ except (ImportError, UnlearnError):
     st.info("The NatMU hybrids module or the NatMU method is not available in this installation yet.")
     st.stop()
 
-from unlearn_core.appstate import display_scale, to_display  # noqa: E402
+from unlearn_app.display import display_scale, to_display  # noqa: E402
 from unlearn_core.figures import framed_mask  # noqa: E402
 
 setup = _shared.current_setup(with_retrain=False)
@@ -63,29 +63,14 @@ def _preview(model_key: str, split_key: str, count: int, slots: int, seed: int, 
     """Forget samples (distinct classes first), their partners and the hybrid labels, as NatMU picks them."""
     import torch
 
-    from unlearn_core.appstate import predictions
+    from unlearn_app.display import predictions
 
-    labels = _setup.bundle.train_y.numpy()
-    forget_idx, retain_idx = np.asarray(_setup.split.forget_idx), np.asarray(_setup.split.retain_idx)
-    order = np.random.default_rng(seed).permutation(len(forget_idx))
-    seen: set = set()
-    first = [int(i) for i in order if not (labels[forget_idx[i]] in seen or seen.add(labels[forget_idx[i]]))]
-    chosen = (first + [int(i) for i in order if int(i) not in first])[:count]
-    rows = forget_idx[chosen]
-    forget_images = _setup.bundle.train_x[torch.as_tensor(rows)].numpy()
-    _, probs = predictions(_setup.original.model, _setup.bundle.train_x[torch.as_tensor(rows)], _setup.device)
-    plan = select_partners(probs, labels[rows], labels[retain_idx], slots,
-                           forgotten_classes=_setup.split.forgotten_classes,
-                           rng=np.random.default_rng(seed))
-    per_sample = int(plan.hybrids_per_sample.min()) if len(plan.hybrids_per_sample) else 0
-    take = np.stack([np.flatnonzero(plan.forget_pos == i)[:per_sample] for i in range(len(rows))])
-    partner_rows = retain_idx[plan.partner_pos[take]]
-    partners = _setup.bundle.train_x[torch.as_tensor(partner_rows.reshape(-1))].numpy()
-    partners = partners.reshape(len(rows), per_sample, *forget_images.shape[1:])
-    return {"forget_index": rows, "forget_images": forget_images, "forget_labels": labels[rows],
-            "original_probs": probs, "partner_index": partner_rows, "partner_images": partners,
-            "hybrid_labels": plan.label[take]}
+    def probs_of(images):
+        return predictions(_setup.original.model, torch.from_numpy(images), _setup.device)[1]
 
+    return preview_gallery(_setup.bundle.train_x.numpy(), _setup.bundle.train_y.numpy(), _setup.split.forget_idx,
+                           _setup.split.retain_idx, probs_of, count, slots,
+                           forgotten_classes=_setup.split.forgotten_classes, seed=seed)
 
 if source == "preview":
     try:

@@ -29,7 +29,7 @@ except (ImportError, UnlearnError):
     st.info("The null-space module or the UNSC method is not available in this installation yet.")
     st.stop()
 
-from unlearn_core.appstate import forget_gradient_shares  # noqa: E402
+from unlearn_core.methods.unsc import forget_gradient_shares  # noqa: E402
 from unlearn_core.figures import rank_bars, spectrum_figure  # noqa: E402
 
 setup = _shared.current_setup(with_retrain=False)

@@ -17,13 +17,13 @@ _shared.explainer(
     "are accuracy lost: where the run is also below the retrained model there, the method damaged knowledge it "
     "should have kept (**over-unlearning**).")
 
-from unlearn_core.appstate import GAP_COLUMNS, METRIC_COLUMNS, entropy_groups, per_class_shift  # noqa: E402
+from unlearn_app.display import entropy_groups  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.figures import (change_limit, confusion_change, confusion_difference,  # noqa: E402
                                   entropy_histograms, entropy_y_max, per_class_bars, per_class_heatmap)
-from unlearn_core.results_view import (DISPLAY, FORGOT_SHARE, HELP, WIDTHS, best_cells,  # noqa: E402
-                                       display_frame, judged_table, over_unlearning_summary)
-from unlearn_core.sweep_views import ensemble_band, interval_text, seed_groups  # noqa: E402
+from unlearn_core.tables import (DISPLAY, FORGOT_SHARE, GAP_COLUMNS, HELP, METRIC_COLUMNS, WIDTHS,  # noqa: E402
+                                 as_report, best_cells, display_frame, ensemble_band, interval_text, judged_table,
+                                 over_unlearning_summary, per_class_shift, seed_groups)
 
 current = _shared.choice()
 visible = _shared.store()  # every run, or on a shared server this session's own
@@ -32,6 +32,7 @@ if visible.skipped:
     st.warning(f"Skipped {len(visible.skipped)} run(s) whose stored record cannot be read "
                f"(#{', #'.join(str(i) for i in visible.skipped[:10])}).", icon=":material/warning:")
 done = [r for r in runs if r["status"] == "done" and r.get("report")]
+reports = {r["id"]: as_report(r["report"]) for r in done}  # the stored JSON, read once as typed reports
 all_done = done
 # A click on the Sweeps page opens one cell's runs here: only those, until the person asks for every run.
 focus = st.session_state.get("results_focus")
@@ -114,7 +115,7 @@ if tab_seeds:
         st.caption("Mean over the seeds ± the half-width of a two-sided 95 % Student-t interval of the mean "
                    "(wide with few seeds: with 2 seeds the factor is 12.7 × the standard error).")
 if len(outside):
-    reasons = {r["id"]: r["report"].get("in_scope_reason") for r in done}
+    reasons = {run_id: report.in_scope_reason for run_id, report in reports.items()}
     st.caption("⚠ Out of its method's scope (shown, never highlighted as best): "
                + "; ".join(f"{label}" + (f" ({reasons.get(int(rid))})" if reasons.get(int(rid)) else "")
                            for label, rid in zip(outside["run"], outside["run_id"])) + ".")
@@ -153,7 +154,7 @@ tab_heat, tab_bars = st.tabs(["Heatmap (method × class)", "Grouped bars"])
 with tab_heat:
     st.plotly_chart(per_class_heatmap(shift, forgotten), width="stretch", key="per_class_heatmap")
 with tab_bars:
-    original_per_class = done[0]["report"]["original"]["per_class_test"]
+    original_per_class = reports[done[0]["id"]].original.per_class_test
     band = ensemble_band(all_done, original_per_class)
     st.plotly_chart(per_class_bars(shift, forgotten, band), width="stretch", key="per_class_bars")
     if band is not None:
@@ -161,14 +162,14 @@ with tab_bars:
                    f"their change per class); a bar inside it is within what retraining itself varies by.")
 
 st.subheader("One run in detail")
-labels = {r["id"]: f"#{r['id']} {r['method']}" + (" · evidence" if r["report"].get("evidence") else "")
+labels = {r["id"]: f"#{r['id']} {r['method']}" + (" · evidence" if reports[r["id"]].evidence else "")
           for r in done}
 if st.session_state.get("w_results_run") not in labels:
     st.session_state.pop("w_results_run", None)  # a focus from Sweeps may leave the old choice out of the list
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="w_results_run")
 run = next(r for r in done if r["id"] == run_id)
-if run["report"].get("in_scope") is False:
-    st.warning(f"Run #{run_id} is out of its method's scope: {run['report'].get('in_scope_reason') or ''}",
+if reports[run_id].in_scope is False:
+    st.warning(f"Run #{run_id} is out of its method's scope: {reports[run_id].in_scope_reason or ''}",
                icon=":material/info:")
 if run.get("checkpoint_path"):
     try:
@@ -193,7 +194,7 @@ with st.popover(f"Delete run #{run_id}", icon=":material/delete:"):
             st.toast(f"Deleted run #{run_id}.")
             st.rerun()
 
-evidence = run["report"].get("evidence")
+evidence = reports[run_id].evidence
 if evidence:
     from app_pages._evidence import show_evidence
 

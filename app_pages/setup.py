@@ -82,7 +82,7 @@ setup_jobs = [j for j in runner.active("setup", _shared.session_owner())
               if j.snapshot().meta.get("choice") == list(current.key())]
 ready = _shared.original_ready(current)
 if ready:
-    from unlearn_core.appstate import model_size
+    from unlearn_app.display import model_size
     from unlearn_core.training import accuracy
 
     try:
@@ -142,7 +142,7 @@ with st.expander("Upload a checkpoint for this model (optional)"):
                "hash) and " + ("only for this browser session." if _shared.shared() else "never replaces them."))
     uploaded = st.file_uploader("Checkpoint (.pt)", type=["pt", "pth", "bin"], key="w_upload")
     if uploaded is not None:
-        from unlearn_core.appstate import accept_upload
+        from unlearn_app.uploads import accept_upload
 
         # Checked once per file and choice, not on every rerun: a hostile file costs its check once.
         file_key = [uploaded.file_id, uploaded.size, current.dataset, current.model, current.seed]
@@ -171,7 +171,7 @@ with st.expander("Upload a checkpoint for this model (optional)"):
                 st.rerun()
 
 st.subheader("Examples per class")
-from unlearn_core.appstate import display_scale, gallery_indices, to_display  # noqa: E402
+from unlearn_app.display import display_scale, gallery_indices, to_display  # noqa: E402
 
 per_class = gallery_indices(bundle.train_y.numpy(), per_class=6, seed=0)
 scale = display_scale(bundle.image_size)

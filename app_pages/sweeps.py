@@ -1,12 +1,11 @@
 """Sweeps page: launch a small sweep in the worker or open a stored one; phase map and Pareto scatter of its cells.
 
 The numbers come from ``unlearn_core.sweeps.sweep_result`` (the run store alone); the frames and figures from
-``unlearn_core.sweep_views`` and ``unlearn_core.view_figures``. A click on a cell or point opens its runs in
+``unlearn_core.tables`` and ``unlearn_core.figures``. A click on a cell or point opens its runs in
 Results with the choice switched to the sweep's data set, model and forget set.
 """
 
 import logging
-import os
 import secrets
 
 import streamlit as st
@@ -26,12 +25,13 @@ _shared.explainer(
     "to open its runs in Results.")
 
 from unlearn_core.errors import UnlearnError  # noqa: E402
-from unlearn_core.sweep_views import (COLOUR_BY, MAX_GRID_VALUES, cell_frame, cell_label, gridable,  # noqa: E402
-                                      grid_values, pareto_front, phase_matrix, spec_cells, varied_params)
+from unlearn_core.settings import settings  # noqa: E402
+from unlearn_core.tables import (COLOUR_BY, MAX_GRID_VALUES, cell_frame, cell_label, gridable,  # noqa: E402
+                                 grid_values, pareto_front, phase_matrix, spec_cells, varied_params)
 
 log = logging.getLogger(__name__)
 # The app's sweeps share one worker with every session's runs: a cap keeps one click from holding it for hours.
-MAX_RUNS = int(os.environ.get("UNLEARN_MAX_SWEEP_RUNS", "200") or 0)
+MAX_RUNS = settings().max_sweep_runs
 
 view = _shared.store()
 
@@ -226,7 +226,7 @@ def clicked_cell(event) -> str | None:
 @st.fragment
 def phase_section() -> None:
     """Method, axes and colour redraw only this chart (a fragment), never the Pareto scatter below."""
-    from unlearn_core.view_figures import phase_map
+    from unlearn_core.figures import phase_map
 
     st.subheader("Phase map")
     candidates = [m for m in dict.fromkeys(frame["method"]) if varied_params(frame, m)]
@@ -262,7 +262,7 @@ def phase_section() -> None:
 phase_section()
 
 st.subheader("Pareto scatter")
-from unlearn_core.view_figures import pareto_scatter  # noqa: E402
+from unlearn_core.figures import pareto_scatter  # noqa: E402
 
 front = pareto_front(frame)
 event = st.plotly_chart(pareto_scatter(frame, front), width="stretch", key="sweep_pareto", on_select="rerun",

@@ -11,7 +11,7 @@ _shared.explainer(
     "worker, one after another, with live progress and a cancel button, and every finished run is stored: a reload "
     "or a restart of the app loses nothing. The **retrained** reference is trained once per forget set and cached.")
 
-from unlearn_core.appstate import forget_label  # noqa: E402
+from unlearn_app.urlstate import forget_label  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.evidence import KINDS as EVIDENCE_KINDS  # noqa: E402
 from unlearn_core.methods import get_method, method_names  # noqa: E402

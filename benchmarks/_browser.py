@@ -26,7 +26,7 @@ def prepare_data(dataset: str, sweep_cells: int, log=print) -> dict:
     """
     from unlearn_core.pipeline import prepare
     from unlearn_core.record import run_and_record
-from unlearn_core.store import RunStore
+    from unlearn_core.store import RunStore
     from unlearn_core.sweeps import SweepSpec, run_sweep
 
     out = {}

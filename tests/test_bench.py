@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from unlearn_core.bench import bench_methods, markdown_table, parse_seeds, result_from_store, run_bench
+from unlearn_core.bench import bench_methods, markdown_table, result_from_store, run_bench
 from unlearn_core.errors import ParameterError
 from unlearn_core.store import RunStore
+from unlearn_core.sweeps import parse_seeds
 
 
 def test_bench_on_digits_records_runs_and_tabulates(tmp_path, digits_class3):

@@ -312,12 +312,12 @@ def test_runs_pin_keeps_a_checkpoint_through_the_quota(data_dir, monkeypatch, ca
 def test_any_os_error_reaching_the_cli_is_one_line(monkeypatch, capsys):
     import errno
 
-    import unlearn_core.cli as cli
+    import unlearn_core.cli.info as cli_info
 
     def broken(_args):
         raise OSError(errno.EIO, "Input/output error", "/mnt/gone/x")
 
-    monkeypatch.setattr(cli, "_cmd_datasets", broken)
+    monkeypatch.setattr(cli_info, "cmd_datasets", broken)
     assert main(["datasets"]) == 2
     assert _one_error_line(capsys) == "error: input/output error ('/mnt/gone/x')"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from unlearn_core.hybrids import (BALANCE_HIGH, base_masks, blend, build_hybrids, confusion_ranking, mask_index,
-                                  recompute_hybrids, select_partners, tent_masks)
+                                  preview_gallery, recompute_hybrids, select_partners, tent_masks)
 
 
 def _expected_tent_32(delta: float) -> np.ndarray:
@@ -223,3 +223,33 @@ def test_build_hybrids_blends_each_pair_with_its_slot_mask():
         expected = blend(forget_images[plan.forget_pos[row]], retain_images[plan.partner_pos[row]],
                          masks[plan.slot[row] % 4])
         np.testing.assert_array_equal(hybrids[row], expected)
+
+
+def test_preview_gallery_takes_one_forget_sample_per_class_first_and_their_partners():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(5), 12)  # 5 classes, 12 images each
+    images = rng.integers(0, 256, size=(len(labels), 1, 4, 4), dtype=np.uint8)
+    forget_idx = np.flatnonzero(np.isin(labels, [0, 1]))[::3]  # 8 samples of classes 0 and 1
+    retain_idx = np.setdiff1d(np.arange(len(labels)), forget_idx)
+    asked = []
+
+    def probs_of(batch):
+        asked.append(batch.copy())
+        probs = np.full((len(batch), 5), 0.1)
+        probs[:, 4] = 0.6  # every sample is most confused with class 4, then 2 and 3 (ties by index)
+        return probs
+
+    gallery = preview_gallery(images, labels, forget_idx, retain_idx, probs_of, count=3, num_hybrids=2, seed=7)
+    rows = gallery["forget_index"]
+    assert len(rows) == 3 and set(rows) <= set(forget_idx)
+    assert set(labels[rows[:2]]) == {0, 1}  # one per class before any class repeats
+    np.testing.assert_array_equal(gallery["forget_images"], images[rows])
+    np.testing.assert_array_equal(asked[0], images[rows])  # the model saw exactly the shown samples
+    assert gallery["partner_index"].shape == (3, 2) and gallery["partner_images"].shape == (3, 2, 1, 4, 4)
+    np.testing.assert_array_equal(gallery["partner_images"], images[gallery["partner_index"]])
+    assert set(gallery["partner_index"].ravel()) <= set(retain_idx)
+    np.testing.assert_array_equal(gallery["hybrid_labels"], labels[gallery["partner_index"]])
+    assert np.all(gallery["hybrid_labels"][:, 0] == 4)  # the most-confused class first
+    assert not np.any(gallery["hybrid_labels"] == gallery["forget_labels"][:, None])
+    again = preview_gallery(images, labels, forget_idx, retain_idx, probs_of, count=3, num_hybrids=2, seed=7)
+    np.testing.assert_array_equal(again["partner_index"], gallery["partner_index"])  # seeded

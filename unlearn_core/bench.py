@@ -10,17 +10,12 @@ deviation per method. ``COLUMNS`` is the one definition of the table's columns.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
 
 from unlearn_core.errors import ParameterError
+from unlearn_core.sweeps import summarize
 
 COLUMNS = (("Acc_f", "Acc_f"), ("Acc_r", "Acc_r"), ("FA", "FA"), ("RA", "RA"), ("TA", "TA"),
            ("TA_retain", "TA_r"), ("MIA_svc", "MIA-SVC"), ("MIA_entropy", "MIA-ent"), ("avg_gap", "Avg.Gap"),
@@ -75,29 +70,19 @@ class MethodRow:
                 self.rte_not_comparable.append(report.get("rte_not_comparable_reason") or "")
 
     def mean_std(self, key: str) -> tuple[float, float]:
-        values = np.array([v for v in self.values[key] if not math.isnan(v)], dtype=float)
-        if values.size == 0:
+        """Mean and sample standard deviation over seeds (:func:`unlearn_core.sweeps.summarize`); NaN without
+        values, a standard deviation of 0 for one value."""
+        stats = summarize(self.values[key])
+        if stats["n"] == 0:
             return float("nan"), float("nan")
-        return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
+        return stats["mean"], stats["std"] if stats["std"] is not None else 0.0
 
     def as_dict(self) -> dict:
         summary = {key: dict(zip(("mean", "std"), self.mean_std(key))) for key, _ in COLUMNS}
         return {"method": self.method, "title": self.title, "runs": len(self.values["TA"]), "run_ids": self.run_ids,
                 "errors": self.errors, "values": self.values, "summary": summary, "in_scope": self.in_scope,
                 "scope_reason": self.scope_reason, "rte_not_comparable": self.rte_not_comparable,
-                "evidence": {key: float(np.mean(values)) for key, values in self.evidence.items() if values}}
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in str(text).split(",") if part.strip()]
-    except ValueError:
-        raise ParameterError(f"--seeds must be whole numbers separated by commas, got {text!r}") from None
-    if not seeds:
-        raise ParameterError("--seeds lists no seed")
-    if len(set(seeds)) != len(seeds):
-        raise ParameterError(f"--seeds repeats a seed: {text}")
-    return seeds
+                "evidence": {key: summarize(values)["mean"] for key, values in self.evidence.items() if values}}
 
 
 def bench_methods(requested: list[str] | None = None) -> list[str]:
@@ -168,11 +153,11 @@ def run_bench(dataset: str = "mnist5k", forgets: list[str] = ("class:3", "random
 def _check_threads(threads: int | None) -> int:
     import torch
 
+    from unlearn_core.sweeps import EngineConfig
+
     if threads is None:
         return torch.get_num_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
-        raise ParameterError(f"--threads must be a whole number from 1 to 1024, got {threads!r}")
-    return threads
+    return EngineConfig.checked("inline", threads=threads).threads
 
 
 def _run_bench(dataset, forgets, seeds, methods, model, device, recipe_overrides, params, store, tag, log, cancel,
@@ -414,23 +399,3 @@ def flat_rows(result: dict) -> list[dict]:
                 flat[f"{key}_std"] = row["summary"][key]["std"]
             rows.append(flat)
     return rows
-
-
-def write_csv(result: dict, path: str | Path) -> None:
-    from unlearn_core.checkpoints import atomic_write_bytes
-
-    rows = flat_rows(result)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()) if rows else ["dataset"], lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
-                         for k, v in row.items()})
-    atomic_write_bytes(Path(path), buffer.getvalue().encode())
-
-
-def write_json(result: dict, path: str | Path) -> None:
-    from unlearn_core.checkpoints import atomic_write_bytes
-    from unlearn_core.jsonsafe import jsonable
-
-    atomic_write_bytes(Path(path), (json.dumps(jsonable(result), indent=2) + "\n").encode())

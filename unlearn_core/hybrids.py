@@ -14,6 +14,7 @@ class. ``m`` is one of four tent masks shifted by ``delta`` and clipped to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -272,3 +273,37 @@ def build_hybrids(forget_images: np.ndarray, retain_images: np.ndarray, plan: Pa
         out[rows] = blend(forget_images[plan.forget_pos[rows]], retain_images[plan.partner_pos[rows]],
                           masks[mask_index(plan.slot[rows])])
     return out
+
+
+def preview_gallery(images: np.ndarray, labels: np.ndarray, forget_idx: np.ndarray, retain_idx: np.ndarray,
+                    probs_of: Callable[[np.ndarray], np.ndarray], count: int, num_hybrids: int,
+                    forgotten_classes=(), seed: int = 0) -> dict:
+    """A few forget samples with their partners and hybrid labels, chosen as NatMU chooses them.
+
+    ``images`` and ``labels`` are the training set (``(N, C, H, W)`` and ``(N,)``), ``forget_idx`` and
+    ``retain_idx`` its forget and remaining rows, and ``probs_of(images)`` the original model's softmax. Up to
+    ``count`` forget samples are taken in a seeded random order, one per class first; their partners come from
+    :func:`select_partners` over the whole remaining set with ``num_hybrids`` per sample, cut to the smallest
+    number any chosen sample got so the arrays stay rectangular. Returns ``forget_index``, ``forget_images``,
+    ``forget_labels``, ``original_probs``, ``partner_index`` ``(n, K)``, ``partner_images`` ``(n, K, C, H, W)``
+    and ``hybrid_labels`` ``(n, K)``; :func:`recompute_hybrids` blends them for any ``delta``.
+    """
+    labels = np.asarray(labels)
+    forget_idx, retain_idx = np.asarray(forget_idx), np.asarray(retain_idx)
+    order = np.random.default_rng(seed).permutation(len(forget_idx))
+    seen: set = set()
+    first = [int(i) for i in order if not (labels[forget_idx[i]] in seen or seen.add(labels[forget_idx[i]]))]
+    chosen = (first + [int(i) for i in order if int(i) not in first])[:count]
+    rows = forget_idx[chosen]
+    forget_images = np.asarray(images[rows])
+    probs = np.asarray(probs_of(forget_images))
+    plan = select_partners(probs, labels[rows], labels[retain_idx], num_hybrids,
+                           forgotten_classes=forgotten_classes, rng=np.random.default_rng(seed))
+    per_sample = int(plan.hybrids_per_sample.min()) if len(plan.hybrids_per_sample) else 0
+    take = np.stack([np.flatnonzero(plan.forget_pos == i)[:per_sample] for i in range(len(rows))])
+    partner_rows = retain_idx[plan.partner_pos[take]]
+    partners = np.asarray(images[partner_rows.reshape(-1)])
+    partners = partners.reshape(len(rows), per_sample, *forget_images.shape[1:])
+    return {"forget_index": rows, "forget_images": forget_images, "forget_labels": labels[rows],
+            "original_probs": probs, "partner_index": partner_rows, "partner_images": partners,
+            "hybrid_labels": plan.label[take]}

@@ -1,17 +1,19 @@
 """Files the CLI and scripts write on a user's request (reports, exports, tables).
 
-Two rules, both from issue 11:
+Two rules:
 
 - An output path is checked *before* any work starts (:func:`check_output_path`):
   a run that took minutes must not end in a traceback because ``--json`` names a
   folder, a read-only place or a path under a file, losing its report.
 - No output may land on a file the library manages: the run store and its
   ``-wal``/``-shm``/``-journal`` files, the run checkpoints, the checkpoint
-  cache, downloaded data sets, the image root. ``runs export --csv <the store>``
-  once replaced a database of 99 runs with a CSV.
+  cache, downloaded data sets, the image root (``runs export --csv <the store>``
+  must not replace a database of runs with a CSV).
 
 :func:`write_output_bytes` writes atomically and turns an ``OSError`` (disk
-full, quota, read-only file system) into one line.
+full, quota, read-only file system) into one line. This module sits in the
+bottom layer: it knows where the store keeps its files
+(:func:`unlearn_core.paths.checkpoint_dir_for`) without importing the store.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from unlearn_core import paths
 from unlearn_core.errors import OutputPathError
+from unlearn_core.settings import settings
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 STORE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
@@ -81,8 +84,8 @@ def managed_reason(target: Path, store_path: str | Path | None = None) -> str | 
     for name in MANAGED_FOLDERS:
         if _inside(target, data / name):
             return f"is inside the data directory's {name}/ folder, which the library manages"
-    image_root = os.environ.get("UNLEARN_IMAGE_ROOT")
-    if image_root and _inside(target, _real(Path(image_root))):
+    image_root = settings().image_root
+    if _inside(target, _real(image_root)):
         return f"is inside the image root {_shown(image_root)} (UNLEARN_IMAGE_ROOT)"
     return None
 

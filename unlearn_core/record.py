@@ -1,10 +1,11 @@
 """Recording a method run: start a row, run the method, evaluate, save the checkpoint, finish (or fail).
 
 This is the one way a run is recorded, for a single run (the CLI's ``unlearn``,
-the app's jobs) and for every run of a sweep: :func:`run_and_record` computes
-the run on a prepared setup and hands its result to :func:`record_result`,
-which saves the unlearned checkpoint atomically, finishes the row and applies
-the run-checkpoint quota. A cancelled run is recorded as ``cancelled`` and any
+the app's jobs) and for every run of a sweep: :func:`run_and_record` runs the
+method on a prepared setup, :func:`record_outcome` takes a run a sweep task
+computed; both end in :func:`finish_run` (the unlearned checkpoint saved
+atomically, the row finished), :func:`fail_run` and
+:func:`apply_checkpoint_quota`. A cancelled run is recorded as ``cancelled`` and any
 other error as ``failed`` (with its message); a failed or cancelled row never
 keeps a checkpoint.
 """
@@ -30,7 +31,6 @@ def run_and_record(setup, method: str, params: dict | None = None, progress=None
     message); both re-raise. Bad parameters raise before anything is recorded.
     ``evidence`` (kinds or an ``EvidenceRequest``) adds the report's evidence section.
     """
-    from unlearn_core import checkpoints
     from unlearn_core.evidence import EvidenceRequest
     from unlearn_core.methods import get_method
     from unlearn_core.pipeline import build_report, run_method
@@ -51,42 +51,82 @@ def run_and_record(setup, method: str, params: dict | None = None, progress=None
         config["evidence"] = evidence.as_dict()
     config.update(extra_config or {})
     run_id = store.start(config)
-    checkpoint = None
     try:
         run = run_method(setup, method_cls.name, resolved, progress, cancel, evidence=evidence)
         if progress is not None:  # its own stage, so a progress bar does not sit still at 100 % meanwhile
             progress(ProgressEvent(stage="evaluate", message="metrics of the unlearned model"))
         report = build_report(setup, run, evidence=evidence)
-        note = None
-        if save_checkpoint:
-            try:
-                checkpoints.save_checkpoint(store.checkpoint_path(run_id), run.model, {"run_id": run_id, **config})
-                checkpoint = store.checkpoint_path(run_id)
-            except OSError as error:
-                # Disk full or the folder gone: the report took the whole run to compute and fits in a row;
-                # keep it, say the checkpoint is missing, rather than fail the run for its model file.
-                from unlearn_core.outputs import describe_os_error
-
-                note = f"checkpoint not saved: {describe_os_error(error)}"
-                warn(f"run {run_id}: {note}; the report is recorded")
-        store.finish(run_id, report, None if checkpoint is None else str(checkpoint), note=note)
-    except (Cancelled, KeyboardInterrupt) as error:
-        _discard_checkpoint(store, run_id, checkpoint)
-        store.fail(run_id, error_text(error) if isinstance(error, Cancelled) else "interrupted", status="cancelled")
-        raise
+        checkpoint = finish_run(store, run_id, config, report, run.model if save_checkpoint else None)
     except BaseException as error:
-        _discard_checkpoint(store, run_id, checkpoint)
-        store.fail(run_id, error_text(error), status="failed")
+        fail_run(store, run_id, error)
         raise
     if checkpoint is not None:
-        try:
-            store.enforce_checkpoint_quota()
-        except (UnlearnError, OSError) as error:  # the run is recorded; a failed prune must not undo that
-            warn(f"the run checkpoint quota could not be applied: {one_line(error)}")
+        apply_checkpoint_quota(store)
     return run_id, report, run
 
 
-def _discard_checkpoint(store: RunStore, run_id: int, checkpoint: Path | None) -> None:
-    """A run that did not finish keeps no checkpoint (a failed or cancelled row never has a model beside it)."""
+def record_outcome(store: RunStore, config: dict, report: dict | None, model=None, error: str | None = None,
+                   save_checkpoint: bool = True) -> int:
+    """Record a run computed elsewhere (a sweep's task) in one go; returns its id.
+
+    ``error`` (one line) records it ``failed``; otherwise ``report`` finishes it
+    and ``model`` (anything with a ``state_dict()``), when given and
+    ``save_checkpoint``, is saved as its checkpoint, exactly as
+    :func:`run_and_record` saves a single run's.
+    """
+    run_id = store.start(config)
+    if error:
+        store.fail(run_id, error)
+        return run_id
+    try:
+        checkpoint = finish_run(store, run_id, config, report, model if save_checkpoint else None)
+    except BaseException as failure:
+        fail_run(store, run_id, failure)
+        raise
     if checkpoint is not None:
-        store._remove_run_checkpoint(run_id)
+        apply_checkpoint_quota(store)
+    return run_id
+
+
+def finish_run(store: RunStore, run_id: int, config: dict, report: dict, model=None) -> Path | None:
+    """Save ``model`` as the run's checkpoint (atomically; skipped when None) and mark the run ``done``.
+
+    A checkpoint that cannot be written (disk full, folder gone) does not fail
+    the run: the report took the whole run to compute and fits in a row, so it
+    is kept, with ``checkpoint not saved: <reason>`` in the row's ``error``
+    column and a :class:`~unlearn_core.store.RunStoreWarning`. Returns the
+    checkpoint's path, or None when none was saved.
+    """
+    from unlearn_core import checkpoints
+    from unlearn_core.outputs import describe_os_error
+
+    checkpoint, note = None, None
+    if model is not None:
+        try:
+            checkpoints.save_checkpoint(store.checkpoint_path(run_id), model, {"run_id": run_id, **config})
+            checkpoint = store.checkpoint_path(run_id)
+        except OSError as error:
+            note = f"checkpoint not saved: {describe_os_error(error)}"
+            warn(f"run {run_id}: {note}; the report is recorded")
+    store.finish(run_id, report, None if checkpoint is None else str(checkpoint), note=note)
+    return checkpoint
+
+
+def fail_run(store: RunStore, run_id: int, error: BaseException) -> None:
+    """Record a run that raised: ``cancelled`` for a cancel or an interrupt, else ``failed`` with its message.
+
+    A run that did not finish keeps no checkpoint (a failed or cancelled row never has a model beside it).
+    """
+    store.remove_run_checkpoint(run_id)
+    if isinstance(error, (Cancelled, KeyboardInterrupt)):
+        store.fail(run_id, error_text(error) if isinstance(error, Cancelled) else "interrupted", status="cancelled")
+    else:
+        store.fail(run_id, error_text(error), status="failed")
+
+
+def apply_checkpoint_quota(store: RunStore) -> None:
+    """Prune run checkpoints over the quota; a failure only warns (the run is recorded, a prune must not undo it)."""
+    try:
+        store.enforce_checkpoint_quota()
+    except (UnlearnError, OSError) as error:
+        warn(f"the run checkpoint quota could not be applied: {one_line(error)}")

@@ -49,14 +49,14 @@ def _state_bytes(**changes) -> bytes:
 
 def test_an_upload_never_replaces_the_trained_original(app_env, monkeypatch):
     """Item 1: the upload lives in its own namespace; the cache file, other sessions and the CLI keep the trained one."""
-    from unlearn_core import appstate
+    from unlearn_app import state, uploads
 
     checks = []
-    real_accept = appstate.accept_upload
-    monkeypatch.setattr(appstate, "accept_upload", lambda *a, **k: checks.append(1) or real_accept(*a, **k))
+    real_accept = uploads.accept_upload
+    monkeypatch.setattr(uploads, "accept_upload", lambda *a, **k: checks.append(1) or real_accept(*a, **k))
     at = ready(AppTest.from_file(APP, default_timeout=TIMEOUT).run())
     trained_accuracy = accuracy_shown(at)
-    cached = appstate.original_cache_path("digits", "mlp", 0)
+    cached = state.original_cache_path("digits", "mlp", 0)
     before = hashlib.sha256(cached.read_bytes()).hexdigest()
 
     # A std of 0 in the normalisation: every weight finite, every output NaN. Refused by the probe batch.
@@ -113,7 +113,7 @@ def test_the_url_is_checked_before_any_page_runs(app_env, param, value):
 
 def _record_runs(data_dir: Path, setup, n: int = 1, owner: str | None = None) -> list[int]:
     from unlearn_core.record import run_and_record
-from unlearn_core.store import RunStore
+    from unlearn_core.store import RunStore
 
     store = RunStore(data_dir / "runs.sqlite")
     extra = {"owner": owner} if owner else None
@@ -136,7 +136,7 @@ def test_one_unreadable_row_is_skipped_with_a_warning(app_env, digits_class3):
 def test_another_sessions_training_does_not_block_setup(app_env, monkeypatch):
     """Item 7: Setup lists only this session's setup jobs for this very choice."""
     from app_pages import _shared
-    from unlearn_core.appstate import Choice
+    from unlearn_app.state import Choice
 
     (app_env / "checkpoints").unlink()  # no original on disk: the page must offer training
     (app_env / "checkpoints").mkdir()

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from unlearn_core.errors import DivergenceError
-from unlearn_core.jobs import CANCELLED, DONE, FAILED, JobRunner
+from unlearn_app.jobs import CANCELLED, DONE, FAILED, JobRunner
 from unlearn_core.progress import Reporter
 
 
@@ -128,7 +128,7 @@ def test_submit_run_records_the_run_in_the_store(runner, tmp_path, digits_class3
 
 def test_phases_have_their_own_progress_and_times():
     """The first run trains the reference, then runs the method, then evaluates: three phases, three times."""
-    from unlearn_core.jobs import JobRunner
+    from unlearn_app.jobs import JobRunner
     from unlearn_core.progress import ProgressEvent
 
     runner = JobRunner()

@@ -1,14 +1,15 @@
-"""UI-agnostic helpers behind the pages: tables, over-unlearning flags, forget specs, figures, gradients."""
+"""The library's tables, over-unlearning and best-cell rules and figures, and the app's forget specs and thumbnails."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from unlearn_core.appstate import (best_per_column, forget_spec_for, metrics_table, over_unlearning,
-                                   per_class_shift, to_display)
+from unlearn_app.display import to_display
+from unlearn_app.state import forget_spec_for
 from unlearn_core.errors import ForgetSpecError
 from unlearn_core.figures import embedding_scatter, per_class_heatmap
+from unlearn_core.tables import best_cells, metrics_table, over_unlearning_summary, per_class_shift
 
 
 def fake_run(run_id, method, fa, ta, per_class, seconds=1.0):
@@ -30,10 +31,10 @@ def test_metrics_table_measures_gaps_to_retrain_and_picks_the_best():
     # The reference rows carry their own distance from retraining: what unlearning must close, and zero.
     assert table.loc["original", "avg_gap"] == pytest.approx((23.0 + 0.0 + 99.0 + 0.0) / 4)
     assert table.loc["retrain (reference)", "avg_gap"] == pytest.approx(0.0)
-    best = best_per_column(table.reset_index())
-    assert best["gap_FA"] == "#2 good" and best["gap_TA"] == "#2 good"
-    assert best["rte"] == "#1 bad"  # the faster run has the larger speed-up
-    assert "original" not in best.values()
+    best = best_cells(table.reset_index())
+    assert best["gap_FA"] == {"#2 good"} and best["gap_TA"] == {"#2 good"}
+    assert best["rte"] == {"#1 bad"}  # the faster run has the larger speed-up
+    assert not any("original" in labels for labels in best.values())
 
 
 def test_over_unlearning_flags_a_retained_class_that_lost_accuracy():
@@ -42,8 +43,8 @@ def test_over_unlearning_flags_a_retained_class_that_lost_accuracy():
     assert names == ["a", "b", "c", "d"] and forgotten == (3,)
     assert list(shift.index) == ["retrain (reference)", "#2 good", "#1 bad"]
     assert shift.loc["#1 bad", "b"] == pytest.approx(-38.0)
-    warnings = over_unlearning(shift, forgotten)
-    assert len(warnings) == 1 and "#1 bad" in warnings[0] and "class b" in warnings[0]
+    warnings, _ = over_unlearning_summary(shift, forgotten, [100] * 4)
+    assert len(warnings) == 1 and "#1 bad" in warnings[0] and ": b (" in warnings[0]
     figure = per_class_heatmap(shift, forgotten)
     assert list(figure.data[0].x)[3] == "d (forgotten)"
 
@@ -114,25 +115,3 @@ def test_to_display_upscales_grey_and_colour_images():
     assert out[0].shape == (24, 24) and out[0][0, 0] == 0 and out[0][3, 3] == grey[0, 0, 1, 1]
     colour = np.zeros((1, 3, 4, 4), np.uint8)
     assert to_display(colour)[0].shape == (4, 4, 3)
-
-
-def test_forget_gradient_shares_grow_to_the_whole_gradient(digits_class3):
-    import torch
-
-    from unlearn_core.appstate import forget_gradient_shares
-    from unlearn_core.nullspace import build_retained_space
-
-    setup = digits_class3
-    model = setup.original.model
-    retain = setup.bundle.train_x[torch.as_tensor(setup.split.retain_idx[:400])]
-    space = build_retained_space(model, retain, 0.99, setup.device)
-    forget = setup.bundle.train_x[torch.as_tensor(setup.split.forget_idx)]
-    targets = torch.zeros(len(forget), dtype=torch.long)
-    shares = forget_gradient_shares(model, space, forget, targets, setup.device)
-    assert set(shares) == set(space.layers)
-    for name, share in shares.items():
-        assert share[0] == 0 and np.all(np.diff(share) >= -1e-9)
-        assert share[-1] == pytest.approx(1.0, abs=1e-6)  # the full basis captures the whole gradient
-    # the first layer's input (pixels) is the same for forget and remaining data: most of its gradient is protected
-    first = next(iter(shares))
-    assert shares[first][space.layers[first].rank(0.99)] > 0.5

@@ -77,7 +77,7 @@ def chart_specs(at) -> list[dict]:
 
 
 def test_sweeps_page_draws_the_phase_map_and_the_pareto_scatter(sweep_dir, env):
-    from unlearn_core.sweep_views import cell_frame
+    from unlearn_core.tables import cell_frame
 
     folder, result = sweep_dir
     env(folder)
@@ -185,7 +185,7 @@ def test_bad_seeds_show_an_error_not_a_traceback(tmp_path, env):
 def test_results_draw_a_runs_evidence_and_unlearn_asks_for_it(tmp_path, env):
     from unlearn_core.pipeline import prepare
     from unlearn_core.record import run_and_record
-from unlearn_core.store import RunStore
+    from unlearn_core.store import RunStore
 
     _borrow_checkpoints(tmp_path)
     env(tmp_path)

@@ -60,7 +60,7 @@ def cookie_writer(at: AppTest) -> str:
 
 # -- pure helpers --------------------------------------------------------------------------------------------------
 def test_session_tokens_are_random_and_checked_when_read_back():
-    from unlearn_core.appstate import check_session_token, cookie_script, new_session_token
+    from unlearn_app.urlstate import check_session_token, cookie_script, new_session_token
 
     tokens = {new_session_token() for _ in range(200)}
     assert len(tokens) == 200 and all(check_session_token(t) == t for t in tokens)
@@ -74,7 +74,7 @@ def test_session_tokens_are_random_and_checked_when_read_back():
 
 
 def test_forget_labels_never_list_indices():
-    from unlearn_core.appstate import forget_label, url_params
+    from unlearn_app.urlstate import forget_label, url_params
 
     assert forget_label("indices:3,3,5") == "hand-picked, 2 samples"
     assert forget_label("indices:7") == "hand-picked, 1 sample"
@@ -89,7 +89,7 @@ def test_forget_labels_never_list_indices():
 
 
 def test_seeds_from_the_url_are_checked():
-    from unlearn_core.appstate import choice_from_query
+    from unlearn_app.urlstate import choice_from_query
 
     defaults = {"dataset": "mnist5k", "model": "", "forget": "class:3", "seed": 0}
     assert choice_from_query({"seed": "7"}, defaults)[0]["seed"] == 7
@@ -200,7 +200,7 @@ def test_a_reload_shows_the_sessions_jobs_and_a_link_does_not(app_env, monkeypat
 
 @pytest.mark.parametrize("cookie", ["a" * 31, "../../../etc/passwd/aaaaaaaaaaa", "<img src=x>aaaaaaaaaaaaaaaaaaaaaaa"])
 def test_a_malformed_cookie_starts_a_new_session(app_env, monkeypatch, cookie):
-    from unlearn_core.appstate import check_session_token
+    from unlearn_app.urlstate import check_session_token
 
     at = open_app(cookie=cookie, monkeypatch=monkeypatch)
     token = at.session_state["session_token"]
@@ -211,7 +211,7 @@ def test_a_malformed_cookie_starts_a_new_session(app_env, monkeypatch, cookie):
 def test_shared_server_a_link_never_hands_over_the_senders_runs(app_env, monkeypatch, digits_class3):
     """On a shared server runs belong to the token: the sender sees them after a reload, the link's recipient not."""
     from unlearn_core.record import run_and_record
-from unlearn_core.store import RunStore
+    from unlearn_core.store import RunStore
 
     monkeypatch.setenv("UNLEARN_SHARED", "1")
     sender = open_app(monkeypatch=monkeypatch)
@@ -285,7 +285,7 @@ def test_method_choice_and_parameters_survive_page_visits(app_env, monkeypatch):
 
 def test_the_jobs_panel_pages_through_every_job(app_env, monkeypatch):
     from app_pages import _shared
-    from unlearn_core.appstate import new_session_token
+    from unlearn_app.urlstate import new_session_token
 
     at = ensure_original(open_app(monkeypatch=monkeypatch))
     token = new_session_token()
@@ -319,7 +319,7 @@ def test_a_text_file_upload_gets_a_plain_message(app_env, monkeypatch):
 
 def test_a_busy_session_does_not_push_other_sessions_jobs_out():
     """The worker keeps ``history`` finished jobs per owner (was: 200 for the whole server), and a total bound."""
-    from unlearn_core.jobs import JobRunner
+    from unlearn_app.jobs import JobRunner
 
     runner = JobRunner(history=5, history_total=12)
     try:

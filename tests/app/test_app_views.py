@@ -16,7 +16,7 @@ def record(tmp_path, methods: dict[str, dict], forget: str = "class:3") -> list[
     """Run methods on digits/mlp/``forget`` and record them in the test's store; returns their run ids."""
     from unlearn_core.pipeline import prepare
     from unlearn_core.record import run_and_record
-from unlearn_core.store import RunStore
+    from unlearn_core.store import RunStore
 
     setup = prepare("digits", "mlp", forget, 0, device="cpu")
     store = RunStore(tmp_path / "runs.sqlite")

@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unlearn_core.appstate import per_class_shift
-from unlearn_core.results_view import (DISPLAY, HELP, SPEED_COLUMN, best_cells, forgot, judged_table,
-                                       over_unlearning_summary)
+from unlearn_core.tables import (DISPLAY, HELP, SPEED_COLUMN, best_cells, forgot, judged_table,
+                                 over_unlearning_summary, per_class_shift)
 
 
 def metrics(fa, ta=90.0, acc_f=None, per_class=(98.0, 98.0, 98.0, 98.0)):
@@ -117,7 +116,7 @@ def test_delete_run_removes_the_row_and_its_checkpoint_but_not_a_running_run(tmp
 
 
 def test_an_out_of_scope_run_carries_the_badge_in_the_shown_table():
-    from unlearn_core.results_view import display_frame
+    from unlearn_core.tables import display_frame
 
     table = judged_table([run(2, "unsc", 1.0, in_scope=False), run(1, "natmu", 2.0)])
     frame = display_frame(table, ["scope", "FA", "rte"])

@@ -10,8 +10,8 @@ import pytest
 
 from unlearn_core.methods import get_method
 from unlearn_core.methods.base import Param
-from unlearn_core.sweep_views import (cell_frame, ensemble_band, grid_values, interval_text, pareto_front,
-                                      phase_matrix, seed_groups, spec_cells, varied_params)
+from unlearn_core.tables import (cell_frame, ensemble_band, grid_values, interval_text, pareto_front,
+                                 phase_matrix, seed_groups, spec_cells, varied_params)
 
 
 def test_grid_values_follow_the_declaration():
@@ -99,7 +99,7 @@ def test_phase_matrix_places_cells_and_counts_collisions():
 
 def test_phase_map_and_pareto_figures_use_fixed_scales_and_method_colours():
     from unlearn_core.figures import method_colour
-    from unlearn_core.view_figures import pareto_scatter, phase_map
+    from unlearn_core.figures import pareto_scatter, phase_map
 
     frame = cell_frame(_result())
     fig = phase_map(phase_matrix(frame, "ga", "lr", "epochs", "forget gap"), "ga")
@@ -160,7 +160,7 @@ def test_per_class_bars_draw_the_band_behind_the_bars():
 
 
 def test_evidence_figures():
-    from unlearn_core.view_figures import probe_bars, relearn_curves, unlearning_curves
+    from unlearn_core.figures import probe_bars, relearn_curves, unlearning_curves
 
     probe = {w: {"probe_forget": v, "knn_forget": v - 1, "probe_retain": 97.0}
              for w, v in (("original", 99.0), ("unlearned", 98.0), ("retrained", 60.0))}
@@ -181,7 +181,7 @@ def test_evidence_figures():
 
 
 def test_a_cell_without_a_value_is_grey_never_the_neutral_white():
-    from unlearn_core.view_figures import phase_map
+    from unlearn_core.figures import phase_map
 
     frame = cell_frame(_result())
     frame.loc[frame["cell_id"] == "c", "forget_gap"] = float("nan")  # e.g. every run of the cell failed

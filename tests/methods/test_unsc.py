@@ -118,3 +118,25 @@ def test_mnist5k_small_cnn_defaults_reach_the_paper_shape(mnist_class3):
     report = build_report(mnist_class3, run)
     _check_shape(report)
     assert [row["layer"] for row in run.artifacts["layers"]][:2] == ["body.0.0", "body.0.3"]
+
+
+def test_forget_gradient_shares_grow_to_the_whole_gradient(digits_class3):
+    import torch
+
+    from unlearn_core.methods.unsc import forget_gradient_shares
+    from unlearn_core.nullspace import build_retained_space
+
+    setup = digits_class3
+    model = setup.original.model
+    retain = setup.bundle.train_x[torch.as_tensor(setup.split.retain_idx[:400])]
+    space = build_retained_space(model, retain, 0.99, setup.device)
+    forget = setup.bundle.train_x[torch.as_tensor(setup.split.forget_idx)]
+    targets = torch.zeros(len(forget), dtype=torch.long)
+    shares = forget_gradient_shares(model, space, forget, targets, setup.device)
+    assert set(shares) == set(space.layers)
+    for name, share in shares.items():
+        assert share[0] == 0 and np.all(np.diff(share) >= -1e-9)
+        assert share[-1] == pytest.approx(1.0, abs=1e-6)  # the full basis captures the whole gradient
+    # the first layer's input (pixels) is the same for forget and remaining data: most of its gradient is protected
+    first = next(iter(shares))
+    assert shares[first][space.layers[first].rank(0.99)] > 0.5

@@ -9,11 +9,12 @@ import threading
 import pytest
 import torch
 
-from unlearn_core.appstate import (Choice, SetupCache, accept_upload, check_forget_text, choice_from_query,
-                                   escape_markdown, markdown_code, probe_outputs)
+from unlearn_app.jobs import JobRunner, QueueFull, estimate_bytes
+from unlearn_app.state import Choice, SetupCache
+from unlearn_app.uploads import accept_upload, probe_outputs
+from unlearn_app.urlstate import check_forget_text, choice_from_query, escape_markdown, markdown_code
 from unlearn_core.errors import CheckpointError, ForgetSpecError
 from unlearn_core.forget import ForgetSpec
-from unlearn_core.jobs import JobRunner, QueueFull, estimate_bytes
 
 
 # -- item 3: no server file through a forget spec from a browser -------------------------------------------------
@@ -186,7 +187,7 @@ def test_setup_cache_keeps_to_its_byte_bound_least_recently_used_first(digits_cl
 
 
 def test_limits_come_from_the_environment(monkeypatch):
-    from unlearn_core.appstate import Limits
+    from unlearn_app.state import Limits
     from unlearn_core.errors import UnlearnError
 
     assert Limits.from_env() == Limits(8, 512 * 2**20, 256 * 2**20)

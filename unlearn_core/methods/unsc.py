@@ -186,3 +186,45 @@ class UNSC(UnlearningMethod):
         model.zero_grad(set_to_none=True)
         model.eval()
         return shares
+
+
+def forget_gradient_shares(model, space, images: torch.Tensor, targets: torch.Tensor, device=None) -> dict:
+    """Per layer, the share of the forget-set weight gradient inside the top-``r`` retained directions, for every r.
+
+    Returns ``{layer: array}`` where ``array[r]`` is the share of the squared
+    gradient norm that projecting onto the first ``r`` eigenvectors captures,
+    i.e. what UNSC's projection removes at a rank ``r``: with ``G`` a layer's
+    summed cross-entropy weight gradient on the forget samples (flattened to
+    ``(out, in)``) and ``U_r`` the first ``r`` eigenvectors of the retained
+    space (:mod:`unlearn_core.nullspace`), ``share[r] = ||G U_r||_F^2 / ||G||_F^2``.
+    Batch-norm statistics are frozen and dropout is off, as in UNSC's fine-tune.
+    One backward pass serves every eps.
+    """
+    import copy
+
+    from unlearn_core.nullspace import tracked_layers
+
+    device = device or next(model.parameters()).device
+    work = copy.deepcopy(model).to(device)
+    work.train()
+    freeze_batchnorm(work)
+    for module in work.modules():
+        if isinstance(module, nn.Dropout):
+            module.eval()  # the share must not depend on a random dropout mask
+    work.zero_grad(set_to_none=True)
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    for start in range(0, len(images), 256):
+        x = to_float(images[start:start + 256]).to(device)
+        loss_fn(work(x), targets[start:start + 256].to(device)).backward()
+    shares = {}
+    for name, module in tracked_layers(work).items():
+        grad = module.weight.grad
+        spectrum = space.layers.get(name)
+        if grad is None or spectrum is None:
+            continue
+        flat = grad.reshape(grad.shape[0], -1).double()
+        total = float((flat ** 2).sum())
+        energy = ((flat @ spectrum.eigenvectors.to(flat.device).double()) ** 2).sum(0).cpu().numpy()
+        cumulative = np.concatenate([[0.0], np.cumsum(energy)]) / total if total > 0 else np.zeros(len(energy) + 1)
+        shares[name] = np.minimum(cumulative, 1.0)
+    return shares

@@ -18,25 +18,20 @@ from typing import Any
 
 from unlearn_core import paths
 from unlearn_core.jsonsafe import one_line
+from unlearn_core.settings import SettingsError, settings
 from unlearn_core.store.common import RunNotFoundError, RunStoreError, now, run_id_from_text, warn
 
 QUOTA_ENV = "UNLEARN_RUN_CHECKPOINT_QUOTA_MB"
-DEFAULT_QUOTA_MB = 2048
 STALE_TEMP_SECONDS = 3600
 
 
 def run_checkpoint_quota_bytes() -> int:
-    """The run-checkpoint quota: ``UNLEARN_RUN_CHECKPOINT_QUOTA_MB`` (MiB, 0 keeps none) if set, else 2048 MiB."""
-    raw = os.environ.get(QUOTA_ENV, "").strip()
-    if not raw:
-        return DEFAULT_QUOTA_MB * 2**20
+    """The run-checkpoint quota in bytes: ``settings().run_checkpoint_quota_mb`` (``UNLEARN_RUN_CHECKPOINT_QUOTA_MB``,
+    MiB, default 2048; 0 keeps only pinned runs' checkpoints); a bad setting is a :class:`RunStoreError`."""
     try:
-        megabytes = float(raw) if raw.isascii() else float("nan")  # float() too takes non-ASCII digits
-    except ValueError:
-        megabytes = float("nan")
-    if not 0 <= megabytes < float("inf"):
-        raise RunStoreError(f"{QUOTA_ENV} must be a number of MiB, 0 or more, got {raw[:40]!r}")
-    return int(megabytes * 2**20)
+        return settings().run_checkpoint_quota_bytes
+    except SettingsError as error:
+        raise RunStoreError(str(error)) from None
 
 
 def run_checkpoint_path(run_id: int) -> Path:
@@ -61,7 +56,7 @@ class CheckpointFiles:
         """
         return self.checkpoint_dir / f"{int(run_id)}.pt"
 
-    def _remove_run_checkpoint(self, run_id: int) -> bool:
+    def remove_run_checkpoint(self, run_id: int) -> bool:
         """Delete this store's checkpoint file of a run (only ever ``<checkpoint dir>/<id>.pt``)."""
         try:
             self.checkpoint_path(run_id).unlink()
@@ -148,7 +143,7 @@ class CheckpointFiles:
                 total -= size
         # Files go after the commit: a crash in between leaves an orphan file, never a row pointing at nothing.
         for run_id in pruned:
-            self._remove_run_checkpoint(run_id)
+            self.remove_run_checkpoint(run_id)
         if total > quota:
             warn(f"pinned run checkpoints alone use {total / 2**20:.1f} MiB, over the {quota / 2**20:g} MiB "
                   f"quota ({QUOTA_ENV}); unpin some (python -m unlearn_core runs unpin ID)")

@@ -24,6 +24,7 @@ from pathlib import Path
 from unlearn_core import paths
 from unlearn_core.jsonsafe import dumps, finite_or_none, jsonable, one_line
 from unlearn_core.parsing import ascii_int
+from unlearn_core.report import Report
 from unlearn_core.store.common import (MAX_ROW_ID, METRIC_KEYS, SUMMARY_KEYS, RunNotFoundError, RunStoreError,
                                        code_version, now, run_id_from_text, warn)
 from unlearn_core.store.export import RunExport
@@ -92,11 +93,15 @@ class RunStore(StoreFile, CheckpointFiles, SweepTables, RunExport):
                  dumps(params), dumps(config), code_version(), os.getpid(), now()))
             return int(cursor.lastrowid)
 
-    def finish(self, run_id: int, report: dict, checkpoint_path: str | None = None, note: str | None = None) -> None:
-        """Mark a run ``done`` with its report (see ``pipeline.build_report``) and checkpoint path.
+    def finish(self, run_id: int, report: Report | dict, checkpoint_path: str | None = None,
+               note: str | None = None) -> None:
+        """Mark a run ``done`` with its report (a :class:`~unlearn_core.report.Report` or its ``to_dict()``
+        form, see ``pipeline.build_report``) and checkpoint path.
 
         ``note`` goes into the ``error`` column of a finished run (e.g. why its checkpoint is missing).
         """
+        if isinstance(report, Report):
+            report = report.to_dict()
         unlearned = report.get("unlearned") or {}
         values = [finite_or_none(report.get(k)) for k in SUMMARY_KEYS]
         values += [finite_or_none(unlearned.get(k)) for k in METRIC_KEYS]
@@ -146,7 +151,7 @@ class RunStore(StoreFile, CheckpointFiles, SweepTables, RunExport):
                                       "WHERE id = ? AND status = 'running'",
                                       ("interrupted: the process running it is gone", now(), run_id)).rowcount
             if reaped:
-                self._remove_run_checkpoint(run_id)
+                self.remove_run_checkpoint(run_id)
         return len(stale)
 
     # -- reads -------------------------------------------------------------------------------------------------
@@ -312,5 +317,5 @@ def delete_run(run_id: int, store: RunStore | None = None) -> dict:
         raise RunStoreError(f"run {run_id} is still running; cancel it before deleting it")
     with store._write() as conn:
         conn.execute("DELETE FROM runs WHERE id = ? AND status != 'running'", (run_id,))
-    store._remove_run_checkpoint(run_id)
+    store.remove_run_checkpoint(run_id)
     return run

@@ -1,15 +1,18 @@
-"""What the Results page shows about runs, decided without Streamlit: which cells are best, which runs forgot,
-which retained classes a run damaged, and how every column is named and explained.
+"""The Results table of runs and its judgement rules, on plain pandas frames: which cells are best, which runs
+forgot, which retained classes a run damaged, and how every column is named and explained.
 
-The rules are here, not in the page, so they are tested on plain tables:
-
-- a cell is "best" only when at least two runs compete, and every run tied
-  with the best value (as displayed, two decimals) is best with it; when all
-  competitors tie, none is;
-- runs outside their method's scope (``report["in_scope"] is False``) never
-  compete, nor does the original or the retrained reference;
-- the speed-up award goes only to runs that forgot (:func:`forgot`) and whose
-  speed-up was timed like for like (``report["rte_comparable"]`` not false).
+- :func:`metrics_table`: one row per reference model and per finished run, with every headline metric, its
+  absolute gap to the retrained model, the Avg. Gap, seconds and RTE; :func:`judged_table` adds scope and
+  whether each run forgot;
+- :func:`per_class_shift`: per-class test accuracy of every run minus the original's;
+- the best-cell rule (:func:`best_cells`): a cell is "best" only when at least two runs compete, and every
+  run tied with the best value (as displayed, two decimals) is best with it; when all competitors tie, none is;
+  runs outside their method's scope (``report["in_scope"] is False``) never compete, nor does the original or
+  the retrained reference; the speed-up award goes only to runs that forgot (:func:`forgot`) and whose
+  speed-up was timed like for like (``report["rte_comparable"]`` not false);
+- the over-unlearning rule (:func:`over_unlearning_summary`): a retained class is damaged when a run's test
+  accuracy on it is more than ``threshold`` points below the retrained model's and the loss is at least
+  ``min_images`` test images.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from unlearn_core.appstate import METRIC_COLUMNS
+from unlearn_core.metrics import AVG_GAP_KEYS, HEADLINE_METRICS, avg_gap
+from unlearn_core.report import ModelMetrics, Report
 
+METRIC_COLUMNS = HEADLINE_METRICS
+# Every metric is judged by its distance to the retrained reference (the gold standard of unlearning).
+GAP_COLUMNS = tuple(f"gap_{m}" for m in METRIC_COLUMNS)
 REFERENCE_METHODS = ("original", "retrained")
 SPEED_COLUMN = "speed-up vs retrain (x)"
 DECIMALS = 2  # what the table shows; ties are decided on the shown values
@@ -67,6 +74,81 @@ HELP = {
 }
 
 
+def as_report(report) -> Report:
+    """A run's report as a :class:`Report`: a stored JSON dict is read with :meth:`Report.from_dict`."""
+    return report if isinstance(report, Report) else Report.from_dict(report)
+
+
+def _finished(runs: list[dict]) -> list[tuple[dict, Report]]:
+    """The finished runs that carry a report, each with its typed report, in the given order (newest first)."""
+    return [(run, as_report(run["report"])) for run in runs if run.get("status") == "done" and run.get("report")]
+
+
+def _value(metrics: ModelMetrics | None, key: str):
+    value = metrics.get(key) if metrics is not None else None
+    return float("nan") if value is None else float(value)
+
+
+def metrics_table(runs: list[dict]) -> pd.DataFrame:
+    """One row for the original, one for the retrained reference, one per finished run.
+
+    Columns: the metrics, their absolute gaps to the retrained model, the
+    average gap, seconds and RTE. The reference rows come from the newest run.
+    """
+    done = _finished(runs)
+    rows = []
+    if done:
+        newest = done[0][1]
+        for label, which in (("original", "original"), ("retrain (reference)", "retrained")):
+            metrics = newest.model_metrics(which)
+            if metrics is None:
+                continue
+            row = {"run": label, "method": which, **{k: _value(metrics, k) for k in METRIC_COLUMNS}}
+            row["seconds"] = newest.retrain_seconds if which == "retrained" else float("nan")
+            if newest.retrained is not None:
+                # The original's distance from retraining is what unlearning has to close; the reference's is 0.
+                row["avg_gap"] = avg_gap(metrics.to_dict(), newest.retrained.to_dict(),
+                                         newest.avg_gap_keys or AVG_GAP_KEYS)
+            rows.append(row)
+    for run, report in done:
+        row = {"run": f"#{run['id']} {run['method']}", "method": run["method"],
+               **{k: _value(report.unlearned, k) for k in METRIC_COLUMNS},
+               "seconds": report.seconds, "rte": report.rte, "avg_gap": report.avg_gap, "run_id": run["id"]}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    reference = table[table["method"] == "retrained"]
+    for key in METRIC_COLUMNS:
+        table[f"gap_{key}"] = (table[key] - float(reference[key].iloc[0])).abs() if len(reference) else float("nan")
+    for column in ("rte", "avg_gap", "run_id", "seconds"):
+        table[column] = pd.to_numeric(table[column], errors="coerce") if column in table else float("nan")
+    return table
+
+
+def per_class_shift(runs: list[dict]) -> tuple[pd.DataFrame, list[str], tuple[int, ...]]:
+    """Per-class test accuracy of every run minus the original's: rows run label, columns class names.
+
+    Returns ``(shift, class_names, forgotten_classes)``; the retrained
+    reference is the first row, so a method can be compared with it.
+    """
+    done = _finished(runs)
+    if not done:
+        return pd.DataFrame(), [], ()
+    report = done[0][1]
+    names = [str(n) for n in report.class_names or range(len(report.original.per_class_test))]
+    original = np.asarray(report.original.per_class_test, dtype=float)
+    rows, labels = [], []
+    if report.retrained is not None:
+        rows.append(np.asarray(report.retrained.per_class_test, dtype=float) - original)
+        labels.append("retrain (reference)")
+    for run, run_report in done:
+        rows.append(np.asarray(run_report.unlearned.per_class_test, dtype=float) - original)
+        labels.append(f"#{run['id']} {run['method']}")
+    shift = pd.DataFrame(np.vstack(rows), index=labels, columns=names)
+    return shift, names, tuple(report.forgotten_classes or ())
+
+
 def _finite(value) -> float:
     try:
         number = float(value)
@@ -75,7 +157,8 @@ def _finite(value) -> float:
     return number if math.isfinite(number) else float("nan")
 
 
-def forgot(run_metrics: dict, original: dict, retrained: dict) -> bool:
+def forgot(run_metrics: ModelMetrics | dict | None, original: ModelMetrics | dict | None,
+           retrained: ModelMetrics | dict | None) -> bool:
     """Whether a run's FA (and Acc_f, when defined) came near the retrained model's.
 
     "Near": within :data:`FORGOT_FLOOR` points, or at least
@@ -97,15 +180,13 @@ def forgot(run_metrics: dict, original: dict, retrained: dict) -> bool:
 
 
 def judged_table(runs: list[dict]) -> pd.DataFrame:
-    """``appstate.metrics_table`` plus ``scope`` (text), ``in_scope``, ``forgot`` and ``rte`` blanked when not
+    """:func:`metrics_table` plus ``scope`` (text), ``in_scope``, ``forgot`` and ``rte`` blanked when not
     comparable. One row per reference and per finished run, in the same order."""
-    from unlearn_core.appstate import metrics_table
-
     table = metrics_table(runs)
     if table.empty:
         return table
-    reports = {r["id"]: r["report"] for r in runs if r.get("status") == "done" and r.get("report")}
-    newest = next(iter(reports.values()), {})
+    reports = {run["id"]: report for run, report in _finished(runs)}
+    newest = next(iter(reports.values()))
     in_scope, scope, did_forget = [], [], []
     rte = table["rte"].to_numpy(dtype=float).copy()
     for i, row in enumerate(table.itertuples(index=False)):
@@ -114,12 +195,12 @@ def judged_table(runs: list[dict]) -> pd.DataFrame:
             scope.append("reference")
             did_forget.append(row.method == "retrained")
             continue
-        report = reports.get(int(row.run_id), {})
-        inside = report.get("in_scope") is not False
+        report = reports[int(row.run_id)]
+        inside = report.in_scope is not False
         in_scope.append(inside)
         scope.append("✓" if inside else "⚠ out of scope")
-        did_forget.append(forgot(report.get("unlearned"), newest.get("original"), newest.get("retrained")))
-        if report.get("rte_comparable") is False:
+        did_forget.append(forgot(report.unlearned, newest.original, newest.retrained))
+        if report.rte_comparable is False:
             rte[i] = float("nan")  # timed under other conditions than the reference: no honest ratio
     table = table.assign(in_scope=in_scope, scope=scope, forgot=did_forget, rte=rte)
     return table

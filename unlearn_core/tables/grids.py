@@ -1,13 +1,11 @@
-"""What the Sweeps page and the Results page show about many runs, decided without Streamlit.
+"""A sweep's cells as tables: grids drawn from declared parameters, the phase map's matrix, the Pareto front.
 
 - :func:`grid_values` turns a method's declared :class:`~unlearn_core.methods.Param` into a small grid, so the
   app never asks a person to type values a declaration already bounds;
 - :func:`cell_frame` flattens :func:`unlearn_core.sweeps.sweep_result` into one row per cell with the three
   colours of the phase map (signed forget gap, retain drop, Avg. Gap) and the Pareto axes;
 - :func:`phase_matrix` lays one method's cells on two parameters; :func:`pareto_front` marks the cells no
-  other cell beats on both forgetting error and retained-accuracy loss;
-- :func:`seed_groups` and :func:`ensemble_band` give the mean ± 95 % interval over seeds and the spread of a
-  retrained ensemble for the Results page.
+  other cell beats on both forgetting error and retained-accuracy loss.
 """
 
 from __future__ import annotations
@@ -208,70 +206,3 @@ def cell_label(row) -> str:
     shown = {k: v for k, v in params.items() if not varied or k in varied}
     return " ".join([str(row["method"]), *(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                            for k, v in shown.items())])
-
-
-# -- Results: uncertainty over seeds ------------------------------------------------------------------------------
-def seed_groups(runs: list[dict], metrics: list[str]) -> pd.DataFrame:
-    """Finished runs grouped by method and parameters: per metric the mean and the 95 % t interval's half-width.
-
-    Only groups of two or more runs (several seeds) are returned: a single run keeps its own row in the main
-    table, and "± –" for it would say nothing. Columns: ``method``, ``params`` (JSON), ``n``, ``seeds``,
-    ``run_ids``, then ``METRIC`` (mean) and ``METRIC±`` (half-width) per metric; ``avg_gap`` comes from the
-    report, the others from its ``unlearned`` section.
-    """
-    from unlearn_core.sweeps import summarize
-
-    groups: dict[tuple, list[dict]] = {}
-    for run in runs:
-        if run.get("status") != "done" or not run.get("report"):
-            continue
-        key = (run["method"], json.dumps(run.get("params") or {}, sort_keys=True))
-        groups.setdefault(key, []).append(run)
-    rows = []
-    for (method, params), members in groups.items():
-        if len({r.get("seed") for r in members}) < 2:
-            continue
-        row = {"method": method, "params": params, "n": len(members),
-               "seeds": sorted({int(r.get("seed") or 0) for r in members}),
-               "run_ids": [int(r["id"]) for r in members]}
-        for metric in metrics:
-            values = [(r["report"] if metric in ("avg_gap", "seconds", "rte") else
-                       (r["report"].get("unlearned") or {})).get(metric) for r in members]
-            stats = summarize([v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)])
-            row[metric] = stats["mean"] if stats["mean"] is not None else float("nan")
-            row[f"{metric}±"] = (stats["ci_high"] - stats["mean"]) if stats["ci_high"] is not None else float("nan")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def interval_text(mean: float, half: float, decimals: int = 2) -> str:
-    """``"97.31 ± 0.42"``; "–" for an undefined mean; the mean alone when the interval is undefined."""
-    if mean is None or not math.isfinite(float(mean)):
-        return "–"
-    if half is None or not math.isfinite(float(half)):
-        return f"{mean:.{decimals}f}"
-    return f"{mean:.{decimals}f} ± {half:.{decimals}f}"
-
-
-def ensemble_band(runs: list[dict], original_per_class) -> dict | None:
-    """The spread of a retrained ensemble per class, as change vs ``original_per_class`` (points).
-
-    The ensemble is every finished ``retrain`` run of the choice (a sweep's reference models, one per seed).
-    Returns ``{"k", "mean", "low", "high"}`` with low/high = mean ∓ 2 standard deviations (the band a
-    sweep calls "inside the ensemble's spread"), or None with fewer than two models.
-    """
-    members = [r for r in runs if r.get("status") == "done" and r.get("method") == "retrain" and r.get("report")]
-    seen, rows = set(), []
-    for run in members:
-        if run.get("seed") in seen:
-            continue  # one model per seed: the same key run twice is the same model
-        per_class = ((run["report"].get("unlearned") or {}).get("per_class_test"))
-        if per_class is None or len(per_class) != len(original_per_class):
-            continue
-        seen.add(run.get("seed"))
-        rows.append(np.asarray(per_class, dtype=float) - np.asarray(original_per_class, dtype=float))
-    if len(rows) < 2:
-        return None
-    values = np.vstack(rows)
-    mean, std = values.mean(axis=0), values.std(axis=0, ddof=1)
-    return {"k": len(rows), "mean": mean, "low": mean - 2 * std, "high": mean + 2 * std}

@@ -342,6 +342,13 @@ class JobRunner:
     def active(self, kind: str | None = None, owner: str | None = None) -> list[Job]:
         return [j for j in self.jobs(kind, owner) if not j.snapshot().finished]
 
+    def run_artifacts(self, run_id: int, owner: str | None = None) -> dict | None:
+        """Artifacts of stored run ``run_id`` if a run job of ``owner`` (any owner: ``None``) finished it here."""
+        for job in self.jobs("run", owner):
+            if job.snapshot().run_id == run_id and isinstance(job.result, tuple):
+                return job.result[2].artifacts
+        return None
+
     def ahead_of(self, job: Job) -> int:
         """Unfinished jobs of any kind and owner submitted before ``job``: what it waits for in the one worker."""
         return sum(1 for other in self.active() if other.job_id < job.job_id)

@@ -1,0 +1,198 @@
+"""What a browser may send and keep: URL parameters, the session cookie, and markdown-safe text.
+
+Every value a link or a browser controls passes through here before a page
+uses it: the shared choice in the query string is checked against the
+registries (:func:`choice_from_query`), the session token in the cookie has
+one exact shape (:func:`check_session_token`), and any user- or URL-controlled
+string shown as markdown is escaped (:func:`escape_markdown`,
+:func:`markdown_code`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from unlearn_core.errors import ForgetSpecError, ParameterError, UnlearnError
+
+# What can make markup in Streamlit's markdown: emphasis, code, links and images ([ ] !), autolinks (< >), HTML,
+# tables, strikethrough, math ($) and colour directives (":red[...]" needs the "[").
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~$!{}])")
+# GFM turns bare "http://..." and "www...." into live links: a backslash inside each breaks the pattern.
+_MD_AUTOLINK = re.compile(r"(?i)(://|www\.)")
+# An image-folder name from a URL: plain relative names only (the loader keeps it inside UNLEARN_IMAGE_ROOT).
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _./-]{0,199}")
+# Class and fine-class names as the registries spell them (cifar100: "aquarium_fish", "maple_tree").
+_SPEC_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}")
+
+
+def escape_markdown(text) -> str:
+    """``text`` with every character that makes markup in Streamlit's markdown escaped.
+
+    For anything a user or a URL controls that ends up in ``st.markdown``,
+    ``st.error`` and friends: a ``[text](url)`` link or ``![](url)`` beacon
+    becomes plain text. Newlines become spaces so a value stays on its line.
+    """
+    flat = " ".join(str(text).split())
+    escaped = _MD_SPECIAL.sub(r"\\\1", flat)
+    escaped = _MD_AUTOLINK.sub(lambda m: ":\\/\\/" if m.group(1) == "://" else m.group(1)[:3] + "\\.", escaped)
+    # A leading list, heading-underline or quote marker stays text.
+    escaped = re.sub(r"^(\d+)([.)])", r"\1\\\2", escaped)
+    if re.match(r"[-+=>]", escaped):
+        escaped = "\\" + escaped
+    return escaped
+
+
+def markdown_code(text) -> str:
+    """``text`` as an inline code span: shown literally (no links, images or colour directives inside one);
+    backticks, the only way out of a span, become quotes."""
+    return "`" + " ".join(str(text).split()).replace("`", "'") + "`"
+
+
+def check_dataset_name(name: str) -> str:
+    """A registered data set or ``imagefolder:<plain relative name>``; raises ``DatasetError`` otherwise."""
+    from unlearn_core.data import DATASETS, IMAGEFOLDER_PREFIX
+    from unlearn_core.errors import DatasetError
+
+    name = str(name).strip()
+    if name in DATASETS:
+        return name
+    if name.startswith(IMAGEFOLDER_PREFIX) and _FOLDER_NAME.fullmatch(name[len(IMAGEFOLDER_PREFIX):]) \
+            and ".." not in name:
+        return name
+    raise DatasetError(f"unknown data set (choose one of {', '.join(DATASETS)}, or imagefolder:<folder>)")
+
+
+def check_model_name(name: str) -> str:
+    from unlearn_core.errors import ModelError
+    from unlearn_core.models import MODELS
+
+    if name not in MODELS:
+        raise ModelError(f"unknown model (choose one of {', '.join(MODELS)})")
+    return name
+
+
+def check_forget_text(text: str) -> str:
+    """A forget spec a browser may send, in canonical form: inline values only, no files, plain names."""
+    from unlearn_core.forget import ForgetSpec, index_root
+
+    spec = ForgetSpec.parse(str(text), allow_files=False, files_root=index_root())
+    if spec.kind in ("class", "subclass") and not all(_SPEC_VALUE.fullmatch(v) for v in spec.values):
+        raise ForgetSpecError("class names may hold only letters, digits, spaces, '_', '.' and '-'")
+    return str(spec)
+
+
+def check_seed_text(text) -> int:
+    """A seed from a URL: ASCII digits only (``int`` also reads Arabic-Indic digits and "1_0"), in torch's range."""
+    from unlearn_core.forget import validate_seed
+
+    text = str(text).strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
+        raise ParameterError("the seed must be a whole number")
+    return validate_seed(int(text))
+
+
+def choice_from_query(params: dict, defaults: dict) -> tuple[dict, list[str]]:
+    """Validate ``?dataset=``, ``?model=``, ``?forget=`` (and ``?seed=``) before any page uses them.
+
+    Returns the values to use and one plain-text warning per value ignored
+    (the bad value itself is never repeated: it is what an attacker wrote).
+    The seed is checked only when ``defaults`` or ``params`` name it.
+    """
+    checks = {"dataset": check_dataset_name, "model": check_model_name, "forget": check_forget_text,
+              "seed": check_seed_text}
+    values, warnings = {}, []
+    for name, check in checks.items():
+        if name not in defaults and name not in params:
+            continue
+        raw = params.get(name)
+        if raw in (None, ""):
+            values[name] = defaults.get(name, "")
+            continue
+        try:
+            values[name] = check(str(raw))
+        except UnlearnError as error:
+            warnings.append(f"The link's {name} was ignored: {str(error).split(';')[0]}.")
+            values[name] = defaults.get(name, "")
+    return values, warnings
+
+
+def initial_choice(query: dict, current) -> tuple[dict, list[str]]:
+    """A new session's shared choice: the link's checked values over the server's defaults.
+
+    ``query`` holds the URL's ``dataset``, ``model``, ``forget`` and ``seed``
+    (``None`` where absent); ``current`` is :func:`unlearn_core.settings.settings`.
+    The default model belongs to the default data set: a link that names
+    another data set without a model gets that data set's default (``""``).
+    Returns the values and the warnings of :func:`choice_from_query`.
+    """
+    defaults = {"dataset": current.default_dataset, "model": current.default_model,
+                "forget": current.default_forget, "seed": 0}
+    values, warnings = choice_from_query(query, defaults)
+    if values["model"] and values["dataset"] != defaults["dataset"] and not query.get("model"):
+        values["model"] = ""  # the default model is per data set
+    return values, warnings
+
+
+# -- what survives a reload ----------------------------------------------------------------------------------------
+# The choice lives in the URL (a reload or a shared link opens the same view); the session token that owns jobs and
+# runs lives in a cookie, never in the URL, so a shared link cannot hand its recipient the sender's runs.
+URL_KEYS = ("dataset", "model", "forget", "seed")
+SESSION_COOKIE = "unlearn_session"
+SESSION_TOKEN_BYTES = 24  # secrets.token_urlsafe(24): 192 random bits in 32 URL-safe characters
+_SESSION_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
+# A hand-picked set of a few thousand samples fits a link; beyond this the URL keeps the rest of the choice only
+# (proxies and servers refuse request lines of some tens of KB: Tornado's default limit is 64 KB).
+MAX_URL_FORGET_CHARS = 16_000
+_INDEX_VALUE = re.compile(r"\s*-?\d+\s*")
+
+
+def new_session_token() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(SESSION_TOKEN_BYTES)
+
+
+def check_session_token(value) -> str | None:
+    """A token read back from the browser, or ``None`` when it is absent or not one this app could have made.
+
+    Only the exact shape of :func:`new_session_token` passes: anything else (a cookie another app set, a forged
+    path or markup) starts a new session rather than reaching the job list or the run store.
+    """
+    return value if isinstance(value, str) and _SESSION_TOKEN.fullmatch(value) else None
+
+
+def cookie_script(token: str, name: str = SESSION_COOKIE) -> str:
+    """The one line of JavaScript that stores the session token as a browser-session cookie.
+
+    No ``Max-Age``: the cookie ends with the browser session, so the next person at a shared lab computer does not
+    inherit the runs. ``SameSite=Strict``: no other site's page can send it. ``Secure`` when served over HTTPS.
+    """
+    if check_session_token(token) is None:
+        raise ValueError("not a session token")  # never write anything else into a script
+    return (f"<script>document.cookie = '{name}={token}; Path=/; SameSite=Strict'"
+            " + (location.protocol === 'https:' ? '; Secure' : '');</script>")
+
+
+def forget_label(text) -> str:
+    """A forget spec as people read it: a hand-picked set is "hand-picked, N samples", never its index list."""
+    text = str(text)
+    kind, _, body = text.partition(":")
+    if kind.strip().lower() != "indices":
+        return text
+    values = body.split(",")
+    if not all(_INDEX_VALUE.fullmatch(v) for v in values if v.strip()):
+        return "hand-picked, from a file"
+    count = len({int(v) for v in values if v.strip()})
+    return f"hand-picked, {count:,} sample{'' if count == 1 else 's'}"
+
+
+def url_params(choice: dict) -> dict[str, str]:
+    """What the address bar keeps of the shared choice: the checked values only, never the session token.
+
+    A hand-picked set too long for a link is left out (the rest still opens the same data set and model).
+    """
+    params = {key: str(choice[key]) for key in URL_KEYS if choice.get(key) not in (None, "")}
+    if len(params.get("forget", "")) > MAX_URL_FORGET_CHARS:
+        del params["forget"]
+    return params
+

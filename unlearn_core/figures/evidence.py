@@ -1,0 +1,76 @@
+"""Figures of a run's evidence sections (docs/EVIDENCE.md): probe accuracies, relearning curves and the
+unlearning curves, the unlearned model beside the original and the retrained references."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from unlearn_core.figures.style import method_colour
+
+EVIDENCE_MODELS = ("original", "unlearned", "retrained")
+EVIDENCE_COLOURS = {"original": "#C7C7C7", "retrained": "#7F7F7F"}
+
+
+def probe_bars(probe: dict, method: str) -> go.Figure:
+    """Probe accuracies (linear and k-NN on the forget set, linear on retained samples) per model, grouped."""
+    metrics = [("probe_forget", "linear probe, forget"), ("knn_forget", "k-NN, forget"),
+               ("probe_retain", "linear probe, retained")]
+    fig = go.Figure()
+    for which in EVIDENCE_MODELS:
+        values = probe.get(which) or {}
+        colour = EVIDENCE_COLOURS.get(which) or method_colour(method)
+        fig.add_trace(go.Bar(name=which if which != "unlearned" else f"unlearned ({method})",
+                             x=[label for _, label in metrics], y=[values.get(k) for k, _ in metrics],
+                             marker_color=colour, text=[None if values.get(k) is None else f"{values[k]:.0f}"
+                                                        for k, _ in metrics], textposition="outside"))
+    fig.update_layout(barmode="group", title="Feature probe: is the forget data still in the features?",
+                      yaxis=dict(title="accuracy (%)", range=[0, 110]), template="plotly_white", height=330,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def relearn_curves(relearn: dict, method: str) -> go.Figure:
+    """Forget accuracy per relearning step for each model, with each model's target as a dotted line."""
+    fig = go.Figure()
+    for which in EVIDENCE_MODELS:
+        values = relearn.get(which) or {}
+        history = values.get("accuracy_by_step") or []
+        if not history:
+            continue
+        colour = EVIDENCE_COLOURS.get(which) or method_colour(method)
+        name = which if which != "unlearned" else f"unlearned ({method})"
+        fig.add_trace(go.Scatter(x=list(range(len(history))), y=history, mode="lines+markers", name=name,
+                                 line=dict(color=colour)))
+        if values.get("target_acc") is not None and which != "original":
+            fig.add_hline(y=values["target_acc"], line=dict(dash="dot", color=colour, width=1))
+    fig.update_layout(title="Relearning: forget accuracy per fine-tuning step (dotted: each model's target)",
+                      xaxis_title="relearn step", yaxis=dict(title="forget accuracy (%)", range=[-5, 105]),
+                      template="plotly_white", height=330, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def unlearning_curves(curves: dict, method: str) -> go.Figure:
+    """Acc_f (or FA), Acc_r and the method's loss along its optimiser steps; step 0 is the original model."""
+    from plotly.subplots import make_subplots
+
+    points = curves.get("points") or []
+    steps = [p.get("step") for p in points]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for key, colour, dash in (("Acc_f", "#D62728", "solid"), ("FA", "#FF7F0E", "solid"),
+                              ("Acc_r", "#1F77B4", "solid")):
+        values = [p.get(key) for p in points]
+        if all(v is None for v in values):
+            continue
+        fig.add_trace(go.Scatter(x=steps, y=values, name=key, mode="lines+markers", line=dict(color=colour, dash=dash),
+                                 text=[f"epoch {p.get('epoch')}, {p.get('stage')}" for p in points],
+                                 hovertemplate="step %{x}<br>%{text}<br>" + key + " %{y:.1f}<extra></extra>"),
+                      secondary_y=False)
+    losses = [p.get("loss") for p in points]
+    if any(v is not None for v in losses):
+        fig.add_trace(go.Scatter(x=steps, y=losses, name="loss", mode="lines", line=dict(color="#888", dash="dot")),
+                      secondary_y=True)
+    fig.update_layout(title=f"Unlearning curve of {method} (fixed evaluation subsets)", template="plotly_white",
+                      height=330, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="optimiser step")
+    fig.update_yaxes(title_text="accuracy (%)", range=[-5, 105], secondary_y=False)
+    fig.update_yaxes(title_text="loss", secondary_y=True, showgrid=False)
+    return fig

@@ -1,0 +1,59 @@
+"""Figures of UNSC's retained subspaces: each layer's eigenvalue spectrum with the eps threshold, and the
+retained-space rank against the input dimension."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from unlearn_core.figures.style import PALETTE
+
+
+def spectrum_figure(layers: list[tuple[str, np.ndarray]], eps: float, ranks: dict[str, int]) -> go.Figure:
+    """Per layer: normalised squared singular values S_i^2 / sum S^2 (log) and the cumulative energy with eps.
+
+    ``layers`` holds ``(name, normalised spectrum)``; a marker on each energy
+    curve shows the rank that ``eps`` picks.
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("normalised spectrum Sᵢ² / ΣS² (log)",
+                                                        "cumulative energy and the eps threshold"))
+    for i, (name, values) in enumerate(layers):
+        values = np.asarray(values, dtype=float)
+        if values.size == 0:
+            continue
+        energy = np.cumsum(values)
+        colour = PALETTE[i % len(PALETTE)]
+        # At most ~300 points per line, log-spaced like the x axis (every direction up to 100 is kept): the
+        # eps slider redraws this figure, and thousands of WebGL points took about 1 s per key press in
+        # Chromium without a GPU (docs/APP.md); SVG lines of this size redraw in a fraction of that.
+        keep = np.unique(np.concatenate([np.arange(min(len(values), 100)),
+                                         np.geomspace(1, len(values), 200).astype(int) - 1]))
+        x = keep + 1
+        fig.add_trace(go.Scatter(x=x, y=np.maximum(values[keep], 1e-16), name=name, line=dict(color=colour),
+                                 legendgroup=name, mode="lines"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=energy[keep], name=name, line=dict(color=colour), legendgroup=name,
+                                 showlegend=False, mode="lines"), row=1, col=2)
+        rank = ranks.get(name, 0)
+        if rank > 0:
+            fig.add_trace(go.Scatter(x=[rank], y=[energy[rank - 1]], mode="markers", legendgroup=name,
+                                     showlegend=False, marker=dict(color=colour, size=10, symbol="diamond"),
+                                     hovertemplate=f"{name}: rank {rank}<extra></extra>"), row=1, col=2)
+    fig.add_hline(y=eps, line_dash="dash", line_color="black", row=1, col=2, annotation_text=f"eps = {eps:g}")
+    # exponentformat "e": plain 1e-6 tick labels, not SI prefixes ("1μ") that read as micro-units.
+    fig.update_yaxes(type="log", exponentformat="e", row=1, col=1)
+    fig.update_xaxes(type="log", title_text="direction i", row=1, col=1)
+    fig.update_xaxes(type="log", title_text="direction i", row=1, col=2)
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
+    return fig
+
+
+def rank_bars(names: list[str], ranks: list[int], dims: list[int]) -> go.Figure:
+    """Per layer: the retained-space rank against the input dimension (the gap is the null space)."""
+    fig = go.Figure()
+    fig.add_trace(go.Bar(name="input dimension", x=names, y=dims, marker_color="#BAB0AC"))
+    fig.add_trace(go.Bar(name="rank (retained space)", x=names, y=ranks, marker_color="#4E79A7"))
+    fig.update_layout(barmode="overlay", height=320, yaxis_title="dimensions", margin=dict(l=10, r=10, t=30, b=10),
+                      template="plotly_white")
+    return fig

@@ -1,0 +1,165 @@
+"""A sweep's result as markdown tables, flat rows, CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from datetime import datetime, timezone
+
+from unlearn_core.metrics import RUN_METRICS
+
+
+# -- output --------------------------------------------------------------------------------------------------------
+TABLE_METRICS = (("FA", "FA"), ("RA", "RA"), ("TA", "TA"), ("MIA_entropy", "MIA-ent"), ("avg_gap", "Avg.Gap"),
+                 ("seconds", "Time (s)"))
+
+
+def _varied(result: dict) -> dict[str, set]:
+    """Per method, the parameters a reader needs to tell its cells apart (grid names, and any that differ)."""
+    spec = result.get("spec") or {}
+    varied: dict[str, set] = {}
+    for cell in result["cells"]:
+        names = varied.setdefault(cell["method"], set((spec.get("grid") or {}).get(cell["method"], {})))
+        for other in result["cells"]:
+            if other["method"] == cell["method"]:
+                names.update(k for k, v in cell["params"].items() if other["params"].get(k) != v)
+    return varied
+
+
+def _params_text(params: dict, method: str, varied: dict[str, set]) -> str:
+    varied = varied.get(method, set())
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in sorted(params.items()) if k in varied) or "defaults"
+
+
+def _stat_text(stats: dict, mark: bool = False) -> str:
+    mean = stats.get("mean")
+    if mean is None:
+        return "–"
+    text = f"{mean:.2f}"
+    if stats.get("ci_low") is not None:
+        text += f" ± {stats['ci_high'] - mean:.2f}"
+    if mark and stats.get("inside"):
+        text += " ✓"
+    return text
+
+
+def _distinguisher_text(score: dict | None) -> str:
+    if not score:
+        return "–"
+    if score["score"] is None:
+        return "n/a"
+    k = min(score["k_unlearned"], score["k_retrained"])
+    return f"{score['score']:.3f} ({k})" + ("" if score["meaningful"] else "*")
+
+
+def markdown_tables(result: dict) -> str:
+    """Per forget set: the reference ensemble, the original model, then every cell (mean ± 95 % half-width).
+
+    A ✓ marks a model metric whose mean lies inside the reference ensemble's spread.
+    """
+    parts = []
+    spec = _varied(result)
+    for entry in result["forgets"]:
+        ref = entry["reference"]
+        parts.append(f"### {result['dataset']} / {result['model']}, forget `{entry['forget']}` "
+                     f"(seeds {','.join(map(str, result.get('seeds') or []))}; reference: "
+                     f"{len(ref['run_ids'])} retrained models)\n")
+        scored = [c.get("distinguisher") for c in result["cells"] if c["forget"] == entry["forget"]]
+        with_score = any(d is not None for d in scored)
+        header = "| Cell | n | " + " | ".join(label for _, label in TABLE_METRICS) + \
+            (" | Forget quality (K) |" if with_score else " |")
+        lines = [header, "|" + "---|" * (len(TABLE_METRICS) + 2 + with_score)]
+        ref_cells = []
+        for key, _ in TABLE_METRICS:
+            stats = ref["metrics"][key]
+            ref_cells.append("–" if stats["mean"] is None else
+                             f"{stats['mean']:.2f}" + (f" ± {stats['std']:.2f} sd" if stats.get("std") is not None else ""))
+        extra = " | –" if with_score else ""
+        lines.append(f"| Retrain ensemble | {len(ref['run_ids'])} | " + " | ".join(ref_cells) + extra + " |")
+        original = entry["original"]["metrics"]
+        lines.append(f"| Original | {len(entry['original']['seeds'])} | " + " | ".join(
+            _stat_text(original[key]) if key in original else "–" for key, _ in TABLE_METRICS) + extra + " |")
+        for cell in (c for c in result["cells"] if c["forget"] == entry["forget"]):
+            name = f"`{cell['method']}` {_params_text(cell['params'], cell['method'], spec)}"
+            if cell["failed"]:
+                name += f" [{cell['failed']} failed]"
+            values = [_stat_text(cell["summary"][key], key not in RUN_METRICS) for key, _ in TABLE_METRICS]
+            if with_score:
+                values.append(_distinguisher_text(cell.get("distinguisher")))
+            lines.append(f"| {name} | {len(cell['seeds'])} | " + " | ".join(values) + " |")
+        parts.append("\n".join(lines) + "\n")
+        if with_score:
+            notes = sorted({d["note"] for d in scored if d and d.get("note")})
+            parts.append("Forget quality: the retrain-distinguisher score of the NeurIPS 2023 unlearning challenge "
+                         "(1 = no threshold attack tells the unlearned models from the retrained ones; "
+                         "docs/EVIDENCE.md); K = models per side. " + " ".join(f"Note: {n}." for n in notes) + "\n")
+        errors = [f"- `{c['method']}` {_params_text(c['params'], c['method'], spec)} seed {r['seed']}: {r['error']}"
+                  for c in result["cells"] if c["forget"] == entry["forget"] for r in c["runs"]
+                  if r["status"] != "done"]
+        errors += [f"- reference seed {r['seed']}: {r['error']}" for r in ref["failed"]]
+        if errors:
+            parts.append("Failed runs:\n" + "\n".join(errors) + "\n")
+    return "\n".join(parts)
+
+
+def flat_rows(result: dict) -> list[dict]:
+    """One CSV row per cell (aggregates) and one per run (its metrics), told apart by ``row``."""
+    rows = []
+    base = {"sweep": result["tag"], "dataset": result["dataset"], "model": result["model"]}
+    for entry in result["forgets"]:
+        row = {**base, "row": "reference", "forget": entry["forget"], "method": "retrain", "params": "{}",
+               "n": len(entry["reference"]["run_ids"])}
+        for metric in result["metrics"]:
+            stats = entry["reference"]["metrics"][metric]
+            row.update({f"{metric}_mean": stats["mean"], f"{metric}_std": stats["std"]})
+        rows.append(row)
+    for cell in result["cells"]:
+        row = {**base, "row": "cell", "cell": cell["id"], "forget": cell["forget"], "method": cell["method"],
+               "params": json.dumps(cell["params"], sort_keys=True), "n": len(cell["seeds"]),
+               "failed": cell["failed"],
+               "forget_quality": (cell.get("distinguisher") or {}).get("score"),
+               "forget_quality_k": min((cell.get("distinguisher") or {}).get("k_unlearned", 0),
+                                       (cell.get("distinguisher") or {}).get("k_retrained", 0)) or None}
+        for metric in result["metrics"]:
+            stats = cell["summary"][metric]
+            row.update({f"{metric}_{part}": stats[part]
+                        for part in ("mean", "std", "ci_low", "ci_high", "gap", "inside")})
+        rows.append(row)
+        for run in cell["runs"]:
+            run_row = {**base, "row": "run", "cell": cell["id"], "forget": cell["forget"], "method": cell["method"],
+                       "params": json.dumps(cell["params"], sort_keys=True), "run_id": run["run_id"],
+                       "seed": run["seed"], "status": run["status"], "error": run["error"]}
+            run_row.update({f"{metric}_value": run["metrics"].get(metric) for metric in result["metrics"]})
+            rows.append(run_row)
+    return rows
+
+
+def json_bytes(result: dict) -> bytes:
+    """Any result (a sweep's, a bench's) as indented strict JSON (NaN and infinities as null)."""
+    from unlearn_core.jsonsafe import jsonable
+
+    return (json.dumps(jsonable(result), indent=2) + "\n").encode()
+
+
+def csv_bytes(result: dict) -> bytes:
+    """A sweep result's :func:`flat_rows` as CSV."""
+    return rows_csv_bytes(flat_rows(result), empty_header=("sweep",))
+
+
+def rows_csv_bytes(rows: list[dict], empty_header: tuple[str, ...] = ("sweep",)) -> bytes:
+    """Flat rows as CSV: the columns in first-seen order, empty cells for None, NaN and infinities."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns or list(empty_header), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+                         for k, v in row.items()})
+    return buffer.getvalue().encode()
+
+
+def new_tag(prefix: str = "sweep") -> str:
+    return f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"

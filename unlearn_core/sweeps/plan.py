@@ -1,0 +1,101 @@
+"""The plan of a sweep: its cells (forget set x method x grid point), the reference ensemble's seeds, and the run
+key that identifies a run's result.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from unlearn_core.sweeps.spec import SweepSpec, stable_hash
+
+
+KEY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the sweep: a method with fixed parameter values on one forget set."""
+
+    dataset: str
+    model: str
+    forget: str
+    method: str
+    params: tuple  # sorted (name, value) pairs of the resolved parameters
+
+    @property
+    def params_dict(self) -> dict:
+        return dict(self.params)
+
+    def cell_id(self) -> str:
+        return stable_hash({"dataset": self.dataset, "model": self.model, "forget": self.forget, "method": self.method,
+                      "params": self.params_dict})[:12]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A cell at one seed; ``role`` is ``run`` or ``reference`` (a retrained model of the ensemble)."""
+
+    cell: Cell
+    seed: int
+    role: str
+    key: str
+
+
+def cells(spec: SweepSpec) -> list[Cell]:
+    """Every (forget set, method, grid point) of a validated spec, in the order given."""
+    from unlearn_core.methods import get_method
+
+    out = []
+    for forget in spec.forgets:
+        for method in spec.methods:
+            grid = spec.grid.get(method, {})
+            names = sorted(grid)
+            for values in itertools.product(*(grid[n] for n in names)):
+                resolved = get_method(method).resolve_params(dict(zip(names, values)))
+                out.append(Cell(spec.dataset, spec.model, forget, method, tuple(sorted(resolved.items()))))
+    return out
+
+
+def reference_seeds(seeds: list[int], count: int) -> list[int]:
+    """The ensemble's seeds: the sweep's seeds first (their retrained models exist anyway), then new ones."""
+    chosen = list(seeds)[:count]
+    extra = max(seeds) + 1 if seeds else 0
+    while len(chosen) < count:
+        if extra not in chosen:
+            chosen.append(extra)
+        extra += 1
+    return chosen
+
+
+def run_key(cell: Cell, seed: int, recipe: dict, device_kind: str, evidence: dict | None = None) -> str:
+    """Everything that determines a run's result (the code version too: new code, new runs).
+
+    ``evidence`` enters the key only when asked for: a run with evidence holds more than one without.
+    """
+    from unlearn_core.store import code_version
+
+    payload = {"v": KEY_VERSION, "dataset": cell.dataset, "model": cell.model, "forget": cell.forget,
+               "method": cell.method, "params": cell.params_dict, "seed": int(seed), "recipe": recipe,
+               "device": device_kind, "code": code_version()}
+    if evidence:
+        payload["evidence"] = evidence
+    return stable_hash(payload)
+
+
+def plan(spec: SweepSpec, recipe: dict, device_kind: str) -> list[PlannedRun]:
+    """References first (per forget set), then every cell at every seed; a run asked for twice appears once."""
+    runs, seen = [], set()
+    for forget in spec.forgets:
+        reference = Cell(spec.dataset, spec.model, forget, "retrain", ())
+        for seed in reference_seeds(spec.seeds, spec.reference_count()):
+            key = run_key(reference, seed, recipe, device_kind)
+            seen.add(key)
+            runs.append(PlannedRun(reference, seed, "reference", key))
+    for cell in cells(spec):
+        for seed in spec.seeds:
+            key = run_key(cell, seed, recipe, device_kind, spec.evidence if cell.method != "retrain" else None)
+            if key not in seen:
+                seen.add(key)
+                runs.append(PlannedRun(cell, seed, "run", key))
+    return runs
