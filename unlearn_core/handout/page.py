@@ -339,7 +339,7 @@ def _hybrid_section(page: _Page, settings: dict, prepared: dict) -> None:
 
 def _evidence_section(page: _Page, runs: list[dict]) -> None:
     from unlearn_core.evidence import format_evidence
-    from unlearn_core.view_figures import probe_bars, relearn_curves, unlearning_curves
+    from unlearn_core.figures import probe_bars, relearn_curves, unlearning_curves
 
     page.add('<section id="evidence"><h2>Evidence of forgetting</h2><p class="note">The deeper measurements the '
              "runs asked for (docs/EVIDENCE.md): a probe of the features, the steps to relearn the forget set, "
