@@ -21,9 +21,9 @@ from unlearn_app.display import entropy_groups  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.figures import (change_limit, confusion_change, confusion_difference,  # noqa: E402
                                   entropy_histograms, entropy_y_max, per_class_bars, per_class_heatmap)
-from unlearn_core.tables import (DISPLAY, FORGOT_SHARE, GAP_COLUMNS, HELP, METRIC_COLUMNS, WIDTHS,  # noqa: E402
-                                 as_report, best_cells, display_frame, ensemble_band, interval_text, judged_table,
-                                 over_unlearning_summary, per_class_shift, seed_groups)
+from unlearn_core.tables import (DISPLAY, FORGOT_SHARE, GAP_COLUMNS, HELP, METRIC_COLUMNS,  # noqa: E402
+                                 NOT_CANDIDATES, WIDTHS, as_report, best_cells, display_frame, ensemble_band,
+                                 interval_text, judged_table, over_unlearning_summary, per_class_shift, seed_groups)
 
 current = _shared.choice()
 visible = _shared.store()  # every run, or on a shared server this session's own
@@ -119,7 +119,7 @@ if len(outside):
     st.caption("⚠ Out of its method's scope (shown, never highlighted as best): "
                + "; ".join(f"{label}" + (f" ({reasons.get(int(rid))})" if reasons.get(int(rid)) else "")
                            for label, rid in zip(outside["run"], outside["run_id"])) + ".")
-competing = int(((~table["method"].isin(["original", "retrained"])) & table["in_scope"]).sum())
+competing = int(((~table["method"].isin(NOT_CANDIDATES)) & table["in_scope"]).sum())
 if competing < 2:
     st.caption("No cell is highlighted: a best run needs at least two in-scope runs to compare.")
 else:
