@@ -74,3 +74,47 @@ def test_a_bad_class_in_the_link_is_dropped_with_a_warning(app_env):
     # A class name the data set knows still opens as given.
     fine = open_app(query={"dataset": "digits", "model": "mlp", "forget": "class:5,7"})
     assert fine.session_state["forget"] == "class:5,7" and not fine.warning
+
+
+def test_setup_counts_cached_references_and_prepares_a_demo_in_the_worker(app_env, monkeypatch):
+    """The status line counts the cache; the button queues the preparation as one background job (the training
+    itself is unlearn_core.demo's, tested in tests/test_demo.py, and patched out here)."""
+    import re
+
+    import unlearn_core.demo as demo
+    from _apptest import run_until
+
+    calls = []
+
+    def fake_prepare(dataset, model=None, seed=0, device=None, recipe=None, progress=None, cancel=None):
+        calls.append((dataset, model, seed))
+        return demo.demo_status(dataset, model, seed)
+
+    monkeypatch.setattr(demo, "prepare_demo", fake_prepare)
+    at = open_app(query={"dataset": "digits", "model": "mlp"})
+    line = next(m for m in texts(at.markdown) if "references cached" in m)
+    assert re.search(r"ready: \d+ of 10 references cached", line)
+    button = next(b for b in at.button if b.label == "Prepare a demo")
+    button.click().run()
+    assert not at.exception, at.exception
+    run_until(at, lambda a: calls and "Preparing ..." not in texts(a.caption))
+    assert calls == [("digits", "mlp", 0)]
+
+
+def test_results_offers_the_report_and_charts_download_under_their_names(app_env):
+    import json
+
+    (run_id,) = record(app_env, {"unsc": {"epochs": 1}})
+    at = open_app("results")
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "Download report (HTML)" in labels
+    configs = {json.loads(c.proto.config)["toImageButtonOptions"]["filename"]: json.loads(c.proto.config)
+               for c in at.get("plotly_chart")}
+    assert "digits_class-3_per-class-heatmap" in configs
+    assert f"unsc_run{run_id}_digits_class-3_confusion-vs-retrained" in configs
+    heatmap = configs["digits_class-3_per-class-heatmap"]["toImageButtonOptions"]
+    assert heatmap["format"] == "png" and heatmap["scale"] == 2
+    at.sidebar.radio(key="w_chart_format").set_value("SVG").run()
+    assert not at.exception, at.exception
+    formats = {json.loads(c.proto.config)["toImageButtonOptions"]["format"] for c in at.get("plotly_chart")}
+    assert formats == {"svg"}
