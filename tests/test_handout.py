@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shlex
@@ -277,3 +278,31 @@ def test_report_opens_offline_in_chromium(report):
     assert errors == []
     assert drawn == expected == 8
     assert images == total_images > 0
+
+
+def test_a_sweep_selection_carries_its_references_and_its_sweep_command(report, monkeypatch):
+    """The runs linked to a sweep (a reference among them) make a report whose recipe starts with the sweep."""
+    from unlearn_core.cli import build_parser
+    from unlearn_core.handout import build_handout, select_runs
+
+    store = report["store"]
+    runs = report["selection"].done
+    unsc = next(r for r in runs if r["method"] == "unsc" and r["seed"] == 0)
+    retrain = next(r for r in runs if r["method"] == "retrain")
+    spec = {"dataset": "digits", "model": "mlp", "forgets": ["class:3"], "methods": ["unsc"],
+            "grid": {"unsc": {"epochs": [2]}}, "seeds": [0], "retrains": 1}
+    store.save_sweep("lesson-sweep", "grid", spec)
+    store.link_sweep_run("lesson-sweep", "key-unsc", unsc["id"], "run")
+    store.link_sweep_run("lesson-sweep", "key-ref", retrain["id"], "reference")
+    selection = select_runs(store, sweep="lesson-sweep")
+    assert [r["id"] for r in selection.done] == sorted([unsc["id"], retrain["id"]])
+    assert selection.sweep["spec"]["methods"] == ["unsc"] and selection.title == "sweep lesson-sweep"
+    monkeypatch.setenv("UNLEARN_DATA_DIR", str(report["data_dir"]))
+    text = build_handout(store, selection, device="cpu", max_points=300)
+    parsed = _Tags()
+    parsed.feed(text)
+    assert parsed.metric_labels == ["original", "retrained (reference)", "unsc"]
+    command = re.search(r'<pre class="sweep-command">(.*?)</pre>', text).group(1)
+    args = build_parser().parse_args(shlex.split(html.unescape(command))[3:])
+    assert (args.methods, args.grid, args.seeds, args.retrains, args.tag) == \
+        ("unsc", ["unsc.epochs=2"], "0", "1", "lesson-sweep")
