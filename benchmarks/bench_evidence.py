@@ -68,7 +68,7 @@ def part_cost(args) -> dict:
             walls[name].append(time.perf_counter() - started)
             cpus[name].append(time.process_time() - cpu_started)
             method_seconds[name].append(method_wall)
-            evidence_seconds[name].append(sum((report.get("evidence") or {}).get("seconds", {}).values()))
+            evidence_seconds[name].append(sum((report.evidence or {}).get("seconds", {}).values()))
     median = {name: float(np.median(v)) for name, v in walls.items()}
     # With one thread, CPU seconds barely depend on what else the machine runs; wall seconds do (a shared machine).
     median_cpu = {name: float(np.median(v)) for name, v in cpus.items()}
@@ -94,7 +94,7 @@ def part_table(args) -> dict:
     for method in args.methods or method_names():
         started = time.perf_counter()
         report = build_report(setup, run_method(setup, method, evidence=request), evidence=request)
-        rows[method] = report
+        rows[method] = report.to_dict()
         print(f"{method}: {time.perf_counter() - started:.1f}s (load {load()})", file=sys.stderr)
     return {"load_average": load(), "reports": rows}
 

@@ -71,14 +71,15 @@ def main() -> None:
         report = build_report(setup, runs[-1])
         retrain_seconds = setup.retrained.train_seconds
         rows.append({
-            "forget": forget, "n_forget": report["n_forget"], "params": report["params"],
+            "forget": forget, "n_forget": report.n_forget, "params": report.params,
             "natmu_seconds": round(seconds, 2), "natmu_seconds_all": [round(r.seconds, 2) for r in runs],
             "retrain_seconds": round(retrain_seconds, 2), "retrain_from_cache": setup.retrained.from_cache,
-            "rte": round(retrain_seconds / seconds, 2), "avg_gap": round(report["avg_gap"], 2),
+            "rte": round(retrain_seconds / seconds, 2), "avg_gap": round(report.avg_gap, 2),
             "prepare_seconds": round(prepare_seconds, 1),
             "hybrids": runs[-1].artifacts["hybrids"], "fallbacks": runs[-1].artifacts["fallbacks"],
             "reused": runs[-1].artifacts["reused"],
-            **{f"{which}_{m}": (None if report[which][m] is None else round(report[which][m], 2))
+            **{f"{which}_{m}": (None if report.model_metrics(which).get(m) is None
+                                   else round(report.model_metrics(which).get(m), 2))
                for which in ("original", "unlearned", "retrained") for m in METRICS},
         })
         print(json.dumps(rows[-1]), flush=True)  # each row as soon as it is done: runs are long on CPU

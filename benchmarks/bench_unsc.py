@@ -185,10 +185,10 @@ def run_rte(args) -> dict:
             "unsc_seconds": [r[0] for r in runs], "unsc_cpu_seconds": [r[1] for r in runs],
             "subspace_seconds": [r[2].artifacts["subspace_seconds"] for r in runs],
             "rte_wall_best": retrain_wall / best[0], "rte_cpu_best": retrain_cpu / min(r[1] for r in runs),
-            "params": report["params"],
-            "unlearned": {k: report["unlearned"][k] for k in ("Acc_f", "Acc_r", "FA", "RA", "TA")},
-            "retrained": {k: report["retrained"][k] for k in ("Acc_f", "Acc_r", "FA", "RA", "TA")},
-            "original": {k: report["original"][k] for k in ("Acc_f", "Acc_r", "FA", "RA", "TA")}}
+            "params": report.params,
+            "unlearned": {k: report.unlearned.get(k) for k in ("Acc_f", "Acc_r", "FA", "RA", "TA")},
+            "retrained": {k: report.retrained.get(k) for k in ("Acc_f", "Acc_r", "FA", "RA", "TA")},
+            "original": {k: report.original.get(k) for k in ("Acc_f", "Acc_r", "FA", "RA", "TA")}}
 
 
 def main(argv=None) -> int:

@@ -243,8 +243,8 @@ def test_curves_are_recorded_without_changing_the_unlearned_model(digits_class3)
     # Every forgotten-class test sample is in the subset (digits has 37): the ends match the report exactly.
     assert curves["n_forget_test"] == len(setup.split.test_forget_idx)
     assert curves["n_forget_train"] == 0 and all(p["FA"] is None for p in points)
-    assert points[0]["Acc_f"] == pytest.approx(report["original"]["Acc_f"])
-    assert points[-1]["Acc_f"] == pytest.approx(report["unlearned"]["Acc_f"])
+    assert points[0]["Acc_f"] == pytest.approx(report.original.Acc_f)
+    assert points[-1]["Acc_f"] == pytest.approx(report.unlearned.Acc_f)
     # UNSC pushes the forget samples to their nearest remaining class epoch by epoch: Acc_f only falls.
     acc_f = [p["Acc_f"] for p in points]
     assert all(b <= a for a, b in zip(acc_f, acc_f[1:])) and acc_f[-1] < 20 < acc_f[0]
@@ -268,7 +268,7 @@ def test_the_report_holds_probe_relearn_and_curves_for_the_three_models(digits_c
     setup = digits_class3
     request = EvidenceRequest.parse("probe,relearn,curves")
     report = build_report(setup, run_method(setup, "finetune", {"epochs": 2}, evidence=request), evidence=request)
-    evidence = report["evidence"]
+    evidence = report.evidence
     assert evidence["kinds"] == ["probe", "relearn", "curves"]
     for which in ("original", "unlearned", "retrained"):
         assert {"probe_forget", "probe_retain", "knn_forget"} <= set(evidence["probe"][which])
@@ -276,7 +276,7 @@ def test_the_report_holds_probe_relearn_and_curves_for_the_three_models(digits_c
     assert evidence["relearn"]["original"]["relearn_steps"] == 0  # the target is the original's own accuracy
     assert evidence["probe"]["original"]["probe_forget"] > 90
     assert len(evidence["curves"]["points"]) == 3
-    json.dumps(report, allow_nan=False)
+    json.dumps(report.to_dict(), allow_nan=False)
 
 
 def test_sample_forgetting_reads_probe_and_relearn_on_held_out_forget_samples(digits_random):

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
 from unlearn_core.errors import Cancelled
 from unlearn_core.pipeline import build_report, run_method
+from unlearn_core.report import Report
 
 
 def test_retrain_method_reproduces_the_reference(digits_class3):
     run = run_method(digits_class3, "retrain")
     report = build_report(digits_class3, run)
-    assert report["unlearned"]["TA"] == pytest.approx(report["retrained"]["TA"])
-    assert report["unlearned"]["js_test"] == pytest.approx(0.0, abs=1e-9)
-    assert report["avg_gap"] == pytest.approx(0.0, abs=1e-9)
-    assert report["seconds"] == pytest.approx(report["retrain_seconds"])
+    assert report.unlearned.TA == pytest.approx(report.retrained.TA)
+    assert report.unlearned.js_test == pytest.approx(0.0, abs=1e-9)
+    assert report.avg_gap == pytest.approx(0.0, abs=1e-9)
+    assert report.seconds == pytest.approx(report.retrain_seconds)
 
 
 def test_finetune_keeps_remaining_classes_and_reports_progress(digits_class3):
     events = []
     run = run_method(digits_class3, "finetune", {"epochs": 3}, progress=events.append)
     report = build_report(digits_class3, run)
-    assert report["unlearned"]["Acc_r"] > 90
+    assert report.unlearned.Acc_r > 90
+    # The typed report is the stored JSON: it survives a strict round trip unchanged.
+    assert Report.from_dict(json.loads(json.dumps(report.to_dict(), allow_nan=False))) == report
     assert [e.epoch for e in events][-1] == 3 and all(e.loss is not None for e in events)
     # The original model is untouched: methods work on a copy.
     assert digits_class3.metrics("original")["FA"] == 100.0
@@ -81,17 +85,17 @@ def test_report_records_timing_conditions_and_withholds_an_incomparable_speed_up
 
     run = run_method(digits_class3, "finetune", {"epochs": 1})
     report = build_report(digits_class3, run)
-    timing = report["timing"]
+    timing = report.timing
     assert timing["device"] == "cpu" and timing["threads"] >= 1 and "load_avg_1m" in timing
-    assert report["retrain_timing"]["threads"] >= 1
+    assert report.retrain_timing["threads"] >= 1
     # The same conditions: a speed-up is given. Another thread count for the reference: it is withheld.
-    same = dataclasses.replace(run, timing={**report["retrain_timing"]})
-    assert build_report(digits_class3, same)["rte"] == pytest.approx(report["retrain_seconds"] / run.seconds)
-    other = dataclasses.replace(run, timing={**report["retrain_timing"],
-                                             "threads": report["retrain_timing"]["threads"] + 1})
+    same = dataclasses.replace(run, timing={**report.retrain_timing})
+    assert build_report(digits_class3, same).rte == pytest.approx(report.retrain_seconds / run.seconds)
+    other = dataclasses.replace(run, timing={**report.retrain_timing,
+                                             "threads": report.retrain_timing["threads"] + 1})
     withheld = build_report(digits_class3, other)
-    assert withheld["rte"] is None and withheld["rte_comparable"] is False
-    assert "torch threads" in withheld["rte_not_comparable_reason"]
+    assert withheld.rte is None and withheld.rte_comparable is False
+    assert "torch threads" in withheld.rte_not_comparable_reason
 
 
 def test_timing_mismatch_rules():

@@ -184,15 +184,13 @@ class SetupCache:
 
 
 def original_cache_path(dataset: str, model: str, seed: int = 0):
-    """Where the core's checkpoint cache keeps this original model (same key as ``training.get_original``)."""
-    from unlearn_core.checkpoints import CheckpointCache, cache_key
+    """Where the core's checkpoint cache keeps this original model (``training.model_cache_key``)."""
+    from unlearn_core.checkpoints import CheckpointCache
     from unlearn_core.data import load_dataset
-    from unlearn_core.training import CACHE_VERSION, default_recipe
+    from unlearn_core.training import default_recipe, model_cache_key
 
     bundle = load_dataset(dataset)
-    key = cache_key({"v": CACHE_VERSION, "kind": "original", "dataset": bundle.name, "model": model, "seed": seed,
-                     "recipe": default_recipe(bundle.name).as_dict(), "forget": None,
-                     "n_train": int(bundle.train_y.numel())})
+    key = model_cache_key("original", bundle, model, seed, default_recipe(bundle.name))
     return CheckpointCache().path_for(key)
 
 

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from unlearn_core.errors import CheckpointError
-
-if TYPE_CHECKING:
-    from unlearn_app.state import Choice
 
 PROBE_SAMPLES = 256
 
@@ -34,9 +30,10 @@ class UploadedModel:
 
 
 
-def prepare_with_upload(choice: Choice, uploaded: UploadedModel, progress=None, cancel=None,
+def prepare_with_upload(choice, uploaded: UploadedModel, progress=None, cancel=None,
                         with_retrain: bool = True):
-    """A setup whose original is an accepted upload; the retrained reference is the shared trained one."""
+    """A setup whose original is an accepted upload (``choice``: a ``state.Choice``); the retrained reference is
+    the shared trained one."""
     import copy
     import time
 

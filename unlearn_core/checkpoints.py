@@ -28,36 +28,25 @@ from torch import nn
 
 from unlearn_core import paths
 from unlearn_core.errors import CheckpointError
+from unlearn_core.settings import settings
 
-DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 MAX_UPLOAD_ENV = "UNLEARN_MAX_UPLOAD_MB"
-# What an upload may unpack to. torch.save writes its zip entries uncompressed, so a real checkpoint declares
-# about its own file size; 1 GiB leaves room for any model this app builds (resnet18 is 45 MB).
-DEFAULT_MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
 MAX_UNPACKED_ENV = "UNLEARN_MAX_UNPACKED_MB"
 
 
 def max_upload_bytes() -> int:
-    """The upload size cap: ``UNLEARN_MAX_UPLOAD_MB`` (MiB) if set, else 200 MiB."""
-    return _megabytes_env(MAX_UPLOAD_ENV, DEFAULT_MAX_UPLOAD_BYTES)
-
-
-def _megabytes_env(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        megabytes = float(raw)
-    except ValueError:
-        megabytes = float("nan")
-    if not megabytes > 0 or megabytes == float("inf"):
-        raise CheckpointError(f"{name} must be a positive number of MiB, got {raw!r}")
-    return int(megabytes * 2**20)
+    """The upload size cap: ``settings().max_upload_mb`` (``UNLEARN_MAX_UPLOAD_MB``, 200 MiB by default)."""
+    return settings().max_upload_bytes
 
 
 def max_unpacked_bytes() -> int:
-    """The cap on what an uploaded checkpoint's zip directory may declare: ``UNLEARN_MAX_UNPACKED_MB``, else 1 GiB."""
-    return _megabytes_env(MAX_UNPACKED_ENV, DEFAULT_MAX_UNPACKED_BYTES)
+    """The cap on what an uploaded checkpoint's zip directory may declare: ``settings().max_unpacked_mb``.
+
+    (``UNLEARN_MAX_UNPACKED_MB``, 1 GiB by default.) ``torch.save`` writes its zip entries uncompressed, so a
+    real checkpoint declares about its own file size; 1 GiB leaves room for any model this library builds
+    (resnet18 is 45 MB).
+    """
+    return settings().max_unpacked_bytes
 
 
 def check_zip_directory(handle, max_unpacked: int | None) -> None:
@@ -125,8 +114,8 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict | None = None) -> N
 def _refuse_foreign_format(handle) -> None:
     """Refuse, by its first bytes, a file that torch.save cannot have written (a zip archive, or a pickle).
 
-    Without this an uploaded text file reached the unpickler, whose message was "KeyError: 101" (the code of its
-    first letter, read as a pickle opcode). An empty file is left to the loader's own "empty" message.
+    Otherwise an uploaded text file reaches the unpickler, whose message is "KeyError: 101" (the code of its first
+    letter, read as a pickle opcode). An empty file is left to the loader's own "empty" message.
     """
     head = handle.read(512)
     handle.seek(0)
@@ -204,7 +193,7 @@ def read_checkpoint(source, max_bytes: int | None = None) -> dict:
 
 
 def _refuse_exotic_tensor(key, value) -> None:
-    """Only plain dense tensors: sparse, quantized or other layouts crashed deep inside torch with a traceback."""
+    """Only plain dense tensors: sparse, quantized or other layouts fail deep inside torch with a traceback."""
     if not isinstance(value, torch.Tensor):
         return  # load_state_strict names the key; metadata dicts may hold other values
     if value.layout != torch.strided:

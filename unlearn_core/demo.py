@@ -63,17 +63,15 @@ def _resolve(dataset: str, model: str | None, seed: int, recipe):
 
 def demo_status(dataset: str, model: str | None = None, seed: int = 0, recipe=None) -> DemoStatus:
     """The demo setting's cached models, looked up by their cache keys (nothing is loaded or trained)."""
-    from unlearn_core.checkpoints import CheckpointCache
     from unlearn_core.forget import ForgetSpec
-    from unlearn_core.training import model_key
+    from unlearn_core.training import is_cached
 
     bundle, model_name, seed, recipe = _resolve(dataset, model, seed, recipe)
-    cache = CheckpointCache()
-    original = cache.path_for(model_key("original", bundle, model_name, seed, recipe)).is_file()
+    original = is_cached("original", bundle, model_name, seed, recipe)
     references = {}
     for cls, forget in enumerate(demo_forgets(bundle.num_classes)):
         split = ForgetSpec.parse(forget).resolve(bundle, seed)
-        references[cls] = cache.path_for(model_key("retrain", bundle, model_name, seed, recipe, split.key())).is_file()
+        references[cls] = is_cached("retrain", bundle, model_name, seed, recipe, split.key())
     return DemoStatus(bundle.name, model_name, seed, original, references)
 
 

@@ -133,8 +133,8 @@ class TimedConditions:
 def timing_mismatch(a: dict | None, b: dict | None) -> str | None:
     """Why two timings are not comparable (one line), or ``None`` when they are.
 
-    Not comparable: either side unrecorded (a checkpoint from before this was
-    recorded), another device type, another torch thread count, or other work
+    Not comparable: either side unrecorded (a checkpoint saved without its
+    timing conditions), another device type, another torch thread count, or other work
     on the machine differing by more than :data:`LOAD_TOLERANCE_PER_CORE` x
     cores (measured during each interval; the load average at the start when
     an interval measurement is missing).

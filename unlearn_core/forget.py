@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,18 +26,17 @@ import numpy as np
 from unlearn_core.data import DatasetBundle
 from unlearn_core.errors import ForgetSpecError, ParameterError
 from unlearn_core.parsing import ascii_int, is_ascii_int
+from unlearn_core.settings import settings
 
 KINDS = ("class", "random", "subclass", "indices")
 MAX_INDEX_FILE_BYTES = 50 * 1024 * 1024
 MAX_SEED = 2**32 - 1  # numpy's default_rng takes no negative seed; torch none past 2**64
 INDEX_ROOT_ENV = "UNLEARN_INDEX_ROOT"
-# ASCII only: int() also reads Arabic-Indic or full-width digits, so "class:\u0663" silently meant class 3.
 
 
 def index_root() -> Path | None:
-    """The folder the app may read ``indices:<file>`` from (``UNLEARN_INDEX_ROOT``); ``None``: no files at all."""
-    raw = os.environ.get(INDEX_ROOT_ENV, "").strip()
-    return Path(raw).expanduser() if raw else None
+    """The folder the app may read ``indices:<file>`` from (``settings().index_root``); ``None``: no files at all."""
+    return settings().index_root
 
 
 @dataclass(frozen=True)
@@ -54,8 +52,8 @@ class ForgetSpec:
         """Parse ``KIND:VALUE``.
 
         ``allow_files=False`` is for text from a browser (a URL, a widget): an
-        ``indices:<file>`` would read a server file, and its error told which
-        paths exist and leaked a file's first number. Such a spec is refused
+        ``indices:<file>`` would read a server file, and its errors would tell
+        which paths exist and show a file's first number. Such a spec is refused
         without touching the file system, unless ``files_root`` is given: then
         the file must lie inside that folder (symlinks resolved), as with
         ``imagefolder:``.
@@ -186,11 +184,6 @@ def validate_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
         raise ParameterError(f"seed must be a whole number in [0, {MAX_SEED}], got {str(seed)[:40]}")
     return int(seed)
-
-
-def parse_forget(text: str) -> ForgetSpec:
-    """Shorthand for :meth:`ForgetSpec.parse`."""
-    return ForgetSpec.parse(text)
 
 
 def indices_spec(indices) -> ForgetSpec:

@@ -8,7 +8,6 @@ numpy arrays so they can be checked on hand-made inputs;
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,54 +15,11 @@ import torch
 from unlearn_core.data import DatasetBundle
 from unlearn_core.errors import DivergenceError
 from unlearn_core.forget import ForgetSplit
+# The metric table lives in unlearn_core.report (the store reads it without importing torch); re-exported here.
+from unlearn_core.report import HEADLINE_METRICS, METRIC_INFO, MODEL_METRICS, RUN_METRICS, MetricInfo  # noqa: F401
 
 MIA_MAX_PER_SIDE = 2000
 
-# -- the metric table: every module that lists metrics reads it from here ----------------------------------------
-# The headline per-model metrics, in display order: the run store's indexed columns and the Results table.
-HEADLINE_METRICS = ("FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy")
-# Every scalar per-model metric a sweep aggregates over seeds.
-MODEL_METRICS = HEADLINE_METRICS + ("TA_retain",)
-# Per-run numbers that are not a model's metric (the gap, the time, the speed-up, the divergences).
-RUN_METRICS = ("avg_gap", "seconds", "rte", "js_forget", "js_test")
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """What a metric is: its key, a short label, its unit, what is better, and where it is defined.
-
-    ``better`` is ``"retrained"`` where the target is the retrained model's
-    value (closeness is the rule), ``"higher"`` or ``"lower"`` otherwise.
-    """
-
-    key: str
-    label: str
-    unit: str
-    better: str
-    source: str
-
-
-METRIC_INFO = {info.key: info for info in (
-    MetricInfo("FA", "forget accuracy", "%", "retrained", "SalUn, NatMU (UA = 100 - FA)"),
-    MetricInfo("RA", "remaining accuracy", "%", "retrained", "SalUn, NatMU"),
-    MetricInfo("TA", "test accuracy", "%", "retrained", "SalUn, NatMU"),
-    MetricInfo("TA_retain", "test accuracy outside the forgotten classes", "%", "retrained",
-               "NatMU's class-wise tables"),
-    MetricInfo("Acc_f", "test accuracy on the forgotten classes", "%", "retrained", "UNSC's release"),
-    MetricInfo("Acc_r", "mean per-class test accuracy of the remaining classes", "%", "retrained",
-               "UNSC's release"),
-    MetricInfo("MIA_svc", "confidence SVC attack, share of forget samples called non-members", "%", "retrained",
-               "SalUn's release (SVC_MIA, confidence)"),
-    MetricInfo("MIA_entropy", "entropy attack, share of forget samples called members", "%", "retrained",
-               "NatMU's and SSD's releases"),
-    MetricInfo("avg_gap", "mean absolute gap to the retrained model", "points", "lower", "NatMU"),
-    MetricInfo("seconds", "wall-clock seconds of the method", "s", "lower", "NatMU (RTE)"),
-    MetricInfo("rte", "retraining seconds over the method's seconds", "x", "higher", "NatMU"),
-    MetricInfo("js_forget", "Jensen-Shannon divergence from the retrained model on the forget set", "nats", "lower",
-               "docs/METRICS.md (this project's diagnostic)"),
-    MetricInfo("js_test", "Jensen-Shannon divergence from the retrained model on the test set", "nats", "lower",
-               "docs/METRICS.md (this project's diagnostic)"),
-)}
 EPS = 1e-12
 
 

@@ -151,10 +151,6 @@ register_model("resnet18", _resnet18, "ResNet-18 with a CIFAR stem")
 register_model("vgg11_bn", _vgg11_bn, "VGG-11 with BatchNorm")
 
 
-def model_names() -> list[str]:
-    return list(MODELS)
-
-
 def build_model(name: str, channels: int, image_size: tuple[int, int], num_classes: int, mean=None, std=None,
                 seed: int | None = None) -> UnlearnModel:
     """Build a registered model; ``seed`` fixes its initial weights."""

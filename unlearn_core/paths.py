@@ -1,21 +1,21 @@
 """Where the library keeps its files: data sets, checkpoints, the run store.
 
-``UNLEARN_DATA_DIR`` overrides the default ``~/.cache/unlearning-lab``, and
-``UNLEARN_IMAGE_ROOT`` the root that ``imagefolder:`` paths must stay inside.
+The data directory is ``settings().data_dir`` (``UNLEARN_DATA_DIR``, by
+default ``~/.cache/unlearning-lab``); ``imagefolder:`` paths must stay inside
+``settings().image_root`` (``UNLEARN_IMAGE_ROOT``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from unlearn_core.errors import StorageError
+from unlearn_core.settings import settings
 
 
 def data_dir_location() -> Path:
     """Where the data directory is, without creating it (for checks that must not touch the disk)."""
-    root = os.environ.get("UNLEARN_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "unlearning-lab")
-    return Path(root)
+    return settings().data_dir
 
 
 def data_dir() -> Path:
@@ -31,8 +31,7 @@ def data_dir() -> Path:
                 reason = "it is a file, not a folder"
         except (OSError, ValueError):  # a NUL byte makes even exists() raise
             pass
-        where = "UNLEARN_DATA_DIR" if os.environ.get("UNLEARN_DATA_DIR") else "the data directory"
-        raise StorageError(f"{where} {str(path)!r} cannot be used: {reason}; set UNLEARN_DATA_DIR to a "
+        raise StorageError(f"the data directory {str(path)!r} cannot be used: {reason}; set UNLEARN_DATA_DIR to a "
                            "writable folder") from None
     return path
 
@@ -62,8 +61,10 @@ def checkpoint_dir_for(store_path: str | Path) -> Path:
 
 
 def image_root() -> Path:
-    """The only tree that ``imagefolder:`` data sets may be read from."""
-    root = os.environ.get("UNLEARN_IMAGE_ROOT") or str(data_dir() / "imagefolders")
-    path = Path(root)
+    """The only tree that ``imagefolder:`` data sets may be read from (created if missing)."""
+    current = settings()
+    path = current.image_root
+    if path == current.data_dir / "imagefolders":
+        data_dir()  # an unusable data directory raises its one-line StorageError first
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -2,8 +2,11 @@
 
 :func:`prepare` resolves a request and trains or loads the cached models;
 :func:`run_method` times one method; :func:`build_report` evaluates the
-original, unlearned and retrained models into the JSON-able report that the
-CLI writes and the run store keeps. :func:`unlearn` does all three.
+original, unlearned and retrained models into a :class:`~unlearn_core.report.Report`
+(``Report.to_dict()`` is the JSON the CLI writes and the run store keeps).
+:func:`unlearn` does all three. The forget set travels as one
+:class:`~unlearn_core.forget.ForgetSpec`: text given to :func:`prepare` or
+:func:`unlearn` (the Python API's edge) is parsed there, once.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from unlearn_core.forget import ForgetSpec, ForgetSplit
 from unlearn_core.methods import UnlearnTask, get_method
 from unlearn_core.metrics import avg_gap, avg_gap_keys, evaluate_outputs, js_divergence, model_outputs, rte
 from unlearn_core.progress import ProgressFn, Reporter
+from unlearn_core.report import Report
 from unlearn_core.training import TrainedModel, TrainRecipe, default_recipe, get_original, get_retrained
 
 
@@ -64,6 +68,8 @@ def prepare(dataset: str = "mnist5k", model: str | None = None, forget: str | Fo
             cancel: threading.Event | None = None, with_retrain: bool = True, retime_reference: bool = False) -> Setup:
     """Load the data, resolve the forget set, and train or load the original and retrained models.
 
+    ``forget`` is a :class:`ForgetSpec`, or text parsed here with
+    :meth:`ForgetSpec.parse` (index files allowed: the caller's own text).
     ``retime_reference``: when the cached retrained model was timed on another
     device or torch thread count than this process uses now, train it again
     so RTE divides like-for-like seconds (``bench`` and sweeps ask for this).
@@ -169,7 +175,7 @@ def clean_json(value):
     return value
 
 
-def build_report(setup: Setup, run: MethodRun, evidence=None) -> dict:
+def build_report(setup: Setup, run: MethodRun, evidence=None) -> Report:
     """Metrics of the original, unlearned and retrained models, gaps, JS, RTE and the method's scope.
 
     ``in_scope``/``in_scope_reason``: whether the method was designed for this
@@ -178,7 +184,7 @@ def build_report(setup: Setup, run: MethodRun, evidence=None) -> dict:
     conditions (``timing``/``retrain_timing``); otherwise ``rte`` is ``None``,
     ``rte_comparable`` false and ``rte_not_comparable_reason`` says why.
     ``evidence`` (e.g. ``"probe,relearn,curves"`` or an ``EvidenceRequest``) adds an ``evidence``
-    section (:func:`unlearn_core.evidence.collect_evidence`).
+    section (:func:`unlearn_core.evidence.collect_evidence`). NaN and infinite numbers read as ``None``.
     """
     in_scope, scope_reason = get_method(run.method).scope(setup.split.spec.kind)
     unlearned_outputs = model_outputs(run.model, setup.bundle, setup.split, setup.device)
@@ -224,13 +230,13 @@ def build_report(setup: Setup, run: MethodRun, evidence=None) -> dict:
         from unlearn_core.evidence import collect_evidence
 
         report["evidence"] = collect_evidence(setup, run, evidence)
-    return clean_json(report)
+    return Report.from_dict(clean_json(report))
 
 
-def unlearn(dataset: str = "mnist5k", model: str | None = None, forget: str = "class:3", method: str = "finetune",
-            params: dict | None = None, seed: int = 0, device=None, progress: ProgressFn | None = None,
-            cancel: threading.Event | None = None, evidence=None,
-            evidence_params: dict | None = None) -> tuple[dict, MethodRun, Setup]:
+def unlearn(dataset: str = "mnist5k", model: str | None = None, forget: str | ForgetSpec = "class:3",
+            method: str = "finetune", params: dict | None = None, seed: int = 0, device=None,
+            progress: ProgressFn | None = None, cancel: threading.Event | None = None, evidence=None,
+            evidence_params: dict | None = None) -> tuple[Report, MethodRun, Setup]:
     """Prepare, run one method and evaluate it; returns ``(report, run, setup)``.
 
     ``evidence`` ("probe,relearn,curves", a list, or None) with ``evidence_params``

@@ -55,7 +55,7 @@ def run_and_record(setup, method: str, params: dict | None = None, progress=None
         run = run_method(setup, method_cls.name, resolved, progress, cancel, evidence=evidence)
         if progress is not None:  # its own stage, so a progress bar does not sit still at 100 % meanwhile
             progress(ProgressEvent(stage="evaluate", message="metrics of the unlearned model"))
-        report = build_report(setup, run, evidence=evidence)
+        report = build_report(setup, run, evidence=evidence).to_dict()
         checkpoint = finish_run(store, run_id, config, report, run.model if save_checkpoint else None)
     except BaseException as error:
         fail_run(store, run_id, error)

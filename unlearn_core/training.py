@@ -3,7 +3,8 @@
 The original model and the retrained reference share a recipe and the same
 initial weights (both are built from the same seed); the reference simply
 never sees the forget set. Both are cached on disk by a hash of everything
-that determines them, so a second request loads in well under a second.
+that determines them, so a second request loads the saved weights instead of
+training again.
 """
 
 from __future__ import annotations
@@ -188,23 +189,29 @@ class TrainedModel:
         return float(self.meta.get("seconds", float("nan")))
 
 
-def model_key(kind: str, bundle: DatasetBundle, model_name: str, seed: int, recipe: TrainRecipe,
-              split_key: str | None = None) -> str:
-    """The checkpoint-cache key of an ``original`` or ``retrain`` model: a hash of everything that determines it.
+def model_cache_key(kind: str, bundle: DatasetBundle, model_name: str, seed: int, recipe: TrainRecipe,
+                    split_key: str | None = None) -> str:
+    """The checkpoint-cache key of a trained model: everything that determines its weights.
 
-    ``split_key`` (:meth:`ForgetSplit.key`) is the forget set a ``retrain`` model never saw (``None`` for the
-    original).
+    ``kind`` is ``"original"`` (``split_key`` None) or ``"retrain"`` (``split_key`` the forget split's key).
     """
-    return cache_key({"v": CACHE_VERSION, "kind": kind, "dataset": bundle.name, "model": model_name,
-                      "seed": validate_seed(seed), "recipe": recipe.as_dict(), "forget": split_key,
-                      "n_train": int(bundle.train_y.numel())})
+    return cache_key({"v": CACHE_VERSION, "kind": kind, "dataset": bundle.name, "model": model_name, "seed": seed,
+                      "recipe": recipe.as_dict(), "forget": split_key, "n_train": int(bundle.train_y.numel())})
+
+
+def is_cached(kind: str, bundle: DatasetBundle, model_name: str, seed: int, recipe: TrainRecipe | None = None,
+              split_key: str | None = None, cache: CheckpointCache | None = None) -> bool:
+    """Whether that model is in the checkpoint cache (so getting it costs a load, not a training)."""
+    recipe = recipe or default_recipe(bundle.name)
+    key = model_cache_key(kind, bundle, model_name, validate_seed(seed), recipe, split_key)
+    return (cache or CheckpointCache()).path_for(key).exists()
 
 
 def _train_or_load(kind: str, bundle: DatasetBundle, model_name: str, seed: int, recipe: TrainRecipe,
                    device: torch.device, indices: np.ndarray | None, split_key: str | None,
                    reporter: Reporter, cache: CheckpointCache, retime_for: dict | None = None) -> TrainedModel:
     seed = validate_seed(seed)
-    key = model_key(kind, bundle, model_name, seed, recipe, split_key)
+    key = model_cache_key(kind, bundle, model_name, seed, recipe, split_key)
     started = time.perf_counter()
     model = build_for_dataset(model_name, bundle, seed=seed)
     with cache.lock(key):

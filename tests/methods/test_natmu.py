@@ -122,14 +122,14 @@ def test_random_forgetting_keeps_fa_near_retrain(digits_random):
     natural = build_report(setup, run_method(setup, "natmu"))
     for key, value in setup.original.model.state_dict().items():
         torch.testing.assert_close(value, before[key], msg=f"NatMU changed the original model's {key}")
-    unlearned, retrained = natural["unlearned"], natural["retrained"]
-    assert abs(unlearned["FA"] - retrained["FA"]) <= 3.0
-    assert abs(unlearned["TA"] - retrained["TA"]) <= 2.0
+    unlearned, retrained = natural.unlearned, natural.retrained
+    assert abs(unlearned.FA - retrained.FA) <= 3.0
+    assert abs(unlearned.TA - retrained.TA) <= 2.0
 
 
 def test_class_forgetting_collapses_the_forgotten_class(digits_class3):
     setup = digits_class3
     report = build_report(setup, run_method(setup, "natmu"))
-    assert report["original"]["Acc_f"] > 80
-    assert report["unlearned"]["Acc_f"] <= 2.0
-    assert abs(report["unlearned"]["Acc_r"] - report["retrained"]["Acc_r"]) <= 2.0
+    assert report.original.Acc_f > 80
+    assert report.unlearned.Acc_f <= 2.0
+    assert abs(report.unlearned.Acc_r - report.retrained.Acc_r) <= 2.0

@@ -9,30 +9,32 @@ import torch
 from conftest import prepared
 from unlearn_core.errors import ParameterError
 from unlearn_core.methods import get_method
-from unlearn_core.methods.base import fit_classifier, freeze_batchnorm
+from unlearn_core.methods._common import fit_classifier
+from unlearn_core.methods.base import freeze_batchnorm
 from unlearn_core.methods.unsc import pseudo_labels, random_wrong_labels
 from unlearn_core.nullspace import preactivation_drift
 from unlearn_core.pipeline import build_report, run_method
+from unlearn_core.report import Report
 
 
-def _check_shape(report: dict) -> None:
-    unlearned, retrained = report["unlearned"], report["retrained"]
-    assert unlearned["Acc_f"] <= 2.0, unlearned
-    assert unlearned["Acc_r"] >= retrained["Acc_r"] - 1.0, (unlearned, retrained)
+def _check_shape(report: Report) -> None:
+    unlearned, retrained = report.unlearned, report.retrained
+    assert unlearned.Acc_f <= 2.0, unlearned
+    assert unlearned.Acc_r >= retrained.Acc_r - 1.0, (unlearned, retrained)
 
 
 def test_digits_one_class_forgotten_with_defaults(digits_class3):
     run = run_method(digits_class3, "unsc")
     report = build_report(digits_class3, run)
     _check_shape(report)
-    assert report["original"]["Acc_f"] > 90  # there was something to forget
+    assert report.original.Acc_f > 90  # there was something to forget
     artifacts = run.artifacts
     assert [row["layer"] for row in artifacts["layers"]] == ["body.1", "body.3", "head"]
     assert all(0 < row["rank"] < row["input_dim"] for row in artifacts["layers"])
     assert set(artifacts["spectrum"]) == {"body.1", "body.3", "head"}
     assert all(0.5 < share <= 1.0 for share in artifacts["gradient_removed_share"].values())
     # Pseudo-labels never name the forgotten class.
-    assert artifacts["target_counts"][3] == 0 and sum(artifacts["target_counts"]) == report["n_forget"]
+    assert artifacts["target_counts"][3] == 0 and sum(artifacts["target_counts"]) == report.n_forget
 
 
 def test_digits_two_classes_forgotten_at_once():
@@ -100,7 +102,7 @@ def test_random_forget_set_uses_the_best_other_class(digits_random):
     assert np.array_equal(np.bincount(targets.numpy(), minlength=10), run.artifacts["target_counts"])
     report = build_report(setup, run)
     # The remaining classes are protected here as well.
-    assert report["unlearned"]["TA"] >= report["original"]["TA"] - 2.0
+    assert report.unlearned.TA >= report.original.TA - 2.0
 
 
 def test_bad_parameters_are_refused():

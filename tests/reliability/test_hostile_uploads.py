@@ -13,6 +13,7 @@ import torch
 from unlearn_core.checkpoints import (load_state_strict, max_unpacked_bytes, read_checkpoint, save_checkpoint)
 from unlearn_core.errors import CheckpointError
 from unlearn_core.models import build_model
+from unlearn_core.settings import SettingsError
 
 
 def _mlp():
@@ -64,7 +65,7 @@ def test_declared_size_over_the_cap_is_refused(monkeypatch):
     monkeypatch.setenv("UNLEARN_MAX_UNPACKED_MB", "8")
     assert read_checkpoint(data)["state_dict"]["weight"].numel() == 2**20
     monkeypatch.setenv("UNLEARN_MAX_UNPACKED_MB", "-1")
-    with pytest.raises(CheckpointError, match="positive number"):
+    with pytest.raises(SettingsError, match="UNLEARN_MAX_UNPACKED_MB must be a number of MiB, more than 0"):
         read_checkpoint(data)
 
 

@@ -16,6 +16,7 @@ from unlearn_core.checkpoints import (CheckpointCache, load_uploaded_checkpoint,
 from unlearn_core.data import load_dataset, load_image_folder, resolve_image_folder
 from unlearn_core.errors import CheckpointError, DatasetError
 from unlearn_core.models import build_model
+from unlearn_core.settings import SettingsError
 
 
 class _WritesMarker:
@@ -83,7 +84,7 @@ def test_upload_cap_comes_from_the_environment(tmp_path, monkeypatch):
     assert max_upload_bytes() == 200 * 2**20
     for bad in ("lots", "-5", "0", "inf", "nan"):
         monkeypatch.setenv("UNLEARN_MAX_UPLOAD_MB", bad)
-        with pytest.raises(CheckpointError, match="UNLEARN_MAX_UPLOAD_MB must be a positive number"):
+        with pytest.raises(SettingsError, match="UNLEARN_MAX_UPLOAD_MB must be a number of MiB, more than 0"):
             read_checkpoint(data)
 
 

@@ -69,8 +69,8 @@ def cmd_unlearn(args, progress) -> int:
     evidence = EvidenceRequest.parse(args.evidence, parse_param_pairs(args.evidence_param))
     run_id = None
     if args.no_record:
-        report, _, _ = unlearn(args.dataset, args.model, args.forget, args.method, params, args.seed, args.device,
-                               progress, evidence=evidence)
+        report = unlearn(args.dataset, args.model, args.forget, args.method, params, args.seed, args.device,
+                         progress, evidence=evidence)[0].to_dict()
     else:
         get_method(args.method).resolve_params(params)  # fail on bad parameters before any training
         store = store_for_recording(None)

@@ -1,8 +1,9 @@
-"""Helpers shared by the baseline methods: a generic training loop, relabelling and distillation losses.
+"""Helpers shared by the methods: the training loop, relabelling and distillation losses.
 
-:func:`fit_classifier` in ``base`` covers plain cross-entropy on hard labels;
-the loop here takes any per-batch loss (gradient ascent, NegGrad+, SCRUB,
-Bad Teacher, l1-sparse) and keeps the same progress, cancel and NaN checks.
+:func:`train_steps` is the one mini-batch loop every fine-tuning method runs
+(progress, cancel, out-of-memory, non-finite loss and non-finite weight
+checks); :func:`fit_classifier` is that loop with cross-entropy on hard
+labels of raw images, optionally augmented.
 """
 
 from __future__ import annotations
@@ -46,11 +47,19 @@ def train_steps(model: nn.Module, task: UnlearnTask, n: int, batch_size: int, ep
                 after_backward: Callable[[nn.Module], None] | None = None,
                 after_step: Callable[[nn.Module], None] | None = None,
                 train_mode: Callable[[nn.Module], None] | None = None) -> dict:
-    """Mini-batch training over ``range(n)`` with any loss.
+    """Mini-batch training over ``range(n)`` with any loss; returns ``{"final_loss": ...}``.
 
-    ``batch_loss(batch_indices, epoch)`` returns the loss to minimise.
-    Raises :class:`~unlearn_core.errors.DivergenceError` on a non-finite loss
-    and :class:`~unlearn_core.errors.Cancelled` when the task is cancelled.
+    ``batch_loss(batch_indices, epoch)`` returns the loss to minimise; the
+    batches are a fresh shuffle of ``range(n)`` each epoch, drawn from
+    ``generator`` (the task's by default). ``after_backward(model)`` edits
+    gradients before the optimiser step (UNSC's projection);
+    ``after_step(model)`` runs after each step (a learning-rate schedule,
+    SalUn's restoring of unmasked weights); ``train_mode(model)`` sets module
+    modes at the start of each epoch (e.g. BatchNorm kept in eval). Every step
+    reports progress and ``reporter.observe`` (the unlearning curves). Raises
+    :class:`~unlearn_core.errors.DivergenceError` on a non-finite loss or when
+    the weights end non-finite, and :class:`~unlearn_core.errors.Cancelled`
+    when the task is cancelled.
     """
     if n == 0:
         raise MethodError(f"{stage}: there are no samples to train on")
@@ -82,6 +91,39 @@ def train_steps(model: nn.Module, task: UnlearnTask, n: int, batch_size: int, ep
     check_finite_weights(model, stage)
     model.eval()
     return {"final_loss": last}
+
+
+def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, task: UnlearnTask,
+                   optimizer: torch.optim.Optimizer, epochs: int, batch_size: int, *, augment: bool = False,
+                   augment_mask: torch.Tensor | None = None, scheduler_per_step: Callable[[], object] | None = None,
+                   after_backward: Callable[[nn.Module], None] | None = None,
+                   train_mode: Callable[[nn.Module], None] | None = None, stage: str = "fine-tune",
+                   generator_offset: int = 0) -> dict:
+    """Cross-entropy on hard ``labels`` of raw ``images``, run by :func:`train_steps`.
+
+    ``augment`` applies the data set's training augmentation (drawn from the
+    same seeded generator as the batch order); ``augment_mask`` marks which
+    samples get it (NatMU augments remaining data but not hybrids).
+    ``scheduler_per_step()`` runs after every optimiser step;
+    ``after_backward`` and ``train_mode`` are :func:`train_steps`'.
+    """
+    generator = task.generator(generator_offset)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def cross_entropy(batch: torch.Tensor, epoch: int) -> torch.Tensor:
+        x = to_float(images[batch]).to(task.device)
+        if augment:
+            augmented = task.augment(x, generator)
+            if augment_mask is not None:
+                keep = augment_mask[batch].to(task.device)[:, None, None, None]
+                augmented = torch.where(keep, augmented, x)
+            x = augmented
+        return loss_fn(model(x), labels[batch].to(task.device))
+
+    after_step = None if scheduler_per_step is None else (lambda _model: scheduler_per_step())
+    return train_steps(model, task, len(labels), batch_size, epochs, cross_entropy, optimizer, stage,
+                       generator=generator, after_backward=after_backward, after_step=after_step,
+                       train_mode=train_mode)
 
 
 def check_finite_weights(model: nn.Module, where: str) -> None:

@@ -1,105 +1,33 @@
-"""The unlearning-method interface, hyperparameter declarations and the registry.
+"""The unlearning-method interface and the registry's table.
 
 A method is a subclass of :class:`UnlearningMethod` in its own module in this
 package, decorated with :func:`register`. It declares its hyperparameters as
-:class:`Param` data; the CLI reads ``--param`` values against them and the
-app draws its widgets from them. ``unlearn(task, params)`` gets a
-:class:`UnlearnTask` (the original model, the forget and remaining data, a
-progress reporter) and returns an :class:`UnlearnOutput`.
+:class:`~unlearn_core.params.Param` data; the CLI reads ``--param`` values
+against them and the app draws its widgets from them. ``unlearn(task,
+params)`` gets a :class:`UnlearnTask` (the original model, the forget and
+remaining data, a progress reporter) and returns an :class:`UnlearnOutput`.
+:func:`unlearn_core.methods.get_method` looks a method up by name.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from unlearn_core.data import DatasetBundle, augment_batch, to_float
-from unlearn_core.errors import MethodError, ParameterError
+from unlearn_core.data import DatasetBundle, augment_batch
+from unlearn_core.errors import ParameterError
 from unlearn_core.forget import KINDS as FORGET_KINDS, ForgetSplit
 from unlearn_core.models import UnlearnModel
-from unlearn_core.progress import Reporter, check_finite, oom_guard
-from unlearn_core.training import TrainRecipe, minibatches
+from unlearn_core.params import Param
+from unlearn_core.progress import Reporter
+from unlearn_core.training import TrainRecipe
 
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n"}
-
-
-@dataclass(frozen=True)
-class Param:
-    """One declared hyperparameter.
-
-    ``type`` is ``float``, ``int``, ``bool`` or ``str``; ``low``/``high``
-    bound numbers (inclusive), ``choices`` restricts strings, ``log`` asks
-    widgets for a log scale.
-    """
-
-    name: str
-    type: type
-    default: Any
-    help: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple | None = None
-    log: bool = False
-
-    def coerce(self, value: Any) -> Any:
-        """Convert and validate a value (native or text); raise :class:`ParameterError` if bad."""
-        where = f"parameter {self.name!r}"
-        if self.type is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False
-            raise ParameterError(f"{where} must be true or false, got {value!r}")
-        if self.type in (int, float):
-            try:
-                if isinstance(value, bool):
-                    raise ValueError
-                number = float(value) if self.type is float else _as_int(value)
-            except (TypeError, ValueError, OverflowError):
-                raise ParameterError(f"{where} must be {'a number' if self.type is float else 'a whole number'}, "
-                                     f"got {str(value)[:40]!r}") from None
-            if self.type is float and not math.isfinite(number):
-                raise ParameterError(f"{where} must be finite, got {value!r}")
-            if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
-                low = "-inf" if self.low is None else f"{self.low:g}"
-                high = "inf" if self.high is None else f"{self.high:g}"
-                raise ParameterError(f"{where} must be in [{low}, {high}], got {str(number)[:40]}")
-            return number
-        text = str(value).strip()
-        if self.choices is not None and text not in self.choices:
-            raise ParameterError(f"{where} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
-        return text
-
-    def describe(self) -> dict:
-        out = {"name": self.name, "type": self.type.__name__, "default": self.default, "help": self.help}
-        if self.low is not None:
-            out["low"] = self.low
-        if self.high is not None:
-            out["high"] = self.high
-        if self.choices is not None:
-            out["choices"] = list(self.choices)
-        if self.log:
-            out["log"] = True
-        return out
-
-
-def _as_int(value: Any) -> int:
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    number = float(value)
-    if not number.is_integer():
-        raise ValueError(value)
-    return int(number)
+__all__ = ["METHODS", "Param", "UnlearnOutput", "UnlearnTask", "UnlearningMethod", "freeze_batchnorm", "register"]
 
 
 @dataclass
@@ -228,67 +156,6 @@ def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
         raise ValueError(f"method name must be non-empty lower case, got {cls.name!r}")
     METHODS[cls.name] = cls
     return cls
-
-
-def get_method(name: str) -> type[UnlearningMethod]:
-    from unlearn_core.methods import load_all
-
-    load_all()
-    key = (name or "").strip().lower()
-    if key not in METHODS:
-        raise MethodError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[key]
-
-
-def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, task: UnlearnTask,
-                   optimizer: torch.optim.Optimizer, epochs: int, batch_size: int, *, augment: bool = False,
-                   augment_mask: torch.Tensor | None = None, scheduler_per_step: Callable | None = None,
-                   after_backward: Callable[[nn.Module], None] | None = None,
-                   train_mode: Callable[[nn.Module], None] | None = None, stage: str = "fine-tune",
-                   generator_offset: int = 0) -> dict:
-    """Cross-entropy fine-tuning on raw images with hard labels, shared by many methods.
-
-    ``augment_mask`` marks which samples get augmentation (NatMU augments
-    remaining data but not hybrids). ``after_backward`` edits gradients (UNSC's
-    projection, SalUn's mask). ``train_mode`` sets module modes each epoch
-    (e.g. BatchNorm kept in eval). Raises on a non-finite loss and on cancel.
-    """
-    reporter = task.reporter.child(stage)
-    generator = task.generator(generator_offset)
-    loss_fn = nn.CrossEntropyLoss()
-    steps = max(1, -(-len(labels) // batch_size))
-    last_loss = float("nan")
-    for epoch in range(1, epochs + 1):
-        model.train()
-        if train_mode is not None:
-            train_mode(model)
-        total, seen = 0.0, 0
-        for step, batch in enumerate(minibatches(len(labels), batch_size, generator), start=1):
-            x = to_float(images[batch]).to(task.device)
-            y = labels[batch].to(task.device)
-            if augment:
-                augmented = task.augment(x, generator)
-                if augment_mask is not None:
-                    keep = augment_mask[batch].to(task.device)[:, None, None, None]
-                    augmented = torch.where(keep, augmented, x)
-                x = augmented
-            optimizer.zero_grad(set_to_none=True)
-            with oom_guard(stage, batch_size, task.device):
-                loss = loss_fn(model(x), y)
-                check_finite(loss.item(), stage)
-                loss.backward()
-                if after_backward is not None:
-                    after_backward(model)
-                optimizer.step()
-            if scheduler_per_step is not None:
-                scheduler_per_step()
-            total += loss.item() * len(y)
-            seen += len(y)
-            reporter(epoch=epoch, epochs=epochs, step=step, steps=steps, loss=total / seen)
-            reporter.observe(model, epoch=epoch, epochs=epochs, step=step, steps=steps, loss=total / seen)
-        last_loss = total / max(seen, 1)
-    model.eval()
-    return {"final_loss": last_loss}
 
 
 def freeze_batchnorm(model: nn.Module) -> None:

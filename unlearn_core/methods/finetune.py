@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, fit_classifier, register
+from unlearn_core.methods._common import fit_classifier
+from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, register
 
 
 @register

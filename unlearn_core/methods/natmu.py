@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from unlearn_core.hybrids import build_hybrids, mask_index, select_partners, tent_masks
-from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, fit_classifier, register
+from unlearn_core.methods._common import fit_classifier
+from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, register
 from unlearn_core.metrics import softmax
 from unlearn_core.models import reinit_head
 from unlearn_core.training import predict_logits

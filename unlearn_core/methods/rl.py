@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from unlearn_core.methods._common import make_optimizer, random_wrong_labels
-from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, fit_classifier, register
+from unlearn_core.methods._common import fit_classifier, make_optimizer, random_wrong_labels
+from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, register
 
 
 @register

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from unlearn_core.data import to_float
-from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, fit_classifier, register
+from unlearn_core.methods._common import fit_classifier
+from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, register
 from unlearn_core.methods.rl import relabelled_training_set
 from unlearn_core.training import minibatches
 

@@ -25,8 +25,8 @@ from torch import nn
 from unlearn_core import paths
 from unlearn_core.data import to_float
 from unlearn_core.errors import MethodError
-from unlearn_core.methods.base import (Param, UnlearnOutput, UnlearnTask, UnlearningMethod, fit_classifier,
-                                       freeze_batchnorm, register)
+from unlearn_core.methods._common import fit_classifier
+from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, freeze_batchnorm, register
 from unlearn_core.nullspace import (GradientProjector, RetainedSpace, build_retained_space, class_factors,
                                     incremental_space, preactivation_drift, sample_per_class)
 from unlearn_core.training import predict_logits

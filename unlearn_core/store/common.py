@@ -14,8 +14,9 @@ from typing import Any
 
 from unlearn_core.errors import UnlearnError, UnlearnWarning
 from unlearn_core.parsing import ascii_int
+from unlearn_core.report import HEADLINE_METRICS
 
-METRIC_KEYS = ("FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy")
+METRIC_KEYS = HEADLINE_METRICS  # the indexed metric columns of the runs table
 SUMMARY_KEYS = ("seconds", "retrain_seconds", "rte", "avg_gap")
 STATUSES = ("running", "done", "failed", "cancelled")
 MAX_ROW_ID = 2**63 - 1  # SQLite's largest INTEGER; a larger id cannot exist and cannot even be bound
