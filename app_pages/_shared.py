@@ -408,11 +408,6 @@ def report_button(container, runs: list[dict], source: tuple[str, str], file_nam
                                    "It opens offline. Built when you click (some seconds).")
 
 
-def runs_csv(runs: list[dict]) -> bytes:
-    """The run store's own CSV export of ``runs``, as bytes for a download button."""
-    return store().csv_bytes(runs)
-
-
 @st.cache_resource(show_spinner="Loading the run's model ...", max_entries=16)
 def _run_model(data_dir: str, run_id: int, _run: dict, _bundle, _device):
     from unlearn_app.state import load_run_model

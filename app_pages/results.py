@@ -25,7 +25,8 @@ from unlearn_app.urlstate import forget_label  # noqa: E402
 from unlearn_core.slides import figure_filename  # noqa: E402
 from unlearn_core.tables import (DISPLAY, FORGOT_SHARE, GAP_COLUMNS, HELP, METRIC_COLUMNS,  # noqa: E402
                                  NOT_CANDIDATES, WIDTHS, as_report, best_cells, display_frame, ensemble_band,
-                                 interval_text, judged_table, over_unlearning_summary, per_class_shift, seed_groups)
+                                 interval_text, judged_table, over_unlearning_summary, per_class_shift, seed_groups,
+                                 shown_csv)
 
 current = _shared.choice()
 visible = _shared.store()  # every run, or on a shared server this session's own
@@ -132,8 +133,12 @@ else:
 
 downloads = st.columns(3)
 downloads[0].download_button("Download the table (CSV)",
-                             data=_shared.runs_csv(done), file_name=f"unlearning_runs_{current.dataset}.csv",
-                             mime="text/csv", icon=":material/download:")
+                             data=shown_csv(table, [*METRIC_COLUMNS, "avg_gap", "seconds", "rte",
+                                                    *(["scope"] if len(outside) else []), *GAP_COLUMNS]),
+                             file_name=f"unlearning_runs_{current.dataset}.csv", mime="text/csv",
+                             icon=":material/download:",
+                             help="The metrics and the gaps as the tables above show them (every stored column: "
+                                  "python -m unlearn_core runs export).")
 _shared.report_button(downloads[2], done, ("runs", ",".join(str(r["id"]) for r in sorted(done, key=lambda r: r["id"]))),
                       figure_filename("report", dataset=current.dataset, forget=forget_label(current.forget)) + ".html",
                       key="w_results_report")

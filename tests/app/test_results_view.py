@@ -27,6 +27,17 @@ def test_one_run_is_never_best():
     assert best_cells(judged_table([run(1, "unsc", 50.0)])) == {}
 
 
+def test_the_table_downloads_as_shown():
+    from unlearn_core.tables import shown_csv
+
+    table = judged_table([run(2, "ga", 40.0, in_scope=False), run(1, "unsc", 2.0)])
+    lines = shown_csv(table, ["FA", "MIA_entropy", "rte"]).decode().splitlines()
+    assert lines[0] == "run,FA,MIA-ent. → retrained,speed-up vs retrain (x)"
+    assert lines[1].startswith("original,99.00,5.00,–")
+    assert lines[3].startswith("⚠ #2 ga,40.00,") and lines[4].startswith("#1 unsc,2.00,")
+    assert len(lines[0].split(",")) == 4  # not the store's raw columns
+
+
 def test_a_retrain_run_is_the_reference_never_a_candidate():
     """A sweep's retrain run has the reference's numbers (Avg. Gap 0): it must not take every green mark."""
     table = judged_table([run(3, "retrain", 0.0, ta=75.0, avg_gap=0.0), run(2, "ga", 40.0), run(1, "unsc", 2.0)])

@@ -9,7 +9,7 @@ from unlearn_core.tables.grids import (COLOUR_BY, MAX_GRID_VALUES, cell_frame, c
 from unlearn_core.tables.runs import (DECIMALS, DISPLAY, FORGOT_FLOOR, FORGOT_SHARE, GAP_COLUMNS, HELP, METRIC_COLUMNS,
                                       NOT_CANDIDATES, REFERENCE_METHODS, SPEED_COLUMN, WIDTHS, as_report, best_cells,
                                       display_frame, forgot, judged_table, metrics_table, over_unlearning_summary,
-                                      per_class_shift)
+                                      per_class_shift, shown_csv)
 from unlearn_core.tables.seeds import ensemble_band, interval_text, seed_groups
 
 __all__ = ["COLOUR_BY", "DECIMALS", "DISPLAY", "FORGOT_FLOOR", "FORGOT_SHARE", "GAP_COLUMNS", "HELP", "MAX_GRID_VALUES",
@@ -17,4 +17,5 @@ __all__ = ["COLOUR_BY", "DECIMALS", "DISPLAY", "FORGOT_FLOOR", "FORGOT_SHARE", "
            "REFERENCE_METHODS", "SPEED_COLUMN", "WIDTHS", "as_report", "best_cells", "cell_frame",
            "cell_label", "display_frame", "ensemble_band", "forget_metric", "forgot", "grid_values", "gridable",
            "interval_text", "judged_table", "metrics_table", "over_unlearning_summary", "pareto_front",
-           "per_class_shift", "phase_matrix", "retain_metric", "seed_groups", "spec_cells", "varied_params"]
+           "per_class_shift", "phase_matrix", "retain_metric", "seed_groups", "shown_csv", "spec_cells",
+           "varied_params"]

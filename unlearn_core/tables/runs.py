@@ -307,3 +307,9 @@ def display_frame(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
             values = pd.to_numeric(frame[column], errors="coerce")
             frame[column] = [f"{v:.{DECIMALS}f}" if math.isfinite(v) else "–" for v in values]
     return frame.rename(columns={c: DISPLAY.get(c, c) for c in columns})
+
+
+def shown_csv(table: pd.DataFrame, columns: list[str]) -> bytes:
+    """The table as the Results page shows it, as CSV: its run labels (with the ⚠ badge), display names and the
+    shown two-decimal values ("–" where a value does not apply), not the run store's raw columns."""
+    return display_frame(table, columns).to_csv(index=True).encode("utf-8")
