@@ -195,10 +195,8 @@ with st.popover(f"Delete run #{run_id}", icon=":material/delete:"):
     st.markdown(f"Delete run **#{run_id} {run['method']}** from the run store, with its checkpoint? This cannot "
                 "be undone.")
     if st.button(f"Delete run #{run_id}", type="primary", key="w_results_delete"):
-        from unlearn_core.store import delete_run
-
         try:
-            delete_run(run_id, _shared.store())
+            _shared.store().delete(run_id)
         except UnlearnError as error:
             st.error(str(error))
         else:

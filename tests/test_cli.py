@@ -201,6 +201,14 @@ def test_runs_export_onto_the_store_leaves_every_run(data_dir, capsys):
     assert "name the same file" in _one_error_line(capsys)
 
 
+def test_runs_export_to_standard_output(data_dir, capfdbinary):
+    """``--csv -`` is standard output: the rows go there, the status line to standard error, no file named '-'."""
+    assert main(["runs", "export", "--csv", "-"]) == 0
+    captured = capfdbinary.readouterr()
+    assert captured.out.startswith(b"id,status,method") and b"runs written to -" in captured.err
+    assert not (data_dir / "-").exists() and not os.path.exists("-")
+
+
 @pytest.mark.parametrize("argv", [["runs", "list"], ["runs", "show", "1"], ["train", "--dataset", "digits"],
                                   ["unlearn", *DIGITS_FT]])
 def test_a_data_dir_that_is_a_file_is_one_line(argv, tmp_path, monkeypatch, no_work, capsys):

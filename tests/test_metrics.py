@@ -164,3 +164,108 @@ def test_acc_f_of_several_classes_is_the_mean_of_their_accuracies():
     assert report["Acc_f"] == pytest.approx(50.0)
     assert report["TA"] == pytest.approx(100 * 2 / 6) and report["TA_retain"] == pytest.approx(50.0)
     assert set(report["MIA_svc_detail"]) == {"correctness", "entropy", "m_entropy", "prob"}
+
+
+def _tiny_bundle(train_y, test_y, num_classes):
+    import torch
+
+    from unlearn_core.data import DatasetBundle
+
+    train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
+    return DatasetBundle(name="tiny", train_x=torch.zeros(len(train_y), 1, 2, 2, dtype=torch.uint8), train_y=train_y,
+                         test_x=torch.zeros(len(test_y), 1, 2, 2, dtype=torch.uint8), test_y=test_y,
+                         class_names=[str(c) for c in range(num_classes)], mean=(0.5,), std=(0.5,))
+
+
+def _three_class_with_entropy(values, label):
+    """Rows over three classes whose entropy is ``values`` (two-class rows, put on ``label`` and the next class)."""
+    two = _two_class_with_entropy(values)
+    rows = np.zeros((len(two), 3))
+    rows[:, label] = two[:, 0]
+    rows[:, (label + 1) % 3] = two[:, 1]
+    return rows
+
+
+def test_entropy_mia_takes_the_whole_test_set_as_non_members_and_names_the_variant():
+    """Class 2 is forgotten. Remaining train samples (members) have entropy in [0, 0.2] and the remaining classes'
+    test samples [0.4, 0.6]: without the forgotten class's test samples the boundary is 0.3 and all forget samples
+    (entropy 0.2-0.28) are called members. The forgotten class's test samples (entropy 0-0.1, as an original model
+    that still knows class 2 gives them) join the non-members in NatMU's and SSD's releases and pull the boundary
+    down to about 0.17, below every forget sample."""
+    from unlearn_core.forget import ForgetSpec
+
+    members = _three_class_with_entropy(np.linspace(0.0, 0.2, 300), 0)
+    forget = _three_class_with_entropy(np.linspace(0.2, 0.28, 30), 2)
+    test_retain = _three_class_with_entropy(np.linspace(0.4, 0.6, 300), 1)
+    test_forget = _three_class_with_entropy(np.linspace(0.0, 0.1, 300), 2)
+    bundle = _tiny_bundle([0] * 300 + [2] * 30, [1] * 300 + [2] * 300, 3)
+    split = ForgetSpec.parse("class:2").resolve(bundle)
+    outputs = {"retain": members, "forget": forget, "test": np.vstack([test_retain, test_forget])}
+    result = metrics.evaluate_outputs(outputs, bundle, split, seed=0, svc_draws=2)
+    assert result["MIA_entropy_retain_test"] == 100.0
+    assert result["MIA_entropy_retain_test"] == metrics.mia_entropy(members, test_retain, forget)
+    assert result["MIA_entropy"] == metrics.mia_entropy(members, outputs["test"], forget)
+    assert result["MIA_entropy"] == 0.0
+
+
+def test_mean_ci95_is_the_student_t_interval_of_the_mean():
+    mean, half, k = metrics.mean_ci95([1.0, 2.0, 3.0, 4.0, float("nan")])
+    # t_{0.975, 3} = 3.182446; s = sqrt(5/3).
+    assert (mean, k) == (2.5, 4)
+    assert half == pytest.approx(3.182446 * math.sqrt(5 / 3) / 2, rel=1e-6)
+    assert metrics.mean_ci95([7.0, 7.0]) == (7.0, 0.0, 2)
+    one = metrics.mean_ci95([5.0])
+    assert one[0] == 5.0 and math.isnan(one[1]) and one[2] == 1
+    assert math.isnan(metrics.mean_ci95([])[0])
+
+
+def _confidence_rows(confidences, n_classes=10):
+    confidences = np.asarray(confidences, dtype=np.float64)
+    probs = np.repeat(((1 - confidences) / (n_classes - 1))[:, None], n_classes, axis=1)
+    probs[:, 0] = confidences
+    return probs, np.zeros(len(confidences), dtype=int)
+
+
+def test_svc_mia_is_a_mean_over_seeded_draws_and_salun_sampling_is_its_own_key():
+    """Non-members: 100 test samples with confidence 0.5. Members: the first 100 remaining samples at 0.95, the
+    other 900 at 0.7. SalUn's sampling takes exactly the first 100 (0.95 vs 0.5): a forget sample at 0.65 lies on the
+    non-member side. A random draw of 100 members is mostly 0.7 (0.7 vs 0.5): the same sample lies on the member
+    side, in every draw. So MIA_svc (mean of 10 draws) is 0 and MIA_svc_salun 100."""
+    from unlearn_core.forget import ForgetSpec, ForgetSplit
+
+    members, member_y = _confidence_rows([0.95] * 100 + [0.7] * 900)
+    nonmembers, nonmember_y = _confidence_rows([0.5] * 100)
+    targets, target_y = _confidence_rows([0.65] * 10)
+    salun = metrics.mia_svc_salun(members, member_y, nonmembers, nonmember_y, targets, target_y)
+    assert salun == {"confidence": 100.0}
+    draws = metrics.mia_svc_draws(members, member_y, nonmembers, nonmember_y, targets, target_y, seed=3, draws=4)
+    assert draws["confidence"] == [0.0] * 4
+    # Draws differ from each other and are fixed by the seed.
+    picks = [np.random.default_rng((3, k)).choice(1000, 100, replace=False) for k in range(2)]
+    assert not np.array_equal(picks[0], picks[1])
+    assert metrics.mia_svc_draws(members, member_y, nonmembers, nonmember_y, targets, target_y, seed=3, draws=4) \
+        == draws
+
+    bundle = _tiny_bundle([0] * 1010, [0] * 100, 10)
+    split = ForgetSplit(spec=ForgetSpec.parse("random:0.01"), forget_idx=np.arange(1000, 1010),
+                        retain_idx=np.arange(1000), test_forget_idx=np.zeros(0, dtype=int),
+                        test_retain_idx=np.arange(100), forgotten_classes=(), num_classes=10)
+    result = metrics.evaluate_outputs({"retain": members, "forget": targets, "test": nonmembers}, bundle, split, seed=3)
+    assert result["MIA_svc"] == 0.0 and result["MIA_svc_ci95"] == 0.0 and result["MIA_svc_draws"] == 10
+    assert result["MIA_svc_salun"] == 100.0
+    assert set(result["MIA_svc_detail"]) == {"correctness", "entropy", "m_entropy", "prob"}
+
+
+def test_svc_mia_draws_report_their_spread():
+    """Members and non-members overlap (confidence uniform on [0.6, 1] vs [0.5, 0.9]) and the forget samples sit in
+    the overlap, so which members are drawn moves the answer: the report gives the mean and its 95 % interval."""
+    rng = np.random.default_rng(0)
+    members, member_y = _confidence_rows(rng.uniform(0.6, 1.0, 3000))
+    nonmembers, nonmember_y = _confidence_rows(rng.uniform(0.5, 0.9, 300))
+    targets, target_y = _confidence_rows(np.linspace(0.7, 0.8, 50))
+    values = metrics.mia_svc_draws(members, member_y, nonmembers, nonmember_y, targets, target_y, seed=0,
+                                   draws=10)["confidence"]
+    assert len(set(values)) > 1
+    mean, half, k = metrics.mean_ci95(values)
+    assert k == 10 and mean == pytest.approx(np.mean(values))
+    assert half == pytest.approx(2.262157 * np.std(values, ddof=1) / math.sqrt(10), rel=1e-5)

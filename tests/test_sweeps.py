@@ -298,3 +298,15 @@ def test_optuna_search_draws_from_the_declared_ranges_and_records_every_trial(tm
     # The reference and every trial's run are recorded, by the driver, once.
     assert store.count() == 1 + sum(len(c["runs"]) for c in result["cells"])
     assert min(c["summary"]["avg_gap"]["mean"] for c in result["cells"]) == pytest.approx(info["best_value"])
+
+
+@pytest.mark.parametrize("value", ["\u0663", "\uff11", "1_0", "inf"])
+def test_grid_and_param_share_one_number_parser(value):
+    """``--grid ga.epochs=٣`` is refused like ``--param epochs=٣`` (both go through Param.coerce)."""
+    from unlearn_core.methods import get_method
+    from unlearn_core.sweeps import parse_grid
+
+    with pytest.raises(ParameterError, match="ASCII digits"):
+        parse_grid([f"ga.epochs={value}"], ["ga"])
+    with pytest.raises(ParameterError, match="ASCII digits"):
+        get_method("ga").resolve_params({"epochs": value})

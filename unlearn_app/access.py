@@ -28,9 +28,9 @@ class RunView:
     # Store operations that name no other session's run: the path, the writable check, the CSV export of runs
     # this view listed, the checkpoint quota, and a sweep's links (its tag is visible only to its owner).
     PASS_THROUGH = ("path", "require_writable", "export_csv", "enforce_checkpoint_quota", "link_sweep_run",
-                    "unlink_sweep_runs", "sweep_runs", "_write")
+                    "unlink_sweep_runs", "sweep_runs")
     # Store operations whose first argument is a run id: allowed on the session's own runs only.
-    RUN_WRITES = ("finish", "fail", "checkpoint_path", "_remove_run_checkpoint")
+    RUN_WRITES = ("finish", "fail", "checkpoint_path", "remove_run_checkpoint")
 
     def __init__(self, store, owner: str, shared: bool, original: str = ""):
         self._store = store
@@ -155,4 +155,11 @@ class RunView:
         if not self._visible(run):
             raise RunNotFoundError(f"no run with id {run_id}")  # the same answer as for a run that does not exist
         return run
+
+    def delete(self, run_id: int) -> dict:
+        """Delete one of this view's runs (``store.delete_run``); another session's run answers as missing."""
+        from unlearn_core.store import delete_run
+
+        self.get(run_id)
+        return delete_run(run_id, self._store)
 

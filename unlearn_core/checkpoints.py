@@ -16,6 +16,7 @@ import io
 import json
 import os
 import pickle
+import pickletools
 import re
 import tempfile
 import time
@@ -32,6 +33,10 @@ from unlearn_core.settings import settings
 
 MAX_UPLOAD_ENV = "UNLEARN_MAX_UPLOAD_MB"
 MAX_UNPACKED_ENV = "UNLEARN_MAX_UNPACKED_MB"
+# Bounds on what an uploaded checkpoint's zip may hold, checked before torch.load. The largest registered model
+# (resnet18 with BatchNorm) has 122 state-dict tensors; the bounds leave room for any of them and refuse floods.
+MAX_CHECKPOINT_TENSORS = 1000
+MAX_CHECKPOINT_RECORDS = 2000
 
 
 def max_upload_bytes() -> int:
@@ -77,8 +82,51 @@ def check_zip_directory(handle, max_unpacked: int | None) -> None:
         if max_unpacked is not None and declared > max_unpacked:
             raise CheckpointError(f"refused: the checkpoint declares {declared / 2**20:,.0f} MiB of content, over "
                                   f"the {max_unpacked / 2**20:g} MiB limit (set {MAX_UNPACKED_ENV} to change it)")
+        if max_unpacked is not None:
+            _check_record_counts(archive_entries=entries, handle=handle, start=start)
     finally:
         handle.seek(start)
+
+
+def _count_tensor_references(pickle_bytes: bytes, limit: int) -> int:
+    """How many persistent ids (one per tensor's storage reference) a ``data.pkl`` holds, counting up to ``limit + 1``.
+
+    The pickle is read as opcodes (``pickletools.genops``), never executed; counting stops past ``limit``, so a
+    pickle of millions of tensors costs no more than one just over the bound.
+    """
+    count = 0
+    try:
+        for opcode, _, _ in pickletools.genops(pickle_bytes):
+            if opcode.name in ("BINPERSID", "PERSID"):
+                count += 1
+                if count > limit:
+                    break
+    except (ValueError, EOFError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"not a readable PyTorch checkpoint: broken pickle ({str(error)[:80]})") from None
+    return count
+
+
+def _check_record_counts(archive_entries, handle, start: int) -> None:
+    """Refuse an upload with more zip records or tensors than any registered model's checkpoint holds.
+
+    Many tiny tensors sharing one storage cost little on disk and a great deal in memory and time when torch
+    rebuilds them (400,000 of them in a 26 MB file took 19 s and 580 MiB), so the count is bounded before
+    ``torch.load``: :data:`MAX_CHECKPOINT_RECORDS` zip entries and :data:`MAX_CHECKPOINT_TENSORS` tensor
+    references in ``data.pkl``.
+    """
+    if len(archive_entries) > MAX_CHECKPOINT_RECORDS:
+        raise CheckpointError(f"refused: the checkpoint holds {len(archive_entries):,} records, more than the "
+                              f"{MAX_CHECKPOINT_RECORDS:,} any model this app builds needs")
+    pickles = [e for e in archive_entries if e.filename.endswith("data.pkl")]
+    if len(pickles) != 1:
+        raise CheckpointError("not a readable PyTorch checkpoint: its zip holds no single data.pkl")
+    handle.seek(start)
+    with zipfile.ZipFile(handle) as archive:
+        data = archive.read(pickles[0])
+    tensors = _count_tensor_references(data, MAX_CHECKPOINT_TENSORS)
+    if tensors > MAX_CHECKPOINT_TENSORS:
+        raise CheckpointError(f"refused: the checkpoint holds more than {MAX_CHECKPOINT_TENSORS:,} tensors; the "
+                              "models this app builds have a few hundred at most")
 
 
 def cache_key(payload: dict) -> str:
@@ -293,11 +341,72 @@ class CheckpointCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    # -- the quota: least recently used entries go first, pinned ones never -----------------------------------
+    def pin_path(self, key: str) -> Path:
+        return self.root / f".{key}.pin"
+
+    def pin(self, key: str) -> None:
+        """Keep ``key`` through :meth:`enforce_quota` (a prepared demo's references, say)."""
+        self.pin_path(key).touch()
+
+    def unpin(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.pin_path(key).unlink()
+
+    def entries(self) -> list[tuple[str, int, float, bool]]:
+        """Every cached checkpoint as ``(key, bytes, last use, pinned)``, least recently used first."""
+        found = []
+        for path in self.root.glob("*.pt"):
+            with contextlib.suppress(OSError):
+                info = path.stat()
+                key = path.name[:-3]
+                found.append((key, info.st_size, info.st_mtime, self.pin_path(key).exists()))
+        return sorted(found, key=lambda entry: entry[2])
+
+    def total_bytes(self) -> int:
+        return sum(size for _, size, _, _ in self.entries())
+
+    def enforce_quota(self, quota_bytes: int | None = None, keep: set[str] | frozenset = frozenset()) -> list[str]:
+        """Delete the least recently used unpinned checkpoints until the rest fit ``quota_bytes``; returns their keys.
+
+        ``quota_bytes`` defaults to ``UNLEARN_CHECKPOINT_CACHE_MB``. Pinned keys and ``keep`` (what the caller is
+        about to use) stay; a key whose lock another process holds (it is being trained or read) is skipped. A
+        pruned model is trained again when it is next needed.
+        """
+        if quota_bytes is None:
+            from unlearn_core.settings import settings
+
+            quota_bytes = settings().checkpoint_cache_bytes
+        entries = self.entries()
+        total = sum(size for _, size, _, _ in entries)
+        pruned = []
+        for key, size, _, pinned in entries:
+            if total <= quota_bytes:
+                break
+            if pinned or key in keep:
+                continue
+            with open(self.root / f".{key}.lock", "a+") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                try:
+                    self.path_for(key).unlink()
+                    pruned.append(key)
+                    total -= size
+                except FileNotFoundError:
+                    total -= size
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        return pruned
+
     def load(self, key: str, model: nn.Module) -> dict | None:
-        """Load ``key`` into ``model``; return its metadata, or ``None`` on a miss."""
+        """Load ``key`` into ``model``; return its metadata, or ``None`` on a miss. A hit counts as a use (LRU)."""
         path = self.path_for(key)
         if not path.exists():
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)
         try:
             checkpoint = read_checkpoint(path)
             load_state_strict(model, checkpoint["state_dict"])
@@ -309,6 +418,8 @@ class CheckpointCache:
         return checkpoint["meta"]
 
     def save(self, key: str, model: nn.Module, meta: dict | None = None) -> Path:
+        """Save ``key``, then prune the least recently used others past the quota (never ``key`` itself)."""
         path = self.path_for(key)
         save_checkpoint(path, model, meta)
+        self.enforce_quota(keep={key})
         return path

@@ -1,4 +1,4 @@
-"""Pick the compute device: cuda, then mps, then cpu, unless overridden."""
+"""Pick the compute device (cuda, then mps, then cpu, unless overridden), seed and pin the run, record timing."""
 
 from __future__ import annotations
 
@@ -54,6 +54,53 @@ def seeded_global_rng(seed: int, device: torch.device):
         yield
 
 
+# cuBLAS's documented setting for reproducible results on CUDA >= 10.2 (two 4 MiB workspaces, no more).
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+
+
+@contextlib.contextmanager
+def deterministic_mode(threads: int = 1):
+    """Run the block with torch's deterministic algorithms and a fixed intra-op thread count.
+
+    Inside: ``torch.use_deterministic_algorithms(True)`` (an operation with
+    no deterministic implementation raises instead of running),
+    cuDNN's deterministic flag on and its autotuner off,
+    ``torch.set_num_threads(threads)``, and ``CUBLAS_WORKSPACE_CONFIG`` set to
+    ``:4096:8`` unless already set (cuBLAS reads it when torch first creates
+    its workspace, so enter this before the first CUDA operation of the
+    process). Everything is restored on exit.
+
+    What it fixes: the same seed, code, data, device type and torch build
+    give bit-identical weights whatever thread count the process started
+    with, because every run computes with ``threads`` threads. What it does
+    not: two different ``threads`` values, or another device, CPU type or
+    torch build, may still order floating-point reductions differently
+    (docs/REPRODUCIBILITY.md). :func:`timing_conditions` records
+    ``deterministic`` and ``threads`` with every timed run.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UnlearnError(f"deterministic mode needs a whole number of threads >= 1, got {str(threads)[:40]}")
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.get_num_threads(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    previous_cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if previous_cublas is None:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC_WORKSPACE
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        enabled, warn_only, old_threads, cudnn_deterministic, cudnn_benchmark = previous
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.set_num_threads(old_threads)
+        torch.backends.cudnn.deterministic = cudnn_deterministic
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        if previous_cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
 # Two timings are compared only when the other work on the machine while they ran differs by less than this share
 # of its cores (half a core on the 2-core development machine): there, UNSC's RTE moved from 7 to 0.8 between an
 # idle and a loaded process.
@@ -88,13 +135,17 @@ def timing_conditions(device: torch.device | str) -> dict:
 
     Recorded beside every time the project measures (training the reference,
     running a method) so two times are only divided when they are like for like.
+    ``deterministic`` says whether torch's deterministic algorithms were on
+    (:func:`deterministic_mode`): with ``threads`` it tells whether a run can
+    be reproduced bit for bit.
     """
     try:
         load = round(float(os.getloadavg()[0]), 2)
     except (OSError, AttributeError):  # not every platform has a load average
         load = None
     return {"device": torch.device(device).type, "threads": int(torch.get_num_threads()),
-            "load_avg_1m": load, "cpu_count": os.cpu_count() or 1}
+            "load_avg_1m": load, "cpu_count": os.cpu_count() or 1,
+            "deterministic": bool(torch.are_deterministic_algorithms_enabled())}
 
 
 class TimedConditions:

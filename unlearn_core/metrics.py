@@ -90,24 +90,37 @@ def _svc_attack_features(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.
 SVC_ATTACKS = ("correctness", "confidence", "entropy", "m_entropy", "prob")
 
 
+def _svc_nonmember_share(members: np.ndarray, nonmembers: np.ndarray, targets: np.ndarray) -> float:
+    """Fit SalUn's attack (``SVC(C=3, kernel="rbf", gamma="auto")``, members 1 vs non-members 0) and return the
+    % of ``targets`` it predicts non-member (SalUn's ``SVC_fit_predict`` on ``target_test``)."""
+    from sklearn.svm import SVC
+
+    x = np.vstack([members, nonmembers])
+    y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
+    attack = SVC(C=3, kernel="rbf", gamma="auto").fit(x, y)
+    return float(np.mean(attack.predict(targets) == 0) * 100.0)
+
+
 def mia_svc_attacks(member_probs, member_labels, nonmember_probs, nonmember_labels, target_probs, target_labels,
-                    seed: int = 0, attacks=SVC_ATTACKS) -> dict[str, float]:
-    """SalUn's ``SVC_MIA``: one RBF SVC (C=3, gamma="auto") per feature, % of targets called NON-members.
+                    seed=0, attacks=SVC_ATTACKS) -> dict[str, float]:
+    """One draw of SalUn's ``SVC_MIA``: one RBF SVC (C=3, gamma="auto") per feature, % of targets called NON-members.
 
     Source: Jia et al., "Model Sparsity Can Simplify Machine Unlearning"
     (NeurIPS 2023) and Fan et al., SalUn (ICLR 2024), public releases
-    (``evaluation/SVC_MIA.py``). Members are remaining training samples,
-    non-members test samples, in equal numbers (at most ``MIA_MAX_PER_SIDE``
-    each, drawn with ``seed``). Each attack is fit on one feature of the
+    (``evaluation/SVC_MIA.py``, ``SVC_MIA`` and ``SVC_fit_predict``). Members
+    are remaining training samples, non-members test samples, in equal
+    numbers n = min(#members, #non-members, ``MIA_MAX_PER_SIDE``), each side
+    drawn without replacement by ``numpy.random.default_rng(seed)`` (``seed``
+    is an int or a sequence of ints). Each attack is fit on one feature of the
     softmax output (``correctness`` = prediction right, ``confidence`` =
     probability of the true class, ``entropy``, ``m_entropy`` = the modified
     entropy, ``prob`` = the whole probability vector) and applied to the
     target (forget) samples. The value is the share of targets predicted
     non-member: higher means the forget set looks less trained-on. The
-    papers' "MIA-efficacy" column is the ``confidence`` attack.
+    papers' "MIA-efficacy" column is the ``confidence`` attack. On random
+    forgetting one draw can move this by tens of points; the reported value
+    is the mean over draws (:func:`mia_svc_draws`).
     """
-    from sklearn.svm import SVC
-
     if len(member_labels) == 0 or len(nonmember_labels) == 0 or len(target_labels) == 0:
         return {name: float("nan") for name in attacks}
     rng = np.random.default_rng(seed)
@@ -118,24 +131,81 @@ def mia_svc_attacks(member_probs, member_labels, nonmember_probs, nonmember_labe
     nonmembers = _svc_attack_features(np.asarray(nonmember_probs)[nonmember_pick],
                                       np.asarray(nonmember_labels)[nonmember_pick])
     targets = _svc_attack_features(target_probs, target_labels)
-    y = np.concatenate([np.ones(n), np.zeros(n)])
-    results = {}
-    for name in attacks:
-        x = np.vstack([members[name], nonmembers[name]])
-        attack = SVC(C=3, kernel="rbf", gamma="auto", random_state=seed).fit(x, y)
-        predicted = attack.predict(targets[name])
-        results[name] = float(np.mean(predicted == 0) * 100.0)
-    return results
+    return {name: _svc_nonmember_share(members[name], nonmembers[name], targets[name]) for name in attacks}
+
+
+MIA_SVC_DRAWS = 10
+
+
+def mia_svc_draws(member_probs, member_labels, nonmember_probs, nonmember_labels, target_probs, target_labels,
+                  seed: int = 0, draws: int = MIA_SVC_DRAWS, attacks=SVC_ATTACKS) -> dict[str, list[float]]:
+    """Each attack of :func:`mia_svc_attacks` over ``draws`` independent member/non-member draws.
+
+    Draw k uses ``default_rng((seed, k))``, so the draws are seeded by the
+    run's seed and differ from each other. Returns, per attack, the list of
+    the ``draws`` values (in %, share of targets called non-member).
+    """
+    values: dict[str, list[float]] = {name: [] for name in attacks}
+    for k in range(int(draws)):
+        result = mia_svc_attacks(member_probs, member_labels, nonmember_probs, nonmember_labels, target_probs,
+                                 target_labels, seed=(int(seed), k), attacks=attacks)
+        for name in attacks:
+            values[name].append(result[name])
+    return values
+
+
+def mean_ci95(values) -> tuple[float, float, int]:
+    """Mean of the finite ``values``, the half-width of its 95 % Student-t interval, and how many were used.
+
+    Half-width = t_{0.975, k-1} * s / sqrt(k), s the sample standard
+    deviation (ddof=1) of the k finite values: the interval for the mean
+    over draws, not the spread of one draw. NaN half-width for k < 2, NaN
+    mean for k = 0.
+    """
+    from scipy.stats import t
+
+    finite = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    k = len(finite)
+    if k == 0:
+        return float("nan"), float("nan"), 0
+    if k == 1:
+        return float(finite[0]), float("nan"), 1
+    half = float(t.ppf(0.975, k - 1) * finite.std(ddof=1) / math.sqrt(k))
+    return float(finite.mean()), half, k
+
+
+def mia_svc_salun(member_probs, member_labels, nonmember_probs, nonmember_labels, target_probs, target_labels,
+                  attacks=("confidence",)) -> dict[str, float]:
+    """SalUn's exact sampling for ``SVC_MIA``: the FIRST len(non-members) members and ALL non-members.
+
+    Source: SalUn's release, ``main_forget.py`` / ``main_random.py``
+    (``shadow_train = Subset(retain_dataset, range(len(test)))``,
+    ``shadow_test`` = its test loader, from which ``dataset.py`` removes a
+    forgotten class; ``target_test`` = the forget set). Members are taken in
+    the order given (the remaining samples in training-set order), with no
+    cap and no random draw, so the value is one fixed draw: it is reported
+    beside the mean over draws, never instead of it. Same attacks and
+    direction as :func:`mia_svc_attacks`. Without the cap the SVC's cost
+    grows with the square of 2 x len(test) (docs/METRICS.md, "Cost").
+    """
+    if len(member_labels) == 0 or len(nonmember_labels) == 0 or len(target_labels) == 0:
+        return {name: float("nan") for name in attacks}
+    n = min(len(member_labels), len(nonmember_labels))
+    members = _svc_attack_features(np.asarray(member_probs)[:n], np.asarray(member_labels)[:n])
+    nonmembers = _svc_attack_features(nonmember_probs, nonmember_labels)
+    targets = _svc_attack_features(target_probs, target_labels)
+    return {name: _svc_nonmember_share(members[name], nonmembers[name], targets[name]) for name in attacks}
 
 
 def mia_svc(member_probs, member_labels, nonmember_probs, nonmember_labels, target_probs, target_labels,
             seed: int = 0) -> float:
-    """SVC "MIA-efficacy" (SalUn, l1-sparse): the confidence attack of :func:`mia_svc_attacks`.
+    """SVC "MIA-efficacy" (SalUn, l1-sparse) of one draw: the confidence attack of :func:`mia_svc_attacks`.
 
     % of forget samples an RBF SVC (C=3) on the true-class confidence alone
     calls non-members, trained on remaining (member) vs test (non-member)
     samples in equal numbers. Higher = the forget set looks less trained-on;
-    the target is the retrained model's value.
+    the target is the retrained model's value. The report's ``MIA_svc`` is
+    the mean of this over :data:`MIA_SVC_DRAWS` draws.
     """
     return mia_svc_attacks(member_probs, member_labels, nonmember_probs, nonmember_labels, target_probs,
                            target_labels, seed, attacks=("confidence",))["confidence"]
@@ -150,7 +220,10 @@ def mia_entropy(member_probs, nonmember_probs, target_probs, seed: int = 0) -> f
     H(p) = -sum_i p_i ln p_i of the softmax output (no log transform). A
     logistic regression with balanced class weights learns remaining training
     samples (members, 1) against test samples (non-members, 0) and is applied
-    to the forget samples; the value is the share predicted member. Members
+    to the forget samples; the value is the share predicted member. Both
+    releases pass the whole test set as non-members (the report's
+    ``MIA_entropy``; ``MIA_entropy_retain_test`` passes only the remaining
+    classes' test samples). Members
     are subsampled with ``seed`` to at most 4 x ``MIA_MAX_PER_SIDE``. Lower =
     the forget set looks less trained-on; the target is the retrained
     model's value, not 0 or 100.
@@ -235,7 +308,7 @@ def model_outputs(model, bundle: DatasetBundle, split: ForgetSplit, device=None)
 
 
 def evaluate_outputs(outputs: dict[str, np.ndarray], bundle: DatasetBundle, split: ForgetSplit,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, svc_draws: int = MIA_SVC_DRAWS) -> dict:
     """Every per-model metric from precomputed softmax outputs (see :func:`model_outputs`).
 
     - ``FA``/``RA``/``TA``: accuracy on the forget set, the remaining training
@@ -246,8 +319,20 @@ def evaluate_outputs(outputs: dict[str, np.ndarray], bundle: DatasetBundle, spli
       classes, the mean of their per-class accuracies (as the UNSC release
       reports), not pooled over samples. ``None`` for sample forgetting.
     - ``Acc_r``: mean per-class test accuracy of the remaining classes.
-    - ``MIA_svc`` (SalUn's MIA-efficacy, confidence attack) and
-      ``MIA_svc_detail`` (its other attacks); ``MIA_entropy`` (NatMU/SSD).
+    - ``MIA_svc``: SalUn's MIA-efficacy (confidence attack), the mean over
+      ``svc_draws`` seeded member/non-member draws (:func:`mia_svc_draws`);
+      ``MIA_svc_ci95`` the half-width of its 95 % interval
+      (:func:`mean_ci95`), ``MIA_svc_draws`` how many draws it averages;
+      ``MIA_svc_salun`` the same attack on SalUn's exact sampling
+      (:func:`mia_svc_salun`); ``MIA_svc_detail`` SalUn's other attacks, each
+      the mean over the same draws. Non-members: the test samples outside the
+      forget set's classes, as SalUn's class-wise test set.
+    - ``MIA_entropy``: the entropy attack of NatMU and SSD with the whole test
+      set as non-members, as both releases pass it
+      (``get_membership_attack_prob(retain, forget, test, model)``);
+      ``MIA_entropy_retain_test`` the same attack with only the test samples
+      outside the forget set's classes as non-members (equal for sample
+      forgetting).
     """
     train_y = bundle.train_y.numpy()
     test_y = bundle.test_y.numpy()
@@ -260,11 +345,14 @@ def evaluate_outputs(outputs: dict[str, np.ndarray], bundle: DatasetBundle, spli
     else:
         acc_r = mean_class_accuracy(test_pred[test_retain], test_y[test_retain], range(bundle.num_classes))
         acc_f = accuracy_percent(test_pred[split.test_forget_idx], test_y[split.test_forget_idx])
-    # Members for the attacks are remaining train samples; non-members the test samples outside the forget set's
-    # classes, so class forgetting does not teach the attack about the forgotten class.
+    # Members for the attacks are remaining train samples. The SVC attacks' non-members are the test samples outside
+    # the forget set's classes (SalUn's class-wise test set); the entropy attack's are the whole test set (NatMU's and
+    # SSD's releases), with the remaining classes' test samples as a named variant.
     nonmember_idx = test_retain if len(test_retain) else np.arange(len(test_y))
-    svc = mia_svc_attacks(outputs["retain"], retain_y, outputs["test"][nonmember_idx], test_y[nonmember_idx],
-                          outputs["forget"], forget_y, seed)
+    svc_args = (outputs["retain"], retain_y, outputs["test"][nonmember_idx], test_y[nonmember_idx],
+                outputs["forget"], forget_y)
+    svc = {name: mean_ci95(values) for name, values in mia_svc_draws(*svc_args, seed=seed, draws=svc_draws).items()}
+    svc_mean, svc_ci95, svc_used = svc["confidence"]
     return {
         "FA": accuracy_percent(outputs["forget"].argmax(1), forget_y),
         "RA": accuracy_percent(outputs["retain"].argmax(1), retain_y),
@@ -272,9 +360,14 @@ def evaluate_outputs(outputs: dict[str, np.ndarray], bundle: DatasetBundle, spli
         "TA_retain": accuracy_percent(test_pred[test_retain], test_y[test_retain]),
         "Acc_f": None if math.isnan(acc_f) else acc_f,
         "Acc_r": acc_r,
-        "MIA_svc": svc["confidence"],
-        "MIA_svc_detail": {name: value for name, value in svc.items() if name != "confidence"},
-        "MIA_entropy": mia_entropy(outputs["retain"], outputs["test"][nonmember_idx], outputs["forget"], seed),
+        "MIA_svc": svc_mean,
+        "MIA_svc_ci95": svc_ci95,
+        "MIA_svc_draws": svc_used,
+        "MIA_svc_salun": mia_svc_salun(*svc_args)["confidence"],
+        "MIA_svc_detail": {name: summary[0] for name, summary in svc.items() if name != "confidence"},
+        "MIA_entropy": mia_entropy(outputs["retain"], outputs["test"], outputs["forget"], seed),
+        "MIA_entropy_retain_test": mia_entropy(outputs["retain"], outputs["test"][nonmember_idx], outputs["forget"],
+                                               seed),
         "per_class_test": per_class_accuracy(test_pred, test_y, bundle.num_classes),
     }
 

@@ -10,16 +10,23 @@ Two rules:
   cache, downloaded data sets, the image root (``runs export --csv <the store>``
   must not replace a database of runs with a CSV).
 
-:func:`write_output_bytes` writes atomically and turns an ``OSError`` (disk
-full, quota, read-only file system) into one line. This module sits in the
-bottom layer: it knows where the store keeps its files
+:func:`write_output_bytes` writes a regular file atomically (readers see the
+old file or the whole new one) and turns an ``OSError`` (disk full, quota,
+read-only file system) into one line. What is not a regular file is never
+replaced: ``-`` is standard output; a character device (``/dev/stdout``,
+``/dev/null``) or a FIFO is written in place; a symlink is followed and its
+target written (the link stays); a block device or a socket is refused.
+This module sits in the bottom layer: it knows where the store keeps its files
 (:func:`unlearn_core.paths.checkpoint_dir_for`) without importing the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import stat
+import sys
 from pathlib import Path
 
 from unlearn_core import paths
@@ -31,6 +38,7 @@ STORE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 # Sub-folders of the data directory that only the library writes.
 MANAGED_FOLDERS = ("checkpoints", "runs", "datasets", "imagefolders")
 NAME_MAX = 255  # bytes per path component on every file system this runs on
+STDOUT = "-"  # an output path that means standard output
 
 _OS_REASONS = {
     errno.ENOSPC: "no space left on device",
@@ -42,6 +50,8 @@ _OS_REASONS = {
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.ENAMETOOLONG: "the name is too long",
     errno.EIO: "input/output error",
+    errno.ENXIO: "no process is reading it",
+    errno.EPIPE: "the reader closed it",
 }
 
 
@@ -105,12 +115,21 @@ def check_output_path(path, store_path: str | Path | None = None) -> Path:
         raise OutputPathError(f"output path {_shown(text)} contains a NUL byte")
     if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in Path(text).parts):
         raise OutputPathError(f"output path {_shown(text[:80] + '...')} has a name longer than {NAME_MAX} bytes")
+    if text == STDOUT:
+        return Path(STDOUT)
     target = _real(Path(text))
+    kind = _special_kind(text)
+    if kind in ("a block device", "a socket", "a special file"):
+        raise OutputPathError(f"refusing to write to {_shown(text)}: it is {kind}, not a file")
     if target.is_dir():
         raise OutputPathError(f"output path {_shown(text)} is a folder; give a file name")
     reason = managed_reason(target, store_path)
     if reason is not None:
         raise OutputPathError(f"refusing to write to {_shown(text)}: it {reason}")
+    if kind is not None:  # a character device or a FIFO: written in place, never read here (a read can block)
+        if not os.access(text, os.W_OK):
+            raise OutputPathError(f"output {_shown(text)} ({kind}) is not writable")
+        return target
     if target.exists():
         try:
             with open(target, "rb") as handle:
@@ -149,12 +168,80 @@ def check_output_paths(named: dict[str, str | None], store_path: str | Path | No
         seen[target] = option
 
 
+def _special_kind(path) -> str | None:
+    """What ``path`` (symlinks followed) is when it exists and is not a regular file or a folder, else None.
+
+    ``/dev/stdout`` and ``/dev/fd/N`` lead to an open file of this process (a ``/proc`` link): those count as
+    ``"an open file"`` whatever they point at, so they are written in place and never replaced.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if str(_real(Path(path))).startswith("/proc/"):
+        return "an open file"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def _write_in_place(path, data: bytes, kind: str) -> None:
+    """Write to a character device, a FIFO or an open file of this process as it is (no temporary file, no rename).
+
+    Our own standard output goes through ``sys.stdout`` (so it keeps its order with what the CLI prints); a FIFO
+    is opened without blocking, so a FIFO nobody reads fails at once (ENXIO) instead of hanging; an open file is
+    appended to.
+    """
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout closed, or not a real file
+        if os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno())):
+            _write_stdout(data)
+            return
+    fifo = kind == "a FIFO"
+    flags = os.O_WRONLY | (os.O_NONBLOCK if fifo else 0) | (os.O_APPEND if kind == "an open file" else 0)
+    fd = os.open(path, flags)
+    try:
+        if fifo:
+            os.set_blocking(fd, True)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
 def write_output_bytes(path, data: bytes, what: str = "output") -> None:
-    """Write ``data`` atomically (readers see the old file or the whole new one); OS errors become one line."""
+    """Write ``data`` to ``path``: standard output for ``-``, in place for a device or FIFO, else atomically.
+
+    A regular file (or a new one) is replaced atomically, through a symlink to its target (the link stays).
+    OS errors (``/dev/full``'s "no space left", a FIFO nobody reads) become one line.
+    """
     from unlearn_core import checkpoints
 
     try:
-        checkpoints.atomic_write_bytes(Path(path), data)
+        if os.fspath(path) == STDOUT:
+            _write_stdout(data)
+            return
+        kind = _special_kind(path)
+        if kind in ("a character device", "a FIFO", "an open file"):
+            _write_in_place(path, data, kind)
+        elif kind is not None:
+            raise OutputPathError(f"refusing to write the {what} to {_shown(path)}: it is {kind}, not a file")
+        else:
+            checkpoints.atomic_write_bytes(_real(Path(path)), data)
     except OSError as error:
         raise OutputPathError(f"cannot write the {what} to {_shown(path)}: {describe_os_error(error)}") from None
 

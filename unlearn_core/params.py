@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from unlearn_core.errors import ParameterError
+from unlearn_core.parsing import ascii_float
 
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
@@ -40,7 +41,11 @@ class Param:
     log: bool = False
 
     def coerce(self, value: Any) -> Any:
-        """Convert and validate a value (native or text); raise :class:`ParameterError` if bad."""
+        """Convert and validate a value (native or text); raise :class:`ParameterError` if bad.
+
+        Text numbers are read by :func:`unlearn_core.parsing.ascii_float` (ASCII digits only), the one number
+        parser of ``--param``, ``--grid``, the app's fields and a sweep's stored grid.
+        """
         where = f"parameter {self.name!r}"
         if self.type is bool:
             if isinstance(value, bool):
@@ -55,10 +60,10 @@ class Param:
             try:
                 if isinstance(value, bool):
                     raise ValueError
-                number = float(value) if self.type is float else _as_int(value)
+                number = _as_float(value) if self.type is float else _as_int(value)
             except (TypeError, ValueError, OverflowError):
-                raise ParameterError(f"{where} must be {'a number' if self.type is float else 'a whole number'}, "
-                                     f"got {str(value)[:40]!r}") from None
+                raise ParameterError(f"{where} must be {'a number' if self.type is float else 'a whole number'} "
+                                     f"in ASCII digits 0-9, got {str(value)[:40]!r}") from None
             if self.type is float and not math.isfinite(number):
                 raise ParameterError(f"{where} must be finite, got {value!r}")
             if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
@@ -84,10 +89,16 @@ class Param:
         return out
 
 
+def _as_float(value: Any) -> float:
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return ascii_float(value)
+
+
 def _as_int(value: Any) -> int:
     if isinstance(value, (int, np.integer)):
         return int(value)
-    number = float(value)
+    number = _as_float(value)
     if not number.is_integer():
         raise ValueError(value)
     return int(number)

@@ -14,6 +14,7 @@ import re
 
 # [0-9], not \d: \d matches every Unicode decimal digit.
 _ASCII_INT = re.compile(r"[+-]?[0-9]+")
+_ASCII_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _ASCII_SPACE = " \t\r\n"
 
 
@@ -34,3 +35,18 @@ def ascii_int(text) -> int:
         raise ValueError(f"not a whole number in ASCII digits: {str(text)[:40]!r}")
     # Python refuses (ValueError) texts over 4300 digits before converting them, so this stays cheap.
     return int(text.strip(_ASCII_SPACE))
+
+
+def ascii_float(text) -> float:
+    """``float(text)`` for ASCII decimal notation only (``1e-3``, ``.5``, ``-2``).
+
+    ``ValueError`` for anything ``float()`` would also read but a user does not write as a number: Unicode digits
+    (``"٣"``, ``"１"``), underscores (``"1_0"``), ``"inf"`` and ``"nan"``.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"not a number: {text!r}")
+    if isinstance(text, (int, float)):
+        return float(text)
+    if not isinstance(text, str) or _ASCII_FLOAT.fullmatch(text.strip(_ASCII_SPACE)) is None:
+        raise ValueError(f"not a number in ASCII digits: {str(text)[:40]!r}")
+    return float(text.strip(_ASCII_SPACE))

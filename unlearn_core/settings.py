@@ -15,6 +15,7 @@ be and what it got.
 | ``UNLEARN_MAX_UPLOAD_MB`` | ``max_upload_mb`` | 200 (more than 0) |
 | ``UNLEARN_MAX_UNPACKED_MB`` | ``max_unpacked_mb`` | 1024 (more than 0) |
 | ``UNLEARN_RUN_CHECKPOINT_QUOTA_MB`` | ``run_checkpoint_quota_mb`` | 2048 (0 keeps only pinned runs') |
+| ``UNLEARN_CHECKPOINT_CACHE_MB`` | ``checkpoint_cache_mb`` | 4096 (trained originals and references; LRU, pins kept) |
 | ``UNLEARN_SETUP_CACHE_MB`` | ``setup_cache_mb`` | 512 (0: no bound) |
 | ``UNLEARN_JOB_RESULTS_MB`` | ``job_results_mb`` | 256 (0: no bound) |
 | ``UNLEARN_MAX_JOBS_PER_SESSION`` | ``max_jobs_per_session`` | 8 (0: no limit) |
@@ -58,6 +59,7 @@ class Settings:
     max_upload_mb: float = 200.0
     max_unpacked_mb: float = 1024.0
     run_checkpoint_quota_mb: float = 2048.0
+    checkpoint_cache_mb: float = 4096.0
     setup_cache_mb: float = 512.0
     job_results_mb: float = 256.0
     max_jobs_per_session: int = 8
@@ -85,6 +87,10 @@ class Settings:
     @property
     def run_checkpoint_quota_bytes(self) -> int:
         return self.mib_to_bytes(self.run_checkpoint_quota_mb)
+
+    @property
+    def checkpoint_cache_bytes(self) -> int:
+        return self.mib_to_bytes(self.checkpoint_cache_mb)
 
     @property
     def setup_cache_bytes(self) -> int:
@@ -138,6 +144,7 @@ def _parse(env: dict[str, str], home: str) -> Settings:
         max_upload_mb=_number(env, "UNLEARN_MAX_UPLOAD_MB", 200.0, positive=True),
         max_unpacked_mb=_number(env, "UNLEARN_MAX_UNPACKED_MB", 1024.0, positive=True),
         run_checkpoint_quota_mb=_number(env, "UNLEARN_RUN_CHECKPOINT_QUOTA_MB", 2048.0),
+        checkpoint_cache_mb=_number(env, "UNLEARN_CHECKPOINT_CACHE_MB", 4096.0),
         setup_cache_mb=_number(env, "UNLEARN_SETUP_CACHE_MB", 512.0),
         job_results_mb=_number(env, "UNLEARN_JOB_RESULTS_MB", 256.0),
         max_jobs_per_session=int(_number(env, "UNLEARN_MAX_JOBS_PER_SESSION", 8, whole=True)),

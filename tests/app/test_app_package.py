@@ -90,3 +90,24 @@ def test_run_artifacts_come_from_the_owners_finished_run_job():
         assert runner.run_artifacts(7, "b") is None and runner.run_artifacts(8, "a") is None
     finally:
         runner.shutdown()
+
+
+def test_run_view_deletes_only_its_own_runs(tmp_path):
+    """A shared-server session deletes its own run; another session's run answers as missing and stays."""
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    mine = store.start({"dataset": "digits", "model": "mlp", "forget": "class:3", "method": "ga", "params": {},
+                        "seed": 0, "owner": "me"})
+    theirs = store.start({"dataset": "digits", "model": "mlp", "forget": "class:3", "method": "ga", "params": {},
+                          "seed": 0, "owner": "them"})
+    for run_id in (mine, theirs):
+        store.fail(run_id, "stopped")
+    view = RunView(store, owner="me", shared=True)
+    with pytest.raises(RunNotFoundError):
+        view.delete(theirs)
+    assert store.get(theirs)["id"] == theirs
+    view.delete(mine)
+    with pytest.raises(RunNotFoundError):
+        store.get(mine)
+    with pytest.raises(AttributeError):
+        view._write  # the raw connection is not exposed

@@ -10,18 +10,20 @@ import torch
 import torch.nn.functional as F
 
 from unlearn_core.data import to_float
-from unlearn_core.errors import Cancelled, DivergenceError
+from unlearn_core.errors import Cancelled, DivergenceError, MethodError
 from unlearn_core.methods import get_method
-from unlearn_core.methods._common import random_wrong_labels, train_steps
+from unlearn_core.methods._common import random_labels, train_steps
 from unlearn_core.metrics import accuracy_percent
 from unlearn_core.pipeline import run_method
 from unlearn_core.training import predict_logits
 
 BASELINES = ("ga", "neggrad_plus", "rl", "bs", "bs_nearest_wrong", "l1_sparse", "salun", "scrub", "ssd", "bad_teacher")
-# Defaults are tuned on mnist5k. The digits MLP is trained to 100% train accuracy over 40 epochs and these four need
-# a stronger push there (gradient-based forgetting of a saturated model); values found by a quick sweep on digits.
+# The digits MLP is trained to 100% train accuracy over 40 epochs and these four need a stronger push there
+# (gradient-based forgetting of a saturated model); values found by a quick sweep on digits.
+SCRUB_DIGITS = {"lr": 2e-3, "epochs": 4, "max_epochs": 4, "alpha": 0.5, "gamma": 1.0, "batch_size": 64,
+                "lr_decay_rate": 1.0}
 DIGITS_CLASS_OVERRIDES = {"ga": {"lr": 0.01}, "neggrad_plus": {"alpha": 0.8, "epochs": 2}, "l1_sparse": {"alpha": 0.03},
-                          "scrub": {"lr": 2e-3, "epochs": 4, "max_epochs": 4}}
+                          "scrub": SCRUB_DIGITS}
 
 
 def forget_accuracy(setup, model) -> float:
@@ -145,7 +147,24 @@ def _fgsm_landing(task, x, y, bound):
     images = to_float(x).requires_grad_(True)
     (grad,) = torch.autograd.grad(F.cross_entropy(original(images), y), images)
     with torch.no_grad():
-        return original((images + bound * grad.sign()).clamp(0, 1))
+        return original(torch.round((images + bound * grad.sign()).clamp(0, 1) * 255) / 255)
+
+
+def test_fgsm_copy_is_clipped_and_rounded_to_the_8_bit_grid():
+    """A linear model with W_0 = 0 and W_1 = (1, -1, 1, -1): for label 0 the input gradient of the cross-entropy is
+    (1 - p_0)(W_1 - W_0), signs (+, -, +, -). Pixels (10, 0, 250, 128)/255 stepped by 0.05 = 12.75/255 land at
+    (22.75, -12.75, 262.75, 115.25)/255, clipped to [0, 1] and rounded: (23, 0, 255, 115)/255."""
+    from torch import nn
+
+    from unlearn_core.methods.bs import fgsm_copy
+
+    model = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 1.0, -1.0]]))
+    x = torch.tensor([[10.0, 0.0, 250.0, 128.0]]) / 255
+    copy = fgsm_copy(model, x, torch.tensor([0]), 0.05)
+    assert torch.equal(copy * 255, torch.tensor([[23.0, 0.0, 255.0, 115.0]]))
+    assert not x.requires_grad and not copy.requires_grad
 
 
 def test_bs_labels_are_the_original_prediction_on_the_fgsm_copy(digits_class3):
@@ -174,15 +193,37 @@ def test_bs_nearest_wrong_variant_never_keeps_the_true_class(digits_class3):
     assert torch.equal(labels[crossed], landed[crossed])
 
 
-def test_random_labels_are_wrong_and_from_remaining_classes(digits_class3, digits_random):
+def test_random_labels_are_salun_release_draws_by_default():
+    """SalUn's release draws randint(0, num_classes) for every forget sample, whatever its class: the same draw
+    here, so some labels are the true class and some a forgotten one."""
+    labels = torch.tensor([0, 1, 2, 3] * 500)
+    drawn = random_labels(labels, 5, torch.Generator().manual_seed(7))
+    assert torch.equal(drawn, torch.randint(0, 5, labels.shape, generator=torch.Generator().manual_seed(7)))
+    counts = torch.bincount(drawn, minlength=5)
+    assert counts.min() > 300  # about 400 each: uniform over all five classes
+    assert 0.1 < float((drawn == labels).float().mean()) < 0.3  # the true class about 1 time in 5
+    wrong = random_labels(labels, 5, torch.Generator().manual_seed(7), "remaining_wrong", (4,))
+    assert not bool((wrong == labels).any()) and not bool((wrong == 4).any())
+    assert len(torch.unique(wrong)) == 4
+    with pytest.raises(MethodError):
+        random_labels(labels, 5, torch.Generator(), "nearest")
+    with pytest.raises(MethodError):
+        random_labels(torch.tensor([0, 1]), 2, torch.Generator(), "remaining_wrong", (1,))
+
+
+@pytest.mark.parametrize("method", ("rl", "salun"))
+def test_rl_and_salun_relabel_from_all_classes_unless_asked_otherwise(digits_class3, method):
+    from unlearn_core.methods.rl import relabelled_training_set
+
+    assert get_method(method).defaults()["label_pool"] == "all_classes"
     task = digits_class3.task()
     _, y = task.forget_data()
-    labels = random_wrong_labels(task, y)
-    assert (labels != y).all() and not (labels == 3).any()
-    assert len(set(labels.tolist())) > 3  # spread over many classes
-    task = digits_random.task()
-    _, y = task.forget_data()
-    assert (random_wrong_labels(task, y) != y).all()
+    n_retain = len(digits_class3.split.retain_idx)
+    drawn = relabelled_training_set(task)[1][n_retain:]
+    assert torch.equal(drawn, torch.randint(0, 10, y.shape, generator=task.generator(17)))
+    assert (drawn == y).any() and len(torch.unique(drawn)) == 10
+    wrong = relabelled_training_set(task, "remaining_wrong")[1][n_retain:]
+    assert (wrong != y).all() and not (wrong == 3).any() and len(torch.unique(wrong)) == 9
 
 
 def test_l1_sparse_penalty_shrinks_weights(digits_class3):
@@ -204,10 +245,25 @@ def test_scrub_max_steps_push_forget_outputs_away(digits_class3):
         teacher = predict_logits(digits_class3.original.model, x)
         return float(distill_kl(predict_logits(model, x), teacher, 1.0))
 
-    min_only = run_method(digits_class3, "scrub", {"max_epochs": 0, "epochs": 3, "lr": 2e-3})
-    with_max = run_method(digits_class3, "scrub", {"max_epochs": 3, "epochs": 3, "lr": 2e-3})
+    min_only = run_method(digits_class3, "scrub", {**SCRUB_DIGITS, "max_epochs": 0, "epochs": 3})
+    with_max = run_method(digits_class3, "scrub", {**SCRUB_DIGITS, "max_epochs": 3, "epochs": 3})
     pushed, kept = forget_kl(with_max.model), forget_kl(min_only.model)
     assert pushed > 0.02 and pushed > 100 * kept
+
+
+def test_scrub_defaults_are_the_release_large_scale_configuration(digits_class3):
+    """SCRUB's large_scale_unlearning.ipynb: SGD lr 5e-4 (momentum 0.9, weight decay 5e-4), T 4, alpha 0.001,
+    gamma 0.99, 2 max-step epochs of 3, retain batches 128, forget batches 32, lr x 0.1 after epochs 3, 5 and 9."""
+    from unlearn_core.methods.scrub import scrub_learning_rate
+
+    assert get_method("scrub").defaults() == {
+        "lr": 5e-4, "epochs": 3, "max_epochs": 2, "temperature": 4.0, "alpha": 0.001, "gamma": 0.99,
+        "batch_size": 128, "forget_batch_size": 32, "momentum": 0.9, "weight_decay": 5e-4, "lr_decay_rate": 0.1}
+    assert [scrub_learning_rate(1.0, epoch, 0.1) for epoch in range(1, 11)] == pytest.approx(
+        [1, 1, 1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01, 0.001])
+    assert scrub_learning_rate(0.3, 7, 1.0) == 0.3
+    run = run_method(digits_class3, "scrub", {"epochs": 5, "max_epochs": 0})
+    assert [record["lr"] for record in run.artifacts["history"]] == pytest.approx([5e-4, 5e-4, 5e-4, 5e-5, 5e-5])
 
 
 def test_bad_teacher_forget_outputs_follow_the_random_teacher(digits_class3):

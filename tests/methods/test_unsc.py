@@ -9,9 +9,9 @@ import torch
 from conftest import prepared
 from unlearn_core.errors import ParameterError
 from unlearn_core.methods import get_method
-from unlearn_core.methods._common import fit_classifier
+from unlearn_core.methods._common import fit_classifier, random_labels
 from unlearn_core.methods.base import freeze_batchnorm
-from unlearn_core.methods.unsc import pseudo_labels, random_wrong_labels
+from unlearn_core.methods.unsc import pseudo_labels
 from unlearn_core.nullspace import preactivation_drift
 from unlearn_core.pipeline import build_report, run_method
 from unlearn_core.report import Report
@@ -81,7 +81,7 @@ def test_random_label_ablation_runs_and_never_targets_forgotten_or_own_class(dig
     run = run_method(digits_class3, "unsc", {"labels": "random", "epochs": 5})
     assert run.artifacts["target_counts"][3] == 0
     labels = torch.tensor([0, 1, 2, 3] * 50)
-    drawn = random_wrong_labels(labels, 5, (4,), torch.Generator().manual_seed(0))
+    drawn = random_labels(labels, 5, torch.Generator().manual_seed(0), "remaining_wrong", (4,))
     assert not bool((drawn == labels).any()) and not bool((drawn == 4).any())
     assert len(torch.unique(drawn)) == 4
 

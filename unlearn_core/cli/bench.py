@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unlearn_core.cli.common import (CliError, add_evidence_flags, check_outputs, evidence_request, parse_param_pairs,
+from unlearn_core.cli.common import (human_stream, CliError, add_evidence_flags, check_outputs, evidence_request, parse_param_pairs,
                                      store_for_recording, write_text)
 
 
@@ -53,7 +53,7 @@ def cmd_bench(args, _progress) -> int:
 
         result = result_from_store(RunStore(args.store), args.from_tag)
         text = markdown_report(result, f"python -m unlearn_core bench --from-tag {args.from_tag}")
-        print(text)
+        print(text, file=human_stream(args.json, args.csv, args.out))
         _write_bench_files(args, result, text)
         return 0
     recipe_overrides, dataset, model = None, args.dataset, args.model
@@ -79,9 +79,10 @@ def cmd_bench(args, _progress) -> int:
                        tag=args.tag, log=log, threads=args.threads, engine=args.engine, address=args.address,
                        evidence=evidence_request(args))
     text = markdown_report(result, _bench_command(args, dataset, model, forgets))
-    print(text)
+    out = human_stream(args.json, args.csv, args.out)
+    print(text, file=out)
     print(f"total {result['total_seconds']:.0f}s ({result['ran']} runs now, {result['skipped']} already stored); "
-          f"runs recorded with tag {result['tag']} (python -m unlearn_core bench --from-tag {result['tag']})")
+          f"runs recorded with tag {result['tag']} (python -m unlearn_core bench --from-tag {result['tag']})", file=out)
     _write_bench_files(args, result, text)
     return 0
 

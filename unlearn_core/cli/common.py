@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import json
 import sys
-import unicodedata
 import warnings
 
 from unlearn_core.errors import UnlearnWarning
@@ -66,15 +65,8 @@ def parse_param_pairs(pairs: list[str] | None) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise CliError(f"--param expects KEY=VALUE, got {pair!r}")
-        if has_non_ascii_digit(value):
-            # int() and float() read "epochs=٣" as 3: accept only what a reader of the command line sees as digits.
-            raise CliError(f"--param {key.strip()!r}: write numbers with ASCII digits 0-9, got {value.strip()!r}")
         params[key.strip()] = value.strip()
     return params
-
-
-def has_non_ascii_digit(text: str) -> bool:
-    return any(not ch.isascii() and unicodedata.numeric(ch, None) is not None for ch in text)
 
 
 def whole_number(low: int | None = None, high: int = MAX_ROW_ID):
@@ -112,6 +104,13 @@ def check_outputs(named: dict[str, str | None], store_path=None) -> None:
     from unlearn_core.outputs import check_output_paths
 
     check_output_paths(named, store_path)
+
+
+def human_stream(*paths):
+    """Where human-readable text goes: standard error when an output file is ``-`` (standard output holds the data)."""
+    from unlearn_core.outputs import STDOUT
+
+    return sys.stderr if any(path == STDOUT for path in paths) else sys.stdout
 
 
 def write_output(path: str, data: bytes, option: str) -> None:

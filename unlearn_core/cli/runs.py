@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from unlearn_core.cli.common import CliError, Parser, cell_text, check_outputs, fmt_number, whole_number
+from unlearn_core.cli.common import human_stream, CliError, Parser, cell_text, check_outputs, fmt_number, whole_number
 
 
 def add_parsers(commands) -> None:
@@ -24,8 +24,8 @@ def add_parsers(commands) -> None:
         sub.add_argument("--tag", default=None, help="only runs with this tag (bench runs are tagged)")
         sub.add_argument("--limit", type=whole_number(0), default=None, help="at most this many runs")
     runs_list.add_argument("--json", action="store_true", help="print as JSON")
-    runs_export.add_argument("--csv", default=None, metavar="PATH", help="write a flat CSV here")
-    runs_export.add_argument("--json", default=None, metavar="PATH", help="write full runs (with reports) here")
+    runs_export.add_argument("--csv", default=None, metavar="PATH", help="write a flat CSV here (- for standard output)")
+    runs_export.add_argument("--json", default=None, metavar="PATH", help="write full runs (with reports) here (- for standard output)")
     runs_show = runs_commands.add_parser("show", help="one run in full")
     runs_show.add_argument("run_id", metavar="ID", help="run id (see `runs list`)")
     runs_show.add_argument("--json", action="store_true", help="print the whole stored run as JSON")
@@ -113,7 +113,7 @@ def cmd_runs(args, _progress) -> int:
                 write(runs, path)
             except OutputPathError as error:  # the disk filled up after the check: say which option failed
                 raise OutputPathError(f"{option}: {error}") from None
-            print(f"{len(runs)} runs written to {path}")
+            print(f"{len(runs)} runs written to {path}", file=human_stream(args.csv, args.json))
         return 0
     if args.json:
         print(json.dumps([RunStore.flat_row(run) for run in runs], indent=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unlearn_core.cli.common import (CliError, add_evidence_flags, check_outputs, evidence_request, store_for_recording,
+from unlearn_core.cli.common import (human_stream, CliError, add_evidence_flags, check_outputs, evidence_request, store_for_recording,
                                      whole_text, write_output)
 
 
@@ -129,9 +129,10 @@ def cmd_sweep(args, _progress) -> int:
     text = sweeps.markdown_tables(result)
     if result.get("search"):
         text += "\n" + sweeps.search_summary(result)
-    print(text)
+    out = human_stream(args.json, args.csv, args.out)
+    print(text, file=out)
     print(f"sweep {result['tag']}: {result['ran']} runs now, {result['skipped']} already stored, "
-          f"{result['seconds']:.0f}s (python -m unlearn_core runs list --tag {result['tag']})")
+          f"{result['seconds']:.0f}s (python -m unlearn_core runs list --tag {result['tag']})", file=out)
     if args.out:
         write_output(args.out, (text + "\n").encode(), "--out")
     if args.csv:

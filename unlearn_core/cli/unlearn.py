@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import (CliError, TerminalProgress, add_common, check_outputs, parse_param_pairs,
+from unlearn_core.cli.common import (human_stream, CliError, TerminalProgress, add_common, check_outputs, parse_param_pairs,
                                      store_for_recording, whole_number, write_json)
 from unlearn_core.errors import UnlearnError
 
@@ -110,5 +110,5 @@ def cmd_unlearn(args, progress) -> int:
             # Checked before the run, yet the write failed (disk full): the report is safe in the store.
             raise CliError(f"{error} (the report is kept in the run store: python -m unlearn_core runs show "
                            f"{run_id} --json)") from None
-        print(f"report written to {args.json}")
+        print(f"report written to {args.json}", file=human_stream(args.json))
     return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -140,23 +139,37 @@ def cycle_batches(n: int, batch_size: int, generator: torch.Generator):
         yield from minibatches(n, batch_size, generator)
 
 
-def random_wrong_labels(task: UnlearnTask, labels: torch.Tensor, offset: int = 17) -> torch.Tensor:
-    """A seeded random label for each sample, never its true one.
+RANDOM_LABEL_POOLS = ("all_classes", "remaining_wrong")
 
-    For class forgetting the new labels are drawn from the remaining classes
-    only, so no forgotten class is taught back (as in SalUn's random labelling).
+
+def random_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator, pool: str = "all_classes",
+                  forgotten: tuple[int, ...] = ()) -> torch.Tensor:
+    """A seeded random label for each sample of ``labels``, drawn with ``generator``.
+
+    - ``pool="all_classes"``: uniform over all ``num_classes`` classes,
+      independent of the sample, as SalUn's release draws them
+      (``Classification/unlearn/RL.py``, ``RL``: ``np.random.randint(0,
+      num_classes)`` over the forget set, ``torch.randint(0, num_classes)``
+      per forget batch). A drawn label equals the true one with probability
+      1 / num_classes and may be a forgotten class.
+    - ``pool="remaining_wrong"``: uniform over the classes that are neither
+      in ``forgotten`` nor the sample's own, so a label is always wrong and
+      never teaches a forgotten class back (UNSC's random-label ablation).
     """
-    num_classes = task.bundle.num_classes
-    allowed = list(task.split.remaining_classes) if task.split.is_classwise else list(range(num_classes))
-    rng = np.random.default_rng(task.seed * 1000 + offset)
-    true = labels.numpy()
-    out = np.empty_like(true)
-    for i, label in enumerate(true):
-        choices = [c for c in allowed if c != label]
-        if not choices:
-            raise MethodError("random relabelling needs at least two classes")
-        out[i] = choices[rng.integers(len(choices))]
-    return torch.as_tensor(out, dtype=torch.long)
+    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+    if pool == "all_classes":
+        return torch.randint(0, num_classes, labels.shape, generator=generator)
+    if pool != "remaining_wrong":
+        raise MethodError(f"unknown random-label pool {pool!r}; choose {' or '.join(RANDOM_LABEL_POOLS)}")
+    allowed = torch.ones(len(labels), num_classes, dtype=torch.bool)
+    if forgotten:
+        allowed[:, list(forgotten)] = False
+    allowed[torch.arange(len(labels)), labels] = False
+    if len(labels) and not bool(allowed.any(1).all()):
+        raise MethodError("random wrong labels need at least one remaining class other than a sample's own")
+    if len(labels) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.multinomial(allowed.float(), 1, generator=generator).squeeze(1)
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -2,7 +2,10 @@
 
 Each forget sample gets a label from the *original* model's prediction on an
 FGSM-perturbed copy (one signed-gradient step of size ``bound`` on the
-cross-entropy of its true label, in pixel space [0, 1]); the model is then
+cross-entropy of its true label, in pixel space [0, 1], clipped to [0, 1]
+and rounded to the 1/255 grid of an 8-bit image, as the reference's
+``FGSM_perturb`` and ``discretize`` do in SalUn's release,
+``Classification/unlearn/boundary_sh.py``); the model is then
 fine-tuned on the clean forget samples toward those labels. As in the
 reference (and the SalUn and UNSC releases), the prediction is taken as it
 is: when the perturbed copy still lands in the true class, the label stays the
@@ -21,9 +24,24 @@ from unlearn_core.methods._common import batch_images, make_optimizer, train_ste
 from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, register
 
 
+def fgsm_copy(model, x: torch.Tensor, y: torch.Tensor, bound: float) -> torch.Tensor:
+    """One FGSM step on images ``x`` in [0, 1]: round(255 * clip(x + bound * sign(grad_x CE(model(x), y)), 0, 1)) / 255.
+
+    The rounding puts the copy back on the 8-bit grid the data come from
+    (:func:`unlearn_core.data.to_float` divides ``uint8`` pixels by 255;
+    the models normalise inside), as ``FGSM_perturb`` + ``discretize`` in
+    SalUn's release of boundary shrink (``boundary_sh.py``). ``torch.round``
+    rounds halves to even, as there.
+    """
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
+    with torch.no_grad():
+        return torch.round((x + bound * grad.sign()).clamp(0.0, 1.0) * 255.0) / 255.0
+
+
 def neighbour_labels(task: UnlearnTask, images: torch.Tensor, labels: torch.Tensor, bound: float,
                      exclude_true: bool = False, batch_size: int = 256) -> torch.Tensor:
-    """The original model's prediction on each sample's FGSM copy.
+    """The original model's prediction on each sample's FGSM copy (:func:`fgsm_copy`).
 
     With ``exclude_true`` the true class's logit is masked first, so the label
     is always a wrong class (the ``bs_nearest_wrong`` variant, not the reference).
@@ -31,12 +49,10 @@ def neighbour_labels(task: UnlearnTask, images: torch.Tensor, labels: torch.Tens
     original = task.frozen_original()
     out = []
     for start in range(0, len(labels), batch_size):
-        x = to_float(images[start:start + batch_size]).to(task.device).requires_grad_(True)
+        x = to_float(images[start:start + batch_size]).to(task.device)
         y = labels[start:start + batch_size].to(task.device)
-        loss = F.cross_entropy(original(x), y)
-        (grad,) = torch.autograd.grad(loss, x)
+        adversarial = fgsm_copy(original, x, y, bound)
         with torch.no_grad():
-            adversarial = (x + bound * grad.sign()).clamp(0.0, 1.0)
             logits = original(adversarial)
             if exclude_true:
                 logits[torch.arange(len(y)), y] = float("-inf")

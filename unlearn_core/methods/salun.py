@@ -3,7 +3,9 @@
 The saliency of a weight is the magnitude of the forget loss's gradient,
 accumulated over the whole forget set on the original model. The top
 ``mask_fraction`` of all weights (one global threshold) form the mask; RL then
-runs with only masked weights moving. Unmasked weights stay bit-identical:
+runs with only masked weights moving, its random labels drawn from all
+classes as in SalUn's release (``Classification/unlearn/RL.py``, ``RL``;
+see :func:`unlearn_core.methods.rl.relabelled_training_set`). Unmasked weights stay bit-identical:
 their gradients are zeroed, weight decay is applied by hand to masked weights
 only (so the optimiser's own decay and momentum never see them), they are
 restored after every step as a last guard. BatchNorm layers stay in train
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from unlearn_core.data import to_float
 from unlearn_core.methods._common import fit_classifier
 from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, register
-from unlearn_core.methods.rl import relabelled_training_set
+from unlearn_core.methods.rl import LABEL_POOL_PARAM, relabelled_training_set
 from unlearn_core.training import minibatches
 
 
@@ -62,6 +64,7 @@ class SalUn(UnlearningMethod):
         Param("batch_size", int, 64, "mini-batch size", low=1, high=4096),
         Param("momentum", float, 0.9, "SGD momentum", low=0.0, high=0.99),
         Param("weight_decay", float, 5e-4, "L2 weight decay (masked weights only)", low=0.0, high=0.1),
+        LABEL_POOL_PARAM,
     )
 
     def unlearn(self, task: UnlearnTask, params: dict) -> UnlearnOutput:
@@ -84,7 +87,7 @@ class SalUn(UnlearningMethod):
             for name, p in named.items():
                 p.copy_(torch.where(masks[name], p, frozen_values[name]))
 
-        images, labels = relabelled_training_set(task)
+        images, labels = relabelled_training_set(task, params["label_pool"])
         optimizer = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=params["momentum"],
                                     weight_decay=0.0)
         stats = fit_classifier(model, images, labels, task, optimizer, params["epochs"], params["batch_size"],

@@ -25,7 +25,7 @@ from torch import nn
 from unlearn_core import paths
 from unlearn_core.data import to_float
 from unlearn_core.errors import MethodError
-from unlearn_core.methods._common import fit_classifier
+from unlearn_core.methods._common import fit_classifier, random_labels
 from unlearn_core.methods.base import Param, UnlearnOutput, UnlearnTask, UnlearningMethod, freeze_batchnorm, register
 from unlearn_core.nullspace import (GradientProjector, RetainedSpace, build_retained_space, class_factors,
                                     incremental_space, preactivation_drift, sample_per_class)
@@ -44,19 +44,6 @@ def pseudo_labels(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     else:
         logits[torch.arange(len(labels)), labels] = float("-inf")
     return logits.argmax(1)
-
-
-def random_wrong_labels(labels: torch.Tensor, num_classes: int, forgotten: tuple[int, ...],
-                        generator: torch.Generator) -> torch.Tensor:
-    """Uniform labels among the remaining classes, never a sample's own class (the paper's RL ablation)."""
-    allowed = torch.ones(len(labels), num_classes, dtype=torch.bool)
-    if forgotten:
-        allowed[:, list(forgotten)] = False
-    allowed[torch.arange(len(labels)), labels] = False
-    if not bool(allowed.any(1).all()):
-        raise MethodError("random labels need at least one class other than the forgotten ones")
-    weights = allowed.float()
-    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
 
 
 def _sample_key(bundle, indices: np.ndarray) -> str:
@@ -108,7 +95,7 @@ class UNSC(UnlearningMethod):
         if params["labels"] == "pseudo":
             targets = pseudo_labels(original, forget_x, forget_y, forgotten, task.device)
         else:
-            targets = random_wrong_labels(forget_y, bundle.num_classes, forgotten, task.generator(17))
+            targets = random_labels(forget_y, bundle.num_classes, task.generator(17), "remaining_wrong", forgotten)
 
         model = task.copy_original()
         projector = space.projector(model)

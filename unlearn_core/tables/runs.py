@@ -64,10 +64,10 @@ HELP = {
     "Acc_f": "Test accuracy (%) on the forgotten classes (class forgetting only; – otherwise). Good = close to the "
              "retrained model's, which never saw them.",
     "Acc_r": "Test accuracy (%) on the remaining classes. Good = close to the retrained model's.",
-    "MIA_svc": "Confidence-based SVC membership attack (SalUn): % of forget samples it calls NON-members. "
-               "Higher = more forgotten; compare with the retrained model's value.",
-    "MIA_entropy": "Entropy membership attack (NatMU, SSD): % of forget samples it calls MEMBERS. "
-                   "Lower = more forgotten; the target is the retrained model's value.",
+    "MIA_svc": "Confidence-based SVC membership attack (SalUn): % of forget samples it calls NON-members, mean "
+               "over 10 seeded draws of members. Higher = more forgotten; compare with the retrained model's value.",
+    "MIA_entropy": "Entropy membership attack (NatMU, SSD; the whole test set as non-members): % of forget samples "
+                   "it calls MEMBERS. Lower = more forgotten; the target is the retrained model's value.",
     "avg_gap": "Average absolute gap to the retrained model over the headline metrics. Lower = closer to "
                "retraining (0 for the reference itself).",
     "seconds": "Wall-clock seconds of the unlearning method (for the reference: its training time).",
