@@ -183,17 +183,21 @@ run = next(r for r in done if r["id"] == run_id)
 if reports[run_id].in_scope is False:
     st.warning(f"Run #{run_id} is out of its method's scope: {reports[run_id].in_scope_reason or ''}",
                icon=":material/info:")
-if run.get("checkpoint_path"):
+checkpoint = _shared.store().owned_checkpoint(run_id) if run.get("checkpoint_path") else None
+if run.get("checkpoint_path") and checkpoint is None:
+    downloads[1].warning(f"Run #{run_id}'s checkpoint is not one this run store wrote; it is not offered.")
+if checkpoint is not None:
     try:
-        with open(run["checkpoint_path"], "rb") as handle:
+        with open(checkpoint, "rb") as handle:
             downloads[1].download_button(f"Download the unlearned checkpoint of run #{run_id}", data=handle.read(),
                                          file_name=f"run{run_id}_{run['method']}.pt", icon=":material/download:")
     except OSError as error:
         downloads[1].error(f"checkpoint of run #{run_id} is missing: {error}")
 
 with st.popover(f"Delete run #{run_id}", icon=":material/delete:"):
+    pinned = " It is **pinned**: unpin it first (`python -m unlearn_core runs unpin ID`)." if run.get("pinned") else ""
     st.markdown(f"Delete run **#{run_id} {run['method']}** from the run store, with its checkpoint? This cannot "
-                "be undone.")
+                f"be undone.{pinned}")
     if st.button(f"Delete run #{run_id}", type="primary", key="w_results_delete"):
         try:
             _shared.store().delete(run_id)

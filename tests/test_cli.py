@@ -336,3 +336,19 @@ def test_a_bad_checkpoint_quota_stops_a_recording_command_before_its_work(argv, 
     monkeypatch.setenv("UNLEARN_RUN_CHECKPOINT_QUOTA_MB", "lots")
     assert main(argv) == 2
     assert "UNLEARN_RUN_CHECKPOINT_QUOTA_MB must be a number of MiB" in _one_error_line(capsys)
+
+
+def test_deterministic_flag_runs_in_deterministic_mode(data_dir, tmp_path, capsys):
+    """``--deterministic``: the run's timing says so and uses one thread; the same command gives the same metrics."""
+    import torch
+
+    threads = torch.get_num_threads()
+    reports = []
+    for name in ("a.json", "b.json"):
+        assert main(["unlearn", *DIGITS_FT, "--deterministic", "--no-progress", "--json", str(tmp_path / name)]) == 0
+        reports.append(json.loads((tmp_path / name).read_text()))
+    assert all(r["timing"]["deterministic"] is True and r["timing"]["threads"] == 1 for r in reports)
+    assert reports[0]["unlearned"] == reports[1]["unlearned"]
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()  # restored
+    assert main(["sweep", "--dataset", "digits", "--forget", "class:1", "--methods", "ga", "--deterministic"]) == 2
+    assert "--engine inline" in capsys.readouterr().err

@@ -545,3 +545,27 @@ def test_a_full_database_is_a_one_line_store_error(tmp_path, monkeypatch):
         store.start({**CONFIG, "params": {"blob": "x" * 100_000}})
     monkeypatch.undo()
     assert [r["id"] for r in store.list()] == [1]  # the failed write left nothing behind
+
+
+def test_a_pinned_run_is_not_deleted_and_only_owned_checkpoints_are_served(tmp_path):
+    from unlearn_core.store import RunStoreError, delete_run
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id = store.start({"dataset": "digits", "model": "mlp", "forget": "class:3", "method": "ga", "params": {},
+                          "seed": 0})
+    path = store.checkpoint_path(run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"weights")
+    store.finish(run_id, {"unlearned": {}}, str(path))
+    assert store.owned_checkpoint(store.get(run_id)) == path
+    with store._write() as conn:  # a row that names another file is never served
+        conn.execute("UPDATE runs SET checkpoint_path = ? WHERE id = ?", (str(tmp_path / "elsewhere.pt"), run_id))
+    assert store.owned_checkpoint(store.get(run_id)) is None
+    store.pin(run_id)
+    with pytest.raises(RunStoreError, match="pinned"):
+        delete_run(run_id, store)
+    assert store.get(run_id)["id"] == run_id
+    store.pin(run_id, False)
+    delete_run(run_id, store)
+    with pytest.raises(RunNotFoundError):
+        store.get(run_id)

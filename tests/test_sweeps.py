@@ -310,3 +310,28 @@ def test_grid_and_param_share_one_number_parser(value):
         parse_grid([f"ga.epochs={value}"], ["ga"])
     with pytest.raises(ParameterError, match="ASCII digits"):
         get_method("ga").resolve_params({"epochs": value})
+
+
+def test_a_huge_grid_is_counted_and_refused_before_any_cell_is_built():
+    """The run count comes from the grid's sizes: 10 parameters x 10 values is 10^10 without building a cell."""
+    from unlearn_core.sweeps import validate
+    from unlearn_core.sweeps.spec import planned_run_count
+
+    assert planned_run_count({"ga": {f"p{i}": list(range(10)) for i in range(10)}}, ["ga", "rl"], 1, 1) == 10**10 + 1
+    huge = _spec("huge", methods=["ga"], seeds=list(range(20)),
+                 grid={"ga": {"epochs": list(range(1, 101)), "lr": [1e-4 * i for i in range(1, 101)]}})
+    with pytest.raises(ParameterError, match="would plan 200,000 method runs"):
+        validate(huge)
+    assert validate(_spec("small", methods=["ga"], grid={"ga": {"epochs": [1, 2]}}))
+
+
+def test_a_bad_forget_set_fails_before_the_sweep_is_saved(tmp_path):
+    """``indices:/etc/shadow``-like files and unknown classes fail before any row or link exists."""
+    from unlearn_core.errors import ForgetSpecError
+    from unlearn_core.sweeps import run_sweep
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    for forget in (f"indices:{tmp_path / 'missing.txt'}", "class:33"):
+        with pytest.raises(ForgetSpecError):
+            run_sweep(_spec("bad-forget", forgets=["class:3", forget]), engine="inline", store=store)
+    assert store.list_sweeps() == [] and store.list() == []

@@ -156,6 +156,10 @@ class RunView:
             raise RunNotFoundError(f"no run with id {run_id}")  # the same answer as for a run that does not exist
         return run
 
+    def owned_checkpoint(self, run_id: int):
+        """The checkpoint file of one of this view's runs that the store itself wrote, else None."""
+        return self._store.owned_checkpoint(self.get(run_id))
+
     def delete(self, run_id: int) -> dict:
         """Delete one of this view's runs (``store.delete_run``); another session's run answers as missing."""
         from unlearn_core.store import delete_run

@@ -37,6 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _maybe_deterministic(args):
+    """``--deterministic``: the whole command runs in :func:`unlearn_core.device.deterministic_mode` (one thread).
+
+    A sweep or bench on Ray is refused with it: each Ray worker is its own process with its own thread count,
+    so the mode would hold in the driver only.
+    """
+    if not getattr(args, "deterministic", False):
+        return contextlib.nullcontext()
+    if getattr(args, "engine", "inline") == "ray":
+        raise CliError("--deterministic needs --engine inline (a Ray worker would not run in deterministic mode)")
+    from unlearn_core.device import deterministic_mode
+
+    return deterministic_mode(threads=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     with one_line_warnings():
         return _main(argv)
@@ -56,7 +71,8 @@ def _main(argv: list[str] | None) -> int:
         if args.command in ("methods", "datasets", "models"):  # listings: no progress bar
             return handler(args)
         progress = TerminalProgress(False if getattr(args, "no_progress", False) else None)
-        return handler(args, progress)
+        with _maybe_deterministic(args):
+            return handler(args, progress)
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

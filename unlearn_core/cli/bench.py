@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unlearn_core.cli.common import (human_stream, CliError, add_evidence_flags, check_outputs, evidence_request, parse_param_pairs,
+from unlearn_core.cli.common import (human_stream, add_deterministic, CliError, add_evidence_flags, check_outputs, evidence_request, parse_param_pairs,
                                      store_for_recording, write_text)
 
 
@@ -34,6 +34,7 @@ def add_parsers(commands) -> None:
                        help="run nothing: rebuild the tables from the runs recorded under TAG")
     bench.add_argument("--tag", default=None, help="the bench's name in the run store (default: bench-<time>); "
                                                    "the same tag again resumes it")
+    add_deterministic(bench)
     bench.add_argument("--engine", default="inline", choices=("inline", "ray"),
                        help="inline (default: one run at a time, times comparable with docs/RESULTS.md) or ray "
                             "(a bench is a sweep; see `sweep`)")

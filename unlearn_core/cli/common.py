@@ -144,6 +144,13 @@ def add_common(sub: argparse.ArgumentParser) -> None:
                      help="seed for weights, splits and methods (default: 0)")
     sub.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps")
     sub.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    add_deterministic(sub)
+
+
+def add_deterministic(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--deterministic", action="store_true",
+                     help="torch's deterministic algorithms and one torch thread, so the same seed gives the same "
+                          "weights whatever the machine's core count (docs/REPRODUCIBILITY.md; slower)")
 
 
 def write_json(path: str, payload: dict, option: str = "--json") -> None:

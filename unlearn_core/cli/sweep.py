@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unlearn_core.cli.common import (human_stream, CliError, add_evidence_flags, check_outputs, evidence_request, store_for_recording,
+from unlearn_core.cli.common import (human_stream, add_deterministic, CliError, add_evidence_flags, check_outputs, evidence_request, store_for_recording,
                                      whole_text, write_output)
 
 
@@ -36,6 +36,7 @@ def add_parsers(commands) -> None:
     sweep.add_argument("--seeds", default="0", help="comma-separated seeds; each cell runs once per seed (default: 0)")
     sweep.add_argument("--retrains", default=None, metavar="K",
                        help="retrained models per forget set, the reference ensemble (default: one per seed)")
+    add_deterministic(sweep)
     sweep.add_argument("--engine", default="ray", choices=("ray", "inline"),
                        help="ray (default): tasks on a local Ray instance or a cluster; inline: in this process")
     sweep.add_argument("--address", default=None,

@@ -103,6 +103,17 @@ class CheckpointFiles:
         sizes = [size for size in sizes if size is not None]
         return sum(sizes), len(sizes)
 
+    def owned_checkpoint(self, run: dict) -> Path | None:
+        """The run's checkpoint file to serve: this store's own ``<id>.pt`` when the row names it and it exists.
+
+        A row whose ``checkpoint_path`` names any other file (edited by hand, or copied from another store) gets
+        ``None``: a download serves only what the store itself wrote.
+        """
+        run_id = run.get("id")
+        if run_id is None or self._owned_checkpoint_size(int(run_id), run.get("checkpoint_path")) is None:
+            return None
+        return self.checkpoint_path(int(run_id))
+
     def _owned_checkpoint_size(self, run_id: int, recorded: Any) -> int | None:
         """The size of a run's checkpoint if the row points at this store's own ``<id>.pt``, else None.
 

@@ -303,7 +303,8 @@ class RunStore(StoreFile, CheckpointFiles, SweepTables, RunExport):
 def delete_run(run_id: int, store: RunStore | None = None) -> dict:
     """Delete one finished run (done, failed or cancelled) and its checkpoint file; returns the deleted run.
 
-    A run still ``running`` is refused: its worker would fail to record it.
+    A run still ``running`` is refused (its worker would fail to record it), and so is a pinned run (a pin keeps a
+    run through the checkpoint quota; deleting it needs an unpin first).
     The row goes first, in one transaction, so a crash between the two steps
     leaves at worst an orphan file, never a row pointing at nothing. Only the
     store's own ``<checkpoint dir>/<id>.pt`` is removed: a path in the
@@ -315,6 +316,8 @@ def delete_run(run_id: int, store: RunStore | None = None) -> dict:
     run = store.get(run_id)
     if run["status"] == "running":
         raise RunStoreError(f"run {run_id} is still running; cancel it before deleting it")
+    if run.get("pinned"):
+        raise RunStoreError(f"run {run_id} is pinned; unpin it first (python -m unlearn_core runs unpin {run_id})")
     with store._write() as conn:
         conn.execute("DELETE FROM runs WHERE id = ? AND status != 'running'", (run_id,))
     store.remove_run_checkpoint(run_id)

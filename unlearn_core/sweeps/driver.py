@@ -145,12 +145,15 @@ class SweepDriver:
         unreachable one), its training recipe, the device, the tag (``spec.tag`` or ``tag_for(spec)``), the
         store, and the sweep's row (its spec, recipe, device kind and ``extra``)."""
         from unlearn_core.data import load_dataset
+        from unlearn_core.forget import ForgetSpec
         from unlearn_core.store import RunStore
         from unlearn_core.training import default_recipe
 
         spec = validate(spec)
         log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         bundle = load_dataset(spec.dataset)  # fails early on an unknown or unreachable data set
+        for forget in spec.forgets:  # an unknown class or an unreadable index file fails here, before any row
+            ForgetSpec.parse(forget).resolve(bundle, spec.seeds[0])
         recipe = default_recipe(bundle.name, **(spec.recipe_overrides or {})).as_dict()
         device_name = config.device_name
         driver = cls(spec, config, store or RunStore(), spec.tag or tag_for(spec), recipe, device_name, log,

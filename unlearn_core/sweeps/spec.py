@@ -24,6 +24,8 @@ SEARCHERS = ("optuna",)
 MAX_GPUS_PER_RUN = 8.0
 MAX_NUM_CPUS = 100_000
 MAX_THREADS = 1024
+# The most method runs one sweep may plan: counted from the grid's sizes before any cell is built.
+MAX_SWEEP_RUNS = 100_000
 
 
 class SweepError(UnlearnError):
@@ -235,6 +237,10 @@ def validate(spec: SweepSpec) -> SweepSpec:
     if len(set(forgets)) != len(forgets):
         raise ParameterError(f"--forget repeats a forget set: {', '.join(forgets)}")
     seeds = parse_seeds(",".join(str(s) for s in spec.seeds))
+    runs = planned_run_count(grid, methods, len(forgets), len(seeds))
+    if runs > MAX_SWEEP_RUNS:
+        raise ParameterError(f"this sweep would plan {runs:,} method runs, more than the {MAX_SWEEP_RUNS:,} one sweep "
+                             "may hold; use fewer grid values, forget sets or seeds")
     retrains = spec.reference_count()
     if isinstance(retrains, bool) or not 0 <= retrains <= 1000:
         raise ParameterError(f"--retrains must be between 0 and 1000, got {spec.retrains}")
@@ -244,6 +250,20 @@ def validate(spec: SweepSpec) -> SweepSpec:
         raise ParameterError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
     return SweepSpec(spec.dataset, model, forgets, methods, grid, seeds, retrains, overrides or None, spec.tag,
                      evidence_dict(spec.evidence))
+
+
+def planned_run_count(grid: dict[str, dict[str, list]], methods: list[str], forgets: int, seeds: int) -> int:
+    """How many method runs a sweep plans: per method the product of its grid's sizes, times forget sets and seeds.
+
+    Computed from the sizes alone, so a grid of 10^10 cells is counted (and refused) without building one.
+    """
+    per_seed = 0
+    for method in methods:
+        points = 1
+        for values in grid.get(method, {}).values():
+            points *= len(values)
+        per_seed += points
+    return per_seed * forgets * seeds
 
 
 def evidence_dict(evidence) -> dict | None:
