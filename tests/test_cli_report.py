@@ -82,3 +82,12 @@ def test_prepare_status_counts_without_training(tmp_path, monkeypatch, capsys):
     assert not list(Path(tmp_path).rglob("*.pt"))
     assert main(["prepare", "--dataset", "nope", "--status"]) == 2
     assert "nope" in _error_line(capsys)
+
+
+def test_report_to_standard_output_keeps_the_status_line_on_stderr(store_with_a_run, capsys):
+    folder, run_id = store_with_a_run
+    assert main(["report", "--runs", str(run_id), "--store", str(folder / "runs.sqlite"), "--out", "-",
+                 "--device", "cpu", "--points", "300"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("<!DOCTYPE html>") and captured.out.rstrip().endswith("</html>")
+    assert "written to -" in captured.err

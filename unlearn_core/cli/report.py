@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unlearn_core.cli.common import CliError, add_common, check_outputs, whole_number, write_output
+from unlearn_core.cli.common import CliError, add_common, check_outputs, human_stream, whole_number, write_output
 
 
 def add_parsers(commands) -> None:
@@ -19,7 +19,8 @@ def add_parsers(commands) -> None:
     which.add_argument("--runs", default=None, metavar="ID,ID", help="these runs (see `runs list`)")
     which.add_argument("--tag", default=None, help="every run with this tag")
     which.add_argument("--sweep", default=None, metavar="TAG", help="the runs of this sweep (its references too)")
-    report.add_argument("--out", required=True, metavar="PATH", help="the HTML file to write (e.g. report.html)")
+    report.add_argument("--out", required=True, metavar="PATH",
+                        help="the HTML file to write (e.g. report.html; - for standard output)")
     report.add_argument("--store", default=None, metavar="PATH",
                         help="run store database (default: <data dir>/runs.sqlite)")
     report.add_argument("--device", default="auto", help="where the figures' models run: auto, cpu, cuda[:N] or mps")
@@ -56,7 +57,7 @@ def cmd_report(args, progress) -> int:
         progress.close()
     write_output(args.out, page.encode("utf-8"), "--out")
     print(f"report of {selection.title} ({len(selection.done)} finished run(s)) written to {args.out} "
-          f"({len(page.encode()) / 2**20:.1f} MiB, opens offline)")
+          f"({len(page.encode()) / 2**20:.1f} MiB, opens offline)", file=human_stream(args.out))
     return 0
 
 
