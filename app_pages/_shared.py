@@ -395,7 +395,7 @@ def report_button(container, runs: list[dict], source: tuple[str, str], file_nam
     done_ids = {r["id"] for r in done}
     selection = Selection(source, sorted(done, key=lambda r: r["id"]),
                           [r for r in runs if r["id"] not in done_ids], sweep)
-    raw_store = _store(_data_dir())
+    raw_store = None if shared() else _store(_data_dir())  # a shared server does not show its paths
 
     def build() -> bytes:
         return build_handout(raw_store, selection).encode("utf-8")

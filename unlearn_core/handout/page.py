@@ -136,8 +136,9 @@ def build_handout(store, selection: Selection, device=None, progress=None, max_p
                   reducer: str = "pca") -> str:
     """The report of ``selection`` as one HTML document (a ``str``); see the module docstring for its parts.
 
-    ``device`` is where the figures' models run (default: the best available); ``max_points`` caps the
-    samples drawn in each embedding map; ``reducer`` is ``pca`` (instant) or ``umap``.
+    ``store`` is only named in the header (``None`` leaves its path out: a shared server does not show its
+    paths). ``device`` is where the figures' models run (default: the best available); ``max_points`` caps
+    the samples drawn in each embedding map; ``reducer`` is ``pca`` (instant) or ``umap``.
     """
     from unlearn_core.device import pick_device
     from unlearn_core.store import code_version
@@ -147,8 +148,9 @@ def build_handout(store, selection: Selection, device=None, progress=None, max_p
     page = _Page()
     page.add(f"<h1>Unlearning report: {_esc(selection.title)}</h1>"
              f"<p class=\"note\">Built {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by "
-             f"Unlearning Lab ({_esc(code_version())}) from the run store <code>{_esc(store.path)}</code>. "
-             "This file is self-contained: it opens offline.</p>")
+             f"Unlearning Lab ({_esc(code_version())})"
+             + (f" from the run store <code>{_esc(store.path)}</code>" if store is not None else "")
+             + ". This file is self-contained: it opens offline.</p>")
     page.add('<section id="setting"><h2>Setting</h2>' + _setting_section(selection, settings) + "</section>")
 
     page.add('<section id="metrics"><h2>Metrics</h2><p class="note">Mean over seeds ± the half-width of a '
