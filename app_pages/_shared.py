@@ -152,7 +152,12 @@ def choice():
     """The session's shared choice (:func:`unlearn_app.state.resolve_choice`), written back to the session."""
     from unlearn_app.state import resolve_choice
 
+    asked = st.session_state.get("original", "")
     current = resolve_choice(st.session_state, setups(), upload_owner())
+    if asked and not current.original and setups().upload(upload_owner(), asked) is None:
+        st.warning("Your uploaded model is no longer held by the server (its memory for uploads is full, or it "
+                   "restarted); the trained original is used now. Upload it again on **Setup** to use it.",
+                   icon=":material/warning:")
     st.session_state["model"], st.session_state["original"] = current.model, current.original
     return current
 
@@ -188,7 +193,16 @@ def _runner(data_dir: str):
     from unlearn_app.jobs import JobRunner
 
     limits = Limits.from_env()
-    return JobRunner(max_per_owner=limits.jobs_per_session, results_bytes=limits.job_results_bytes)
+
+    def disk_check():
+        from unlearn_core.cost import disk_full_reason
+        from unlearn_core.store import RunStore
+
+        return disk_full_reason(RunStore())
+
+    return JobRunner(max_per_owner=limits.jobs_per_session, results_bytes=limits.job_results_bytes,
+                     max_trainings_per_owner=limits.trainings_per_session,
+                     max_queued_trainings=limits.server_queued_trainings, disk_check=disk_check)
 
 
 @st.cache_resource(show_spinner=False)

@@ -132,3 +132,68 @@ def eps_view() -> None:
 
 
 eps_view()
+
+
+# -- UNSC beside its training-free rivals ----------------------------------------------------------------------------
+st.subheader("UNSC beside its training-free rivals")
+st.markdown(
+    "UNSC **keeps** the remaining data's subspace and fine-tunes in the rest. Two published methods instead "
+    "**remove** a subspace at once, with no training: **SVD forgetting** (Kodge et al., TMLR 2024) projects every "
+    "layer's weights away from the class-discriminatory directions (forget-data directions the remaining data "
+    "does not use), and **ESC** (CVPR 2025) erases the forget samples' principal directions in the features "
+    "the head reads. Per layer: the dimension each one keeps or removes, how much of each removed subspace lies "
+    "*inside* UNSC's retained space (what UNSC would protect), and how much of the remaining and forget data's "
+    "input energy the removed directions carry (removing remaining energy is what over-unlearns).")
+
+
+@st.cache_resource(show_spinner="Recording the remaining and forget inputs of every layer (once per model and "
+                                "forget set) ...", max_entries=4)
+def _comparison(data_dir: str, model_key: str, split_key: str, per_class: int, _setup):
+    import torch
+
+    from unlearn_core.subspaces import build_comparison
+
+    bundle, split = _setup.bundle, _setup.split
+    chosen = sample_per_class(bundle.train_y.numpy(), np.asarray(split.retain_idx), per_class, _setup.seed)
+    indices = np.sort(np.concatenate(list(chosen.values())))
+    return build_comparison(_setup.original.model, bundle.train_x[torch.as_tensor(indices)],
+                            bundle.train_x[torch.as_tensor(split.forget_idx)], _setup.device)
+
+
+try:
+    comparison = _comparison(_shared._data_dir(), setup.original.key, setup.split.key(), default_samples, setup)
+except UnlearnError as error:
+    st.error(str(error))
+    st.stop()
+
+
+@st.fragment
+def rivals_view() -> None:
+    from unlearn_core.figures import subspace_overlap_bars, subspace_rank_bars
+
+    svd_method, esc_method = get_method("svd_forget"), get_method("esc")
+    left, middle, right = st.columns(3)
+    eps = left.slider("UNSC eps", 0.80, 1.0, value=float(st.session_state.get("w_eps", default_eps)), step=0.0005,
+                      format="%.4f", key="w_rivals_eps")
+    tau = middle.slider("SVD forgetting: strength threshold", 0.05, 0.95, value=0.5, step=0.05, key="w_rivals_tau",
+                        help="A direction counts as removed when the projection removes at least this share of a "
+                             "unit input along it (its singular value).")
+    p = right.slider("ESC: p (erased directions)", 0.1, 5.0, value=float(esc_method.param("p").default), step=0.1,
+                     key="w_rivals_p", help=esc_method.param("p").help)
+    rows = comparison.rows(eps=eps, alpha_f=float(svd_method.param("alpha_f").default),
+                           alpha_r=float(svd_method.param("alpha_r").default), tau=tau, esc_p=p)
+    a, b = st.columns(2)
+    with a:
+        st.markdown("**Kept or removed: dimension per layer**")
+        st.plotly_chart(subspace_rank_bars(rows), width="stretch", key="ns_rival_ranks")
+    with b:
+        st.markdown("**Overlap with UNSC's retained space, and the data energy removed**")
+        st.plotly_chart(subspace_overlap_bars(rows), width="stretch", key="ns_rival_overlap")
+    angles = {row["layer"]: row.get("svd_angles_deg") or [] for row in rows}
+    st.caption("Smallest principal angle between the SVD method's removed directions and UNSC's retained space, "
+               "per layer: " + ", ".join(f"{name} {values[0]:.0f}°" if values else f"{name} –"
+                                         for name, values in angles.items())
+               + ". 0° means a direction UNSC protects is one the SVD method removes.")
+
+
+rivals_view()

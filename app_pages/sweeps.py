@@ -109,43 +109,76 @@ def launch_form(current) -> None:
     except UnlearnError as error:
         _shared.show_error(error)
         return
-    from unlearn_core.sweeps import cells
+    from unlearn_core.sweeps import cells, sweep_cost
 
     n_cells = len(cells(spec))
-    total = n_cells * len(seeds) + spec.reference_count()
-    st.caption(f"{n_cells} cell(s) × {len(seeds)} seed(s) + {spec.reference_count()} retrained model(s) = up to "
-               f"{total} runs (runs already stored with the same key are reused).")
+    try:
+        cost = sweep_cost(spec, _shared.store())
+    except UnlearnError as error:
+        _shared.show_error(error)
+        return
+    total = cost.trainings
+    st.caption(f"{n_cells} cell(s) × {len(seeds)} seed(s) + {spec.reference_count()} retrained model(s); not yet "
+               f"stored or cached: {cost.describe()}.")
     if current.original:
         st.warning("Sweeps run on the trained original, not an uploaded one.", icon=":material/info:")
     if st.button("Launch the sweep", type="primary", icon=":material/play_arrow:", key="w_sweep_launch"):
         if MAX_RUNS and total > MAX_RUNS:
-            st.error(f"This sweep asks for {total} runs; the app runs at most {MAX_RUNS} per sweep "
-                     "(UNLEARN_MAX_SWEEP_RUNS). Use fewer values or seeds, or the CLI (docs/SWEEPS.md).")
+            st.error(f"This sweep would train {total} models ({cost.describe()}); the app takes at most {MAX_RUNS} "
+                     "per sweep (UNLEARN_MAX_SWEEP_RUNS). Use fewer values or seeds, or the CLI (docs/SWEEPS.md).")
             return
-        room = _shared.runner().room(_shared.session_owner())
-        if room is not None and room < 1:
-            st.error(f"This session may have {_shared.runner().max_per_owner} jobs queued or running at once; wait "
-                     "for one to finish or cancel one.")
+        try:
+            _shared.runner().check(_shared.session_owner(), total)
+        except UnlearnError as error:
+            _shared.show_error(error)
             return
-        from unlearn_core.sweeps import new_tag, run_sweep
+        from unlearn_core.sweeps import new_tag
 
         # A random suffix: two sessions launching in the same second must not share (and resume) one tag.
         tag = f"{new_tag('app')}-{secrets.token_hex(2)}"
         spec.tag = tag
         store = _shared.store()  # its start() and save_sweep() mark the runs and the sweep with this session
+        queue_sweep(spec, store, total)
 
-        def work(progress, cancel, spec=spec, store=store):
-            return run_sweep(spec, engine="inline", store=store, progress=progress, cancel=cancel, log=log.info)
 
-        try:
-            _shared.runner().submit(f"sweep {tag}", work, kind="sweep",
-                                    meta={"owner": _shared.session_owner(), "method": "sweep", "tag": tag})
-        except UnlearnError as error:
-            _shared.show_error(error)
-            return
+def queue_sweep(spec, store, trainings: int, select: bool = True) -> None:
+    """Queue ``spec`` (tag set) in the worker, its row saved first: a server killed before it ends lists it as
+    interrupted, and the same tag resumes it (runs already stored are reused by key)."""
+    from unlearn_core.sweeps import run_sweep
+
+    store.save_sweep(spec.tag, "sweep", spec.as_dict())
+    tag = spec.tag
+
+    def work(progress, cancel, spec=spec, store=store):
+        return run_sweep(spec, engine="inline", store=store, progress=progress, cancel=cancel, log=log.info)
+
+    try:
+        _shared.runner().submit(f"sweep {tag}", work, kind="sweep",
+                                meta={"owner": _shared.session_owner(), "method": "sweep", "tag": tag,
+                                      "trainings": trainings})
+    except UnlearnError as error:
+        _shared.show_error(error)
+        return
+    if select:  # a new sweep becomes the one shown (a resumed one already is)
         st.session_state["w_sweep_tag"] = tag
-        st.toast(f"Queued sweep {tag} ({total} runs).")
-        st.rerun()
+    st.toast(f"Queued sweep {tag} ({trainings} model trainings).")
+    st.rerun()
+
+
+def sweep_state(sweep: dict) -> tuple[int, bool]:
+    """``(planned runs, interrupted)``: a sweep with fewer linked runs than planned and no job of this server
+    on it was cut off (the server stopped, or it was killed) and can be resumed."""
+    from unlearn_core.sweeps.spec import planned_run_count
+
+    spec = sweep["spec"]
+    try:
+        planned = planned_run_count(spec.get("grid") or {}, list(spec.get("methods") or []),
+                                    len(spec.get("forgets") or []), len(spec.get("seeds") or []))
+        planned += int(spec.get("retrains") or 0) * len(spec.get("forgets") or [])
+    except (TypeError, ValueError, AttributeError):
+        return 0, False
+    running = any(job.snapshot().meta.get("tag") == sweep["tag"] for job in _shared.runner().active())
+    return planned, sweep["runs"] < planned and not running
 
 
 current = _shared.choice()
@@ -177,6 +210,27 @@ def sweep_option(tag: str) -> str:
 
 
 tag = st.selectbox("Sweep", list(by_tag), key="w_sweep_tag", format_func=sweep_option)
+planned, interrupted = sweep_state(by_tag[tag])
+if interrupted and by_tag[tag]["kind"] == "sweep":
+    st.warning(f"Sweep {_shared.code(tag)} was interrupted with {by_tag[tag]['runs']} of {planned} runs stored "
+               "(the server stopped before it finished). Resuming runs only what is missing.",
+               icon=":material/pause_circle:")
+    if st.button("Resume this sweep", icon=":material/play_arrow:", key="w_sweep_resume"):
+        from unlearn_core.sweeps import SweepSpec, sweep_cost, validate
+
+        stored = by_tag[tag]["spec"]
+        try:
+            spec = validate(SweepSpec(dataset=stored["dataset"], model=stored["model"], forgets=stored["forgets"],
+                                      methods=stored["methods"], grid=stored.get("grid") or {},
+                                      seeds=stored["seeds"], retrains=stored.get("retrains"),
+                                      recipe_overrides=stored.get("recipe_overrides"), tag=tag,
+                                      evidence=stored.get("evidence")))
+            trainings = sweep_cost(spec, view).trainings
+            _shared.runner().check(_shared.session_owner(), trainings)
+        except (UnlearnError, KeyError, TypeError) as error:
+            _shared.show_error(error)
+        else:
+            queue_sweep(spec, view, trainings, select=False)
 try:
     result = result_for(tag)
 except (UnlearnError, ValueError, KeyError, TypeError) as error:

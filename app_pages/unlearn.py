@@ -98,25 +98,34 @@ if chosen:
     _shared.keep_widgets("unlearn", ["w_methods", "w_evidence", *param_keys])
     if submitted:
         request = current
-        room = _shared.runner().room(_shared.session_owner())
         try:
             resolved = {m: get_method(m).resolve_params(values[m]) for m in chosen}
         except UnlearnError as error:
             _shared.show_error(error)
         else:
-            if room is not None and len(chosen) > room:
+            from unlearn_core.cost import run_cost
+            from unlearn_core.forget import ForgetSpec, index_root
+
+            try:
+                # What the batch trains: its runs, and the original and retrained model while they are not cached.
+                spec = ForgetSpec.parse(request.forget, allow_files=False, files_root=index_root())
+                models = run_cost(request.dataset, request.model, spec, request.seed, method_runs=0)
+                if request.original:
+                    models = type(models)(0, 0, models.references)
                 # All or nothing: a half-queued batch would leave the user guessing which methods run.
-                st.error(f"This session may have {_shared.runner().max_per_owner} runs queued or running at once "
-                         f"(room for {room} now, {len(chosen)} asked); wait for some to finish or cancel them.")
+                _shared.runner().check(_shared.session_owner(), len(chosen) + models.trainings, jobs=len(chosen))
+            except UnlearnError as error:
+                _shared.show_error(error)
             else:
                 def provider(progress, cancel, request=request):
                     return _shared.setups().get(request, progress, cancel, with_retrain=True)
 
-                for method in chosen:
+                for number, method in enumerate(chosen):
                     _shared.runner().submit_run(
                         provider, method, resolved[method], store=_shared.store(),
                         label=f"{method} on {request.dataset}/{forget_label(request.forget)}",
-                        meta={"forget": request.forget, "dataset": request.dataset, "owner": _shared.session_owner()},
+                        meta={"forget": request.forget, "dataset": request.dataset, "owner": _shared.session_owner(),
+                              "trainings": 1 + (models.trainings if number == 0 else 0)},
                         # Runs of an uploaded original are shown only next to that upload, never as the trained one's.
                         extra_config={"original_upload": request.original} if request.original else None,
                         evidence=",".join(evidence) or None)

@@ -29,13 +29,14 @@ COMPARED = ("FA", "RA", "TA", "Acc_r", "MIA_entropy", "MIA_svc", "avg_gap")
 @pytest.fixture(scope="module")
 def ray_instance():
     pytest.importorskip("ray")
-    from unlearn_core.sweeps import RayEngine, ray_temp_dir
+    from unlearn_core.raycluster import private_dir
+    from unlearn_core.sweeps import RayEngine
 
     engine = RayEngine(num_cpus=2)  # sweeps in this module find Ray running and share it
     assert engine.slots == 2
     # Ray's token file sits with its temp files (data dir or system temp), never in ~/.ray or the repository.
     token = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
-    assert token.parent == Path(ray_temp_dir()) and token.is_file()
+    assert token.parent == private_dir() and token.is_file()
     assert REPO not in token.parents
     yield engine
     engine.close()
@@ -77,6 +78,12 @@ def test_ray_sweep_grid_and_seeds_then_resume_and_inline_agrees(tmp_path, ray_in
     recorded = store.list(tag="t-grid")
     assert len(recorded) == 6 and all(r["status"] == "done" for r in recorded)
     assert {r["config"]["engine"] for r in recorded} == {"ray"}
+    # Each run names the Ray node it ran on: the local instance's one node, in the store and in the result.
+    import ray
+
+    assert {r["config"]["node_id"] for r in recorded} == {ray.get_runtime_context().get_node_id()}
+    assert {run["node_id"] for cell in result["cells"] for run in cell["runs"]} == \
+        {ray.get_runtime_context().get_node_id()}
     assert all(Path(r["checkpoint_path"]).is_file() for r in recorded)
     assert len({r["config"]["sweep_key"] for r in recorded}) == 6
 
@@ -89,6 +96,7 @@ def test_ray_sweep_grid_and_seeds_then_resume_and_inline_agrees(tmp_path, ray_in
     inline = run_sweep(_spec("t-inline"), engine="inline", device="cpu", store=RunStore(tmp_path / "inline.sqlite"),
                        log=lambda _: None)
     assert inline["ran"] == 6
+    assert {run["node_id"] for cell in inline["cells"] for run in cell["runs"]} == {"local"}
     ray_runs, inline_runs = _by_key(result), _by_key(inline)
     assert ray_runs.keys() == inline_runs.keys()
     for key, run in ray_runs.items():

@@ -206,7 +206,8 @@ class JobRunner:
     """
 
     def __init__(self, history: int = 200, max_per_owner: int | None = None, results_bytes: int | None = None,
-                 history_total: int = 10_000):
+                 history_total: int = 10_000, max_trainings_per_owner: int | None = None,
+                 max_queued_trainings: int | None = None, disk_check: Callable[[], str | None] | None = None):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unlearn-job")
         self._jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
@@ -215,6 +216,9 @@ class JobRunner:
         self._history_total = history_total
         self.max_per_owner = max_per_owner or None
         self.results_bytes = results_bytes or None
+        self.max_trainings_per_owner = max_trainings_per_owner or None
+        self.max_queued_trainings = max_queued_trainings or None
+        self.disk_check = disk_check
         self._result_sizes: dict[int, int] = {}
 
     def room(self, owner: str) -> int | None:
@@ -223,20 +227,51 @@ class JobRunner:
             return None
         return max(0, self.max_per_owner - len(self.active(owner=owner)))
 
+    def check(self, owner: str | None, trainings: int = 1, jobs: int = 1) -> None:
+        """Raise :class:`QueueFull` (one line) unless ``owner`` may queue ``jobs`` jobs doing ``trainings`` in all.
+
+        The same rules as :meth:`submit`, checked for a whole batch before any of it is queued.
+        """
+        with self._lock:
+            self._check_locked(owner, int(trainings), int(jobs))
+
+    def _check_locked(self, owner: str | None, cost: int, jobs: int = 1) -> None:
+        reason = self.disk_check() if self.disk_check is not None and cost > 0 else None
+        if reason:
+            raise QueueFull(reason)
+        unfinished = [j.snapshot() for j in self._jobs.values() if not j.snapshot().finished]
+        if owner is not None and self.max_per_owner is not None:
+            mine = sum(1 for snap in unfinished if snap.meta.get("owner") == owner)
+            if mine + jobs > self.max_per_owner:
+                raise QueueFull(f"this session may have {self.max_per_owner} runs queued or running at once "
+                                f"({mine} now, {jobs} more asked); wait for some to finish or cancel them (the "
+                                "server's UNLEARN_MAX_JOBS_PER_SESSION sets the limit)")
+        if owner is not None and self.max_trainings_per_owner is not None:
+            mine = sum(int(snap.meta.get("trainings", 1)) for snap in unfinished if snap.meta.get("owner") == owner)
+            if mine + cost > self.max_trainings_per_owner:
+                raise QueueFull(f"this session has {mine} model training(s) queued or running and this asks "
+                                f"for {cost} more, over the {self.max_trainings_per_owner} a session may have "
+                                "(UNLEARN_MAX_TRAININGS_PER_SESSION); wait for them to finish")
+        if self.max_queued_trainings is not None:
+            queued = sum(int(snap.meta.get("trainings", 1)) for snap in unfinished)
+            if queued + cost > self.max_queued_trainings:
+                raise QueueFull(f"the server has {queued} model training(s) queued or running and this asks "
+                                f"for {cost} more, over its limit of {self.max_queued_trainings} for everyone "
+                                "together (UNLEARN_SERVER_MAX_QUEUED_TRAININGS); try again when some finish")
+
     def submit(self, label: str, fn: JobFn, kind: str = "work", meta: dict | None = None) -> Job:
         """Queue ``fn(progress, cancel)``; its return value lands in ``job.result``.
 
-        Raises :class:`QueueFull` when ``meta["owner"]`` already has ``max_per_owner`` unfinished jobs.
+        ``meta["trainings"]`` is what the job will train (a :class:`~unlearn_core.cost.WorkCost`'s ``trainings``;
+        1 when not given). Raises :class:`QueueFull` with one line when ``meta["owner"]`` already has
+        ``max_per_owner`` unfinished jobs, when its unfinished trainings would pass ``max_trainings_per_owner``,
+        when everyone's together would pass ``max_queued_trainings`` (the server-wide budget: a new browser
+        session is not a new budget), or when ``disk_check`` says the disk is full of pinned files.
         """
         owner = (meta or {}).get("owner")
+        cost = int((meta or {}).get("trainings", 1))
         with self._lock:
-            if owner is not None and self.max_per_owner is not None:
-                mine = sum(1 for j in self._jobs.values()
-                           if not j.snapshot().finished and j.snapshot().meta.get("owner") == owner)
-                if mine >= self.max_per_owner:
-                    raise QueueFull(f"this session already has {mine} job(s) queued or running, the limit per "
-                                    f"session; wait for one to finish or cancel one (the server's "
-                                    f"UNLEARN_MAX_JOBS_PER_SESSION sets the limit)")
+            self._check_locked(owner, cost)
             job = Job(next(self._ids), label, kind, meta)
             self._jobs[job.job_id] = job
             self._prune()

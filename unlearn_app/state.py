@@ -20,12 +20,15 @@ class Limits:
     jobs_per_session: int = 8
     setup_cache_bytes: int = 512 * 2**20
     job_results_bytes: int = 256 * 2**20
+    trainings_per_session: int = 200
+    server_queued_trainings: int = 400
 
     @classmethod
     def from_env(cls) -> "Limits":
         """The limits the ``UNLEARN_*`` environment sets; :class:`~unlearn_core.settings.SettingsError` if bad."""
         current = settings()
-        return cls(current.max_jobs_per_session, current.setup_cache_bytes, current.job_results_bytes)
+        return cls(current.max_jobs_per_session, current.setup_cache_bytes, current.job_results_bytes,
+                   current.max_trainings_per_session, current.server_max_queued_trainings)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ be and what it got.
 | ``UNLEARN_SETUP_CACHE_MB`` | ``setup_cache_mb`` | 512 (0: no bound) |
 | ``UNLEARN_JOB_RESULTS_MB`` | ``job_results_mb`` | 256 (0: no bound) |
 | ``UNLEARN_MAX_JOBS_PER_SESSION`` | ``max_jobs_per_session`` | 8 (0: no limit) |
-| ``UNLEARN_MAX_SWEEP_RUNS`` | ``max_sweep_runs`` | 200 (0: no limit) |
+| ``UNLEARN_MAX_SWEEP_RUNS`` | ``max_sweep_runs`` | 200 model trainings per submission from the app (0: no limit) |
+| ``UNLEARN_MAX_TRAININGS_PER_SESSION`` | ``max_trainings_per_session`` | 200 queued or running per browser session (0: no limit) |
+| ``UNLEARN_SERVER_MAX_QUEUED_TRAININGS`` | ``server_max_queued_trainings`` | 400 queued or running in all (0: no limit) |
 | ``UNLEARN_DEFAULT_DATASET`` | ``default_dataset`` | ``mnist5k`` |
 | ``UNLEARN_DEFAULT_MODEL`` | ``default_model`` | ``""`` (the data set's default model) |
 | ``UNLEARN_DEFAULT_FORGET`` | ``default_forget`` | ``class:3`` |
@@ -64,6 +66,8 @@ class Settings:
     job_results_mb: float = 256.0
     max_jobs_per_session: int = 8
     max_sweep_runs: int = 200
+    max_trainings_per_session: int = 200
+    server_max_queued_trainings: int = 400
     default_dataset: str = "mnist5k"
     default_model: str = ""
     default_forget: str = "class:3"
@@ -149,6 +153,8 @@ def _parse(env: dict[str, str], home: str) -> Settings:
         job_results_mb=_number(env, "UNLEARN_JOB_RESULTS_MB", 256.0),
         max_jobs_per_session=int(_number(env, "UNLEARN_MAX_JOBS_PER_SESSION", 8, whole=True)),
         max_sweep_runs=int(_number(env, "UNLEARN_MAX_SWEEP_RUNS", 200, whole=True)),
+        max_trainings_per_session=int(_number(env, "UNLEARN_MAX_TRAININGS_PER_SESSION", 200, whole=True)),
+        server_max_queued_trainings=int(_number(env, "UNLEARN_SERVER_MAX_QUEUED_TRAININGS", 400, whole=True)),
         default_dataset=env.get("UNLEARN_DEFAULT_DATASET", "").strip() or "mnist5k",
         default_model=env.get("UNLEARN_DEFAULT_MODEL", "").strip(),
         default_forget=env.get("UNLEARN_DEFAULT_FORGET", "").strip() or "class:3",

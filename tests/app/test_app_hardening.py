@@ -84,6 +84,18 @@ def test_an_upload_never_replaces_the_trained_original(app_env, monkeypatch):
     next(b for b in at.button if b.label == "Use the trained original instead").click().run()
     assert accuracy_shown(at) == pytest.approx(trained_accuracy)
 
+    # Taken again, then let go by the server (its upload memory full): the page says so and uses the trained one.
+    next(b for b in at.button if b.label == "Use it as the original model").click().run()
+    assert accuracy_shown(at) == pytest.approx(uploaded_accuracy)
+    from app_pages import _shared
+
+    with _shared.setups()._lock:
+        for key in [k for k in _shared.setups()._entries if k[0] == "upload"]:
+            del _shared.setups()._entries[key]
+    at.run()
+    assert any("no longer held by the server" in w for w in texts(at.warning))
+    assert accuracy_shown(at) == pytest.approx(trained_accuracy)
+
 
 @pytest.mark.parametrize("param, value", [
     ("forget", "indices:/etc/hostname"),

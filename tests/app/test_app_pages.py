@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import streamlit as st
@@ -176,6 +177,20 @@ def test_embeddings_nullspace_and_hybrid_pages(app_env):
     tight = null_dims(at)
     assert loose.keys() == tight.keys() and len(loose) == 3  # the mlp's three Linear layers
     assert all(tight[k] <= loose[k] for k in loose) and any(tight[k] < loose[k] for k in loose)
+
+    # UNSC beside its training-free rivals: ranks and overlaps per layer, redrawn by each method's threshold.
+    def svd_removed(app):
+        spec = next(json.loads(c.proto.spec) for c in app.get("plotly_chart")
+                    if "SVD forgetting: removed" in c.proto.spec)
+        bars = next(t for t in spec["data"] if t.get("name") == "SVD forgetting: removed")
+        return [int(v) for v in bars["y"]]
+
+    assert len(at.get("plotly_chart")) == 5 and not at.exception
+    at.slider(key="w_rivals_tau").set_value(0.1).run()
+    many = svd_removed(at)
+    at.slider(key="w_rivals_tau").set_value(0.9).run()
+    few = svd_removed(at)
+    assert all(f <= m for f, m in zip(few, many)) and sum(few) < sum(many)
 
     at.switch_page("app_pages/hybrids.py").run()
     assert not at.exception

@@ -157,7 +157,8 @@ def test_launching_a_sweep_runs_it_in_the_worker_and_a_shared_server_hides_it_fr
     at.multiselect(key="w_sweep_methods").set_value(["ga"]).run()
     at.multiselect(key="w_sweep_vary_ga").set_value(["epochs"]).run()
     at.slider(key="w_sweep_n_ga_epochs").set_value(2).run()
-    assert any("2 cell(s) × 1 seed(s) + 1 retrained model(s) = up to 3 runs" in c for c in texts(at.caption))
+    assert any("2 cell(s) × 1 seed(s) + 1 retrained model(s)" in c and "2 method runs" in c
+               for c in texts(at.caption))
     next(b for b in at.button if b.label == "Launch the sweep").click().run()
     assert not at.exception, at.exception
     deadline = time.monotonic() + TIMEOUT
@@ -175,6 +176,33 @@ def test_launching_a_sweep_runs_it_in_the_worker_and_a_shared_server_hides_it_fr
     st.cache_data.clear()
     other = start("sweeps")
     assert any("No sweep is stored yet for this session" in i for i in texts(other.info))
+
+
+def test_an_interrupted_sweep_is_listed_as_such_and_resumes(tmp_path, env):
+    """A server killed after a sweep was queued: its row (saved at queue time) shows as interrupted, and Resume
+    runs what is missing under the same tag."""
+    from unlearn_core.store import RunStore
+    from unlearn_core.sweeps import SweepSpec, validate
+
+    _borrow_checkpoints(tmp_path)
+    spec = validate(SweepSpec(dataset="digits", model="mlp", forgets=["class:3"], methods=["ga"],
+                              grid={"ga": {"epochs": [1, 2]}}, seeds=[0], retrains=1, tag="app-killed"))
+    RunStore(tmp_path / "runs.sqlite").save_sweep("app-killed", "sweep", spec.as_dict())
+    env(tmp_path)
+    at = start("sweeps")
+    assert any("interrupted with 0 of 3 runs" in w for w in texts(at.warning))
+    next(b for b in at.button if b.label == "Resume this sweep").click().run()
+    assert not at.exception, at.exception
+    deadline = time.monotonic() + TIMEOUT
+    while {m.label: m.value for m in at.metric}.get("Cells") != "2":
+        assert time.monotonic() < deadline, [e.value for e in at.error]
+        time.sleep(0.5)
+        at.run()
+    while RunStore(tmp_path / "runs.sqlite").get_sweep("app-killed")["runs"] < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    at.run()
+    assert not any("interrupted" in w for w in texts(at.warning))
 
 
 def test_bad_seeds_show_an_error_not_a_traceback(tmp_path, env):

@@ -131,10 +131,13 @@ def test_default_flow_renders_every_page(server, browser_page, tmp_path):
     _shoot(page, "5_embeddings", shots)
 
     _goto(page, "Null space")
-    _wait_for_plots(page, 3, timeout_ms=120_000)
+    _wait_for_plots(page, 5, timeout_ms=240_000)  # the spectrum, ranks, removed share; the rivals' two charts
     assert "null space" in page.inner_text("body")
+    assert "UNSC beside its training-free rivals" in page.inner_text("body")
     no_exception(page, "Null space", server)
     _shoot(page, "6_nullspace", shots)
+    page.get_by_text("UNSC beside its training-free rivals").scroll_into_view_if_needed()
+    _shoot(page, "6b_subspaces", shots)
 
     _goto(page, "NatMU hybrids")
     page.get_by_text("Masks at delta").wait_for(timeout=60_000)

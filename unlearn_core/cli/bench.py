@@ -38,7 +38,7 @@ def add_parsers(commands) -> None:
     bench.add_argument("--engine", default="inline", choices=("inline", "ray"),
                        help="inline (default: one run at a time, times comparable with docs/RESULTS.md) or ray "
                             "(a bench is a sweep; see `sweep`)")
-    bench.add_argument("--address", default=None, help="with --engine ray: auto or ray://HOST:PORT")
+    bench.add_argument("--address", default=None, help="with --engine ray: HOST:PORT, ray://HOST:PORT or auto")
 
 
 def cmd_bench(args, _progress) -> int:

@@ -16,7 +16,7 @@ SWEEP_EXAMPLE = """example:
       --tag my-sweep --json sweep.json --csv sweep.csv
 
 Running the same command again trains nothing new (runs are keyed by everything that determines them).
---address auto or ray://HOST:PORT joins an existing Ray cluster (docs/SWEEPS.md)."""
+--address HOST:PORT (the head's GCS), ray://HOST:PORT or auto joins an existing Ray cluster (docs/SWEEPS.md)."""
 
 
 def add_parsers(commands) -> None:
@@ -40,7 +40,8 @@ def add_parsers(commands) -> None:
     sweep.add_argument("--engine", default="ray", choices=("ray", "inline"),
                        help="ray (default): tasks on a local Ray instance or a cluster; inline: in this process")
     sweep.add_argument("--address", default=None,
-                       help="join an existing Ray cluster: auto, or ray://HOST:PORT (default: start a local one)")
+                       help="join an existing Ray cluster: HOST:PORT, ray://HOST:PORT or auto (default: start "
+                            "a local one on 127.0.0.1)")
     sweep.add_argument("--num-cpus", default=None, metavar="N",
                        help="CPUs of the local Ray instance (default: every core of this machine)")
     sweep.add_argument("--gpus-per-run", default="0", metavar="FRACTION",

@@ -10,7 +10,7 @@ from unlearn_core.figures.embeddings import embedding_scatter, legend_html, pred
 from unlearn_core.figures.evidence import (EVIDENCE_COLOURS, EVIDENCE_MODELS, probe_bars, relearn_curves,
                                            unlearning_curves)
 from unlearn_core.figures.hybrids import framed_mask
-from unlearn_core.figures.nullspace import rank_bars, spectrum_figure
+from unlearn_core.figures.nullspace import rank_bars, spectrum_figure, subspace_overlap_bars, subspace_rank_bars
 from unlearn_core.figures.runs import (ENTROPY_FLOOR, confusion_change, confusion_difference, entropy_histograms,
                                        entropy_y_max, per_class_bars, per_class_heatmap)
 from unlearn_core.figures.style import (CHANGE_SCALE, CHANGE_STEPS, METHOD_COLOURS, PALETTE, change_limit,
@@ -21,4 +21,5 @@ __all__ = ["CHANGE_SCALE", "CHANGE_STEPS", "ENTROPY_FLOOR", "EVIDENCE_COLOURS", 
            "METHOD_COLOURS", "PALETTE", "change_limit", "class_colour", "confusion_change", "confusion_difference",
            "embedding_scatter", "entropy_histograms", "entropy_y_max", "framed_mask", "legend_html", "method_colour",
            "pareto_scatter", "per_class_bars", "per_class_heatmap", "phase_map", "prediction_hover", "probe_bars",
-           "rank_bars", "relearn_curves", "shared_ranges", "spectrum_figure", "unlearning_curves"]
+           "rank_bars", "relearn_curves", "shared_ranges", "spectrum_figure", "subspace_overlap_bars",
+           "subspace_rank_bars", "unlearning_curves"]

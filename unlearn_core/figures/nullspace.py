@@ -57,3 +57,55 @@ def rank_bars(names: list[str], ranks: list[int], dims: list[int]) -> go.Figure:
     fig.update_layout(barmode="overlay", height=320, yaxis_title="dimensions", margin=dict(l=10, r=10, t=30, b=10),
                       template="plotly_white")
     return fig
+
+
+def subspace_rank_bars(rows: list[dict]) -> go.Figure:
+    """Per layer: the dimension of what each method keeps or removes, beside the layer's input dimension.
+
+    ``rows`` are :meth:`unlearn_core.subspaces.SubspaceComparison.rows`: UNSC's retained space (kept), the SVD
+    method's class-discriminatory directions and ESC's erased directions (removed; ESC at the head only).
+    """
+    from unlearn_core.figures.style import method_colour
+
+    names = [row["layer"] for row in rows]
+    fig = go.Figure()
+    for key, label, method in (("unsc_rank", "UNSC: retained (kept)", "unsc"),
+                               ("svd_rank", "SVD forgetting: removed", "svd_forget"),
+                               ("esc_rank", "ESC: erased", "esc")):
+        values = [row.get(key) for row in rows]
+        fig.add_trace(go.Bar(x=names, y=[v if v is not None else 0 for v in values], name=label,
+                             marker_color=method_colour(method),
+                             text=["" if v is None else str(v) for v in values], textposition="outside",
+                             cliponaxis=False))
+    fig.add_trace(go.Scatter(x=names, y=[row["input_dim"] for row in rows], mode="markers", name="input dimension",
+                             marker=dict(symbol="line-ew-open", size=28, color="#444")))
+    fig.update_layout(barmode="group", height=340, yaxis=dict(title="dimension", type="log"),
+                      margin=dict(l=10, r=10, t=30, b=10), template="plotly_white",
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def subspace_overlap_bars(rows: list[dict]) -> go.Figure:
+    """Per layer, for each removed subspace: the share of it inside UNSC's retained space, and the share of the
+    remaining and of the forget data's input energy that lies in it (all in %)."""
+    from unlearn_core.figures.style import method_colour
+
+    names = [row["layer"] for row in rows]
+    fig = go.Figure()
+    svd, esc = method_colour("svd_forget"), method_colour("esc")
+    series = (("svd_in_unsc", "SVD removed ∩ UNSC retained", svd, None),
+              ("svd_retain_energy", "remaining energy in SVD removed", svd, "/"),
+              ("svd_forget_energy", "forget energy in SVD removed", svd, "x"),
+              ("esc_in_unsc", "ESC erased ∩ UNSC retained", esc, None),
+              ("esc_retain_energy", "remaining energy in ESC erased", esc, "/"),
+              ("esc_forget_energy", "forget energy in ESC erased", esc, "x"))
+    for key, label, colour, pattern in series:
+        values = [row.get(key) for row in rows]
+        if all(v is None for v in values):
+            continue
+        fig.add_trace(go.Bar(x=names, y=[None if v is None else 100 * v for v in values], name=label,
+                             marker=dict(color=colour, pattern_shape=pattern or "")))
+    fig.update_layout(barmode="group", height=340, yaxis=dict(title="%", range=[0, 105]),
+                      margin=dict(l=10, r=10, t=30, b=10), template="plotly_white",
+                      legend=dict(orientation="h", y=-0.2))
+    return fig

@@ -20,6 +20,7 @@ METHOD_COLOURS = {
     "retrain": "#7F7F7F", "original": "#C7C7C7", "unsc": "#1F77B4", "natmu": "#D62728", "finetune": "#2CA02C",
     "ga": "#FF7F0E", "neggrad_plus": "#9467BD", "rl": "#8C564B", "bs": "#E377C2", "bs_nearest_wrong": "#F7B6D2",
     "l1_sparse": "#BCBD22", "salun": "#17BECF", "scrub": "#393B79", "ssd": "#AD494A", "bad_teacher": "#637939",
+    "svd_forget": "#31A354", "esc": "#7B4173", "esc_t": "#9C9EDE",
 }
 _EXTRA_METHOD_COLOURS = ("#843C39", "#7B4173", "#3182BD", "#E6550D", "#31A354", "#756BB1", "#636363", "#9C9EDE")
 

@@ -18,10 +18,11 @@ Engines:
   asking for one CPU (and ``gpus_per_run`` of a GPU) with torch on one thread.
   Ray retries a task whose worker died; the result reaches the driver once,
   and only the driver writes the run store, so no run is recorded twice.
-  ``address=None`` starts an embedded local instance sized to the machine
-  (temp files under the data directory, or the system temp when that path is
-  too long for Ray's sockets) and shuts it down at the end; ``"auto"`` or
-  ``"ray://HOST:PORT"`` joins an existing cluster and ships this package to it.
+  The session is :func:`unlearn_core.raycluster.connect`'s: ``address=None``
+  starts a local instance sized to the machine, bound to 127.0.0.1, in a
+  private folder, and stops all of it at the end; ``"HOST:PORT"`` (the head's
+  GCS), ``"ray://HOST:PORT"`` or ``"auto"`` joins an existing cluster within
+  30 s and ships this package to it. Each run records the node it ran on.
 - ``inline``: the same functions, called one after another in this process
   (debugging, tests of the core). For the same seeds it gives the same numbers.
 
@@ -45,19 +46,19 @@ and :mod:`~unlearn_core.sweeps.output` (markdown, CSV, JSON).
 from unlearn_core.sweeps.aggregate import (DISTINGUISHER_MIN_MODELS, EVIDENCE_METRICS, REPORT_FLAGS, summarize,
                                            sweep_result)
 from unlearn_core.sweeps.driver import SweepDriver, SweepEvent, run_sweep, start_engine
-from unlearn_core.sweeps.engines import MAX_RAY_TEMP_DIR, InlineEngine, RayEngine, ray_temp_dir
+from unlearn_core.sweeps.engines import InlineEngine, RayEngine
 from unlearn_core.sweeps.output import (TABLE_METRICS, csv_bytes, flat_rows, json_bytes, markdown_tables, new_tag,
                                         rows_csv_bytes)
-from unlearn_core.sweeps.plan import KEY_VERSION, Cell, PlannedRun, cells, plan, reference_seeds, run_key
+from unlearn_core.sweeps.plan import KEY_VERSION, Cell, PlannedRun, cells, plan, reference_seeds, run_key, sweep_cost
 from unlearn_core.sweeps.search import run_search, search_space, search_summary
 from unlearn_core.sweeps.spec import (ENGINES, OBJECTIVES, SEARCHERS, EngineConfig, SweepError, SweepSpec, default_tag,
                                       evidence_dict, parse_grid, parse_methods, parse_seeds, validate)
 from unlearn_core.sweeps.work import execute_run, train_model
 
 __all__ = ["Cell", "DISTINGUISHER_MIN_MODELS", "ENGINES", "EVIDENCE_METRICS", "EngineConfig", "InlineEngine",
-           "KEY_VERSION", "MAX_RAY_TEMP_DIR", "OBJECTIVES", "PlannedRun", "REPORT_FLAGS",
+           "KEY_VERSION", "OBJECTIVES", "PlannedRun", "REPORT_FLAGS",
            "RayEngine", "SEARCHERS", "SweepDriver", "SweepError", "SweepEvent",
-           "SweepSpec", "TABLE_METRICS", "cells", "csv_bytes", "default_tag", "evidence_dict", "execute_run",
+           "SweepSpec", "TABLE_METRICS", "cells", "sweep_cost", "csv_bytes", "default_tag", "evidence_dict", "execute_run",
            "flat_rows", "json_bytes", "markdown_tables", "new_tag", "parse_grid", "parse_methods", "parse_seeds",
-           "plan", "ray_temp_dir", "reference_seeds", "run_key", "run_search", "run_sweep", "search_space",
+           "plan", "reference_seeds", "run_key", "run_search", "run_sweep", "search_space",
            "search_summary", "start_engine", "summarize", "sweep_result", "train_model", "validate", "rows_csv_bytes"]

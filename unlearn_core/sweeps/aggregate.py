@@ -107,7 +107,8 @@ def sweep_result(store, tag: str) -> dict:
         if report.get("original") and run["seed"] not in entry["originals"]:
             entry["originals"][run["seed"]] = report["original"]
         record = {"run_id": run["id"], "seed": run["seed"], "status": run["status"], "error": run["error"],
-                  "key": run["run_key"], "metrics": _run_metrics(report) if report else {},
+                  "key": run["run_key"], "node_id": (run.get("config") or {}).get("node_id"),
+                  "metrics": _run_metrics(report) if report else {},
                   "flags": {k: report.get(k) for k in REPORT_FLAGS if k in report},
                   # Read for the distinguisher below and dropped before returning (hundreds of numbers per run).
                   "_confidences": (report.get("forget_confidences"), report.get("forget_split_key"))}

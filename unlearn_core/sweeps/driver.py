@@ -46,7 +46,9 @@ def _format_seconds(seconds: float | None) -> str:
 
 
 def _run_config(planned: PlannedRun, recipe: dict, device: str, tag: str, infos: dict, report: dict | None,
-                engine: str) -> dict:
+                engine: str, node: str | None = None) -> dict:
+    """A sweep run's config, as a single run's; ``node_id`` is the Ray node the run finished on (``"local"``
+    inline; None when the run never reached a worker, e.g. its model task failed)."""
     original = infos.get(("original", None, planned.seed)) or {}
     retrained = infos.get(("retrain", planned.cell.forget, planned.seed)) or {}
     return {"dataset": planned.cell.dataset, "model": planned.cell.model, "forget": planned.cell.forget,
@@ -54,7 +56,7 @@ def _run_config(planned: PlannedRun, recipe: dict, device: str, tag: str, infos:
             "device": device, "tag": tag, "recipe": recipe, "original_checkpoint": original.get("key"),
             "retrained_checkpoint": retrained.get("key"),
             "n_forget": (report or {}).get("n_forget"), "sweep": tag, "sweep_key": planned.key,
-            "sweep_role": planned.role, "sweep_cell": planned.cell.cell_id(), "engine": engine}
+            "sweep_role": planned.role, "sweep_cell": planned.cell.cell_id(), "engine": engine, "node_id": node}
 
 
 def run_sweep(spec: SweepSpec, engine: str = "ray", address: str | None = None, num_cpus: int | None = None,
@@ -150,6 +152,10 @@ class SweepDriver:
         from unlearn_core.training import default_recipe
 
         spec = validate(spec)
+        if config.engine == "ray" and config.address:
+            from unlearn_core.raycluster import check_address
+
+            check_address(config.address)  # before any work: nothing is recorded for a cluster out of reach
         log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         bundle = load_dataset(spec.dataset)  # fails early on an unknown or unreachable data set
         for forget in spec.forgets:  # an unknown class or an unreadable index file fails here, before any row
@@ -267,7 +273,8 @@ class SweepDriver:
         """Record one result as a normal run (:func:`unlearn_core.record.record_outcome`), then link it."""
         from unlearn_core.record import record_outcome
 
-        config = _run_config(planned, self.recipe, self.device_name, self.tag, infos, out.get("report"), engine_name)
+        config = _run_config(planned, self.recipe, self.device_name, self.tag, infos, out.get("report"), engine_name,
+                             out.get("node_id"))
         state = out.get("state")
         run_id = record_outcome(self.store, config, out.get("report"), None if state is None else StateHolder(state),
                                 error=out.get("error"), save_checkpoint=save_checkpoints)

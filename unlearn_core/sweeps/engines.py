@@ -4,19 +4,12 @@ imported only when a Ray sweep starts).
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
-from pathlib import Path
 
 from unlearn_core.errors import Cancelled
 from unlearn_core.progress import ProgressFn
 from unlearn_core.sweeps.spec import SweepError
 from unlearn_core.sweeps.work import execute_run
-
-
-#: Ray's socket paths must stay under 107 bytes; its session folder adds about 70 characters to the temp dir.
-MAX_RAY_TEMP_DIR = 36
 
 
 # -- engines -------------------------------------------------------------------------------------------------------
@@ -90,40 +83,10 @@ class InlineEngine:
         pass
 
 
-def ray_temp_dir() -> str:
-    """Where a local Ray instance keeps its session files: the data directory, or the system temp."""
-    from unlearn_core import paths
-
-    preferred = (paths.data_dir() / "ray").resolve()
-    source_tree = Path(__file__).resolve().parents[2]
-    # Never inside the source tree, even where a data directory lives there (the tests' default, git-ignored).
-    if len(str(preferred)) <= MAX_RAY_TEMP_DIR and source_tree not in preferred.parents:
-        return str(preferred)
-    return os.path.join(tempfile.gettempdir(), f"unlearn-ray-{os.getuid()}")
-
-
-def _local_auth_token(temp_dir: str) -> None:
-    """Give a local Ray instance its token file beside its temp files, not in ``~/.ray``.
-
-    Ray 2.60 turns token authentication on for a new local instance and would
-    write the token to ``~/.ray/auth_token``; a token the user set
-    (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``RAY_AUTH_MODE``) is left alone.
-    """
-    if any(os.environ.get(name) for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")):
-        return
-    import secrets
-
-    path = Path(temp_dir) / "auth_token"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or not path.read_text().strip():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
-
-
 class RayEngine:
-    """Tasks on Ray: an embedded local instance, or an existing cluster at ``address``."""
+    """Tasks on Ray, in the session :func:`unlearn_core.raycluster.connect` opens: a local instance bound to
+    loopback (``address=None``, ``num_cpus`` slots) or the cluster at ``address``; each run task asks for
+    :func:`unlearn_core.raycluster.resource_request`'s CPUs and GPUs, and ``slots`` is how many fit at once."""
 
     name = "ray"
 
@@ -133,49 +96,23 @@ class RayEngine:
         except ImportError:
             raise SweepError("the ray engine needs the ray package (pip install -r requirements.txt); "
                              "or use --engine inline") from None
+        from unlearn_core import raycluster
+
         self.ray = ray
-        self.gpus_per_run = float(gpus_per_run or 0.0)
-        self.owned = False
-        # No usage report leaves the machine (and none is attempted offline).
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        package_dir = str(Path(__file__).resolve().parents[1])  # unlearn_core, shipped to a cluster whole
-        if ray.is_initialized():
-            pass  # someone in this process (the app, a test) already runs Ray: share it, leave it running
-        elif address:
-            try:
-                # The package travels with the job: cluster nodes need not have this checkout.
-                ray.init(address=address, runtime_env={"py_modules": [package_dir]}, log_to_driver=False,
-                         logging_level="ERROR")
-            except Exception as error:
-                raise SweepError(f"cannot join the Ray cluster at {address!r}: {first_line(error)}") from None
-            self.owned = True
-        else:
-            # Workers are spawned by this process's raylet and inherit its environment: the package's parent
-            # on PYTHONPATH lets them import unlearn_core from a checkout that is not installed.
-            parent = str(Path(package_dir).parent)
-            current = os.environ.get("PYTHONPATH", "")
-            if parent not in current.split(os.pathsep):
-                os.environ["PYTHONPATH"] = parent + (os.pathsep + current if current else "")
-            cpus = int(num_cpus or os.cpu_count() or 1)
-            temp_dir = ray_temp_dir()
-            _local_auth_token(temp_dir)
-            try:
-                ray.init(num_cpus=cpus, _temp_dir=temp_dir, include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR", configure_logging=True)
-            except Exception as error:
-                raise SweepError(f"cannot start a local Ray instance: {first_line(error)}") from None
-            self.owned = True
-        resources = ray.cluster_resources()
-        cpus = int(resources.get("CPU", 1))
-        if self.gpus_per_run > 0:
-            gpus = float(resources.get("GPU", 0))
-            if gpus <= 0:
-                self.close()
-                raise SweepError("--gpus-per-run asks for GPUs but the Ray cluster has none")
-            self.slots = max(1, min(cpus, int(gpus / self.gpus_per_run)))
-        else:
-            self.slots = max(1, cpus)
+        self.session = raycluster.connect(address, num_cpus)
+        try:
+            request = raycluster.resource_request(self.session.nodes(), gpus_per_run)
+        except raycluster.RayClusterError:
+            self.close()
+            raise
+        self.gpus_per_run = request.num_gpus
+        self.slots = request.slots
         self._remote = {}
+
+    @property
+    def owned(self) -> bool:
+        """Whether closing this engine shuts Ray down (it started or joined it, rather than found it running)."""
+        return self.session.owned
 
     def _fn(self, fn, num_returns: int):
         key = (fn, num_returns)
@@ -203,9 +140,7 @@ class RayEngine:
                 pass  # already finished or gone
 
     def close(self) -> None:
-        if self.owned and self.ray.is_initialized():
-            self.ray.shutdown()
-        self.owned = False
+        self.session.close()
 
 
 def first_line(error: BaseException) -> str:

@@ -131,7 +131,8 @@ def flat_rows(result: dict) -> list[dict]:
         for run in cell["runs"]:
             run_row = {**base, "row": "run", "cell": cell["id"], "forget": cell["forget"], "method": cell["method"],
                        "params": json.dumps(cell["params"], sort_keys=True), "run_id": run["run_id"],
-                       "seed": run["seed"], "status": run["status"], "error": run["error"]}
+                       "seed": run["seed"], "status": run["status"], "error": run["error"],
+                       "node_id": run.get("node_id")}
             run_row.update({f"{metric}_value": run["metrics"].get(metric) for metric in result["metrics"]})
             rows.append(run_row)
     return rows

@@ -99,3 +99,35 @@ def plan(spec: SweepSpec, recipe: dict, device_kind: str) -> list[PlannedRun]:
                 seen.add(key)
                 runs.append(PlannedRun(cell, seed, "run", key))
     return runs
+
+
+def sweep_cost(spec: SweepSpec, store=None, device_kind: str | None = None):
+    """The :class:`~unlearn_core.cost.WorkCost` of a validated sweep: what it will train that nothing holds yet.
+
+    Method runs the store already holds under their keys (``store``) cost nothing; every other run costs one
+    training, and so does each original (per seed) and each retrained model (per forget set and seed) that the
+    pending runs need and the checkpoint cache does not hold.
+    """
+    from unlearn_core.cost import WorkCost
+    from unlearn_core.data import load_dataset
+    from unlearn_core.device import pick_device
+    from unlearn_core.forget import ForgetSpec
+    from unlearn_core.training import default_recipe, is_cached
+
+    bundle = load_dataset(spec.dataset)
+    recipe = default_recipe(bundle.name, **(spec.recipe_overrides or {}))
+    device_kind = device_kind or pick_device(None).type
+    planned = plan(spec, recipe.as_dict(), device_kind)
+    held = store.find_keys([p.key for p in planned]) if store is not None else {}
+    pending = [p for p in planned if (held.get(p.key) or {}).get("status") != "done"]
+    methods = sum(1 for p in pending if p.cell.method != "retrain")
+    seeds = {p.seed for p in pending if p.role == "run"}
+    originals = sum(1 for seed in seeds if not is_cached("original", bundle, spec.model, seed, recipe))
+    splits = {}
+    for p in pending:
+        splits.setdefault((p.cell.forget, p.seed), None)
+    references = 0
+    for forget, seed in splits:
+        key = ForgetSpec.parse(forget).resolve(bundle, seed).key()
+        references += 0 if is_cached("retrain", bundle, spec.model, seed, recipe, key) else 1
+    return WorkCost(methods, originals, references)

@@ -75,7 +75,7 @@ class SweepSpec:
 class EngineConfig:
     """Where a sweep's tasks run: ``engine`` (``ray`` or ``inline``) and its options, already checked.
 
-    ``address`` (``auto``, ``ray://HOST:PORT``; None starts a local instance), ``num_cpus`` (the local
+    ``address`` (``HOST:PORT``, ``ray://HOST:PORT``, ``auto``; None starts a local instance), ``num_cpus`` (the local
     instance's size) and ``gpus_per_run`` (a GPU share per task, 0 to 8) are Ray's; ``device`` is the inline
     engine's (auto, cpu, cuda[:N], mps); ``threads`` is torch's thread count per task (None: 1 on Ray,
     unchanged inline). Build it with :meth:`checked`.

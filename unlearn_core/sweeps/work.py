@@ -10,6 +10,7 @@ import time
 
 from unlearn_core.errors import Cancelled
 from unlearn_core.progress import ProgressFn
+from unlearn_core.raycluster import node_id
 
 
 # -- work done in a task (a Ray worker, or this process for the inline engine) -------------------------------------
@@ -47,7 +48,7 @@ def train_model(kind: str, dataset: str, model: str, forget: str, seed: int, rec
                                 retime_for=timing_conditions(device))
     state = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
     info = {"kind": kind, "forget": forget, "seed": seed, "key": trained.key, "from_cache": trained.from_cache,
-            "train_seconds": trained.train_seconds, "pid": os.getpid()}
+            "train_seconds": trained.train_seconds, "pid": os.getpid(), "node_id": node_id()}
     return {"key": trained.key, "meta": trained.meta, "state": state}, info
 
 
@@ -99,8 +100,8 @@ def execute_run(run: dict, original: dict, retrained: dict, device: str, threads
 
     _one_thread(threads)
     started = time.perf_counter()
-    out = {"key": run["key"], "forget": run["forget"], "seed": run["seed"], "pid": os.getpid(), "report": None,
-           "state": None, "error": None}
+    out = {"key": run["key"], "forget": run["forget"], "seed": run["seed"], "pid": os.getpid(),
+           "node_id": node_id(), "report": None, "state": None, "error": None}
     try:
         device = torch.device(device)
         bundle = load_dataset(run["dataset"])
