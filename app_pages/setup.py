@@ -165,7 +165,10 @@ if readiness is not None:
         try:
             runner.submit(f"prepare a demo: {current.model} on {current.dataset}, every class", prepare_all,
                           kind="setup", meta={"owner": _shared.session_owner(),
-                                                  "demo": [current.dataset, current.model, current.seed]})
+                                              "demo": [current.dataset, current.model, current.seed],
+                                              # what it will train: the budgets count models, not jobs
+                                              "trainings": (0 if readiness.original else 1)
+                                              + readiness.total - readiness.ready})
         except UnlearnError as error:  # the per-session queue limit
             _shared.show_error(error)
         else:
