@@ -185,10 +185,12 @@ def rivals_view() -> None:
     a, b = st.columns(2)
     with a:
         st.markdown("**Kept or removed: dimension per layer**")
-        st.plotly_chart(subspace_rank_bars(rows), width="stretch", key="ns_rival_ranks")
+        st.plotly_chart(subspace_rank_bars(rows), width="stretch", key="ns_rival_ranks",
+                        config=_shared.chart_config("subspace-ranks"))
     with b:
         st.markdown("**Overlap with UNSC's retained space, and the data energy removed**")
-        st.plotly_chart(subspace_overlap_bars(rows), width="stretch", key="ns_rival_overlap")
+        st.plotly_chart(subspace_overlap_bars(rows), width="stretch", key="ns_rival_overlap",
+                        config=_shared.chart_config("subspace-overlap"))
     angles = {row["layer"]: row.get("svd_angles_deg") or [] for row in rows}
     st.caption("Smallest principal angle between the SVD method's removed directions and UNSC's retained space, "
                "per layer: " + ", ".join(f"{name} {values[0]:.0f}°" if values else f"{name} –"
