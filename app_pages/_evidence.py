@@ -10,13 +10,15 @@ def _number(value, decimals: int = 1) -> str:
 
 
 def show_evidence(evidence: dict, run: dict) -> None:
+    from app_pages import _shared
     from unlearn_core.figures import probe_bars, relearn_curves, unlearning_curves
 
     method = run["method"]
     kinds = [k for k in ("probe", "relearn", "curves") if evidence.get(k)]
     st.markdown(f"**Evidence of forgetting** for run #{run['id']} ({', '.join(kinds) or 'none recorded'})")
     if evidence.get("probe"):
-        st.plotly_chart(probe_bars(evidence["probe"], method), width="stretch", key="evidence_probe")
+        st.plotly_chart(probe_bars(evidence["probe"], method), width="stretch", key="evidence_probe",
+                        config=_shared.chart_config("probe", method, run["id"]))
         retrained = (evidence["probe"].get("retrained") or {}).get("probe_forget")
         original = (evidence["probe"].get("original") or {}).get("probe_forget")
         st.caption("A linear and a k-NN probe trained on each model's frozen features, read on the forget set. "
@@ -39,10 +41,12 @@ def show_evidence(evidence: dict, run: dict) -> None:
                        help="Fine-tuning steps on a few forget samples until forget accuracy is half way back to "
                             "the original's. Fewer than the retrained model = the knowledge was only hidden.")
         if any((relearn.get(w) or {}).get("accuracy_by_step") for w in ("original", "unlearned", "retrained")):
-            st.plotly_chart(relearn_curves(relearn, method), width="stretch", key="evidence_relearn")
+            st.plotly_chart(relearn_curves(relearn, method), width="stretch", key="evidence_relearn",
+                            config=_shared.chart_config("relearn", method, run["id"]))
     if evidence.get("curves"):
         curves = evidence["curves"]
-        st.plotly_chart(unlearning_curves(curves, method), width="stretch", key="evidence_curves")
+        st.plotly_chart(unlearning_curves(curves, method), width="stretch", key="evidence_curves",
+                        config=_shared.chart_config("unlearning-curve", method, run["id"]))
         st.caption(f"Evaluated on fixed subsets ({curves.get('n_forget_test') or curves.get('n_forget_train')} forget "
                    f"and {curves.get('n_retain_test')} retained test samples) after "
                    + ("each epoch" if not curves.get("every") else f"every {curves['every']} steps")

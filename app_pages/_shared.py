@@ -118,6 +118,10 @@ def finish_run() -> None:
                    "in this browser; a shared link opens the choice, never your jobs or runs.")
         if shared():
             st.caption("Shared server: you see and download only the runs of this browser session.")
+        st.radio("Chart downloads (camera button)", list(CHART_FORMATS), horizontal=True, key="w_chart_format",
+                 help="What the camera button of every chart saves: a PNG at twice the drawn size, or an SVG that "
+                      "scales without loss (for slides). The file is named after the chart, method, data set and "
+                      "forget set.")
 
 
 def stop() -> None:
@@ -156,6 +160,20 @@ def choice():
                    icon=":material/warning:")
     st.session_state["model"], st.session_state["original"] = current.model, current.original
     return current
+
+
+CHART_FORMATS = {"PNG 2x": "png", "SVG": "svg"}
+
+
+def chart_config(chart: str, method: str | None = None, run_id: int | None = None) -> dict:
+    """A chart's plotly config: its camera button saves PNG at 2x or SVG (the sidebar's choice) under a name that
+    says what it shows (:func:`unlearn_core.slides.figure_filename`: method, run, data set, forget set, chart)."""
+    from unlearn_app.urlstate import forget_label
+    from unlearn_core.slides import download_config, figure_filename
+
+    name = figure_filename(chart, method=method, dataset=st.session_state.get("dataset"),
+                           forget=forget_label(st.session_state.get("forget", "")), run_id=run_id)
+    return download_config(name, CHART_FORMATS.get(st.session_state.get("w_chart_format"), "png"))
 
 
 def explainer(text: str) -> None:
@@ -376,9 +394,32 @@ def timed(label: str):
     return _Timer()
 
 
-def runs_csv(runs: list[dict]) -> bytes:
-    """The run store's own CSV export of ``runs``, as bytes for a download button."""
-    return store().csv_bytes(runs)
+def report_button(container, runs: list[dict], source: tuple[str, str], file_name: str, key: str,
+                  sweep: dict | None = None) -> None:
+    """A "Download report (HTML)" button: :mod:`unlearn_core.handout`'s self-contained report of ``runs``.
+
+    The page is built only when the button is clicked (Streamlit calls ``data`` then, on its own thread, with no
+    Streamlit call inside), so drawing the page costs nothing. ``runs`` are the ones this session may see.
+    """
+    from unlearn_core.handout import Selection, build_handout
+
+    done = [r for r in runs if r.get("status") == "done" and r.get("report")]
+    if not done:
+        return
+    done_ids = {r["id"] for r in done}
+    selection = Selection(source, sorted(done, key=lambda r: r["id"]),
+                          [r for r in runs if r["id"] not in done_ids], sweep)
+    raw_store = None if shared() else _store(_data_dir())  # a shared server does not show its paths
+
+    def build() -> bytes:
+        return build_handout(raw_store, selection).encode("utf-8")
+
+    container.download_button("Download report (HTML)", data=build, file_name=file_name, mime="text/html",
+                              on_click="ignore", icon=":material/description:", key=key,
+                              help="One self-contained HTML file to take away: the setting, the metrics (mean and "
+                                   "95 % interval over seeds), per-class shifts, the aligned embeddings, UNSC's "
+                                   "spectrum, NatMU's hybrids, the evidence and the recipe to reproduce every run. "
+                                   "It opens offline. Built when you click (some seconds).")
 
 
 @st.cache_resource(show_spinner="Loading the run's model ...", max_entries=16)

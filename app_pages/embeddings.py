@@ -165,9 +165,11 @@ if view == "Side by side":
                                     show_legend=False)
             if state == "after":
                 selection = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "lasso", "box"),
-                                            key="embed_after", width="stretch")
+                                            key="embed_after", width="stretch",
+                                            config=_shared.chart_config("embedding-after", run["method"], run_id))
             else:
-                st.plotly_chart(fig, key=f"embed_{state}", width="stretch")
+                st.plotly_chart(fig, key=f"embed_{state}", width="stretch",
+                                config=_shared.chart_config(f"embedding-{state}", run["method"], run_id))
     # One legend for the three panels (they share colours), instead of one per narrow panel.
     shown_classes = np.unique(np.concatenate([labels] + [probs[s].argmax(1) for s in probs])
                               if colour_mode != "true class" else labels)
@@ -181,7 +183,8 @@ else:
                             ghost=ghost, height=600, hover=hover, colour_by=colours_of(state),
                             colour_title=colour_title, ranges=ranges)
     selection = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "lasso", "box"),
-                                key="embed_single", width="stretch")
+                                key="embed_single", width="stretch",
+                                config=_shared.chart_config(f"embedding-{state}", run["method"], run_id))
 
 from unlearn_app.display import display_scale, to_display  # noqa: E402
 

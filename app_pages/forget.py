@@ -80,7 +80,7 @@ try:
                                 title="Original model's features (PCA): lasso or box-select samples",
                                 selectable=True)
         event = st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box", "points"),
-                                key="forget_map", width="stretch")
+                                key="forget_map", config=_shared.chart_config("forget-map"), width="stretch")
         selected = []
         if event and event.selection and event.selection.points:
             selected = [int(p["customdata"]) for p in event.selection.points if p.get("customdata") is not None]
@@ -135,7 +135,7 @@ fig.add_bar(x=names, y=[int(totals[c]) - counts.get(c, 0) for c in range(bundle.
 fig.add_bar(x=names, y=[counts.get(c, 0) for c in range(bundle.num_classes)], name="forget", marker_color="#E15759")
 fig.update_layout(barmode="stack", height=260, title="Training samples per class", margin=dict(l=10, r=10, t=40, b=10),
                   template="plotly_white")
-st.plotly_chart(fig, width="stretch", key="forget_counts")
+st.plotly_chart(fig, width="stretch", key="forget_counts", config=_shared.chart_config("forget-counts"))
 
 st.caption("A preview of the forget set (40 drawn at random, every class in proportion):")
 scale = display_scale(bundle.image_size)

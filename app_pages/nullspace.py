@@ -104,11 +104,12 @@ def eps_view() -> None:
                     "passes through them. UNSC constrains every convolution and fully connected layer:\n\n"
                     + "\n".join(f"- **{n}**: {describe_layer(modules[n])}" for n in names if n in modules))
     st.plotly_chart(spectrum_figure([(n, space.layers[n].normalized_spectrum()) for n in names], eps, ranks),
-                    width="stretch", key="ns_spectrum")
+                    width="stretch", key="ns_spectrum", config=_shared.chart_config("spectrum", "unsc"))
     left, right = st.columns(2)
     with left:
         st.markdown("**Rank (retained) vs input dimension per layer**")
-        st.plotly_chart(rank_bars(names, [ranks[n] for n in names], dims), width="stretch", key="ns_ranks")
+        st.plotly_chart(rank_bars(names, [ranks[n] for n in names], dims), width="stretch", key="ns_ranks",
+                        config=_shared.chart_config("ranks", "unsc"))
     with right:
         import plotly.graph_objects as go
 
@@ -121,7 +122,7 @@ def eps_view() -> None:
                                                  tickvals=[0, 25, 50, 75, 100]),
                           margin=dict(l=10, r=10, t=30, b=10), template="plotly_white")
         st.markdown("**Share of the forget-set gradient the projection removes** (at this eps)")
-        st.plotly_chart(fig, width="stretch", key="ns_removed")
+        st.plotly_chart(fig, width="stretch", key="ns_removed", config=_shared.chart_config("gradient-removed", "unsc"))
         st.caption("The removed share lies in directions the remaining data uses: an update there would change the "
                    "remaining classes' outputs, so UNSC drops it, and that is what protects them. The rest "
                    "(100 % minus the bar) is all UNSC can still use to push the forget samples away; near 100 % "
@@ -184,10 +185,12 @@ def rivals_view() -> None:
     a, b = st.columns(2)
     with a:
         st.markdown("**Kept or removed: dimension per layer**")
-        st.plotly_chart(subspace_rank_bars(rows), width="stretch", key="ns_rival_ranks")
+        st.plotly_chart(subspace_rank_bars(rows), width="stretch", key="ns_rival_ranks",
+                        config=_shared.chart_config("subspace-ranks"))
     with b:
         st.markdown("**Overlap with UNSC's retained space, and the data energy removed**")
-        st.plotly_chart(subspace_overlap_bars(rows), width="stretch", key="ns_rival_overlap")
+        st.plotly_chart(subspace_overlap_bars(rows), width="stretch", key="ns_rival_overlap",
+                        config=_shared.chart_config("subspace-overlap"))
     angles = {row["layer"]: row.get("svd_angles_deg") or [] for row in rows}
     st.caption("Smallest principal angle between the SVD method's removed directions and UNSC's retained space, "
                "per layer: " + ", ".join(f"{name} {values[0]:.0f}°" if values else f"{name} –"

@@ -21,9 +21,12 @@ from unlearn_app.display import entropy_groups  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.figures import (change_limit, confusion_change, confusion_difference,  # noqa: E402
                                   entropy_histograms, entropy_y_max, per_class_bars, per_class_heatmap)
-from unlearn_core.tables import (DISPLAY, FORGOT_SHARE, GAP_COLUMNS, HELP, METRIC_COLUMNS, WIDTHS,  # noqa: E402
-                                 as_report, best_cells, display_frame, ensemble_band, interval_text, judged_table,
-                                 over_unlearning_summary, per_class_shift, seed_groups)
+from unlearn_app.urlstate import forget_label  # noqa: E402
+from unlearn_core.slides import figure_filename  # noqa: E402
+from unlearn_core.tables import (DISPLAY, FORGOT_SHARE, GAP_COLUMNS, HELP, METRIC_COLUMNS,  # noqa: E402
+                                 NOT_CANDIDATES, WIDTHS, as_report, best_cells, display_frame, ensemble_band,
+                                 interval_text, judged_table, over_unlearning_summary, per_class_shift, seed_groups,
+                                 shown_csv)
 
 current = _shared.choice()
 visible = _shared.store()  # every run, or on a shared server this session's own
@@ -119,7 +122,7 @@ if len(outside):
     st.caption("⚠ Out of its method's scope (shown, never highlighted as best): "
                + "; ".join(f"{label}" + (f" ({reasons.get(int(rid))})" if reasons.get(int(rid)) else "")
                            for label, rid in zip(outside["run"], outside["run_id"])) + ".")
-competing = int(((~table["method"].isin(["original", "retrained"])) & table["in_scope"]).sum())
+competing = int(((~table["method"].isin(NOT_CANDIDATES)) & table["in_scope"]).sum())
 if competing < 2:
     st.caption("No cell is highlighted: a best run needs at least two in-scope runs to compare.")
 else:
@@ -128,10 +131,17 @@ else:
                f"and Acc_f for classes, closed at least {FORGOT_SHARE:.0%} of the original's distance to the "
                f"retrained model). Out-of-scope runs are never highlighted.")
 
-downloads = st.columns(2)
+downloads = st.columns(3)
 downloads[0].download_button("Download the table (CSV)",
-                             data=_shared.runs_csv(done), file_name=f"unlearning_runs_{current.dataset}.csv",
-                             mime="text/csv", icon=":material/download:")
+                             data=shown_csv(table, [*METRIC_COLUMNS, "avg_gap", "seconds", "rte",
+                                                    *(["scope"] if len(outside) else []), *GAP_COLUMNS]),
+                             file_name=f"unlearning_runs_{current.dataset}.csv", mime="text/csv",
+                             icon=":material/download:",
+                             help="The metrics and the gaps as the tables above show them (every stored column: "
+                                  "python -m unlearn_core runs export).")
+_shared.report_button(downloads[2], done, ("runs", ",".join(str(r["id"]) for r in sorted(done, key=lambda r: r["id"]))),
+                      figure_filename("report", dataset=current.dataset, forget=forget_label(current.forget)) + ".html",
+                      key="w_results_report")
 
 try:
     setup = _shared.current_setup(with_retrain=True)
@@ -152,11 +162,13 @@ if damage:
                                            if skipped else ""))
 tab_heat, tab_bars = st.tabs(["Heatmap (method × class)", "Grouped bars"])
 with tab_heat:
-    st.plotly_chart(per_class_heatmap(shift, forgotten), width="stretch", key="per_class_heatmap")
+    st.plotly_chart(per_class_heatmap(shift, forgotten), width="stretch", key="per_class_heatmap",
+                    config=_shared.chart_config("per-class-heatmap"))
 with tab_bars:
     original_per_class = reports[done[0]["id"]].original.per_class_test
     band = ensemble_band(all_done, original_per_class)
-    st.plotly_chart(per_class_bars(shift, forgotten, band), width="stretch", key="per_class_bars")
+    st.plotly_chart(per_class_bars(shift, forgotten, band), width="stretch", key="per_class_bars",
+                    config=_shared.chart_config("per-class-bars"))
     if band is not None:
         st.caption(f"Grey band: the spread of {band['k']} retrained models (mean ± 2 standard deviations of "
                    f"their change per class); a bar inside it is within what retraining itself varies by.")
@@ -220,11 +232,13 @@ left, right = st.columns(2)
 with left:
     st.plotly_chart(confusion_difference(unlearned_conf, original_conf, class_names,
                                          f"Confusion change: run #{run_id} − original (test set)", limit),
-                    width="stretch", key="confusion_vs_original")
+                    width="stretch", key="confusion_vs_original",
+                    config=_shared.chart_config("confusion-vs-original", run["method"], run_id))
 with right:
     st.plotly_chart(confusion_difference(unlearned_conf, retrained_conf, class_names,
                                          f"Confusion change: run #{run_id} − retrained", limit),
-                    width="stretch", key="confusion_vs_retrained")
+                    width="stretch", key="confusion_vs_retrained",
+                    config=_shared.chart_config("confusion-vs-retrained", run["method"], run_id))
 st.caption(f"Each row is a true class's test images, in % of that class (colour range ±{limit:.0f}). Red = a share "
            "lost (on the diagonal: accuracy lost), blue = a share gained (off the diagonal: where those images are "
            "predicted now).")
@@ -248,6 +262,6 @@ cols = st.columns(3)
 for col, (name, _) in zip(cols, panels):
     with col:
         st.plotly_chart(entropy_histograms(groups[name], name, num_classes, y_max), width="stretch",
-                        key=f"entropy_{name}")
+                        key=f"entropy_{name}", config=_shared.chart_config(f"entropy-{name}", run["method"], run_id))
 st.caption("All three panels share both axes. Forget-set entropy, median: "
            + ", ".join(f"{name} {np.median(groups[name]['forget']):.1e}" for name, _ in panels) + " nats.")

@@ -133,6 +133,46 @@ else:
             _shared.show_error(error)
         else:
             st.rerun()
+
+st.subheader("Ready for the class")
+from unlearn_core.demo import demo_status, prepare_demo  # noqa: E402
+
+demo_jobs = [j for j in runner.active("setup", _shared.session_owner())
+             if j.snapshot().meta.get("demo") == [current.dataset, current.model, current.seed]]
+try:
+    readiness = demo_status(current.dataset, current.model, current.seed)
+except UnlearnError as error:
+    readiness = None
+    _shared.show_error(error)
+if readiness is not None:
+    cols = st.columns([3, 1])
+    cols[0].markdown(f"**{readiness.line()}** for {_shared.md(current.dataset)} · {current.model} · seed "
+                     f"{current.seed}: a demo forgetting any one class then waits only for its method.")
+    if demo_jobs:
+        cols[1].caption("Preparing ...")
+    elif readiness.complete:
+        cols[1].success("Demo ready", icon=":material/check_circle:")
+    elif cols[1].button("Prepare a demo", icon=":material/school:", key="w_prepare_demo",
+                        help="Train the original and the retrained reference of every single-class forget set in "
+                             "the background, one after another. Each is cached as soon as it is trained, so a "
+                             "stopped preparation resumes where it stopped (also: python -m unlearn_core prepare)."):
+        demo_choice = current
+
+        def prepare_all(progress, cancel):
+            return prepare_demo(demo_choice.dataset, demo_choice.model, demo_choice.seed, progress=progress,
+                                cancel=cancel)
+
+        try:
+            runner.submit(f"prepare a demo: {current.model} on {current.dataset}, every class", prepare_all,
+                          kind="setup", meta={"owner": _shared.session_owner(),
+                                              "demo": [current.dataset, current.model, current.seed],
+                                              # what it will train: the budgets count models, not jobs
+                                              "trainings": (0 if readiness.original else 1)
+                                              + readiness.total - readiness.ready})
+        except UnlearnError as error:  # the per-session queue limit
+            _shared.show_error(error)
+        else:
+            st.rerun()
 _shared.jobs_panel("setup", title="Training")
 
 with st.expander("Upload a checkpoint for this model (optional)"):

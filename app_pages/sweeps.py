@@ -296,7 +296,8 @@ def phase_section() -> None:
     y = cols[2].selectbox("y axis", y_options, key=f"w_sweep_y_{method}") if y_options else None
     colour = cols[3].radio("Colour", list(COLOUR_BY), key="w_sweep_colour", horizontal=True)
     matrix = phase_matrix(frame, method, x, y, colour)
-    event = st.plotly_chart(phase_map(matrix, method), width="stretch", key="sweep_phase_map", on_select="rerun",
+    event = st.plotly_chart(phase_map(matrix, method), width="stretch", key="sweep_phase_map",
+                            config=_shared.chart_config("phase-map", method), on_select="rerun",
                             selection_mode="points")
     if matrix["collisions"]:
         others = [a for a in varied_params(frame, method) if a not in (x, y)]
@@ -319,7 +320,8 @@ st.subheader("Pareto scatter")
 from unlearn_core.figures import pareto_scatter  # noqa: E402
 
 front = pareto_front(frame)
-event = st.plotly_chart(pareto_scatter(frame, front), width="stretch", key="sweep_pareto", on_select="rerun",
+event = st.plotly_chart(pareto_scatter(frame, front), width="stretch", key="sweep_pareto",
+                        config=_shared.chart_config("pareto"), on_select="rerun",
                         selection_mode="points")
 st.caption(f"x: |mean {f_metric} − the retrained models' mean|; y: how far the mean {r_metric} fell below theirs "
            "(0 when above). Marker area grows with the mean time per run. The dashed line joins the cells no other "
@@ -347,8 +349,10 @@ if cols[1].button("Open in Results", icon=":material/table_chart:", key="w_sweep
 
 from unlearn_core.sweeps import csv_bytes, json_bytes  # noqa: E402
 
-downloads = st.columns(2)
+downloads = st.columns(3)
 downloads[0].download_button("Download the sweep (CSV)", data=csv_bytes(result), file_name=f"{tag}.csv",
                              mime="text/csv", icon=":material/download:")
 downloads[1].download_button("Download the sweep (JSON)", data=json_bytes(result), file_name=f"{tag}.json",
                              mime="application/json", icon=":material/download:")
+_shared.report_button(downloads[2], view.sweep_runs(tag), ("sweep", tag), f"{tag}_report.html",
+                      key="w_sweep_report", sweep=view.get_sweep(tag))

@@ -113,7 +113,37 @@ def choice_from_query(params: dict, defaults: dict) -> tuple[dict, list[str]]:
         except UnlearnError as error:
             warnings.append(f"The link's {name} was ignored: {str(error).split(';')[0]}.")
             values[name] = defaults.get(name, "")
+    if params.get("forget") not in (None, "") and values.get("forget") not in (None, "", defaults.get("forget")):
+        problem = _forget_misfit(values["forget"], values.get("dataset"))
+        if problem:
+            warnings.append(f"The link's forget set was ignored: {problem}.")
+            values["forget"] = defaults.get("forget", "")
     return values, warnings
+
+
+def _forget_misfit(forget: str, dataset: str | None) -> str | None:
+    """Why a class or sub-class forget set does not fit the data set (``None`` when it fits or cannot be told).
+
+    ``class:33`` parses, but digits has ten classes: kept, it left every page on "unknown class 33" with no
+    control to fix it. The reason never repeats the link's value. A data set that cannot be loaded here is not
+    judged (the pages say why it cannot be loaded).
+    """
+    from unlearn_core.data import load_dataset
+    from unlearn_core.forget import ForgetSpec
+
+    spec = ForgetSpec.parse(forget)
+    if spec.kind not in ("class", "subclass") or not dataset:
+        return None
+    try:
+        bundle = load_dataset(dataset)
+    except (UnlearnError, OSError):
+        return None
+    try:
+        spec.resolve(bundle, 0)
+    except UnlearnError:
+        kind = "class" if spec.kind == "class" else "fine class"
+        return f"it names a {kind} that {dataset} does not have, or leaves no class to keep"
+    return None
 
 
 def initial_choice(query: dict, current) -> tuple[dict, list[str]]:

@@ -199,7 +199,8 @@ def test_shared_server_sessions_see_only_their_own_runs(app_env, monkeypatch, di
     mine = results_as("session A")
     assert any("1 finished run(s)" in m for m in texts(mine.markdown))
     assert [i for i in mine.dataframe[0].value.index if i.startswith("#")] == ["#2 finetune"]
-    assert len(mine.get("download_button")) == 2  # the table and run #2's checkpoint
+    # the table, run #2's checkpoint and the report (of the runs this session sees: `done` above)
+    assert len(mine.get("download_button")) == 3
     theirs = results_as("session B")
     assert any("No finished runs" in i for i in texts(theirs.info))
     assert not theirs.get("download_button")

@@ -130,7 +130,9 @@ def test_runs_are_recorded_and_results_compare_them(app_env):
     assert float(table.loc[unsc, "FA"]) < 20 and float(gaps.loc[unsc, "|Δ FA|"]) < 20
     # heatmap, bars, two confusion differences and three entropy histograms
     assert len(at.get("plotly_chart")) == 7
-    assert len(at.get("download_button")) == 2
+    # the table (CSV), the run's checkpoint and the take-away report (HTML)
+    assert [b.proto.label for b in at.get("download_button")][::2] == ["Download the table (CSV)",
+                                                                        "Download report (HTML)"]
 
     # A fresh session (a browser reload or an app restart) finds the same runs in the store.
     st.cache_resource.clear()

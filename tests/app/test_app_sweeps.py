@@ -95,6 +95,10 @@ def test_sweeps_page_draws_the_phase_map_and_the_pareto_scatter(sweep_dir, env):
     for cell_id, colour in zip(points["customdata"], points["marker"]["color"]):
         assert colour == pytest.approx(frame.loc[cell_id, "forget_gap"])
     assert {t["name"] for t in pareto["data"]} >= {"ga"}
+    # The sweep's take-away report (built on click) and charts saved under names that say what they are.
+    assert "Download report (HTML)" in [b.proto.label for b in at.get("download_button")]
+    names = [json.loads(c.proto.config)["toImageButtonOptions"]["filename"] for c in at.get("plotly_chart")]
+    assert names[0].startswith("ga_") and names[0].endswith("_phase-map") and names[1].endswith("_pareto")
     # Another colour redraws the map with the retained accuracy's gap.
     at.radio(key="w_sweep_colour").set_value("retain drop").run()
     assert not at.exception

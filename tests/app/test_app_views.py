@@ -62,7 +62,7 @@ def test_results_one_run_has_no_green_cell_and_runs_can_be_deleted(app_env):
     at = open_page("results")
     assert len(at.dataframe) == 2  # metrics, and the gaps in their own tab
     table = at.dataframe[0].value
-    assert "MIA-SVC non-mem. ↑" in table.columns and "speed-up vs retrain (x)" in table.columns
+    assert "MIA-SVC → retrained" in table.columns and "speed-up vs retrain (x)" in table.columns
     assert table.loc["original", "speed-up vs retrain (x)"] == "–"  # not "None"
     assert "gap_FA" not in table.columns  # the gaps live in the second tab, so the first fits the page
     assert "#d4edda" not in styles(at, 0) and "#d4edda" not in styles(at, 1)

@@ -27,6 +27,28 @@ def test_one_run_is_never_best():
     assert best_cells(judged_table([run(1, "unsc", 50.0)])) == {}
 
 
+def test_the_table_downloads_as_shown():
+    from unlearn_core.tables import shown_csv
+
+    table = judged_table([run(2, "ga", 40.0, in_scope=False), run(1, "unsc", 2.0)])
+    lines = shown_csv(table, ["FA", "MIA_entropy", "rte"]).decode().splitlines()
+    assert lines[0] == "run,FA,MIA-ent. → retrained,speed-up vs retrain (x)"
+    assert lines[1].startswith("original,99.00,5.00,–")
+    assert lines[3].startswith("⚠ #2 ga,40.00,") and lines[4].startswith("#1 unsc,2.00,")
+    assert len(lines[0].split(",")) == 4  # not the store's raw columns
+
+
+def test_a_retrain_run_is_the_reference_never_a_candidate():
+    """A sweep's retrain run has the reference's numbers (Avg. Gap 0): it must not take every green mark."""
+    table = judged_table([run(3, "retrain", 0.0, ta=75.0, avg_gap=0.0), run(2, "ga", 40.0), run(1, "unsc", 2.0)])
+    assert "#3 retrain (reference)" in set(table["run"])
+    assert table.loc[table["run"] == "#3 retrain (reference)", "scope"].item() == "reference"
+    best = best_cells(table)
+    assert all("#3 retrain (reference)" not in labels for labels in best.values())
+    assert best["gap_FA"] == {"#1 unsc"} and best["avg_gap"] == {"#1 unsc"}
+    assert best_cells(judged_table([run(2, "retrain", 0.0), run(1, "ga", 40.0)])) == {}  # one candidate left
+
+
 def test_every_tied_run_is_best_and_a_full_tie_is_no_one():
     table = judged_table([run(3, "c", 5.0, ta=80.0), run(2, "b", 1.0, ta=80.0), run(1, "a", 1.0, ta=60.0)])
     best = best_cells(table)
@@ -58,9 +80,11 @@ def test_out_of_scope_runs_are_badged_never_best_and_speed_shown_only_when_compa
     assert "rte" not in best  # only one in-scope run has a comparable speed-up
 
 
-def test_every_column_is_named_with_its_direction_and_explained():
-    assert "non-mem" in DISPLAY["MIA_svc"] and "↑" in DISPLAY["MIA_svc"] and "NON-members" in HELP["MIA_svc"]
-    assert " member" in DISPLAY["MIA_entropy"] and "↓" in DISPLAY["MIA_entropy"] and "MEMBERS" in HELP["MIA_entropy"]
+def test_every_column_is_named_with_its_target_or_direction_and_explained():
+    # Closeness to the retrained model is the rule: the header names that target, the tooltip the attack's sense.
+    assert DISPLAY["MIA_svc"] == "MIA-SVC → retrained" and "NON-members" in HELP["MIA_svc"]
+    assert DISPLAY["MIA_entropy"] == "MIA-ent. → retrained" and "MEMBERS" in HELP["MIA_entropy"]
+    assert DISPLAY["avg_gap"] == "Avg. Gap ↓"  # lower is better there: a direction is right
     assert DISPLAY["rte"] == SPEED_COLUMN == "speed-up vs retrain (x)"
     table = judged_table([run(1, "a", 1.0)])
     for column in ("scope", "FA", "RA", "TA", "Acc_f", "Acc_r", "MIA_svc", "MIA_entropy", "avg_gap", "seconds",

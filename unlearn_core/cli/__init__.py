@@ -5,8 +5,9 @@ drawn on a terminal. Output paths are checked before any work starts, and
 store, disk and file-system errors are one ``error:`` line too. One module
 per command group: :mod:`~unlearn_core.cli.unlearn` (``train``, ``unlearn``),
 :mod:`~unlearn_core.cli.runs`, :mod:`~unlearn_core.cli.bench`,
-:mod:`~unlearn_core.cli.sweep` and :mod:`~unlearn_core.cli.info` (``methods``,
-``datasets``, ``models``); :mod:`~unlearn_core.cli.common` holds what they share.
+:mod:`~unlearn_core.cli.sweep`, :mod:`~unlearn_core.cli.report` (``report``,
+``prepare``) and :mod:`~unlearn_core.cli.info` (``methods``, ``datasets``,
+``models``); :mod:`~unlearn_core.cli.common` holds what they share.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import sqlite3
 import sys
 
-from unlearn_core.cli import bench, info, runs, sweep, unlearn
+from unlearn_core.cli import bench, info, report, runs, sweep, unlearn
 from unlearn_core.cli.common import EXIT_USAGE, CliError, Parser, TerminalProgress, one_line_warnings
 from unlearn_core.errors import Cancelled, UnlearnError
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_parsers(commands)
     bench.add_parsers(commands)
     sweep.add_parsers(commands)
+    report.add_parsers(commands)  # report, prepare
     info.add_parsers(commands)  # methods, datasets, models
     return parser
 

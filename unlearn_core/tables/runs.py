@@ -8,7 +8,8 @@ forgot, which retained classes a run damaged, and how every column is named and 
 - the best-cell rule (:func:`best_cells`): a cell is "best" only when at least two runs compete, and every
   run tied with the best value (as displayed, two decimals) is best with it; when all competitors tie, none is;
   runs outside their method's scope (``report["in_scope"] is False``) never compete, nor does the original or
-  the retrained reference; the speed-up award goes only to runs that forgot (:func:`forgot`) and whose
+  the retrained reference, nor a ``retrain`` run (a sweep's reference model: the reference itself, labelled
+  ``#id retrain (reference)``); the speed-up award goes only to runs that forgot (:func:`forgot`) and whose
   speed-up was timed like for like (``report["rte_comparable"]`` not false);
 - the over-unlearning rule (:func:`over_unlearning_summary`): a retained class is damaged when a run's test
   accuracy on it is more than ``threshold`` points below the retrained model's and the loss is at least
@@ -29,6 +30,9 @@ METRIC_COLUMNS = HEADLINE_METRICS
 # Every metric is judged by its distance to the retrained reference (the gold standard of unlearning).
 GAP_COLUMNS = tuple(f"gap_{m}" for m in METRIC_COLUMNS)
 REFERENCE_METHODS = ("original", "retrained")
+# A run of this method is the retrained reference itself (a sweep's reference ensemble): shown, never a candidate.
+REFERENCE_RUN_METHOD = "retrain"
+NOT_CANDIDATES = (*REFERENCE_METHODS, REFERENCE_RUN_METHOD)
 SPEED_COLUMN = "speed-up vs retrain (x)"
 DECIMALS = 2  # what the table shows; ties are decided on the shown values
 # A run forgot when it closed at least this share of the original's distance to the retrained model on FA
@@ -36,11 +40,13 @@ DECIMALS = 2  # what the table shows; ties are decided on the shown values
 FORGOT_SHARE = 0.75
 FORGOT_FLOOR = 1.0
 
-# Display names carry each column's direction; the tooltips say what it measures and what is good.
+# Display names carry what is good: "→ retrained" where the target is the retrained model's value (closeness is
+# the rule, :data:`unlearn_core.metrics.METRIC_INFO`), an arrow only where lower or higher is better; the tooltips
+# say what each column measures.
 # Short enough that the whole table fits beside the sidebar in a 1500 px window (measured in Chromium).
 DISPLAY = {
     "FA": "FA", "RA": "RA", "TA": "TA", "Acc_f": "Acc_f", "Acc_r": "Acc_r",
-    "MIA_svc": "MIA-SVC non-mem. ↑", "MIA_entropy": "MIA-ent. member ↓",
+    "MIA_svc": "MIA-SVC → retrained", "MIA_entropy": "MIA-ent. → retrained",
     "avg_gap": "Avg. Gap ↓", "seconds": "time (s)", "rte": SPEED_COLUMN, "scope": "scope",
     **{f"gap_{m}": f"|Δ {m}|" for m in METRIC_COLUMNS},
 }
@@ -111,7 +117,10 @@ def metrics_table(runs: list[dict]) -> pd.DataFrame:
                                          newest.avg_gap_keys or AVG_GAP_KEYS)
             rows.append(row)
     for run, report in done:
-        row = {"run": f"#{run['id']} {run['method']}", "method": run["method"],
+        label = f"#{run['id']} {run['method']}"
+        if run["method"] == REFERENCE_RUN_METHOD:
+            label += " (reference)"
+        row = {"run": label, "method": run["method"],
                **{k: _value(report.unlearned, k) for k in METRIC_COLUMNS},
                "seconds": report.seconds, "rte": report.rte, "avg_gap": report.avg_gap, "run_id": run["id"]}
         rows.append(row)
@@ -190,10 +199,10 @@ def judged_table(runs: list[dict]) -> pd.DataFrame:
     in_scope, scope, did_forget = [], [], []
     rte = table["rte"].to_numpy(dtype=float).copy()
     for i, row in enumerate(table.itertuples(index=False)):
-        if row.method in REFERENCE_METHODS:
+        if row.method in NOT_CANDIDATES:
             in_scope.append(True)
             scope.append("reference")
-            did_forget.append(row.method == "retrained")
+            did_forget.append(row.method != "original")
             continue
         report = reports[int(row.run_id)]
         inside = report.in_scope is not False
@@ -212,7 +221,7 @@ def best_cells(table: pd.DataFrame) -> dict[str, set[str]]:
     Metric columns are judged by their gap to the retrained model, so
     ``best["FA"] == best["gap_FA"]``.
     """
-    competing = table[~table["method"].isin(REFERENCE_METHODS)]
+    competing = table[~table["method"].isin(NOT_CANDIDATES)]
     if "in_scope" in competing:
         competing = competing[competing["in_scope"].astype(bool)]
     best: dict[str, set[str]] = {}
@@ -298,3 +307,9 @@ def display_frame(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
             values = pd.to_numeric(frame[column], errors="coerce")
             frame[column] = [f"{v:.{DECIMALS}f}" if math.isfinite(v) else "–" for v in values]
     return frame.rename(columns={c: DISPLAY.get(c, c) for c in columns})
+
+
+def shown_csv(table: pd.DataFrame, columns: list[str]) -> bytes:
+    """The table as the Results page shows it, as CSV: its run labels (with the ⚠ badge), display names and the
+    shown two-decimal values ("–" where a value does not apply), not the run store's raw columns."""
+    return display_frame(table, columns).to_csv(index=True).encode("utf-8")
