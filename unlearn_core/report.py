@@ -13,7 +13,6 @@ kept in ``extra`` and written back unchanged).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -67,17 +66,6 @@ METRIC_INFO = {info.key: info for info in (
 # Keys every ModelMetrics dict carries (``None`` where undefined, e.g. Acc_f for sample forgetting).
 _ALWAYS = ("FA", "RA", "TA", "TA_retain", "Acc_f", "Acc_r", "MIA_svc", "MIA_svc_detail", "MIA_entropy",
            "per_class_test")
-
-
-def finite_or_none(value: Any) -> float | None:
-    """``value`` as a finite float, else ``None`` (NaN, inf, text and missing values all read as ``None``)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 @dataclass

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from unlearn_core.errors import MethodError, ParameterError
+from unlearn_core.jsonsafe import finite_or_none
 from unlearn_core.nullspace import LayerSpectrum, accumulate_energy, make_spectrum, tracked_layers
 from unlearn_core.progress import Reporter
 
@@ -323,19 +324,15 @@ class SubspaceComparison:
         return {
             f"{prefix}_in_unsc": None if empty else energy_share(basis, retained),
             f"{prefix}_angles_deg": _degrees(principal_angles(basis, retained)),
-            f"{prefix}_retain_energy": None if empty else _finite_or_none(
+            f"{prefix}_retain_energy": None if empty else finite_or_none(
                 data_energy_share(pair.retain.pairs.values, pair.retain.pairs.vectors(), basis)),
-            f"{prefix}_forget_energy": None if empty else _finite_or_none(
+            f"{prefix}_forget_energy": None if empty else finite_or_none(
                 data_energy_share(pair.forget.pairs.values, pair.forget.pairs.vectors(), basis)),
         }
 
 
 def _degrees(angles: np.ndarray) -> list[float]:
     return [float(math.degrees(a)) for a in angles]
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def head_layer_name(model: nn.Module) -> str:
