@@ -190,18 +190,25 @@ def test_results_draw_a_runs_evidence_and_unlearn_asks_for_it(tmp_path, env):
     _borrow_checkpoints(tmp_path)
     env(tmp_path)
     setup = prepare("digits", "mlp", "class:3", 0, device="cpu")
+    from unlearn_core.evidence import EvidenceRequest
+
     run_and_record(setup, "finetune", {"epochs": 1}, store=RunStore(tmp_path / "runs.sqlite"),
-                   evidence="probe,relearn,curves")
+                   evidence=EvidenceRequest.parse("all", {"relearn_retain.steps": 20}))
     at = start("results")
     assert any("Evidence of forgetting" in m for m in texts(at.markdown))
     titles = [s["layout"].get("title", {}).get("text", "") for s in chart_specs(at)]
     assert any(t.startswith("Feature probe") for t in titles)
     assert any(t.startswith("Relearning") for t in titles)
     assert any(t.startswith("Unlearning curve of finetune") for t in titles)
-    assert {m.label for m in at.metric} >= {"relearn steps: unlearned", "relearn steps: retrained"}
+    assert any(t.startswith("Linear CKA per layer of finetune") for t in titles)
+    assert any(t.startswith("Relearn from retained data only") for t in titles)
+    assert {m.label for m in at.metric} >= {"relearn steps: unlearned", "relearn steps: retrained",
+                                            "forget acc. after retain-only fine-tuning: unlearned"}
 
     at.switch_page("app_pages/unlearn.py").run()
     at.multiselect(key="w_methods").set_value(["unsc"]).run()
+    assert {"cka", "relearn_retain"} <= set(at.multiselect(key="w_evidence").options) or \
+        {"CKA per layer", "relearn from retained data"} <= set(at.multiselect(key="w_evidence").options)
     at.multiselect(key="w_evidence").set_value(["curves"])  # in the form: sent with its submit button
     next(b for b in at.button if b.label.startswith("Run ")).click().run()
     assert not at.exception, at.exception
