@@ -103,6 +103,47 @@ def test_sweeps_page_draws_the_phase_map_and_the_pareto_scatter(sweep_dir, env):
         assert colour == pytest.approx(frame.loc[cell_id, "retain_gap"])
 
 
+def test_the_phase_map_colours_cells_by_their_ensemble_verdicts(tmp_path, env):
+    """A sweep with 3 seeds and 3 retrained models: forget quality, KLoM P95 and U-LiRA TPR at 1 % FPR are each
+    selectable as the phase map's colour, on a fixed range; the two-seed sweep's cells are grey and say why."""
+    from unlearn_core.store import RunStore
+    from unlearn_core.sweeps import SweepSpec, run_sweep
+    from unlearn_core.tables import cell_frame
+
+    _borrow_checkpoints(tmp_path)
+    spec = SweepSpec(dataset="digits", model="mlp", forgets=["class:3"], methods=["ga"],
+                     grid={"ga": {"lr": [1e-3, 4e-3]}}, seeds=[0, 1, 2], retrains=3, tag="t-verdicts")
+    result = run_sweep(spec, engine="inline", device="cpu", store=RunStore(tmp_path / "runs.sqlite"),
+                       log=lambda _: None, save_checkpoints=False)
+    env(tmp_path)
+    at = start("sweeps")
+    frame = cell_frame(result).set_index("cell_id")
+    for colour, column, low, high in (("forget quality", "forget_quality", 0.0, 1.0),
+                                      ("KLoM P95", "klom_p95_forget", 0.0, None),
+                                      ("U-LiRA TPR@1%FPR", "ulira_tpr_at_1fpr", 0.0, 1.0)):
+        at.radio(key="w_sweep_colour").set_value(colour).run()
+        assert not at.exception, at.exception
+        points = chart_specs(at)[0]["data"][0]
+        assert sorted(points["customdata"]) == sorted(frame.index)
+        assert points["marker"]["cmin"] == low and (high is None or points["marker"]["cmax"] == high)
+        for cell_id, value in zip(points["customdata"], points["marker"]["color"]):
+            assert value == pytest.approx(frame.loc[cell_id, column])
+            cell = next(c for c in result["cells"] if c["id"] == cell_id)
+            expected = {"forget_quality": cell["forget_quality"], "klom_p95_forget": cell["klom_p95"]["forget"],
+                        "ulira_tpr_at_1fpr": cell["ulira"]["tpr_at_1fpr"]}[column]
+            assert value == pytest.approx(expected)
+
+
+def test_a_sweep_without_verdicts_greys_their_colours(sweep_dir, env):
+    folder, _ = sweep_dir
+    env(folder)
+    at = start("sweeps")
+    at.radio(key="w_sweep_colour").set_value("forget quality").run()
+    assert not at.exception
+    traces = chart_specs(at)[0]["data"]
+    assert any("needs 3+ seeds" in (t.get("name") or "") for t in traces)
+
+
 def test_a_cell_opens_its_runs_in_results_with_intervals_over_seeds_and_the_ensemble_band(sweep_dir, env):
     folder, result = sweep_dir
     env(folder)
