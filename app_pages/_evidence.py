@@ -70,3 +70,38 @@ def show_evidence(evidence: dict, run: dict) -> None:
                             "model's was only suppressed.")
         if any((relearn.get(w) or {}).get("accuracy_by_step") for w in ("original", "unlearned", "retrained")):
             st.plotly_chart(relearn_retain_curves(relearn, method), width="stretch", key="evidence_relearn_retain")
+
+
+def show_cell_verdicts(store, run: dict) -> None:
+    """The run's sweep cell against the retrained ensemble: KLoM per sample and the U-LiRA ROC, when the sweep
+    kept its runs' outputs (3+ seeds and 3+ retrained models); otherwise one line says why there are none."""
+    from unlearn_core.errors import UnlearnError
+    from unlearn_core.figures import klom_histogram, ulira_roc
+    from unlearn_core.sweeps import cell_verdict_details
+
+    config = run.get("config") or {}
+    tag, cell_id = config.get("sweep"), config.get("sweep_cell")
+    if not tag or not cell_id or config.get("sweep_role") != "run":
+        return
+    memo = st.session_state.setdefault("_cell_verdicts", {})
+    if (tag, cell_id) not in memo:
+        try:
+            memo[(tag, cell_id)] = cell_verdict_details(store, tag, cell_id)
+        except UnlearnError:
+            memo[(tag, cell_id)] = None
+    details = memo[(tag, cell_id)]
+    if details is None:
+        st.caption(f"Sweep `{tag}` has no ensemble verdicts for this cell: they need the runs' outputs of at least "
+                   "3 seeds and 3 retrained models on one forget set (run the sweep with `--seeds 0,1,2 "
+                   "--retrains 3` or more).")
+        return
+    st.markdown(f"**Against the retrained ensemble** (sweep `{tag}`, protocol `{details['protocol']}`: "
+                f"{details['k_unlearned']} runs of this cell, {details['k_retrained']} retrained models; the "
+                f"attack and forget quality use {details['k_used']} of each)")
+    st.plotly_chart(klom_histogram(details["klom"], run["method"], details["k_used"]), width="stretch",
+                    key="evidence_klom")
+    st.plotly_chart(ulira_roc(details["roc"], run["method"]), width="stretch", key="evidence_ulira")
+    st.caption(f"Forget quality (the competition's released metric.py) {details['forget_quality']:.3f}. KLoM: per "
+               "sample, the KL divergence between the margins of this cell's models and the retrained models' "
+               "(EasyDUB; 0 = alike). ROC: a per-sample likelihood-ratio attack (U-LiRA) telling this cell's models "
+               "from the retrained ones, each target held out of the fit; the diagonal is chance.")

@@ -306,6 +306,18 @@ def test_competition_protocol_runs_a_deterministic_method_from_one_original_and_
     assert keys[0] == seed_keys[0] and keys[1] != seed_keys[1] and keys[2] != seed_keys[2]
     with pytest.raises(ParameterError, match="--protocol"):
         validate(_spec("bad", protocol="one"))
+    # Per-sample views of the cell for Results: KLoM per sample and the attack's ROC, the cell's numbers behind them.
+    from unlearn_core.sweeps import cell_verdict_details
+
+    details = cell_verdict_details(store, "comp", cell["id"])
+    assert details["k_used"] == 3 and details["protocol"] == "competition" and details["forget_quality"] == 0.0
+    n_forget = len(store.get(cell["runs"][0]["run_id"])["report"]["verdict_outputs"]["forget"]["phi"])
+    assert len(details["klom"]["forget"]) == n_forget and set(details["klom"]) == {"forget", "retain", "validation"}
+    assert details["klom_p95"]["forget"] == pytest.approx(cell["klom_p95"]["forget"])
+    roc = details["roc"]["forget"]
+    assert roc["auc"] == pytest.approx(cell["ulira"]["auc"]) and roc["fpr"][0] == 0.0 and roc["tpr"][-1] == 1.0
+    assert all(a <= b for a, b in zip(roc["fpr"], roc["fpr"][1:]))
+    assert cell_verdict_details(store, "comp", "no-such-cell") is None
 
 
 def test_bench_with_evidence_prints_the_evidence_table(tmp_path, capsys):

@@ -132,16 +132,30 @@ def test_the_phase_map_colours_cells_by_their_ensemble_verdicts(tmp_path, env):
             expected = {"forget_quality": cell["forget_quality"], "klom_p95_forget": cell["klom_p95"]["forget"],
                         "ulira_tpr_at_1fpr": cell["ulira"]["tpr_at_1fpr"]}[column]
             assert value == pytest.approx(expected)
+    # Results: a run of the sweep shows its cell's KLoM per sample and the attack's ROC against the retrained models.
+    run_id = result["cells"][0]["runs"][0]["run_id"]
+    at.switch_page("app_pages/results.py").run()
+    at.selectbox(key="w_results_run").set_value(run_id).run()
+    assert not at.exception, at.exception
+    titles = [spec["layout"].get("title", {}).get("text", "") for spec in chart_specs(at)]
+    assert any(t.startswith("KLoM per sample of ga") and "K = 3" in t for t in titles)
+    roc = next(spec for spec in chart_specs(at) if spec["layout"].get("title", {}).get("text", "").startswith(
+        "U-LiRA ROC of ga"))
+    assert roc["data"][0]["name"] == f"forget (AUC {result['cells'][0]['ulira']['auc']:.2f})"
 
 
 def test_a_sweep_without_verdicts_greys_their_colours(sweep_dir, env):
-    folder, _ = sweep_dir
+    folder, result = sweep_dir
     env(folder)
     at = start("sweeps")
     at.radio(key="w_sweep_colour").set_value("forget quality").run()
     assert not at.exception
     traces = chart_specs(at)[0]["data"]
     assert any("needs 3+ seeds" in (t.get("name") or "") for t in traces)
+    at.switch_page("app_pages/results.py").run()
+    at.selectbox(key="w_results_run").set_value(result["cells"][0]["runs"][0]["run_id"]).run()
+    assert not at.exception, at.exception
+    assert any("has no ensemble verdicts" in c for c in texts(at.caption))
 
 
 def test_a_cell_opens_its_runs_in_results_with_intervals_over_seeds_and_the_ensemble_band(sweep_dir, env):

@@ -201,6 +201,16 @@ def test_cka_and_retain_relearn_figures():
     assert fig.layout.shapes[0].y0 == 99.0    # the original's forget accuracy
 
 
+def test_klom_histogram_and_ulira_roc():
+    from unlearn_core.figures import klom_histogram, ulira_roc
+
+    fig = klom_histogram({"forget": [0.0, 11.5, 3.0], "retain": [0.0, 0.1], "validation": []}, "ga", 4)
+    assert [t.name for t in fig.data] == ["forget (3)", "retain (2)"] and "K = 4" in fig.layout.title.text
+    fig = ulira_roc({"forget": {"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 1.0, 1.0], "auc": 0.75}}, "ga")
+    assert fig.data[0].name == "forget (AUC 0.75)" and list(fig.data[0].y) == [0.0, 1.0, 1.0]
+    assert fig.data[-1].name == "chance" and fig.layout.xaxis.type == "log"
+
+
 def test_a_cell_without_a_value_is_grey_never_the_neutral_white():
     from unlearn_core.figures import phase_map
 

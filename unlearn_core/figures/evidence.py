@@ -125,3 +125,38 @@ def relearn_retain_curves(relearn: dict, method: str) -> go.Figure:
                       yaxis=dict(title="forget accuracy (%)", range=[-5, 105]), template="plotly_white", height=330,
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig
+
+
+VERDICT_SPLIT_COLOURS = {"forget": "#D62728", "retain": "#1F77B4", "validation": "#7F7F7F"}
+
+
+def klom_histogram(klom: dict, method: str, k: int | None = None) -> go.Figure:
+    """KLoM per sample (``{split: [values]}``) as overlaid histograms on forget, retain and validation samples:
+    0 = the margins of the method's models and of the retrained models agree on that sample."""
+    fig = go.Figure()
+    for split, values in klom.items():
+        if values:
+            fig.add_trace(go.Histogram(x=values, name=f"{split} ({len(values)})", opacity=0.6, nbinsx=40,
+                                       marker_color=VERDICT_SPLIT_COLOURS.get(split)))
+    models = f", K = {k}" if k else ""
+    fig.update_layout(barmode="overlay", title=f"KLoM per sample of {method} against the retrained models{models}",
+                      xaxis_title="KL(unlearned || retrained) of margins", yaxis_title="samples",
+                      template="plotly_white", height=330, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def ulira_roc(roc: dict, method: str) -> go.Figure:
+    """The U-LiRA attack's ROC per split (``{split: {"fpr", "tpr", "auc"}}``), log-scaled FPR, with chance."""
+    fig = go.Figure()
+    for split, curve in roc.items():
+        auc = curve.get("auc")
+        fig.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines",
+                                 name=split + ("" if auc is None else f" (AUC {auc:.2f})"),
+                                 line=dict(color=VERDICT_SPLIT_COLOURS.get(split))))
+    chance = [1e-3, 1.0]
+    fig.add_trace(go.Scatter(x=chance, y=chance, mode="lines", name="chance", line=dict(color="#BBB", dash="dot")))
+    fig.update_layout(title=f"U-LiRA ROC of {method}: unlearned vs retrained, per sample",
+                      xaxis=dict(title="false-positive rate", type="log", range=[-3, 0]),
+                      yaxis=dict(title="true-positive rate", range=[0, 1.02]), template="plotly_white", height=330,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig

@@ -42,7 +42,8 @@ seeds), :mod:`~unlearn_core.sweeps.work` (what runs inside a task),
 and :mod:`~unlearn_core.sweeps.output` (markdown, CSV, JSON).
 """
 
-from unlearn_core.sweeps.aggregate import EVIDENCE_METRICS, REPORT_FLAGS, VERDICT_KEYS, summarize, sweep_result
+from unlearn_core.sweeps.aggregate import (EVIDENCE_METRICS, REPORT_FLAGS, VERDICT_KEYS, cell_verdict_details,
+                                           summarize, sweep_result)
 from unlearn_core.sweeps.driver import SweepDriver, SweepEvent, run_sweep, start_engine
 from unlearn_core.sweeps.engines import MAX_RAY_TEMP_DIR, InlineEngine, RayEngine, ray_temp_dir
 from unlearn_core.sweeps.output import (TABLE_METRICS, csv_bytes, flat_rows, json_bytes, markdown_tables, new_tag,
@@ -56,7 +57,7 @@ from unlearn_core.sweeps.work import execute_run, train_model
 __all__ = ["Cell", "ENGINES", "EVIDENCE_METRICS", "EngineConfig", "InlineEngine",
            "KEY_VERSION", "MAX_RAY_TEMP_DIR", "OBJECTIVES", "PlannedRun", "REPORT_FLAGS",
            "PROTOCOLS", "RayEngine", "SEARCHERS", "VERDICT_KEYS", "SweepDriver", "SweepError", "SweepEvent",
-           "SweepSpec", "TABLE_METRICS", "cells", "csv_bytes", "default_tag", "evidence_dict", "execute_run",
+           "SweepSpec", "TABLE_METRICS", "cell_verdict_details", "cells", "csv_bytes", "default_tag", "evidence_dict", "execute_run",
            "flat_rows", "json_bytes", "markdown_tables", "new_tag", "parse_grid", "parse_methods", "parse_seeds",
            "plan", "ray_temp_dir", "reference_seeds", "run_key", "run_search", "run_sweep", "search_space",
            "search_summary", "start_engine", "summarize", "sweep_result", "train_model", "validate", "rows_csv_bytes"]

@@ -246,3 +246,48 @@ def _verdicts(cell_runs: list[dict], forget_entry: dict, protocol: str) -> dict:
         except UnlearnError as error:
             info["note"] = str(error)
     return out
+
+
+def cell_verdict_details(store, tag: str, cell_id: str) -> dict | None:
+    """Per-sample views of one sweep cell's verdicts: KLoM per sample and the U-LiRA ROC, from the store.
+
+    ``{"klom": {split: [values]}, "roc": {split: {"fpr", "tpr"}}, "k_used", "k_unlearned", "k_retrained",
+    "protocol"}`` for ``forget``, ``retain`` (and ``validation`` for KLoM), from the cell's runs' and the
+    reference models' stored ``verdict_outputs`` (:func:`~unlearn_core.evidence.ensemble_verdicts` with
+    ``per_sample``, :func:`~unlearn_core.evidence.ulira_scores` and :func:`~unlearn_core.evidence.roc_curve`
+    on the first ``k_used`` models of each family, as the cell's numbers use them). None when the cell has
+    no verdicts (too few models, another forget set per seed).
+    """
+    import numpy as np
+
+    from unlearn_core.evidence import RunOutputs, ensemble_verdicts, roc_curve, ulira_scores
+
+    sweep = store.get_sweep(tag)
+    if sweep is None:
+        raise SweepError(f"no sweep is recorded with tag {tag!r}")
+    runs = [r for r in store.sweep_runs(tag) if r["status"] == "done" and (r["report"] or {}).get("verdict_outputs")]
+    cell = [r for r in runs if r["role"] == "run" and Cell(r["dataset"], r["model"], r["forget"], r["method"],
+                                                             tuple(sorted(r["params"].items()))).cell_id() == cell_id]
+    if not cell:
+        return None
+    forget = cell[0]["forget"]
+    references = [r for r in runs if r["role"] == "reference" and r["forget"] == forget]
+    keys = {r["report"].get("verdict_split_key") for r in cell + references}
+    if len(keys) != 1:
+        return None
+    unlearned = [RunOutputs.from_dict(r["report"]["verdict_outputs"]) for r in sorted(cell, key=lambda r: r["seed"])]
+    retrained = [RunOutputs.from_dict(r["report"]["verdict_outputs"]) for r in references]
+    try:
+        verdicts = ensemble_verdicts(unlearned, retrained, (sweep["spec"] or {}).get("protocol") or "seeds")
+    except UnlearnError:
+        return None
+    k = verdicts.k_used
+    roc = {}
+    for split in ("forget", "retain"):
+        if split in unlearned[0].phi and len(unlearned[0].phi[split]):
+            positives, negatives = ulira_scores(np.stack([u.phi[split] for u in unlearned[:k]]),
+                                                np.stack([r.phi[split] for r in retrained[:k]]))
+            roc[split] = {**roc_curve(positives, negatives), **verdicts.ulira.per_split[split]}
+    return {"klom": verdicts.klom.to_dict(per_sample=True)["per_sample"], "klom_p95": verdicts.klom.p95, "roc": roc,
+            "k_used": k, "k_unlearned": verdicts.k_unlearned, "k_retrained": verdicts.k_retrained,
+            "protocol": verdicts.protocol, "forget_quality": verdicts.forget_quality.score}
