@@ -11,10 +11,10 @@ def _number(value, decimals: int = 1) -> str:
 
 def show_evidence(evidence: dict, run: dict) -> None:
     from app_pages import _shared
-    from unlearn_core.figures import probe_bars, relearn_curves, unlearning_curves
+    from unlearn_core.figures import cka_layers, probe_bars, relearn_curves, relearn_retain_curves, unlearning_curves
 
     method = run["method"]
-    kinds = [k for k in ("probe", "relearn", "curves") if evidence.get(k)]
+    kinds = [k for k in ("probe", "relearn", "curves", "cka", "relearn_retain") if evidence.get(k)]
     st.markdown(f"**Evidence of forgetting** for run #{run['id']} ({', '.join(kinds) or 'none recorded'})")
     if evidence.get("probe"):
         st.plotly_chart(probe_bars(evidence["probe"], method), width="stretch", key="evidence_probe",
@@ -51,3 +51,61 @@ def show_evidence(evidence: dict, run: dict) -> None:
                    f"and {curves.get('n_retain_test')} retained test samples) after "
                    + ("each epoch" if not curves.get("every") else f"every {curves['every']} steps")
                    + "; step 0 is the original model. A falling Acc_r shows over-unlearning while it happens.")
+    if evidence.get("cka"):
+        cka = evidence["cka"]
+        st.plotly_chart(cka_layers(cka, method), width="stretch", key="evidence_cka")
+        st.caption(f"Linear CKA between the unlearned model's layer outputs and each reference's, on "
+                   f"{cka.get('n_forget', '?')} forget and {cka.get('n_retain', '?')} retained training samples. "
+                   "Solid near 1 on forget samples: that layer still computes what the original computed on the "
+                   "forgotten data (hidden, not forgotten); a method that changed only the head keeps 1 in every "
+                   "layer below it. Dotted near 1: the layer looks like the retrained model's.")
+    if evidence.get("relearn_retain"):
+        relearn = evidence["relearn_retain"]
+        cols = st.columns(3)
+        for col, which in zip(cols, ("original", "unlearned", "retrained")):
+            values = relearn.get(which) or {}
+            start, final = values.get("start_acc"), values.get("final_acc")
+            delta = None if start is None or final is None else f"{final - start:+.1f} points"
+            col.metric(f"forget acc. after retain-only fine-tuning: {which}",
+                       "–" if final is None else f"{final:.1f} %" + ("  (diverged)" if values.get("diverged") else ""),
+                       delta, delta_color="inverse",
+                       help="Fine-tuning on retained samples alone, no forget sample (the 'dormant to deleted' "
+                            "test, arXiv 2505.22310). Forget accuracy that comes back well above the retrained "
+                            "model's was only suppressed.")
+        if any((relearn.get(w) or {}).get("accuracy_by_step") for w in ("original", "unlearned", "retrained")):
+            st.plotly_chart(relearn_retain_curves(relearn, method), width="stretch", key="evidence_relearn_retain")
+
+
+def show_cell_verdicts(store, run: dict) -> None:
+    """The run's sweep cell against the retrained ensemble: KLoM per sample and the U-LiRA ROC, when the sweep
+    kept its runs' outputs (3+ seeds and 3+ retrained models); otherwise one line says why there are none."""
+    from unlearn_core.errors import UnlearnError
+    from unlearn_core.figures import klom_histogram, ulira_roc
+    from unlearn_core.sweeps import cell_verdict_details
+
+    config = run.get("config") or {}
+    tag, cell_id = config.get("sweep"), config.get("sweep_cell")
+    if not tag or not cell_id or config.get("sweep_role") != "run":
+        return
+    memo = st.session_state.setdefault("_cell_verdicts", {})
+    if (tag, cell_id) not in memo:
+        try:
+            memo[(tag, cell_id)] = cell_verdict_details(store, tag, cell_id)
+        except UnlearnError:
+            memo[(tag, cell_id)] = None
+    details = memo[(tag, cell_id)]
+    if details is None:
+        st.caption(f"Sweep `{tag}` has no ensemble verdicts for this cell: they need the runs' outputs of at least "
+                   "3 seeds and 3 retrained models on one forget set (run the sweep with `--seeds 0,1,2 "
+                   "--retrains 3` or more).")
+        return
+    st.markdown(f"**Against the retrained ensemble** (sweep `{tag}`, protocol `{details['protocol']}`: "
+                f"{details['k_unlearned']} runs of this cell, {details['k_retrained']} retrained models; the "
+                f"attack and forget quality use {details['k_used']} of each)")
+    st.plotly_chart(klom_histogram(details["klom"], run["method"], details["k_used"]), width="stretch",
+                    key="evidence_klom")
+    st.plotly_chart(ulira_roc(details["roc"], run["method"]), width="stretch", key="evidence_ulira")
+    st.caption(f"Forget quality (the competition's released metric.py) {details['forget_quality']:.3f}. KLoM: per "
+               "sample, the KL divergence between the margins of this cell's models and the retrained models' "
+               "(EasyDUB; 0 = alike). ROC: a per-sample likelihood-ratio attack (U-LiRA) telling this cell's models "
+               "from the retrained ones, each target held out of the fit; the diagonal is chance.")

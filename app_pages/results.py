@@ -213,6 +213,10 @@ if evidence:
     from app_pages._evidence import show_evidence
 
     show_evidence(evidence, run)
+if (run.get("config") or {}).get("sweep"):
+    from app_pages._evidence import show_cell_verdicts
+
+    show_cell_verdicts(_shared.store(), run)
 try:
     outputs = _shared.run_outputs(run_id, setup, run)
 except UnlearnError as error:

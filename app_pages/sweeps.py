@@ -277,6 +277,17 @@ def clicked_cell(event) -> str | None:
     return None
 
 
+VERDICT_CAPTIONS = {
+    "forget quality": "Colour: forget quality as the NeurIPS 2023 competition's released metric.py computes it "
+                      "(1 = no threshold attack tells the cell's models from the retrained ones, 0 = every forget "
+                      "sample gives them away).",
+    "KLoM P95": "Colour: the 95th percentile over forget samples of KLoM, the KL divergence between the margins "
+                "of the cell's models and of the retrained models (EasyDUB; 0 = alike, 11.5 = no overlap).",
+    "U-LiRA TPR@1%FPR": "Colour: true-positive rate at 1 % false positives of a per-sample likelihood-ratio attack "
+                        "that tells the cell's models from the retrained ones on forget samples (0.01 = chance).",
+}
+
+
 @st.fragment
 def phase_section() -> None:
     """Method, axes and colour redraw only this chart (a fragment), never the Pareto scatter below."""
@@ -304,10 +315,15 @@ def phase_section() -> None:
         st.caption(f"{matrix['collisions']} cell(s) share a grid point with another (they differ in "
                    f"{', '.join(others)}); each point shows the one with the most seeds.")
     metric = {"forget gap": f_metric, "retain drop": r_metric}.get(colour)
-    st.caption((f"Colour: mean {metric} over seeds minus the retrained models' mean, in points. " if metric else
-                "Colour: mean Avg. Gap over seeds (0 = like retraining). ")
-               + "The colour range is fixed and symmetric, so the same colour means the same gap in every sweep. "
-                 "Click a cell to open its runs in Results.")
+    if matrix["range"]:
+        st.caption(VERDICT_CAPTIONS[colour] + " Computed over the cell's seeds against the retrained models "
+                   "(docs/EVIDENCE.md); the range is fixed, so the same colour means the same value in every "
+                   "sweep. Click a cell to open its runs in Results.")
+    else:
+        st.caption((f"Colour: mean {metric} over seeds minus the retrained models' mean, in points. " if metric else
+                    "Colour: mean Avg. Gap over seeds (0 = like retraining). ")
+                   + "The colour range is fixed and symmetric, so the same colour means the same gap in every "
+                     "sweep. Click a cell to open its runs in Results.")
     cell_id = clicked_cell(event)
     if cell_id:
         st.session_state["sweep_open_cell"] = cell_id

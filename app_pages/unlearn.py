@@ -25,7 +25,8 @@ if st.session_state.get("forget_pending"):
     st.warning("The Forget set page is on hand-picked samples with none picked yet: runs started here use the "
                "forget set above.", icon=":material/info:")
 
-EVIDENCE_LABELS = {"probe": "feature probe", "relearn": "relearn time", "curves": "unlearning curves"}
+EVIDENCE_LABELS = {"probe": "feature probe", "relearn": "relearn time", "curves": "unlearning curves",
+                   "cka": "CKA per layer", "relearn_retain": "relearn from retained data"}
 names = method_names()
 # The chosen methods and their parameters come back on every visit (Streamlit forgets widgets of other pages).
 _shared.restore_widgets("unlearn")
@@ -91,7 +92,9 @@ if chosen:
         evidence = st.multiselect(
             "Evidence", EVIDENCE_KINDS, key="w_evidence", format_func=EVIDENCE_LABELS.get,
             help="Record deeper evidence of forgetting with each run: a linear/k-NN probe on the frozen features, "
-                 "how many fine-tuning steps relearn the forget set, and Acc_f/Acc_r along the method's steps. "
+                 "how many fine-tuning steps relearn the forget set, Acc_f/Acc_r along the method's steps, linear "
+                 "CKA per layer against the original and the retrained model, and how much forget accuracy "
+                 "fine-tuning on retained data alone brings back. "
                  "Shown in Results under the run. Adds seconds per run.")
         submitted = st.form_submit_button(f"Run {len(chosen)} method(s)", type="primary",
                                           icon=":material/play_arrow:")

@@ -33,6 +33,36 @@ def test_methods_lists_declared_parameters(capsys):
     assert {p["name"] for p in methods["finetune"]["params"]} >= {"lr", "epochs", "batch_size"}
 
 
+def test_evidence_help_lists_every_kind(capsys):
+    from unlearn_core.evidence import ALL_KINDS
+
+    for command in (["unlearn"], ["sweep"], ["bench"]):
+        with pytest.raises(SystemExit):
+            main(command + ["--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(kind in text for kind in ALL_KINDS), command
+
+
+def test_unlearn_evidence_cka_and_relearn_retain(tmp_path, capsys):
+    """``--evidence cka,relearn_retain``: CKA per layer against both references on forget and retained samples,
+    and the retain-only relearn test for the unlearned model and both references, in the report and the text."""
+    out = tmp_path / "out.json"
+    code = main(["unlearn", "--dataset", "digits", "--model", "mlp", "--forget", "class:3", "--method", "ssd",
+                 "--evidence", "cka,relearn_retain", "--evidence-param", "relearn_retain.steps=20",
+                 "--json", str(out), "--no-progress", "--no-record"])
+    assert code == 0
+    evidence = json.loads(out.read_text())["evidence"]
+    cka = evidence["cka"]
+    assert cka["layers"] and set(cka["forget"]) == set(cka["retain"]) == {"original", "retrained"}
+    assert all(len(cka[s][r]) == len(cka["layers"]) for s in ("forget", "retain") for r in ("original", "retrained"))
+    assert all(0.0 <= v <= 1.0 + 1e-6 for s in ("forget", "retain") for r in ("original", "retrained")
+               for v in cka[s][r] if v is not None)
+    relearn = evidence["relearn_retain"]
+    assert set(relearn) == {"original", "unlearned", "retrained"} and relearn["unlearned"]["steps"] == 20
+    text = capsys.readouterr()
+    assert "linear CKA per layer" in text.out + text.err and "relearn from retained data only" in text.out + text.err
+
+
 def test_unlearn_writes_a_complete_report(tmp_path, capsys):
     out = tmp_path / "out.json"
     code = main(["unlearn", "--dataset", "digits", "--model", "mlp", "--forget", "class:3", "--method", "finetune",

@@ -69,7 +69,8 @@ def test_requests_parse_and_refuse_bad_input():
     request = EvidenceRequest.parse("curves, probe", {"probe.k": "3"})
     assert request.kinds == ("probe", "curves")  # canonical order
     assert request.params["probe"]["k"] == 3 and request.params["curves"]["every"] == 0
-    assert EvidenceRequest.parse("all").kinds == ("probe", "relearn", "curves")
+    # "all" is every per-run kind, the layer comparison and the retain-only relearn test included
+    assert EvidenceRequest.parse("all").kinds == ("probe", "relearn", "curves", "cka", "relearn_retain")
     assert EvidenceRequest.parse(None) is None and EvidenceRequest.parse("") is None
     with pytest.raises(EvidenceError, match="unknown evidence 'probes'"):
         EvidenceRequest.parse("probes")

@@ -240,32 +240,92 @@ def test_a_narrower_request_under_the_same_tag_shows_only_its_own_runs(tmp_path)
 
 
 def test_inline_sweep_scores_each_cell_against_the_reference_ensemble_and_keeps_evidence(tmp_path):
-    """Two seeds and two retrained models: every cell gets a retrain-distinguisher score (flagged as too few models
-    to mean much), the retrain cell scores against its own family, a random forget set (drawn anew per seed) gets a
-    note instead of a score, and ``evidence`` puts the probe's numbers into every method run's metrics."""
+    """Three seeds and three retrained models: every cell gets the ensemble verdicts (forget quality as released,
+    the competition score, KLoM P95, U-LiRA), the sweep names its protocol, a random forget set (drawn anew per seed)
+    gets a note instead of verdicts, and ``evidence`` puts the probe's numbers into every method run's metrics."""
     store = RunStore(tmp_path / "runs.sqlite")
     spec = _spec("ev", forgets=["class:3", "random:0.1"], methods=["finetune", "unsc"],
-                 grid={"unsc": {"epochs": [1]}, "finetune": {"epochs": [1]}}, evidence="probe")
+                 grid={"unsc": {"epochs": [1]}, "finetune": {"epochs": [1]}}, evidence="probe", seeds=[0, 1, 2],
+                 retrains=3)
     result = run_sweep(spec, engine="inline", device="cpu", store=store, save_checkpoints=False,
                        log=lambda _m: None)
+    assert result["protocol"] == "seeds"
     class_cells = [c for c in result["cells"] if c["forget"] == "class:3"]
     assert {c["method"] for c in class_cells} == {"finetune", "unsc"}
     for cell in class_cells:
-        score = cell["distinguisher"]
-        assert score["k_unlearned"] == 2 and score["k_retrained"] == 2 and score["meaningful"] is False
-        assert 0.0 <= score["score"] <= 1.0
-        assert cell["summary"]["ev_probe_forget"]["n"] == 2
+        info = cell["verdicts"]
+        assert info["protocol"] == "seeds" and info["k_unlearned"] == info["k_retrained"] == info["k_used"] == 3
+        assert info["note"] is None and info["seconds"] >= 0
+        assert 0.0 <= cell["forget_quality"] <= 1.0
+        assert set(cell["klom_p95"]) == {"forget", "retain", "validation"}
+        assert all(v >= 0.0 for v in cell["klom_p95"].values())
+        assert 0.0 <= cell["ulira"]["auc"] <= 1.0 and 0.0 <= cell["ulira"]["tpr_at_1fpr"] <= 1.0
+        assert 0.0 <= cell["ulira"]["tpr_at_5fpr"] <= 1.0 and "auc" in cell["ulira"]["retain"]
+        score = cell["competition_score"]
+        ra, ta = cell["summary"]["RA"]["mean"], cell["summary"]["TA"]["mean"]
+        ref = result["forgets"][0]["reference"]["metrics"]
+        assert score["forget_quality"] == cell["forget_quality"]
+        assert score["final_score"] == pytest.approx(cell["forget_quality"] * ra / ref["RA"]["mean"]
+                                                     * ta / ref["TA"]["mean"])
+        assert cell["summary"]["ev_probe_forget"]["n"] == 3
         assert cell["summary"]["ev_probe_forget_retrained"]["mean"] is not None
-    # UNSC's class-3 models predict class 3 for no forget sample, retraining's neither: the one-epoch fine-tune
-    # still recognises most 3s, so its confidences sit far from the retrained models' and it scores lower.
-    scores = {c["method"]: c["distinguisher"]["score"] for c in class_cells}
-    assert scores["finetune"] < 0.5
+    # A one-epoch fine-tune still recognises most 3s: its forget-set margins sit far from the retrained models'.
+    finetune = next(c for c in class_cells if c["method"] == "finetune")
+    assert finetune["klom_p95"]["forget"] > 1.0 and finetune["forget_quality"] < 0.5
     for cell in (c for c in result["cells"] if c["forget"] == "random:0.1"):
-        assert cell["distinguisher"]["score"] is None and "differs between seeds" in cell["distinguisher"]["note"]
-    # The confidences stay in the store, not in the result handed to tables and JSON.
-    assert all("_confidences" not in run for cell in result["cells"] for run in cell["runs"])
-    text = __import__("unlearn_core.sweeps", fromlist=["markdown_tables"]).markdown_tables(result)
-    assert "Forget quality (K)" in text and "(2)*" in text
+        assert cell["forget_quality"] is None and "differs between seeds" in cell["verdicts"]["note"]
+    # The outputs stay in the store, not in the result handed to tables and JSON.
+    assert all("_outputs" not in run for cell in result["cells"] for run in cell["runs"])
+    assert all("verdict_outputs" in (store.get(run["run_id"])["report"] or {})
+               for cell in class_cells for run in cell["runs"])
+    from unlearn_core.sweeps import flat_rows, markdown_tables
+
+    text = markdown_tables(result)
+    assert "Forget quality (K) | KLoM P95 | TPR@1%FPR" in text and "(3)" in text and "protocol `seeds`" in text
+    row = next(r for r in flat_rows(result) if r.get("cell") == finetune["id"] and r["row"] == "cell")
+    assert row["forget_quality"] == finetune["forget_quality"] and row["protocol"] == "seeds"
+    assert row["ulira_tpr_at_1fpr"] == finetune["ulira"]["tpr_at_1fpr"]
+
+
+def test_competition_protocol_runs_a_deterministic_method_from_one_original_and_scores_zero(tmp_path):
+    """SSD three times from the first seed's original model (method seeds 0-2) against three retrained models:
+    the unlearned models are identical up to float noise, so forget quality is 0, as the released metric.py gives
+    (tests/test_verdicts.py does the same by hand). Its runs at seeds 1 and 2 are not the ``seeds`` runs."""
+    from unlearn_core.sweeps import plan, validate
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    spec = _spec("comp", methods=["ssd"], grid={}, seeds=[0, 1, 2], retrains=3, protocol="competition")
+    result = run_sweep(spec, engine="inline", device="cpu", store=store, save_checkpoints=False,
+                       log=lambda _m: None)
+    assert result["protocol"] == "competition" and result["spec"]["protocol"] == "competition"
+    (cell,) = result["cells"]
+    assert cell["verdicts"]["protocol"] == "competition" and cell["verdicts"]["k_used"] == 3
+    assert cell["forget_quality"] == 0.0 and cell["competition_score"]["final_score"] == 0.0
+    runs = [store.get(run["run_id"]) for run in cell["runs"]]
+    assert len({r["config"]["original_checkpoint"] for r in runs}) == 1       # one original model
+    assert [r["seed"] for r in runs] == [0, 1, 2]                              # the method's seed varies
+    references = [store.get(i) for i in result["forgets"][0]["reference"]["run_ids"]]
+    assert len({r["config"]["retrained_checkpoint"] for r in references}) == 3
+    # Under ``seeds`` the runs at seeds 1 and 2 start from their own originals: other keys, not confused.
+    recipe = result["spec"]["recipe"]
+    keys = {p.seed: p.key for p in plan(validate(spec), recipe, "cpu") if p.role == "run"}
+    spec.protocol = "seeds"
+    seed_keys = {p.seed: p.key for p in plan(validate(spec), recipe, "cpu") if p.role == "run"}
+    assert keys[0] == seed_keys[0] and keys[1] != seed_keys[1] and keys[2] != seed_keys[2]
+    with pytest.raises(ParameterError, match="--protocol"):
+        validate(_spec("bad", protocol="one"))
+    # Per-sample views of the cell for Results: KLoM per sample and the attack's ROC, the cell's numbers behind them.
+    from unlearn_core.sweeps import cell_verdict_details
+
+    details = cell_verdict_details(store, "comp", cell["id"])
+    assert details["k_used"] == 3 and details["protocol"] == "competition" and details["forget_quality"] == 0.0
+    n_forget = len(store.get(cell["runs"][0]["run_id"])["report"]["verdict_outputs"]["forget"]["phi"])
+    assert len(details["klom"]["forget"]) == n_forget and set(details["klom"]) == {"forget", "retain", "validation"}
+    assert details["klom_p95"]["forget"] == pytest.approx(cell["klom_p95"]["forget"])
+    roc = details["roc"]["forget"]
+    assert roc["auc"] == pytest.approx(cell["ulira"]["auc"]) and roc["fpr"][0] == 0.0 and roc["tpr"][-1] == 1.0
+    assert all(a <= b for a, b in zip(roc["fpr"], roc["fpr"][1:]))
+    assert cell_verdict_details(store, "comp", "no-such-cell") is None
 
 
 def test_bench_with_evidence_prints_the_evidence_table(tmp_path, capsys):
@@ -298,7 +358,7 @@ def test_optuna_search_draws_from_the_declared_ranges_and_records_every_trial(tm
     result = run_search(spec, trials=2, store=store, log=lambda _: None)
     info = result["search"]["rl"]
     assert info["trials"] == 2 and isinstance(info["best_value"], float)
-    assert set(info["space"]) == {"lr", "momentum", "weight_decay"}
+    assert set(info["space"]) == {"lr", "momentum", "weight_decay", "label_pool"}  # label_pool: a declared choice
     lr = get_method("rl").param("lr")
     for cell in result["cells"]:
         assert cell["params"]["epochs"] == 1 and lr.low <= cell["params"]["lr"] <= lr.high

@@ -10,7 +10,7 @@ import pytest
 
 from unlearn_core.errors import UnlearnError
 from unlearn_core.evidence import (RunOutputs, binned_kl, ensemble_verdicts, klom_by_split, klom_per_sample,
-                                   roc_summary, run_outputs, ulira_by_split, ulira_scores, verdict_samples)
+                                   roc_curve, roc_summary, run_outputs, ulira_by_split, ulira_scores, verdict_samples)
 
 
 # -- KLoM ----------------------------------------------------------------------------------------------------------
@@ -160,3 +160,13 @@ def test_a_deterministic_method_under_the_competition_protocol_scores_zero(digit
     assert verdicts.forget_quality.score == 0.0
     assert verdicts.forget_quality.n_narrow == len(setup.split.forget_idx)
     assert verdicts.to_dict()["protocol"] == "competition"
+
+
+def test_roc_curve_by_hand():
+    # positives 3, 2; negatives 2, 1: thresholds inf, 3, 2, 1 -> (fpr, tpr) (0,0), (0,.5), (.5,1), (1,1)
+    curve = roc_curve([3.0, 2.0], [2.0, 1.0])
+    assert curve["fpr"] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0] and curve["tpr"] == [0.0, 0.0, 0.5, 1.0, 1.0, 1.0]
+    # its area (trapezoids; the tie at 2 counts one half) is roc_summary's AUC
+    assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(roc_summary([3.0, 2.0], [2.0, 1.0])["auc"])
+    with pytest.raises(UnlearnError):
+        roc_curve([], [1.0])

@@ -107,6 +107,61 @@ def test_sweeps_page_draws_the_phase_map_and_the_pareto_scatter(sweep_dir, env):
         assert colour == pytest.approx(frame.loc[cell_id, "retain_gap"])
 
 
+def test_the_phase_map_colours_cells_by_their_ensemble_verdicts(tmp_path, env):
+    """A sweep with 3 seeds and 3 retrained models: forget quality, KLoM P95 and U-LiRA TPR at 1 % FPR are each
+    selectable as the phase map's colour, on a fixed range; the two-seed sweep's cells are grey and say why."""
+    from unlearn_core.store import RunStore
+    from unlearn_core.sweeps import SweepSpec, run_sweep
+    from unlearn_core.tables import cell_frame
+
+    _borrow_checkpoints(tmp_path)
+    spec = SweepSpec(dataset="digits", model="mlp", forgets=["class:3"], methods=["ga"],
+                     grid={"ga": {"lr": [1e-3, 4e-3]}}, seeds=[0, 1, 2], retrains=3, tag="t-verdicts")
+    result = run_sweep(spec, engine="inline", device="cpu", store=RunStore(tmp_path / "runs.sqlite"),
+                       log=lambda _: None, save_checkpoints=False)
+    env(tmp_path)
+    at = start("sweeps")
+    frame = cell_frame(result).set_index("cell_id")
+    for colour, column, low, high in (("forget quality", "forget_quality", 0.0, 1.0),
+                                      ("KLoM P95", "klom_p95_forget", 0.0, None),
+                                      ("U-LiRA TPR@1%FPR", "ulira_tpr_at_1fpr", 0.0, 1.0)):
+        at.radio(key="w_sweep_colour").set_value(colour).run()
+        assert not at.exception, at.exception
+        points = chart_specs(at)[0]["data"][0]
+        assert sorted(points["customdata"]) == sorted(frame.index)
+        assert points["marker"]["cmin"] == low and (high is None or points["marker"]["cmax"] == high)
+        for cell_id, value in zip(points["customdata"], points["marker"]["color"]):
+            assert value == pytest.approx(frame.loc[cell_id, column])
+            cell = next(c for c in result["cells"] if c["id"] == cell_id)
+            expected = {"forget_quality": cell["forget_quality"], "klom_p95_forget": cell["klom_p95"]["forget"],
+                        "ulira_tpr_at_1fpr": cell["ulira"]["tpr_at_1fpr"]}[column]
+            assert value == pytest.approx(expected)
+    # Results: a run of the sweep shows its cell's KLoM per sample and the attack's ROC against the retrained models.
+    run_id = result["cells"][0]["runs"][0]["run_id"]
+    at.switch_page("app_pages/results.py").run()
+    at.selectbox(key="w_results_run").set_value(run_id).run()
+    assert not at.exception, at.exception
+    titles = [spec["layout"].get("title", {}).get("text", "") for spec in chart_specs(at)]
+    assert any(t.startswith("KLoM per sample of ga") and "K = 3" in t for t in titles)
+    roc = next(spec for spec in chart_specs(at) if spec["layout"].get("title", {}).get("text", "").startswith(
+        "U-LiRA ROC of ga"))
+    assert roc["data"][0]["name"] == f"forget (AUC {result['cells'][0]['ulira']['auc']:.2f})"
+
+
+def test_a_sweep_without_verdicts_greys_their_colours(sweep_dir, env):
+    folder, result = sweep_dir
+    env(folder)
+    at = start("sweeps")
+    at.radio(key="w_sweep_colour").set_value("forget quality").run()
+    assert not at.exception
+    traces = chart_specs(at)[0]["data"]
+    assert any("needs 3+ seeds" in (t.get("name") or "") for t in traces)
+    at.switch_page("app_pages/results.py").run()
+    at.selectbox(key="w_results_run").set_value(result["cells"][0]["runs"][0]["run_id"]).run()
+    assert not at.exception, at.exception
+    assert any("has no ensemble verdicts" in c for c in texts(at.caption))
+
+
 def test_a_cell_opens_its_runs_in_results_with_intervals_over_seeds_and_the_ensemble_band(sweep_dir, env):
     folder, result = sweep_dir
     env(folder)
@@ -222,18 +277,25 @@ def test_results_draw_a_runs_evidence_and_unlearn_asks_for_it(tmp_path, env):
     _borrow_checkpoints(tmp_path)
     env(tmp_path)
     setup = prepare("digits", "mlp", "class:3", 0, device="cpu")
+    from unlearn_core.evidence import EvidenceRequest
+
     run_and_record(setup, "finetune", {"epochs": 1}, store=RunStore(tmp_path / "runs.sqlite"),
-                   evidence="probe,relearn,curves")
+                   evidence=EvidenceRequest.parse("all", {"relearn_retain.steps": 20}))
     at = start("results")
     assert any("Evidence of forgetting" in m for m in texts(at.markdown))
     titles = [s["layout"].get("title", {}).get("text", "") for s in chart_specs(at)]
     assert any(t.startswith("Feature probe") for t in titles)
     assert any(t.startswith("Relearning") for t in titles)
     assert any(t.startswith("Unlearning curve of finetune") for t in titles)
-    assert {m.label for m in at.metric} >= {"relearn steps: unlearned", "relearn steps: retrained"}
+    assert any(t.startswith("Linear CKA per layer of finetune") for t in titles)
+    assert any(t.startswith("Relearn from retained data only") for t in titles)
+    assert {m.label for m in at.metric} >= {"relearn steps: unlearned", "relearn steps: retrained",
+                                            "forget acc. after retain-only fine-tuning: unlearned"}
 
     at.switch_page("app_pages/unlearn.py").run()
     at.multiselect(key="w_methods").set_value(["unsc"]).run()
+    assert {"cka", "relearn_retain"} <= set(at.multiselect(key="w_evidence").options) or \
+        {"CKA per layer", "relearn from retained data"} <= set(at.multiselect(key="w_evidence").options)
     at.multiselect(key="w_evidence").set_value(["curves"])  # in the form: sent with its submit button
     next(b for b in at.button if b.label.startswith("Run ")).click().run()
     assert not at.exception, at.exception

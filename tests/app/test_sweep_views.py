@@ -180,6 +180,37 @@ def test_evidence_figures():
     assert list(fig.data[0].y) == [100.0, 0.0] and fig.data[2].yaxis == "y2"
 
 
+def test_cka_and_retain_relearn_figures():
+    from unlearn_core.figures import cka_layers, relearn_retain_curves
+
+    cka = {"layers": ["fc1", "fc2", "head"], "forget": {"original": [1.0, 0.99, 0.4], "retrained": [0.7, 0.6, 0.9]},
+           "retain": {"original": [1.0, 1.0, 0.95], "retrained": [0.8, 0.8, 0.9]}}
+    fig = cka_layers(cka, "unsc")
+    # both curves (vs original, vs retrained) on both sample sets, one point per layer
+    assert [t.name for t in fig.data] == ["forget: vs original", "forget: vs retrained", "retain: vs original",
+                                          "retain: vs retrained"]
+    assert list(fig.data[0].x) == ["fc1", "fc2", "head"] and list(fig.data[1].y) == [0.7, 0.6, 0.9]
+    assert fig.data[1].line.dash == "dot" and fig.data[0].line.dash == "solid"
+    history = [{"step": 0, "acc": 0.0}, {"step": 10, "acc": 40.0}]
+    relearn = {"original": {"accuracy_by_step": [{"step": 0, "acc": 99.0}], "original_acc": 99.0},
+               "unlearned": {"accuracy_by_step": history, "original_acc": 99.0},
+               "retrained": {"accuracy_by_step": [{"step": 0, "acc": 0.0}, {"step": 10, "acc": 2.0}]}}
+    fig = relearn_retain_curves(relearn, "unsc")
+    assert [t.name for t in fig.data] == ["original", "unlearned (unsc)", "retrained"]
+    assert list(fig.data[1].x) == [0, 10] and list(fig.data[1].y) == [0.0, 40.0]
+    assert fig.layout.shapes[0].y0 == 99.0    # the original's forget accuracy
+
+
+def test_klom_histogram_and_ulira_roc():
+    from unlearn_core.figures import klom_histogram, ulira_roc
+
+    fig = klom_histogram({"forget": [0.0, 11.5, 3.0], "retain": [0.0, 0.1], "validation": []}, "ga", 4)
+    assert [t.name for t in fig.data] == ["forget (3)", "retain (2)"] and "K = 4" in fig.layout.title.text
+    fig = ulira_roc({"forget": {"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 1.0, 1.0], "auc": 0.75}}, "ga")
+    assert fig.data[0].name == "forget (AUC 0.75)" and list(fig.data[0].y) == [0.0, 1.0, 1.0]
+    assert fig.data[-1].name == "chance" and fig.layout.xaxis.type == "log"
+
+
 def test_a_cell_without_a_value_is_grey_never_the_neutral_white():
     from unlearn_core.figures import phase_map
 

@@ -187,10 +187,15 @@ def whole_text(text: str | None, flag: str, low: int, high: int) -> int | None:
     return int(text)
 
 
+#: The evidence kinds as help text lists them (unlearn_core.evidence.ALL_KINDS, written out so that building the
+#: parser imports no torch; tests/test_cli.py checks the two agree).
+EVIDENCE_HELP_KINDS = "probe, relearn, curves, cka, relearn_retain"
+
+
 def add_evidence_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--evidence", default=None, metavar="KINDS",
-                     help="evidence of forgetting for every method run: probe, relearn, curves (or all); "
-                          "see docs/EVIDENCE.md")
+                     help="evidence of forgetting for every method run, comma-separated: "
+                          f"{EVIDENCE_HELP_KINDS} (or all); see docs/EVIDENCE.md")
     sub.add_argument("--evidence-param", action="append", metavar="KIND.KEY=VALUE",
                      help="an evidence parameter (repeatable), e.g. relearn.lr=0.05")
 

@@ -37,6 +37,10 @@ def add_parsers(commands) -> None:
     sweep.add_argument("--retrains", default=None, metavar="K",
                        help="retrained models per forget set, the reference ensemble (default: one per seed)")
     add_deterministic(sweep)
+    sweep.add_argument("--protocol", default="seeds", choices=("seeds", "competition"),
+                       help="seeds (default): one original model per seed, the method run from each; competition: "
+                            "the NeurIPS 2023 competition's protocol, every run from the first seed's original "
+                            "model with the method's seed varied (the JSON names the protocol)")
     sweep.add_argument("--engine", default="ray", choices=("ray", "inline"),
                        help="ray (default): tasks on a local Ray instance or a cluster; inline: in this process")
     sweep.add_argument("--address", default=None,
@@ -104,8 +108,10 @@ def cmd_sweep(args, _progress) -> int:
                             methods=methods, grid=sweeps.parse_grid(args.grid, methods),
                             seeds=sweeps.parse_seeds(args.seeds),
                             retrains=whole_text(args.retrains, "--retrains", 0, 1000), tag=args.tag,
-                            evidence=evidence_request(args))
+                            evidence=evidence_request(args), protocol=args.protocol)
     spec = sweeps.validate(spec)
+    if args.search and spec.protocol != "seeds":
+        raise CliError("--protocol competition applies to grid sweeps, not to --search")
     engine = sweeps.EngineConfig.checked(args.engine, args.address, whole_text(args.num_cpus, "--num-cpus", 1, 100_000),
                                          args.gpus_per_run, device=args.device)
     trials = whole_text(args.trials, "--trials", 1, 100_000)

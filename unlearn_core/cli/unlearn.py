@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import (human_stream, CliError, TerminalProgress, add_common, check_outputs, parse_param_pairs,
+from unlearn_core.cli.common import (EVIDENCE_HELP_KINDS, human_stream, CliError, TerminalProgress, add_common, check_outputs, parse_param_pairs,
                                      store_for_recording, whole_number, write_json)
 from unlearn_core.errors import UnlearnError
 
@@ -25,7 +25,9 @@ def add_parsers(commands) -> None:
     unlearn.add_argument("--no-record", action="store_true",
                          help="do not record the run (and its checkpoint) in the run store")
     unlearn.add_argument("--evidence", default=None, metavar="KINDS",
-                         help="deeper evidence of forgetting, comma-separated: probe, relearn, curves (or all); "
+                         help=f"deeper evidence of forgetting, comma-separated: {EVIDENCE_HELP_KINDS} (or all); "
+                              "cka: linear CKA per layer against the original and the retrained model; "
+                              "relearn_retain: forget accuracy back after fine-tuning on retained data only; "
                               "see docs/EVIDENCE.md")
     unlearn.add_argument("--evidence-param", action="append", metavar="KIND.KEY=VALUE",
                          help="an evidence parameter (repeatable), e.g. relearn.lr=0.05 or curves.every=5")

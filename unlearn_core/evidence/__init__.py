@@ -55,7 +55,7 @@ from unlearn_core.evidence.relearn import (RelearnSets, relearn_from_retain, rel
 from unlearn_core.evidence.request import (ALL_KINDS, CKA_PARAMS, CURVE_PARAMS, DISTINGUISHER_PARAMS, KINDS, PARAMS,
                                            PROBE_PARAMS, RELEARN_PARAMS, RELEARN_RETAIN_PARAMS, EvidenceError,
                                            EvidenceRequest, describe_params, resolve_params)
-from unlearn_core.evidence.ulira import ULiRA, roc_summary, ulira_by_split, ulira_scores
+from unlearn_core.evidence.ulira import ULiRA, roc_curve, roc_summary, ulira_by_split, ulira_scores
 from unlearn_core.evidence.verdicts import (EnsembleVerdicts, RunOutputs, ensemble_verdicts, run_outputs,
                                             verdict_samples)
 
@@ -68,6 +68,6 @@ __all__ = [
     "forget_confidences", "forget_quality_from_confidences", "format_curves", "format_evidence", "klom_by_split",
     "klom_per_sample", "layer_grams", "linear_cka", "logit_scaled_confidence", "probe_accuracies", "probe_split",
     "relearn_from_retain", "relearn_sets", "relearn_time", "resolve_params", "retain_relearn_sets",
-    "retrain_distinguisher_score", "roc_summary", "run_outputs", "ulira_by_split", "ulira_scores",
+    "retrain_distinguisher_score", "roc_curve", "roc_summary", "run_outputs", "ulira_by_split", "ulira_scores",
     "verdict_samples",
 ]

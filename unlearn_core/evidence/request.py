@@ -8,10 +8,12 @@ from typing import Iterable
 from unlearn_core.errors import ParameterError, UnlearnError
 from unlearn_core.methods.base import Param
 
-# KINDS: the kinds "all" selects and the app's Unlearn page offers (with its own labels). ALL_KINDS: every kind a
-# request accepts, in report order; "cka" and "relearn_retain" are asked for by name.
-KINDS = ("probe", "relearn", "curves")
-ALL_KINDS = KINDS + ("cka", "relearn_retain")
+# KINDS: the kinds "all" selects and the app's Unlearn page offers (with its own labels), every per-run kind; ALL_KINDS:
+# every kind a request accepts, in report order (the same kinds: the ensemble verdicts are a sweep's, not a run's).
+# cka costs one forward pass of 2 x 256 samples per model; relearn_retain 100 SGD steps per model, the references'
+# computed once per setup: the same order as relearn, so "all" takes them too.
+KINDS = ("probe", "relearn", "curves", "cka", "relearn_retain")
+ALL_KINDS = KINDS
 
 PROBE_PARAMS = (
     Param("train_per_class", int, 50, "training samples per class in the probe's training split (the forgotten "

@@ -93,6 +93,19 @@ def roc_summary(positive_scores, negative_scores, fprs=FPRS) -> dict:
     return out
 
 
+def roc_curve(positive_scores, negative_scores) -> dict:
+    """The ROC as ``{"fpr": [...], "tpr": [...]}`` over every distinct score (predict positive iff score >= t),
+    from (0, 0) to (1, 1): the curve whose area and points :func:`roc_summary` reports."""
+    pos = np.sort(np.asarray(positive_scores, dtype=np.float64).ravel())
+    neg = np.sort(np.asarray(negative_scores, dtype=np.float64).ravel())
+    if pos.size == 0 or neg.size == 0:
+        raise EvidenceError("a ROC needs positive and negative scores")
+    thresholds = np.unique(np.concatenate([pos, neg, [np.inf]]))[::-1]
+    tpr = (pos.size - np.searchsorted(pos, thresholds, side="left")) / pos.size
+    fpr = (neg.size - np.searchsorted(neg, thresholds, side="left")) / neg.size
+    return {"fpr": [0.0, *fpr.tolist(), 1.0], "tpr": [0.0, *tpr.tolist(), 1.0]}
+
+
 @dataclass(frozen=True)
 class ULiRA:
     """The attack's ROC summary per split (``forget``, ``retain``, ...), from N unlearned and N retrained models."""

@@ -1,5 +1,6 @@
-"""Figures of a run's evidence sections (docs/EVIDENCE.md): probe accuracies, relearning curves and the
-unlearning curves, the unlearned model beside the original and the retrained references."""
+"""Figures of a run's evidence sections (docs/EVIDENCE.md): probe accuracies, relearning curves, the
+unlearning curves, linear CKA per layer and the retain-only relearn test, the unlearned model beside the original
+and the retrained references."""
 
 from __future__ import annotations
 
@@ -73,4 +74,89 @@ def unlearning_curves(curves: dict, method: str) -> go.Figure:
                       height=330, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="optimiser step")
     fig.update_yaxes(title_text="accuracy (%)", range=[-5, 105], secondary_y=False)
     fig.update_yaxes(title_text="loss", secondary_y=True, showgrid=False)
+    return fig
+
+
+CKA_LINES = {("forget", "original"): ("#D62728", "solid"), ("forget", "retrained"): ("#D62728", "dot"),
+             ("retain", "original"): ("#1F77B4", "solid"), ("retain", "retrained"): ("#1F77B4", "dot")}
+
+
+def cka_layers(cka: dict, method: str) -> go.Figure:
+    """Linear CKA of the unlearned model per layer against the original (solid) and the retrained model (dotted),
+    on forget samples (red) and retained samples (blue): which reference each layer resembles.
+
+    ``cka`` is a report's ``evidence["cka"]`` (``layers`` and per sample set and reference one value per layer).
+    """
+    layers = list(cka.get("layers") or [])
+    fig = go.Figure()
+    for (split, reference), (colour, dash) in CKA_LINES.items():
+        values = (cka.get(split) or {}).get(reference)
+        if not values:
+            continue
+        fig.add_trace(go.Scatter(x=layers, y=values, mode="lines+markers", name=f"{split}: vs {reference}",
+                                 line=dict(color=colour, dash=dash),
+                                 hovertemplate=f"{split} samples, vs {reference}<br>%{{x}}: CKA %{{y:.3f}}"
+                                               "<extra></extra>"))
+    fig.update_layout(title=f"Linear CKA per layer of {method}: like the original, or like the retrained model?",
+                      xaxis_title="layer (input to output)", yaxis=dict(title="linear CKA", range=[0, 1.05]),
+                      template="plotly_white", height=330, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def relearn_retain_curves(relearn: dict, method: str) -> go.Figure:
+    """Forget accuracy while each model is fine-tuned on retained samples only (``evidence["relearn_retain"]``),
+    with the original model's forget accuracy as a dashed line."""
+    fig = go.Figure()
+    original_acc = None
+    for which in EVIDENCE_MODELS:
+        values = relearn.get(which) or {}
+        history = values.get("accuracy_by_step") or []
+        if not history:
+            continue
+        original_acc = values.get("original_acc", original_acc)
+        colour = EVIDENCE_COLOURS.get(which) or method_colour(method)
+        name = which if which != "unlearned" else f"unlearned ({method})"
+        fig.add_trace(go.Scatter(x=[p["step"] for p in history], y=[p["acc"] for p in history],
+                                 mode="lines+markers", name=name, line=dict(color=colour)))
+    if original_acc is not None:
+        fig.add_hline(y=original_acc, line=dict(dash="dash", color="#C7C7C7", width=1))
+    fig.update_layout(title="Relearn from retained data only: forget accuracy per step (dashed: the original's)",
+                      xaxis_title="fine-tuning step on retained samples",
+                      yaxis=dict(title="forget accuracy (%)", range=[-5, 105]), template="plotly_white", height=330,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+VERDICT_SPLIT_COLOURS = {"forget": "#D62728", "retain": "#1F77B4", "validation": "#7F7F7F"}
+
+
+def klom_histogram(klom: dict, method: str, k: int | None = None) -> go.Figure:
+    """KLoM per sample (``{split: [values]}``) as overlaid histograms on forget, retain and validation samples:
+    0 = the margins of the method's models and of the retrained models agree on that sample."""
+    fig = go.Figure()
+    for split, values in klom.items():
+        if values:
+            fig.add_trace(go.Histogram(x=values, name=f"{split} ({len(values)})", opacity=0.6, nbinsx=40,
+                                       marker_color=VERDICT_SPLIT_COLOURS.get(split)))
+    models = f", K = {k}" if k else ""
+    fig.update_layout(barmode="overlay", title=f"KLoM per sample of {method} against the retrained models{models}",
+                      xaxis_title="KL(unlearned || retrained) of margins", yaxis_title="samples",
+                      template="plotly_white", height=330, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def ulira_roc(roc: dict, method: str) -> go.Figure:
+    """The U-LiRA attack's ROC per split (``{split: {"fpr", "tpr", "auc"}}``), log-scaled FPR, with chance."""
+    fig = go.Figure()
+    for split, curve in roc.items():
+        auc = curve.get("auc")
+        fig.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines",
+                                 name=split + ("" if auc is None else f" (AUC {auc:.2f})"),
+                                 line=dict(color=VERDICT_SPLIT_COLOURS.get(split))))
+    chance = [1e-3, 1.0]
+    fig.add_trace(go.Scatter(x=chance, y=chance, mode="lines", name="chance", line=dict(color="#BBB", dash="dot")))
+    fig.update_layout(title=f"U-LiRA ROC of {method}: unlearned vs retrained, per sample",
+                      xaxis=dict(title="false-positive rate", type="log", range=[-3, 0]),
+                      yaxis=dict(title="true-positive rate", range=[0, 1.02]), template="plotly_white", height=330,
+                      margin=dict(l=10, r=10, t=40, b=10))
     return fig

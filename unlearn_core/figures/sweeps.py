@@ -42,7 +42,14 @@ def phase_map(matrix: dict, method: str) -> go.Figure:
     # reads "like retraining": it is drawn grey and says so.
     missing = [c for c in cells if math.isnan(c[2])]
     limit = change_limit(np.nan_to_num(z))
-    if matrix["signed"]:
+    fixed = matrix.get("range")
+    decimals = 1
+    if fixed:
+        # A verdict's own fixed range; red is always the bad end (low forget quality, high KLoM or TPR).
+        low, high, higher_better = fixed
+        colour_kw = dict(colorscale=GAP_SCALE + ("_r" if higher_better else ""), cmin=low, cmax=high)
+        decimals = 2
+    elif matrix["signed"]:
         colour_kw = dict(colorscale=CHANGE_SCALE, cmin=-limit, cmax=limit, cmid=0)
     else:
         colour_kw = dict(colorscale=GAP_SCALE, cmin=0, cmax=limit)
@@ -50,16 +57,18 @@ def phase_map(matrix: dict, method: str) -> go.Figure:
     where = f"{matrix['x_name']}=%{{x}}" + (f"<br>{matrix['y_name']}=%{{y}}" if matrix["y_name"] else "")
     fig = go.Figure(go.Scatter(
         x=[c[0] for c in shown], y=[c[1] for c in shown], mode="markers+text", name="cells", showlegend=False,
-        text=[f"{c[2]:.1f}" for c in shown], textfont=dict(size=10), customdata=[c[3] for c in shown],
+        text=[f"{c[2]:.{decimals}f}" for c in shown], textfont=dict(size=10), customdata=[c[3] for c in shown],
         marker=dict(symbol="square", size=size, color=[c[2] for c in shown], line=dict(width=1, color="#888"),
                     colorbar=dict(title=matrix["title"].split(" (")[0]), showscale=True, **colour_kw),
         hovertemplate=where + "<br>%{text}<extra>click: open in Results</extra>"))
     if missing:
+        # A verdict is missing where the sweep has too few models, a gap where the cell's runs failed.
+        why = "no verdicts (needs 3+ seeds and 3+ retrained models)" if fixed else "no value (failed)"
         fig.add_trace(go.Scatter(
-            x=[c[0] for c in missing], y=[c[1] for c in missing], mode="markers+text", name="no value (failed)",
+            x=[c[0] for c in missing], y=[c[1] for c in missing], mode="markers+text", name=why,
             text=["✕"] * len(missing), customdata=[c[3] for c in missing],
             marker=dict(symbol="square", size=size, color="#D9D9D9", line=dict(width=1, color="#888")),
-            hovertemplate=where + "<br>no value: its runs failed<extra>click: open in Results</extra>"))
+            hovertemplate=where + f"<br>{why}<extra>click: open in Results</extra>"))
     # Rows a little taller than the squares, so cells stand apart as a grid whatever the number of values.
     fig.update_layout(title=f"{method}: {matrix['title']}", template="plotly_white",
                       height=150 + (size + 8) * max(len(ys), 2), legend=dict(orientation="h", y=-0.08),

@@ -43,22 +43,23 @@ seeds), :mod:`~unlearn_core.sweeps.work` (what runs inside a task),
 and :mod:`~unlearn_core.sweeps.output` (markdown, CSV, JSON).
 """
 
-from unlearn_core.sweeps.aggregate import (DISTINGUISHER_MIN_MODELS, EVIDENCE_METRICS, REPORT_FLAGS, summarize,
-                                           sweep_result)
+from unlearn_core.sweeps.aggregate import (EVIDENCE_METRICS, REPORT_FLAGS, VERDICT_KEYS, cell_verdict_details,
+                                           summarize, sweep_result)
 from unlearn_core.sweeps.driver import SweepDriver, SweepEvent, run_sweep, start_engine
 from unlearn_core.sweeps.engines import InlineEngine, RayEngine
 from unlearn_core.sweeps.output import (TABLE_METRICS, csv_bytes, flat_rows, json_bytes, markdown_tables, new_tag,
                                         rows_csv_bytes)
 from unlearn_core.sweeps.plan import KEY_VERSION, Cell, PlannedRun, cells, plan, reference_seeds, run_key, sweep_cost
 from unlearn_core.sweeps.search import run_search, search_space, search_summary
-from unlearn_core.sweeps.spec import (ENGINES, OBJECTIVES, SEARCHERS, EngineConfig, SweepError, SweepSpec, default_tag,
+from unlearn_core.sweeps.spec import (ENGINES, OBJECTIVES, PROTOCOLS, SEARCHERS, EngineConfig, SweepError, SweepSpec, default_tag,
                                       evidence_dict, parse_grid, parse_methods, parse_seeds, validate)
 from unlearn_core.sweeps.work import execute_run, train_model
 
-__all__ = ["Cell", "DISTINGUISHER_MIN_MODELS", "ENGINES", "EVIDENCE_METRICS", "EngineConfig", "InlineEngine",
+__all__ = ["Cell", "ENGINES", "EVIDENCE_METRICS", "EngineConfig", "InlineEngine",
            "KEY_VERSION", "OBJECTIVES", "PlannedRun", "REPORT_FLAGS",
-           "RayEngine", "SEARCHERS", "SweepDriver", "SweepError", "SweepEvent",
-           "SweepSpec", "TABLE_METRICS", "cells", "sweep_cost", "csv_bytes", "default_tag", "evidence_dict", "execute_run",
+           "PROTOCOLS", "RayEngine", "SEARCHERS", "VERDICT_KEYS", "SweepDriver", "SweepError", "SweepEvent",
+           "SweepSpec", "TABLE_METRICS", "cell_verdict_details", "cells", "sweep_cost", "csv_bytes", "default_tag",
+           "evidence_dict", "execute_run",
            "flat_rows", "json_bytes", "markdown_tables", "new_tag", "parse_grid", "parse_methods", "parse_seeds",
            "plan", "reference_seeds", "run_key", "run_search", "run_sweep", "search_space",
            "search_summary", "start_engine", "summarize", "sweep_result", "train_model", "validate", "rows_csv_bytes"]

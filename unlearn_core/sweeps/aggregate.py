@@ -1,6 +1,7 @@
 """A sweep's results rebuilt from the store alone: per cell and metric the mean, standard deviation and 95 %
 interval over seeds, the gap to the reference ensemble and whether the mean lies inside its spread, and the
-retrain-distinguisher score.
+ensemble verdicts against the retrained models (forget quality as the NeurIPS 2023 competition's released
+``metric.py`` computes it, the competition's final score, KLoM P95 and the U-LiRA attack).
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ def sweep_result(store, tag: str) -> dict:
     ensemble standard deviations; None with fewer than two retrained models).
     Runs are grouped per cell and per forget set, so a score over K unlearned
     and K retrained models per forget set can be computed from ``run_ids``.
+
+    Where the runs kept their verdict outputs (at least 3 seeds and 3 retrained
+    models), each cell also holds the ensemble verdicts of :func:`_verdicts`:
+    ``forget_quality``, ``competition_score``, ``klom_p95``, ``ulira`` and
+    ``verdicts`` (protocol, models used, seconds, a note); None where missing.
+    The result names the sweep's ``protocol``.
     """
     from unlearn_core.methods import get_method
 
@@ -97,6 +104,7 @@ def sweep_result(store, tag: str) -> dict:
     if sweep is None:
         raise SweepError(f"no sweep is recorded with tag {tag!r}")
     spec = sweep["spec"]
+    protocol = spec.get("protocol") or "seeds"
     runs = store.sweep_runs(tag)
     forgets: dict[str, dict] = {f: {"forget": f, "references": [], "originals": {}} for f in spec.get("forgets", [])}
     groups: dict[tuple, dict] = {}
@@ -110,8 +118,8 @@ def sweep_result(store, tag: str) -> dict:
                   "key": run["run_key"], "node_id": (run.get("config") or {}).get("node_id"),
                   "metrics": _run_metrics(report) if report else {},
                   "flags": {k: report.get(k) for k in REPORT_FLAGS if k in report},
-                  # Read for the distinguisher below and dropped before returning (hundreds of numbers per run).
-                  "_confidences": (report.get("forget_confidences"), report.get("forget_split_key"))}
+                  # Read for the verdicts below and dropped before returning (hundreds of numbers per run).
+                  "_outputs": (report.get("verdict_outputs"), report.get("verdict_split_key"))}
         all_records.append(record)
         if run["role"] == "reference":
             entry["references"].append(record)
@@ -175,50 +183,112 @@ def sweep_result(store, tag: str) -> dict:
             title = group["method"]
         cells_out.append({"id": cell.cell_id(), **group, "title": title, "seeds": [r["seed"] for r in done],
                           "failed": len(group["runs"]) - len(done), "summary": summary,
-                          "distinguisher": _distinguisher(done, forgets.get(group["forget"], {}))})
+                          **_verdicts(done, forgets.get(group["forget"], {}), protocol)})
     for record in all_records:
-        record.pop("_confidences", None)
-    return {"tag": tag, "kind": sweep["kind"], "spec": spec, "metrics": metrics, "dataset": spec.get("dataset"),
+        record.pop("_outputs", None)
+    return {"tag": tag, "kind": sweep["kind"], "spec": spec, "protocol": protocol, "metrics": metrics,
+            "dataset": spec.get("dataset"),
             "model": spec.get("model"), "seeds": spec.get("seeds"), "retrains": spec.get("retrains"),
             "device": spec.get("device"), "created_at": sweep["created_at"], "forgets": forget_out,
             "cells": cells_out}
 
 
-#: Fewer models than this per side and the score mostly measures chance (docs/EVIDENCE.md: two identical
-#: distributions score about 0.27 at K = 8 with delta 0.01).
-DISTINGUISHER_MIN_MODELS = 8
+#: The cell keys :func:`_verdicts` fills (None where a cell has no verdicts).
+VERDICT_KEYS = ("forget_quality", "competition_score", "klom_p95", "ulira", "verdicts")
 
 
-def _distinguisher(cell_runs: list[dict], forget_entry: dict) -> dict | None:
-    """The retrain-distinguisher score of one cell against its forget set's reference ensemble.
+def _verdicts(cell_runs: list[dict], forget_entry: dict, protocol: str) -> dict:
+    """The ensemble verdicts of one cell against its forget set's retrained models.
 
-    Needs the runs' stored forget-set confidences (a sweep with at least two
-    seeds and two retrained models keeps them) and one forget set shared by
-    every model: a random forget set drawn anew per seed pairs no sample
-    across models, so it gets a note instead of a score.
+    :func:`~unlearn_core.evidence.ensemble_verdicts` on the runs' stored
+    :func:`~unlearn_core.evidence.run_outputs`: ``forget_quality`` (the
+    competition's released score on the forget set), ``klom_p95``
+    (forget / retain / validation) and ``ulira`` (``auc``, ``tpr_at_1fpr``,
+    ``tpr_at_5fpr`` on the forget set, and the same under ``retain``).
+    ``competition_score`` is :func:`~unlearn_core.evidence.competition_score`:
+    the forget quality times the ratios of the mean RA and the mean TA of the
+    cell's runs to the retrained models'. ``verdicts`` says how they were
+    made (``protocol``, ``k_unlearned``, ``k_retrained``, ``k_used``,
+    ``seconds``) or, in ``note``, why there are none: a random forget set
+    drawn anew per seed pairs no sample across models. The ``retrain`` cell
+    is scored against the reference models it shares, so its verdicts are
+    what identical families give, not an independent estimate (the note says so).
+    """
+    from unlearn_core.evidence import competition_score, ensemble_verdicts
+
+    out: dict = {key: None for key in VERDICT_KEYS}
+    references = [r for r in forget_entry.get("references", []) if r["status"] == "done"]
+    unlearned = [r for r in cell_runs if (r.get("_outputs") or (None,))[0] is not None]
+    retrained = [r for r in references if (r.get("_outputs") or (None,))[0] is not None]
+    if not unlearned or not retrained:
+        return out
+    info = {"protocol": protocol, "k_unlearned": len(unlearned), "k_retrained": len(retrained), "k_used": None,
+            "seconds": None, "note": None}
+    out["verdicts"] = info
+    if len({r["_outputs"][1] for r in unlearned + retrained}) != 1:
+        info["note"] = "the forget set differs between seeds (random forgetting), so no sample pairs across models"
+        return out
+    try:
+        result = ensemble_verdicts([r["_outputs"][0] for r in unlearned], [r["_outputs"][0] for r in retrained],
+                                   protocol=protocol)
+    except UnlearnError as error:  # too few models, or a diverged model's outputs are not finite
+        info["note"] = str(error)
+        return out
+    data = result.to_dict()
+    info.update({"k_used": data["k_used"], "seconds": data["seconds"]})
+    if {r["run_id"] for r in unlearned} & {r["run_id"] for r in retrained}:
+        info["note"] = "scored against the retrained models it shares (identical families), not independently"
+    out.update({"forget_quality": data["forget_quality"], "klom_p95": data["klom_p95"],
+                "ulira": {k: data["ulira"].get(k) for k in ("auc", "tpr_at_1fpr", "tpr_at_5fpr", "retain")}})
+    accuracies = [[r["metrics"].get(m) for r in runs] for m in ("RA", "TA") for runs in (unlearned, retrained)]
+    if data["forget_quality"] is not None and all(v is not None for values in accuracies for v in values):
+        try:
+            out["competition_score"] = competition_score(data["forget_quality"], *accuracies).to_dict()
+        except UnlearnError as error:
+            info["note"] = str(error)
+    return out
+
+
+def cell_verdict_details(store, tag: str, cell_id: str) -> dict | None:
+    """Per-sample views of one sweep cell's verdicts: KLoM per sample and the U-LiRA ROC, from the store.
+
+    ``{"klom": {split: [values]}, "roc": {split: {"fpr", "tpr"}}, "k_used", "k_unlearned", "k_retrained",
+    "protocol"}`` for ``forget``, ``retain`` (and ``validation`` for KLoM), from the cell's runs' and the
+    reference models' stored ``verdict_outputs`` (:func:`~unlearn_core.evidence.ensemble_verdicts` with
+    ``per_sample``, :func:`~unlearn_core.evidence.ulira_scores` and :func:`~unlearn_core.evidence.roc_curve`
+    on the first ``k_used`` models of each family, as the cell's numbers use them). None when the cell has
+    no verdicts (too few models, another forget set per seed).
     """
     import numpy as np
 
-    from unlearn_core.evidence import retrain_distinguisher_score
+    from unlearn_core.evidence import RunOutputs, ensemble_verdicts, roc_curve, ulira_scores
 
-    references = [r for r in forget_entry.get("references", []) if r["status"] == "done"]
-    unlearned = [r["_confidences"] for r in cell_runs if r.get("_confidences", (None,))[0] is not None]
-    retrained = [r["_confidences"] for r in references if r.get("_confidences", (None,))[0] is not None]
-    if len(unlearned) < 2 or len(retrained) < 2:
+    sweep = store.get_sweep(tag)
+    if sweep is None:
+        raise SweepError(f"no sweep is recorded with tag {tag!r}")
+    runs = [r for r in store.sweep_runs(tag) if r["status"] == "done" and (r["report"] or {}).get("verdict_outputs")]
+    cell = [r for r in runs if r["role"] == "run" and Cell(r["dataset"], r["model"], r["forget"], r["method"],
+                                                             tuple(sorted(r["params"].items()))).cell_id() == cell_id]
+    if not cell:
         return None
-    split_keys = {key for _, key in unlearned + retrained}
-    out = {"k_unlearned": len(unlearned), "k_retrained": len(retrained), "score": None,
-           "meaningful": min(len(unlearned), len(retrained)) >= DISTINGUISHER_MIN_MODELS, "note": None}
-    if len(split_keys) != 1:
-        out["note"] = "the forget set differs between seeds (random forgetting), so no sample pairs across models"
-        return out
+    forget = cell[0]["forget"]
+    references = [r for r in runs if r["role"] == "reference" and r["forget"] == forget]
+    keys = {r["report"].get("verdict_split_key") for r in cell + references}
+    if len(keys) != 1:
+        return None
+    unlearned = [RunOutputs.from_dict(r["report"]["verdict_outputs"]) for r in sorted(cell, key=lambda r: r["seed"])]
+    retrained = [RunOutputs.from_dict(r["report"]["verdict_outputs"]) for r in references]
     try:
-        result = retrain_distinguisher_score(np.array([c for c, _ in unlearned]).T,
-                                             np.array([c for c, _ in retrained]).T)
-    except UnlearnError as error:  # e.g. a diverged model's confidences are not finite
-        out["note"] = str(error)
-        return out
-    out["score"] = result["score"]
-    if not out["meaningful"]:
-        out["note"] = f"fewer than {DISTINGUISHER_MIN_MODELS} models per side: compare cells only at equal K"
-    return out
+        verdicts = ensemble_verdicts(unlearned, retrained, (sweep["spec"] or {}).get("protocol") or "seeds")
+    except UnlearnError:
+        return None
+    k = verdicts.k_used
+    roc = {}
+    for split in ("forget", "retain"):
+        if split in unlearned[0].phi and len(unlearned[0].phi[split]):
+            positives, negatives = ulira_scores(np.stack([u.phi[split] for u in unlearned[:k]]),
+                                                np.stack([r.phi[split] for r in retrained[:k]]))
+            roc[split] = {**roc_curve(positives, negatives), **verdicts.ulira.per_split[split]}
+    return {"klom": verdicts.klom.to_dict(per_sample=True)["per_sample"], "klom_p95": verdicts.klom.p95, "roc": roc,
+            "k_used": k, "k_unlearned": verdicts.k_unlearned, "k_retrained": verdicts.k_retrained,
+            "protocol": verdicts.protocol, "forget_quality": verdicts.forget_quality.score}

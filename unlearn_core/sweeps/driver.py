@@ -49,7 +49,7 @@ def _run_config(planned: PlannedRun, recipe: dict, device: str, tag: str, infos:
                 engine: str, node: str | None = None) -> dict:
     """A sweep run's config, as a single run's; ``node_id`` is the Ray node the run finished on (``"local"``
     inline; None when the run never reached a worker, e.g. its model task failed)."""
-    original = infos.get(("original", None, planned.seed)) or {}
+    original = infos.get(("original", None, planned.start_seed)) or {}
     retrained = infos.get(("retrain", planned.cell.forget, planned.seed)) or {}
     return {"dataset": planned.cell.dataset, "model": planned.cell.model, "forget": planned.cell.forget,
             "method": planned.cell.method, "params": planned.cell.params_dict, "seed": planned.seed,
@@ -210,12 +210,12 @@ class SweepDriver:
         already = set(self.model_refs)
         run_refs = {}
         for p in pending:
-            original_blob, _ = self.model_ref("original", None, p.seed)
+            original_blob, _ = self.model_ref("original", None, p.start_seed)
             retrained_blob, _ = self.model_ref("retrain", p.cell.forget, p.seed)
             run = {"key": p.key, "dataset": p.cell.dataset, "model": p.cell.model, "forget": p.cell.forget,
                    "method": p.cell.method, "params": p.cell.params_dict, "seed": p.seed, "recipe": self.recipe,
                    "evidence": spec.evidence if p.role == "run" and p.cell.method != "retrain" else None,
-                   "confidences": spec.collects_confidences()}
+                   "original_seed": p.start_seed, "verdict_outputs": spec.keeps_verdict_outputs()}
             ref = engine.submit(execute_run, (run, original_blob, retrained_blob, self.device_name, self.threads,
                                               self.save_checkpoints))
             run_refs[ref] = p

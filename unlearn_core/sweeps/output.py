@@ -46,13 +46,16 @@ def _stat_text(stats: dict, mark: bool = False) -> str:
     return text
 
 
-def _distinguisher_text(score: dict | None) -> str:
-    if not score:
-        return "–"
-    if score["score"] is None:
-        return "n/a"
-    k = min(score["k_unlearned"], score["k_retrained"])
-    return f"{score['score']:.3f} ({k})" + ("" if score["meaningful"] else "*")
+def _verdict_texts(cell: dict) -> list[str]:
+    """Forget quality (K), KLoM P95 on the forget set and U-LiRA TPR at 1 % FPR of a cell, as table text."""
+    if not cell.get("verdicts"):
+        return ["–"] * 3
+    if cell.get("forget_quality") is None:
+        return ["n/a"] * 3
+    klom = (cell.get("klom_p95") or {}).get("forget")
+    tpr = (cell.get("ulira") or {}).get("tpr_at_1fpr")
+    return [f"{cell['forget_quality']:.3f} ({cell['verdicts']['k_used']})",
+            "–" if klom is None else f"{klom:.2f}", "–" if tpr is None else f"{tpr:.3f}"]
 
 
 def markdown_tables(result: dict) -> str:
@@ -67,17 +70,17 @@ def markdown_tables(result: dict) -> str:
         parts.append(f"### {result['dataset']} / {result['model']}, forget `{entry['forget']}` "
                      f"(seeds {','.join(map(str, result.get('seeds') or []))}; reference: "
                      f"{len(ref['run_ids'])} retrained models)\n")
-        scored = [c.get("distinguisher") for c in result["cells"] if c["forget"] == entry["forget"]]
+        scored = [c.get("verdicts") for c in result["cells"] if c["forget"] == entry["forget"]]
         with_score = any(d is not None for d in scored)
         header = "| Cell | n | " + " | ".join(label for _, label in TABLE_METRICS) + \
-            (" | Forget quality (K) |" if with_score else " |")
-        lines = [header, "|" + "---|" * (len(TABLE_METRICS) + 2 + with_score)]
+            (" | Forget quality (K) | KLoM P95 | TPR@1%FPR |" if with_score else " |")
+        lines = [header, "|" + "---|" * (len(TABLE_METRICS) + 2 + 3 * with_score)]
         ref_cells = []
         for key, _ in TABLE_METRICS:
             stats = ref["metrics"][key]
             ref_cells.append("–" if stats["mean"] is None else
                              f"{stats['mean']:.2f}" + (f" ± {stats['std']:.2f} sd" if stats.get("std") is not None else ""))
-        extra = " | –" if with_score else ""
+        extra = " | – | – | –" if with_score else ""
         lines.append(f"| Retrain ensemble | {len(ref['run_ids'])} | " + " | ".join(ref_cells) + extra + " |")
         original = entry["original"]["metrics"]
         lines.append(f"| Original | {len(entry['original']['seeds'])} | " + " | ".join(
@@ -88,14 +91,17 @@ def markdown_tables(result: dict) -> str:
                 name += f" [{cell['failed']} failed]"
             values = [_stat_text(cell["summary"][key], key not in RUN_METRICS) for key, _ in TABLE_METRICS]
             if with_score:
-                values.append(_distinguisher_text(cell.get("distinguisher")))
+                values.extend(_verdict_texts(cell))
             lines.append(f"| {name} | {len(cell['seeds'])} | " + " | ".join(values) + " |")
         parts.append("\n".join(lines) + "\n")
         if with_score:
             notes = sorted({d["note"] for d in scored if d and d.get("note")})
-            parts.append("Forget quality: the retrain-distinguisher score of the NeurIPS 2023 unlearning challenge "
-                         "(1 = no threshold attack tells the unlearned models from the retrained ones; "
-                         "docs/EVIDENCE.md); K = models per side. " + " ".join(f"Note: {n}." for n in notes) + "\n")
+            parts.append(f"Verdicts against the retrained models (protocol `{result.get('protocol', 'seeds')}`): "
+                         "forget quality as the NeurIPS 2023 competition's released metric.py computes it (1 = no "
+                         "threshold attack tells the unlearned models from the retrained ones), K = models per side; "
+                         "KLoM P95 on the forget set (EasyDUB; 0 = the margins' distributions match); U-LiRA TPR at "
+                         "1 % FPR on the forget set (docs/EVIDENCE.md). "
+                         + " ".join(f"Note: {n}." for n in notes) + "\n")
         errors = [f"- `{c['method']}` {_params_text(c['params'], c['method'], spec)} seed {r['seed']}: {r['error']}"
                   for c in result["cells"] if c["forget"] == entry["forget"] for r in c["runs"]
                   if r["status"] != "done"]
@@ -120,9 +126,13 @@ def flat_rows(result: dict) -> list[dict]:
         row = {**base, "row": "cell", "cell": cell["id"], "forget": cell["forget"], "method": cell["method"],
                "params": json.dumps(cell["params"], sort_keys=True), "n": len(cell["seeds"]),
                "failed": cell["failed"],
-               "forget_quality": (cell.get("distinguisher") or {}).get("score"),
-               "forget_quality_k": min((cell.get("distinguisher") or {}).get("k_unlearned", 0),
-                                       (cell.get("distinguisher") or {}).get("k_retrained", 0)) or None}
+               "protocol": result.get("protocol", "seeds"),
+               "forget_quality": cell.get("forget_quality"),
+               "forget_quality_k": (cell.get("verdicts") or {}).get("k_used"),
+               "competition_score": (cell.get("competition_score") or {}).get("final_score"),
+               **{f"klom_p95_{split}": (cell.get("klom_p95") or {}).get(split)
+                  for split in ("forget", "retain", "validation")},
+               **{f"ulira_{key}": (cell.get("ulira") or {}).get(key) for key in ("auc", "tpr_at_1fpr", "tpr_at_5fpr")}}
         for metric in result["metrics"]:
             stats = cell["summary"][metric]
             row.update({f"{metric}_{part}": stats[part]

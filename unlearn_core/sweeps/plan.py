@@ -40,6 +40,12 @@ class PlannedRun:
     seed: int
     role: str
     key: str
+    #: The seed of the original model the run starts from (``seed`` unless the protocol is ``competition``).
+    original_seed: int | None = None
+
+    @property
+    def start_seed(self) -> int:
+        return self.seed if self.original_seed is None else self.original_seed
 
 
 def cells(spec: SweepSpec) -> list[Cell]:
@@ -68,10 +74,13 @@ def reference_seeds(seeds: list[int], count: int) -> list[int]:
     return chosen
 
 
-def run_key(cell: Cell, seed: int, recipe: dict, device_kind: str, evidence: dict | None = None) -> str:
+def run_key(cell: Cell, seed: int, recipe: dict, device_kind: str, evidence: dict | None = None,
+            original_seed: int | None = None) -> str:
     """Everything that determines a run's result (the code version too: new code, new runs).
 
     ``evidence`` enters the key only when asked for: a run with evidence holds more than one without.
+    ``original_seed`` (the ``competition`` protocol: the run starts from the original model of another seed)
+    enters it only when it differs from ``seed``, so such a run is never taken for a ``seeds`` run.
     """
     from unlearn_core.store import code_version
 
@@ -80,11 +89,17 @@ def run_key(cell: Cell, seed: int, recipe: dict, device_kind: str, evidence: dic
                "device": device_kind, "code": code_version()}
     if evidence:
         payload["evidence"] = evidence
+    if original_seed is not None and int(original_seed) != int(seed):
+        payload["original_seed"] = int(original_seed)
     return stable_hash(payload)
 
 
 def plan(spec: SweepSpec, recipe: dict, device_kind: str) -> list[PlannedRun]:
-    """References first (per forget set), then every cell at every seed; a run asked for twice appears once."""
+    """References first (per forget set), then every cell at every seed; a run asked for twice appears once.
+
+    Under the ``competition`` protocol a method run at seed ``s`` starts from the original model of the first
+    seed (``original_seed``); the retrain method and the references need no original model and are unchanged.
+    """
     runs, seen = [], set()
     for forget in spec.forgets:
         reference = Cell(spec.dataset, spec.model, forget, "retrain", ())
@@ -94,10 +109,12 @@ def plan(spec: SweepSpec, recipe: dict, device_kind: str) -> list[PlannedRun]:
             runs.append(PlannedRun(reference, seed, "reference", key))
     for cell in cells(spec):
         for seed in spec.seeds:
-            key = run_key(cell, seed, recipe, device_kind, spec.evidence if cell.method != "retrain" else None)
+            retrain = cell.method == "retrain"
+            start = None if retrain else spec.original_seed(seed)
+            key = run_key(cell, seed, recipe, device_kind, None if retrain else spec.evidence, start)
             if key not in seen:
                 seen.add(key)
-                runs.append(PlannedRun(cell, seed, "run", key))
+                runs.append(PlannedRun(cell, seed, "run", key, None if start == seed else start))
     return runs
 
 
@@ -121,7 +138,7 @@ def sweep_cost(spec: SweepSpec, store=None, device_kind: str | None = None):
     held = store.find_keys([p.key for p in planned]) if store is not None else {}
     pending = [p for p in planned if (held.get(p.key) or {}).get("status") != "done"]
     methods = sum(1 for p in pending if p.cell.method != "retrain")
-    seeds = {p.seed for p in pending if p.role == "run"}
+    seeds = {p.start_seed for p in pending if p.role == "run"}  # the originals the runs start from
     originals = sum(1 for seed in seeds if not is_cached("original", bundle, spec.model, seed, recipe))
     splits = {}
     for p in pending:

@@ -21,6 +21,12 @@ from unlearn_core.parsing import ascii_int
 ENGINES = ("ray", "inline")
 OBJECTIVES = ("avg_gap",)
 SEARCHERS = ("optuna",)
+#: How a sweep's K unlearned runs of a cell are made (docs/EVIDENCE.md): ``seeds`` trains one original model per
+#: seed and runs the method from each; ``competition`` (the NeurIPS 2023 unlearning competition's protocol) runs
+#: the method K times, with K method seeds, from the one original model trained with the first seed.
+PROTOCOLS = ("seeds", "competition")
+#: Fewest models per family the ensemble verdicts need (the attack leaves one out and fits on the rest).
+VERDICT_MIN_MODELS = 3
 MAX_GPUS_PER_RUN = 8.0
 MAX_NUM_CPUS = 100_000
 MAX_THREADS = 1024
@@ -48,6 +54,8 @@ class SweepSpec:
     #: Evidence of forgetting for every method run (docs/EVIDENCE.md): ``"probe,relearn"``, a list, an
     #: ``EvidenceRequest`` or its ``as_dict()``; :func:`validate` turns it into the dict.
     evidence: Any = None
+    #: ``seeds`` or ``competition`` (:data:`PROTOCOLS`).
+    protocol: str = "seeds"
 
     def as_dict(self) -> dict:
         out = {"dataset": self.dataset, "model": self.model, "forgets": list(self.forgets),
@@ -56,15 +64,22 @@ class SweepSpec:
                "recipe_overrides": self.recipe_overrides or None}
         if self.evidence:  # only when asked for, so the tags of sweeps without evidence stay as they were
             out["evidence"] = self.evidence
+        if self.protocol != "seeds":  # likewise: a seeds sweep's tag does not depend on this field
+            out["protocol"] = self.protocol
         return out
 
-    def collects_confidences(self) -> bool:
-        """Whether runs keep their forget-set confidences for the retrain-distinguisher score.
+    def keeps_verdict_outputs(self) -> bool:
+        """Whether runs keep their :func:`~unlearn_core.evidence.run_outputs` for the ensemble verdicts.
 
-        It needs several unlearned models per cell and several retrained ones
-        (docs/EVIDENCE.md: at least 8 each to mean something).
+        The verdicts need at least :data:`VERDICT_MIN_MODELS` unlearned runs per
+        cell and as many retrained models (docs/EVIDENCE.md: K = 8 or more for a
+        stable rank).
         """
-        return self.reference_count() >= 2 and len(self.seeds) >= 2
+        return self.reference_count() >= VERDICT_MIN_MODELS and len(self.seeds) >= VERDICT_MIN_MODELS
+
+    def original_seed(self, seed: int) -> int:
+        """The seed of the original model a method run at ``seed`` starts from (the first seed under ``competition``)."""
+        return int(self.seeds[0]) if self.protocol == "competition" else int(seed)
 
     def reference_count(self) -> int:
         """``retrains``, or one retrained model per seed when unset (those are trained for the reports anyway)."""
@@ -244,12 +259,14 @@ def validate(spec: SweepSpec) -> SweepSpec:
     retrains = spec.reference_count()
     if isinstance(retrains, bool) or not 0 <= retrains <= 1000:
         raise ParameterError(f"--retrains must be between 0 and 1000, got {spec.retrains}")
+    if spec.protocol not in PROTOCOLS:
+        raise ParameterError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {str(spec.protocol)[:40]!r}")
     overrides = dict(spec.recipe_overrides or {})
     unknown = set(overrides) - set(TrainRecipe.__dataclass_fields__)
     if unknown:
         raise ParameterError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
     return SweepSpec(spec.dataset, model, forgets, methods, grid, seeds, retrains, overrides or None, spec.tag,
-                     evidence_dict(spec.evidence))
+                     evidence_dict(spec.evidence), spec.protocol)
 
 
 def planned_run_count(grid: dict[str, dict[str, list]], methods: list[str], forgets: int, seeds: int) -> int:

@@ -85,10 +85,15 @@ def execute_run(run: dict, original: dict, retrained: dict, device: str, threads
 
     A method's own failure (divergence, bad request) comes back as ``error`` so
     the sweep records it and goes on; Ray retries only a worker that died.
-    ``run["evidence"]`` adds the report's evidence section; ``run["confidences"]``
-    keeps the model's logit-scaled confidence on every forget sample
-    (``forget_confidences``, with the forget set's ``forget_split_key``) for
-    the retrain-distinguisher score of :func:`sweep_result`.
+    ``run["evidence"]`` adds the report's evidence section; ``run["verdict_outputs"]``
+    keeps the model's :func:`~unlearn_core.evidence.run_outputs` (its logit-scaled
+    confidence on every forget sample and on the forget set's fixed retain and
+    validation samples, :func:`~unlearn_core.evidence.verdict_samples`) as the
+    report's ``verdict_outputs``, with the forget set's ``verdict_split_key``,
+    for the ensemble verdicts of :func:`sweep_result`. The sample draw is a
+    function of the forget set alone, so every task of a forget set reads the
+    same samples. ``run["original_seed"]`` names the original model's seed when
+    it is not the run's (the ``competition`` protocol).
     """
     import torch
 
@@ -106,7 +111,8 @@ def execute_run(run: dict, original: dict, retrained: dict, device: str, threads
         device = torch.device(device)
         bundle = load_dataset(run["dataset"])
         split = ForgetSpec.parse(run["forget"]).resolve(bundle, run["seed"])
-        original_model = _trained_from_blob(original, bundle, run["model"], run["seed"], device)
+        original_model = _trained_from_blob(original, bundle, run["model"], run.get("original_seed", run["seed"]),
+                                            device)
         retrained_model = _trained_from_blob(retrained, bundle, run["model"], run["seed"], device)
         if run["method"] == "retrain":
             _ensure_cached(retrained_model)
@@ -121,13 +127,15 @@ def execute_run(run: dict, original: dict, retrained: dict, device: str, threads
         report = build_report(setup, result, evidence=evidence)
         # A task hands back plain data (it crosses Ray's object store and the search's JSON): the report's dict.
         out["report"] = report.to_dict() if hasattr(report, "to_dict") else report
-        if run.get("confidences"):
-            from unlearn_core.evidence import forget_confidences
+        if run.get("verdict_outputs"):
+            from unlearn_core.evidence import run_outputs, verdict_samples
 
-            values = forget_confidences(result.model, bundle, split, device)
-            # Five decimals of a logit are far below any threshold's resolution, and keep the stored report small.
-            out["report"]["forget_confidences"] = [round(float(v), 5) for v in values]
-            out["report"]["forget_split_key"] = split.key()
+            outputs = run_outputs(result.model, bundle, split, device, verdict_samples(bundle, split)).to_dict()
+            # Five decimals of a logit are far below any threshold's or bin's resolution, and keep the report small.
+            for part in outputs.values():
+                part["phi"] = [round(v, 5) for v in part["phi"]]
+            out["report"]["verdict_outputs"] = outputs
+            out["report"]["verdict_split_key"] = split.key()
         if save_state:
             out["state"] = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     except Cancelled:

@@ -22,7 +22,17 @@ COLOUR_BY = {
     "forget gap": ("forget_gap", "Forget gap (cell − retrained, points; blue = remembers, red = forgot more)", True),
     "retain drop": ("retain_gap", "Retained accuracy (cell − retrained, points; red = dropped)", True),
     "Avg. Gap": ("avg_gap", "Avg. Gap to the retrained model (points)", False),
+    "forget quality": ("forget_quality", "Forget quality (the competition's released metric.py over the seeds; "
+                       "1 = like retraining)", False),
+    "KLoM P95": ("klom_p95_forget", "KLoM P95 on the forget set (0 = margins like the retrained models')", False),
+    "U-LiRA TPR@1%FPR": ("ulira_tpr_at_1fpr", "U-LiRA TPR at 1 % FPR on the forget set (0.01 = chance)", False),
 }
+#: Colours with a fixed range of their own (column -> (low, high, higher is better)); the rest use the gap scale.
+#: KLoM's ceiling is ln(1e5): the KL of a sample whose two families share no bin (the 1e-5 floor).
+COLOUR_RANGES = {"forget_quality": (0.0, 1.0, True), "klom_p95_forget": (0.0, math.log(1e5), False),
+                 "ulira_tpr_at_1fpr": (0.0, 1.0, False)}
+#: The ensemble verdicts' columns: missing when a sweep has fewer than 3 seeds or 3 retrained models.
+VERDICT_COLUMNS = tuple(COLOUR_RANGES)
 MAX_GRID_VALUES = 10
 
 
@@ -112,7 +122,10 @@ def cell_frame(result: dict, forget: str | None = None) -> pd.DataFrame:
     - ``retain_gap``: the cell's mean retained metric (Acc_r, or TA) minus the ensemble's, and ``retain_drop``
       its negation: a positive drop = retained accuracy lost against retraining (over-unlearning);
     - ``forget_error`` = |forget_gap| and ``retain_loss`` = max(retain_drop, 0): the Pareto axes;
-    - ``avg_gap`` and ``seconds`` (means over seeds).
+    - ``avg_gap`` and ``seconds`` (means over seeds);
+    - the cell's ensemble verdicts (``unlearn_core.sweeps.aggregate``), NaN where it has none:
+      ``forget_quality`` (the competition's released score), ``klom_p95_forget`` (KLoM P95 on the forget
+      set) and ``ulira_tpr_at_1fpr`` (the U-LiRA attack's TPR at 1 % FPR on the forget set).
     """
     forgets = [f["forget"] for f in result.get("forgets") or []]
     forget = forget if forget is not None else (forgets[0] if forgets else None)
@@ -130,7 +143,10 @@ def cell_frame(result: dict, forget: str | None = None) -> pd.DataFrame:
                "forget_gap": forget_gap, "retain_gap": retain_gap, "retain_drop": -retain_gap,
                "forget_error": abs(forget_gap), "retain_loss": max(-retain_gap, 0.0) if not math.isnan(retain_gap)
                else float("nan"),
-               "avg_gap": _number(_mean(cell, "avg_gap")), "seconds": _number(_mean(cell, "seconds"))}
+               "avg_gap": _number(_mean(cell, "avg_gap")), "seconds": _number(_mean(cell, "seconds")),
+               "forget_quality": _number(cell.get("forget_quality")),
+               "klom_p95_forget": _number((cell.get("klom_p95") or {}).get("forget")),
+               "ulira_tpr_at_1fpr": _number((cell.get("ulira") or {}).get("tpr_at_1fpr"))}
         row.update({f"p.{name}": value for name, value in cell["params"].items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -161,7 +177,7 @@ def phase_matrix(frame: pd.DataFrame, method: str, x: str, y: str | None, colour
     """One method's cells on a grid: ``x`` values (columns) by ``y`` values (rows; one row when ``y`` is None).
 
     Returns ``{"x": [...], "y": [...], "z": 2-D array (NaN where no cell), "cell_ids": 2-D list (None where no
-    cell), "column", "title", "signed"}``. Cells whose other parameters differ would land on one grid point;
+    cell), "column", "title", "signed", "range"}`` (``range``: :data:`COLOUR_RANGES`' fixed range, or None). Cells whose other parameters differ would land on one grid point;
     the one with the most seeds wins and ``collisions`` counts the rest, so the page can say so.
     """
     column, title, signed = COLOUR_BY[colour]
@@ -183,7 +199,7 @@ def phase_matrix(frame: pd.DataFrame, method: str, x: str, y: str | None, colour
         ids[i][j] = data["cell_id"]
         seeds[i, j] = data["n"]
     return {"x": xs, "y": ys, "z": z, "cell_ids": ids, "column": column, "title": title, "signed": signed,
-            "collisions": collisions, "x_name": x, "y_name": y}
+            "collisions": collisions, "x_name": x, "y_name": y, "range": COLOUR_RANGES.get(column)}
 
 
 def pareto_front(frame: pd.DataFrame) -> list[str]:
