@@ -70,7 +70,7 @@ def test_cka_and_relearn_retain_in_a_run_report(digits_class3):
     request = EvidenceRequest.parse("cka,relearn_retain", {"relearn_retain.steps": "10", "cka.samples": "64"})
     assert request.kinds == ("cka", "relearn_retain")
     assert EvidenceRequest.parse("relearn_retain,probe").kinds == ("probe", "relearn_retain")
-    report = build_report(setup, run_method(setup, "finetune", {"epochs": 1}), evidence=request)
+    report = build_report(setup, run_method(setup, "finetune", {"epochs": 1}), evidence=request).to_dict()
     evidence = report["evidence"]
     cka = evidence["cka"]
     n_layers = len(cka["layers"])

@@ -152,7 +152,7 @@ DIGITS = {"svd_forget": ({}, 40.0, 2.0), "esc": ({}, 10.0, 6.0), "esc_t": ({"lr"
 def test_digits_forgotten_class_drops_and_the_rest_hold(digits_class3, method):
     params, max_acc_f, max_acc_r_loss = DIGITS[method]
     run = run_method(digits_class3, method, params)
-    report = build_report(digits_class3, run)
+    report = build_report(digits_class3, run).to_dict()
     original, unlearned = report["original"], report["unlearned"]
     assert original["Acc_f"] > 90
     assert unlearned["Acc_f"] <= max_acc_f, unlearned
@@ -167,7 +167,7 @@ def test_digits_forgotten_class_drops_and_the_rest_hold(digits_class3, method):
 ])
 def test_mnist5k_class3_forgotten_and_the_rest_hold(mnist_class3, method, params, max_acc_f):
     run = run_method(mnist_class3, method, params)
-    report = build_report(mnist_class3, run)
+    report = build_report(mnist_class3, run).to_dict()
     original, unlearned = report["original"], report["unlearned"]
     assert unlearned["Acc_f"] <= max_acc_f, unlearned
     assert unlearned["Acc_r"] >= original["Acc_r"] - 2.0, (unlearned, original)
@@ -182,11 +182,11 @@ def test_mnist5k_release_defaults_that_fall_short(mnist_class3):
     ~6e-3 per entry, so 50 epochs of 7 steps leave it at 1 and nothing is erased.
     """
     run = run_method(mnist_class3, "svd_forget")
-    report = build_report(mnist_class3, run)
+    report = build_report(mnist_class3, run).to_dict()
     original, unlearned = report["original"], report["unlearned"]
     assert 2.0 < unlearned["Acc_f"] < 50.0, unlearned
     assert unlearned["Acc_r"] >= original["Acc_r"] - 2.0
     run = run_method(mnist_class3, "esc_t")
     assert run.artifacts["erased_rank"] == 0 and run.artifacts["epochs_run"] == 50
     assert run.artifacts["mask_kept_share"] == 1.0
-    assert build_report(mnist_class3, run)["unlearned"]["Acc_f"] >= original["Acc_f"] - 2.0
+    assert build_report(mnist_class3, run).unlearned.Acc_f >= original["Acc_f"] - 2.0
