@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -81,24 +82,12 @@ def relearn_time(model: nn.Module, original_accuracy: float, bundle: DatasetBund
     history = [start]
     steps, diverged = (0 if start >= target else None), False
     if steps is None:
-        images = _take(bundle.train_x, sets.slice_idx)
-        labels = _take(bundle.train_y, sets.slice_idx)
-        optimizer = torch.optim.SGD(learner.parameters(), lr=params["lr"], momentum=0.9)
-        generator = torch.Generator().manual_seed(seed * 1000 + 41)
-        order = torch.zeros(0, dtype=torch.long)
-        with torch.enable_grad(), seeded_global_rng(seed, device):
-            for step in range(1, params["max_steps"] + 1):
-                if len(order) == 0:  # a fresh shuffle of the slice each pass
-                    order = torch.randperm(len(labels), generator=generator)
-                batch, order = order[:params["batch_size"]], order[params["batch_size"]:]
-                learner.train()
-                optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(learner(to_float(images[batch]).to(device)), labels[batch].to(device))
-                if not math.isfinite(loss.item()):
+        with contextlib.closing(_sgd_steps(learner, bundle, sets, params["lr"], params["batch_size"],
+                                           params["max_steps"], seed, 41, device)) as stepper:
+            for step in stepper:
+                if step is None:
                     diverged = True  # reported, not raised: a measurement must not fail the run it describes
                     break
-                loss.backward()
-                optimizer.step()
                 accuracy = _accuracy(learner, sets.eval_images, sets.eval_labels, device)
                 history.append(accuracy)
                 if accuracy >= target:
@@ -163,24 +152,12 @@ def relearn_from_retain(model: nn.Module, original_accuracy: float, bundle: Data
     start = _accuracy(learner, sets.eval_images, sets.eval_labels, device)
     readings = [(0, start)]
     diverged = False
-    images = _take(bundle.train_x, sets.slice_idx)
-    labels = _take(bundle.train_y, sets.slice_idx)
-    optimizer = torch.optim.SGD(learner.parameters(), lr=params["lr"], momentum=0.9)
-    generator = torch.Generator().manual_seed(seed * 1000 + 59)
-    order = torch.zeros(0, dtype=torch.long)
-    with torch.enable_grad(), seeded_global_rng(seed, device):
-        for step in range(1, params["steps"] + 1):
-            if len(order) == 0:
-                order = torch.randperm(len(labels), generator=generator)
-            batch, order = order[:params["batch_size"]], order[params["batch_size"]:]
-            learner.train()
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(learner(to_float(images[batch]).to(device)), labels[batch].to(device))
-            if not math.isfinite(loss.item()):
+    with contextlib.closing(_sgd_steps(learner, bundle, sets, params["lr"], params["batch_size"], params["steps"],
+                                       seed, 59, device)) as stepper:
+        for step in stepper:
+            if step is None:
                 diverged = True  # reported, not raised: a measurement must not fail the run it describes
                 break
-            loss.backward()
-            optimizer.step()
             if step % params["every"] == 0 or step == params["steps"]:
                 readings.append((step, _accuracy(learner, sets.eval_images, sets.eval_labels, device)))
     final = readings[-1][1]
@@ -191,3 +168,32 @@ def relearn_from_retain(model: nn.Module, original_accuracy: float, bundle: Data
             "accuracy_by_step": [{"step": s, "acc": a} for s, a in readings], "steps": readings[-1][0],
             "diverged": diverged, "eval": sets.eval_source, "n_retain": int(len(sets.slice_idx)),
             "n_eval": int(len(sets.eval_labels))}
+
+
+def _sgd_steps(learner: nn.Module, bundle: DatasetBundle, sets: "RelearnSets", lr: float, batch_size: int,
+               steps: int, seed: int, salt: int, device):
+    """Fine-tune ``learner`` with cross-entropy on the true labels of ``sets.slice_idx`` (SGD, momentum 0.9),
+    batches cycling over a fresh seeded shuffle of the slice each pass; yield each step's number after its update.
+
+    Yields ``None`` (and stops) when a loss is not finite. The global RNG is seeded (``seeded_global_rng``) while
+    the caller reads the model between steps too, so close the generator when done (``contextlib.closing``).
+    """
+    images = _take(bundle.train_x, sets.slice_idx)
+    labels = _take(bundle.train_y, sets.slice_idx)
+    optimizer = torch.optim.SGD(learner.parameters(), lr=lr, momentum=0.9)
+    generator = torch.Generator().manual_seed(seed * 1000 + salt)
+    order = torch.zeros(0, dtype=torch.long)
+    with torch.enable_grad(), seeded_global_rng(seed, device):
+        for step in range(1, steps + 1):
+            if len(order) == 0:  # a fresh shuffle of the slice each pass
+                order = torch.randperm(len(labels), generator=generator)
+            batch, order = order[:batch_size], order[batch_size:]
+            learner.train()
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(learner(to_float(images[batch]).to(device)), labels[batch].to(device))
+            if not math.isfinite(loss.item()):
+                yield None
+                return
+            loss.backward()
+            optimizer.step()
+            yield step
