@@ -268,8 +268,8 @@ def test_method_choice_and_parameters_survive_page_visits(app_env, monkeypatch):
     at = ensure_original(open_app(monkeypatch=monkeypatch))
     at.switch_page("app_pages/unlearn.py").run()
     at.multiselect(key="w_methods").set_value(["finetune", "ga"]).run()
-    at.number_input(key="p_ga_lr").set_value(0.0005)
-    at.number_input(key="p_finetune_epochs").set_value(3)
+    at.text_input(key="p_ga_lr").input("0.0005")
+    at.text_input(key="p_finetune_epochs").input("3")
     at.selectbox(key="p_ga_optimizer").set_value("adam")
     next(b for b in at.button if b.label.startswith("Run ")).click().run()
     assert any("may have 1 runs queued" in e for e in texts(at.error))
@@ -277,10 +277,10 @@ def test_method_choice_and_parameters_survive_page_visits(app_env, monkeypatch):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, at.exception
     assert at.multiselect(key="w_methods").value == ["finetune", "ga"]
-    assert at.number_input(key="p_ga_lr").value == pytest.approx(0.0005)
-    assert at.number_input(key="p_finetune_epochs").value == 3
+    assert float(at.text_input(key="p_ga_lr").value) == pytest.approx(0.0005)
+    assert at.text_input(key="p_finetune_epochs").value == "3"
     assert at.selectbox(key="p_ga_optimizer").value == "adam"
-    assert at.number_input(key="p_ga_epochs").value == 5  # untouched ones keep their declared default
+    assert at.text_input(key="p_ga_epochs").value == "5"  # untouched ones keep their declared default
 
 
 def test_the_jobs_panel_pages_through_every_job(app_env, monkeypatch):
