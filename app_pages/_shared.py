@@ -364,6 +364,48 @@ def jobs_panel(kind: str | None = None, title: str = "Jobs") -> None:
     panel()
 
 
+def queue_runs(items: list, evidence=()) -> int:
+    """Queue ``items`` (``(choice, method, resolved params)``) in the worker, all or none; returns how many.
+
+    Checked as one batch first (:meth:`unlearn_app.jobs.JobRunner.check`): the session's limits, counting the
+    original and retrained models each setting still has to train, and no run identical to one of the session's
+    queued or running runs (:func:`unlearn_app.jobs.run_fingerprint`). Raises ``UnlearnError`` with one line.
+    """
+    from unlearn_app.jobs import run_fingerprint
+    from unlearn_app.urlstate import forget_label
+    from unlearn_core.cost import run_cost
+    from unlearn_core.forget import ForgetSpec, index_root
+
+    trainings = {}
+    for request, _, _ in items:
+        if request.key() not in trainings:
+            # What the batch trains: its runs, and the original and retrained model while they are not cached.
+            spec = ForgetSpec.parse(request.forget, allow_files=False, files_root=index_root())
+            models = run_cost(request.dataset, request.model, spec, request.seed, method_runs=0)
+            trainings[request.key()] = models.references if request.original else models.trainings
+    fingerprints = [run_fingerprint(request.dataset, request.model, request.forget, request.seed, method, params,
+                                    request.original) for request, method, params in items]
+    # All or nothing: a half-queued batch would leave the user guessing which runs run. A run identical to one
+    # still queued or running (a double click, a second submission) is refused.
+    runner().check(session_owner(), len(items) + sum(trainings.values()), jobs=len(items),
+                   fingerprints=tuple(fingerprints))
+    for (request, method, params), fingerprint in zip(items, fingerprints):
+        def provider(progress, cancel, request=request):
+            return setups().get(request, progress, cancel, with_retrain=True)
+
+        runner().submit_run(
+            provider, method, params, store=store(),
+            label=f"{method} on {request.dataset}/{forget_label(request.forget)}"
+                  + (f" · seed {request.seed}" if request.seed else ""),
+            meta={"forget": request.forget, "dataset": request.dataset, "owner": session_owner(),
+                  "fingerprint": fingerprint, "trainings": 1 + trainings.pop(request.key(), 0)},
+            # Runs of an uploaded original are shown only next to that upload, never as the trained one's.
+            extra_config={"original_upload": request.original} if request.original else None,
+            evidence=",".join(evidence or ()) or None)
+    warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
+    return len(items)
+
+
 def keep_widgets(name: str, keys) -> None:
     """Remember widget values in a plain key: Streamlit drops a widget's key when a page without it runs."""
     kept = st.session_state.setdefault(f"kept_{name}", {})

@@ -12,7 +12,6 @@ _shared.explainer(
     "or a restart of the app loses nothing. The **retrained** reference is trained once per forget set and cached.")
 
 from unlearn_app.forms import field_error, field_text, read_fields  # noqa: E402
-from unlearn_app.jobs import run_fingerprint  # noqa: E402
 from unlearn_app.urlstate import forget_label  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.evidence import KINDS as EVIDENCE_KINDS  # noqa: E402
@@ -116,43 +115,12 @@ if chosen:
                 raise UnlearnError(f"Nothing was queued: {len(problems)} field(s) to fix first: "
                                    + "; ".join(problems) + ". See the message under each field.")
             resolved = {m: get_method(m).resolve_params(values[m]) for m in chosen}
+            queued = _shared.queue_runs([(request, m, resolved[m]) for m in chosen], evidence=evidence)
         except UnlearnError as error:
             _shared.show_error(error)
         else:
-            from unlearn_core.cost import run_cost
-            from unlearn_core.forget import ForgetSpec, index_root
-
-            try:
-                # What the batch trains: its runs, and the original and retrained model while they are not cached.
-                spec = ForgetSpec.parse(request.forget, allow_files=False, files_root=index_root())
-                models = run_cost(request.dataset, request.model, spec, request.seed, method_runs=0)
-                if request.original:
-                    models = type(models)(0, 0, models.references)
-                # All or nothing: a half-queued batch would leave the user guessing which methods run. A run
-                # identical to one still queued or running (a double click, a second submission) is refused.
-                fingerprints = {m: run_fingerprint(request.dataset, request.model, request.forget, request.seed, m,
-                                                   resolved[m], request.original) for m in chosen}
-                _shared.runner().check(_shared.session_owner(), len(chosen) + models.trainings, jobs=len(chosen),
-                                       fingerprints=tuple(fingerprints.values()))
-            except UnlearnError as error:
-                _shared.show_error(error)
-            else:
-                def provider(progress, cancel, request=request):
-                    return _shared.setups().get(request, progress, cancel, with_retrain=True)
-
-                for number, method in enumerate(chosen):
-                    _shared.runner().submit_run(
-                        provider, method, resolved[method], store=_shared.store(),
-                        label=f"{method} on {request.dataset}/{forget_label(request.forget)}",
-                        meta={"forget": request.forget, "dataset": request.dataset, "owner": _shared.session_owner(),
-                              "fingerprint": fingerprints[method],
-                              "trainings": 1 + (models.trainings if number == 0 else 0)},
-                        # Runs of an uploaded original are shown only next to that upload, never as the trained one's.
-                        extra_config={"original_upload": request.original} if request.original else None,
-                        evidence=",".join(evidence) or None)
-                _shared.warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
-                st.toast(f"Queued {len(chosen)} run(s).")
-                st.rerun()
+            st.toast(f"Queued {queued} run(s).")
+            st.rerun()
 else:
     _shared.keep_widgets("unlearn", ["w_methods"])
     st.info("Choose at least one method.")
