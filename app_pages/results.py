@@ -232,9 +232,16 @@ with tab_bars:
 st.subheader("One run in detail")
 labels = {r["id"]: f"#{r['id']} {r['method']}" + (" · evidence" if reports[r["id"]].evidence else "")
           for r in done}
+if (linked := _shared.url_view("run")) is not None:
+    # Only a run this page lists: on a shared server the session's own runs (RunView, deny by default).
+    if linked in labels:
+        st.session_state["w_results_run"] = linked
+    else:
+        _shared.drop_url_value("run", "it is not a finished run you can see for this choice")
 if st.session_state.get("w_results_run") not in labels:
     st.session_state.pop("w_results_run", None)  # a focus from Sweeps may leave the old choice out of the list
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="w_results_run")
+_shared.set_view("run", int(run_id))
 run = next(r for r in done if r["id"] == run_id)
 if reports[run_id].in_scope is False:
     st.warning(f"Run #{run_id} is out of its method's scope: {reports[run_id].in_scope_reason or ''}",

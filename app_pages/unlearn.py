@@ -94,6 +94,8 @@ if chosen:
                         values[method][param.name] = widget_for(method, param)
         # Deeper evidence costs time per run (docs/EVIDENCE.md: the probe and relearn read three models), so it
         # is asked for, never on by default; Results draws what each run recorded.
+        if (linked := _shared.url_view("evidence")) is not None:  # a link's evidence kinds, checked
+            st.session_state["w_evidence"] = list(linked)
         evidence = st.multiselect(
             "Evidence", EVIDENCE_KINDS, key="w_evidence", format_func=EVIDENCE_LABELS.get,
             help="Record deeper evidence of forgetting with each run: a linear/k-NN probe on the frozen features, "
@@ -101,6 +103,7 @@ if chosen:
                  "CKA per layer against the original and the retrained model, and how much forget accuracy "
                  "fine-tuning on retained data alone brings back. "
                  "Shown in Results under the run. Adds seconds per run.")
+        _shared.set_view("evidence", tuple(evidence))
         submitted = st.form_submit_button(f"Run {len(chosen)} method(s)", type="primary",
                                           icon=":material/play_arrow:")
     _shared.keep_widgets("unlearn", ["w_methods", "w_evidence", *param_keys])
