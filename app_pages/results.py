@@ -168,21 +168,21 @@ if repeat and not current.original:
     with st.container(horizontal=True, vertical_alignment="center"):
         st.caption(f"{len({(m, str(p)) for m, p, _ in repeat})} method setting(s) here have one seed: one seed "
                    "cannot tell small differences apart.")
-        if st.button("Run 3 seeds", icon=":material/repeat:", key="w_results_seeds",
-                     help="Queue the same runs (method and parameters) with the next two seeds; each seed trains "
-                          "its own original and retrained model. Shown in the 'Over seeds' tab when done."):
-            from dataclasses import replace as replaced
+        clicked = st.button("Run 3 seeds", icon=":material/repeat:", key="w_results_seeds",
+                            help="Queue the same runs (method and parameters) with the next two seeds; each seed "
+                                 "trains its own original and retrained model. Shown in the 'Over seeds' tab when "
+                                 "done.")
+    if clicked:
+        from dataclasses import replace as replaced
 
-            try:
-                queued = _shared.queue_runs([(replaced(current, seed=seed), method, params)
-                                             for method, params, seed in repeat])
-            except UnlearnError as error:
-                _shared.show_error(error)
-            else:
-                st.success(f"Queued {queued} run(s): seeds "
-                           + ", ".join(sorted({str(seed) for _, _, seed in repeat}))
-                           + " of the single-seed runs. Their progress is on the Unlearn page.",
-                           icon=":material/check:")
+        try:
+            queued = _shared.queue_runs([(replaced(current, seed=seed), method, params)
+                                         for method, params, seed in repeat])
+        except UnlearnError as error:
+            _shared.show_error(error)
+        else:
+            st.success(f"Queued {queued} run(s): seeds " + ", ".join(sorted({str(seed) for _, _, seed in repeat}))
+                       + " of the single-seed runs. Their progress is on the Unlearn page.", icon=":material/check:")
 
 downloads = st.columns(3)
 downloads[0].download_button("Download the table (CSV)",
