@@ -214,8 +214,9 @@ if damage:
         for line in damage:
             st.markdown(f"- {line}")
         st.caption("Judged against the retrained model's accuracy per class (more than 2 points, more than the 95 % "
-                   "Wilson margin of that accuracy on the class's test images, and at least 3 test images below it)." + (f" Not judged (under 20 test images): {', '.join(skipped)}."
-                                           if skipped else ""))
+                   "Wilson margin of that accuracy on the class's test images, and at least 3 test images below "
+                   "it)." + (f" Not judged (under 20 test images): {', '.join(skipped)}."
+                             if skipped else ""))
 tab_heat, tab_bars = st.tabs(["Heatmap (method × class)", "Grouped bars"])
 with tab_heat:
     st.plotly_chart(per_class_heatmap(shift, forgotten), width="stretch", key="per_class_heatmap",

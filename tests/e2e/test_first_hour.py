@@ -120,7 +120,8 @@ def _chosen(page, label: str) -> str:
     shown = box.inner_text()
     inputs = box.locator("input")
     values = [inputs.nth(i).input_value() for i in range(inputs.count())]
-    return " ".join([shown, *values, *(box.locator("[value]").evaluate_all("els => els.map(e => e.getAttribute('value') || '')"))])
+    attributes = box.locator("[value]").evaluate_all("els => els.map(e => e.getAttribute('value') || '')")
+    return " ".join([shown, *values, *attributes])
 
 
 def _field(page, name: str):

@@ -20,6 +20,7 @@ __all__ = ["COLOUR_BY", "DECIMALS", "DISPLAY", "FORGOT_FLOOR", "FORGOT_SHARE", "
            "REFERENCE_METHODS", "SPEED_COLUMN", "WIDTHS", "as_report", "best_cells", "best_over_seeds",
            "binomial_margin", "cell_frame",
            "cell_label", "display_frame", "ensemble_band", "forget_metric", "forgot", "grid_values", "gridable",
-           "interval_text", "judged_table", "missing_seed_runs", "metrics_table", "over_unlearning_summary", "pareto_front",
+           "interval_text", "judged_table", "missing_seed_runs", "metrics_table", "over_unlearning_summary",
+           "pareto_front",
            "per_class_shift", "phase_matrix", "retain_metric", "run_sample_sizes", "sample_sizes", "seed_groups",
            "shown_csv", "spec_cells", "varied_params", "wilson_interval"]

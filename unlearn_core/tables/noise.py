@@ -6,7 +6,8 @@ and the remaining classes). With one seed per run, the sampling noise of such a 
 proportion: the 95 % **Wilson score interval** (Wilson 1927, "Probable inference, the law of succession, and
 statistical inference", JASA 22) of ``p`` on ``n`` samples is
 
-    centre ± half,  centre = (p + z²/2n) / (1 + z²/n),  half = z / (1 + z²/n) · sqrt(p(1-p)/n + z²/4n²),  z = 1.96,
+    centre ± half,  centre = (p + z²/2n) / (1 + z²/n),
+    half = z / (1 + z²/n) · sqrt(p(1-p)/n + z²/4n²),  z = 1.96,
 
 which, unlike the normal approximation, does not shrink to zero at 0 % or 100 %. :func:`binomial_margin` returns
 that ``half`` in percentage points. The Results table marks a difference between runs only where it is larger
