@@ -277,10 +277,9 @@ if evidence:
     from app_pages._evidence import show_evidence
 
     show_evidence(evidence, run)
-if (run.get("config") or {}).get("sweep"):
-    from app_pages._evidence import show_cell_verdicts
+from app_pages._evidence import show_cell_verdicts  # noqa: E402
 
-    show_cell_verdicts(_shared.store(), run)
+show_cell_verdicts(_shared.store(), run, uploaded=bool(current.original))
 try:
     outputs = _shared.run_outputs(run_id, setup, run)
 except UnlearnError as error:

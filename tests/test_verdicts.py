@@ -170,3 +170,23 @@ def test_roc_curve_by_hand():
     assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(roc_summary([3.0, 2.0], [2.0, 1.0])["auc"])
     with pytest.raises(UnlearnError):
         roc_curve([], [1.0])
+
+
+def test_ensemble_spec_is_the_competition_protocol_for_one_cell():
+    """One run's ensemble: its cell at K seeds from the run's seed, K retrained models, a tag that finds it again
+    (and differs per shared-server owner); the reference itself and K < 3 are refused with one line."""
+    import pytest
+
+    from unlearn_core.sweeps import SweepError, cells, ensemble_spec
+
+    spec = ensemble_spec("digits", "mlp", "class:3", "ga", {"epochs": 1, "not_a_param": 5}, seed=2, k=4)
+    assert spec.protocol == "competition" and spec.seeds == [2, 3, 4, 5] and spec.reference_count() == 4
+    (cell,) = cells(spec)
+    assert cell.params_dict["epochs"] == 1 and "not_a_param" not in cell.params_dict
+    again = ensemble_spec("digits", "mlp", "class:3", "ga", {"epochs": 1}, seed=2, k=4)
+    assert again.tag == spec.tag and again.tag.startswith("ensemble-")
+    assert ensemble_spec("digits", "mlp", "class:3", "ga", {"epochs": 1}, 2, 4, owner="visitor").tag != spec.tag
+    with pytest.raises(SweepError, match="reference itself"):
+        ensemble_spec("digits", "mlp", "class:3", "retrain", {}, 0, 4)
+    with pytest.raises(SweepError, match="at least 3"):
+        ensemble_spec("digits", "mlp", "class:3", "ga", {}, 0, 2)

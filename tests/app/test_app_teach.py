@@ -118,3 +118,30 @@ def test_results_offers_the_report_and_charts_download_under_their_names(app_env
     assert not at.exception, at.exception
     formats = {json.loads(c.proto.config)["toImageButtonOptions"]["format"] for c in at.get("plotly_chart")}
     assert formats == {"svg"}
+
+
+def test_results_computes_a_runs_ensemble_as_a_job_and_draws_its_verdicts(app_env):
+    """Issue 18 §5: a run outside any sweep has no ensemble; one button queues K = 3 runs of its cell and 3
+    retrained models (competition protocol) as a job, and the panel then draws KLoM and the ROC and says how many
+    models it used."""
+    from _apptest import run_until
+
+    (run_id,) = record(app_env, {"ga": {"epochs": 1}})
+    at = open_app("results")
+    assert not any(c.key == "evidence_klom" for c in at.get("plotly_chart"))
+    at.selectbox(key="w_ensemble_k").select(3).run()
+    assert any("3 runs of ga (seeds 0-2) and 3 retrained models" in c for c in texts(at.caption)), texts(at.caption)
+    at.button(key="w_ensemble_go").click().run()
+    assert not at.exception, at.exception
+
+    def drawn(a):
+        return any("Against the retrained ensemble" in m for m in texts(a.markdown))
+
+    run_until(at, drawn, timeout=300)
+    text = next(m for m in texts(at.markdown) if "Against the retrained ensemble" in m)
+    assert "3 runs of this cell, 3 retrained models" in text and "use 3 of each" in text
+    keys = {c.proto.id for c in at.get("plotly_chart")}
+    assert any("evidence_klom" in k for k in keys) and any("evidence_ulira" in k for k in keys)
+    at.selectbox(key="w_ensemble_k").select(3).run()
+    assert not any(b.key == "w_ensemble_go" for b in at.button)  # nothing left to compute at K = 3
+    assert any("K = 3 is computed and drawn above" in c for c in texts(at.caption))

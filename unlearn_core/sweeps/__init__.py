@@ -51,11 +51,12 @@ from unlearn_core.sweeps.output import (TABLE_METRICS, csv_bytes, flat_rows, jso
                                         rows_csv_bytes)
 from unlearn_core.sweeps.plan import KEY_VERSION, Cell, PlannedRun, cells, plan, reference_seeds, run_key, sweep_cost
 from unlearn_core.sweeps.search import run_search, search_space, search_summary
-from unlearn_core.sweeps.spec import (ENGINES, OBJECTIVES, PROTOCOLS, SEARCHERS, EngineConfig, SweepError, SweepSpec, default_tag,
+from unlearn_core.sweeps.spec import (ENGINES, ENSEMBLE_DEFAULT_K, ENSEMBLE_K_CHOICES, OBJECTIVES, PROTOCOLS,
+                                      SEARCHERS, EngineConfig, SweepError, SweepSpec, default_tag, ensemble_spec,
                                       evidence_dict, parse_grid, parse_methods, parse_seeds, validate)
 from unlearn_core.sweeps.work import execute_run, train_model
 
-__all__ = ["Cell", "ENGINES", "EVIDENCE_METRICS", "EngineConfig", "InlineEngine",
+__all__ = ["Cell", "ENGINES", "ENSEMBLE_DEFAULT_K", "ENSEMBLE_K_CHOICES", "ensemble_spec", "EVIDENCE_METRICS", "EngineConfig", "InlineEngine",
            "KEY_VERSION", "OBJECTIVES", "PlannedRun", "REPORT_FLAGS",
            "PROTOCOLS", "RayEngine", "SEARCHERS", "VERDICT_KEYS", "SweepDriver", "SweepError", "SweepEvent",
            "SweepSpec", "TABLE_METRICS", "cell_verdict_details", "cells", "sweep_cost", "csv_bytes", "default_tag",

@@ -299,3 +299,34 @@ def evidence_dict(evidence) -> dict | None:
 def default_tag(spec: SweepSpec) -> str:
     """A tag derived from the spec, so the same command resumes the same sweep."""
     return f"sweep-{stable_hash(spec.as_dict())[:10]}"
+
+
+#: The ensemble sizes offered for one run's verdicts (:func:`ensemble_spec`); docs/EVIDENCE.md measures how the
+#: methods' rank moves over K = 4, 8, 16.
+ENSEMBLE_K_CHOICES = (3, 4, 8, 16)
+ENSEMBLE_DEFAULT_K = 4
+
+
+def ensemble_spec(dataset: str, model: str | None, forget: str, method: str, params: dict | None, seed: int,
+                  k: int, owner: str | None = None) -> SweepSpec:
+    """The sweep that scores one run's cell against a retrained ensemble, under the competition's protocol.
+
+    The cell is ``method`` with ``params`` (only the method's declared parameters count) on ``forget``; it runs
+    at seeds ``seed .. seed + k - 1``, all from the original model of ``seed`` (``protocol="competition"``:
+    one original, K unlearning runs, K retrained models: K + (K - 1) trainings beyond what is cached). The
+    tag is derived from the request (and ``owner``, so two sessions of a shared server never share one), so
+    asking again finds the same sweep and resumes it.
+    """
+    from unlearn_core.methods import get_method
+
+    if method == "retrain":
+        raise SweepError("the retrained model is the reference itself: an ensemble scores the other methods")
+    if int(k) < VERDICT_MIN_MODELS:
+        raise SweepError(f"an ensemble needs at least {VERDICT_MIN_MODELS} models of each family, not {k}")
+    declared = {p.name for p in get_method(method).params}
+    grid = {method: {name: [value] for name, value in sorted((params or {}).items()) if name in declared}}
+    spec = validate(SweepSpec(dataset=dataset, model=model, forgets=[forget], methods=[method], grid=grid,
+                              seeds=list(range(int(seed), int(seed) + int(k))), retrains=int(k),
+                              protocol="competition"))
+    spec.tag = f"ensemble-{stable_hash({**spec.as_dict(), 'owner': owner or ''})[:10]}"
+    return spec
