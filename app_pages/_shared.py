@@ -31,17 +31,23 @@ def init_state() -> None:
     (``/results?dataset=nope`` was a traceback), a file path or markup.
     Also picks this browser's session token (see :func:`session_owner`).
     """
-    from unlearn_app.urlstate import URL_KEYS, initial_choice
+    from unlearn_app.urlstate import URL_KEYS, VIEW_KEYS, initial_choice, view_from_query
 
     if "dataset" not in st.session_state:
         values, warnings = initial_choice({k: st.query_params.get(k) for k in URL_KEYS}, settings())
+        view, view_warnings = view_from_query({k: st.query_params.get(k) for k in VIEW_KEYS})
         st.session_state.update(values)
-        st.session_state["url_warnings"] = warnings
+        st.session_state["url_view"] = view  # each page takes its values once (url_view), checked again there
+        st.session_state["url_warnings"] = warnings + view_warnings
     st.session_state.setdefault("seed", 0)
     st.session_state.setdefault("original", "")  # "" = the trained original; else an upload's SHA-256
     st.session_state.setdefault("seen_finished", set())
     _init_session_token()
-    sync_url()  # at once too: a page switch may have cleared the query string, and a page may stop early
+    # The page sets its view values again during this run (set_view); until it does, the address bar keeps the
+    # last run's (or, on a link's first run, the link's checked ones), so the URL is not rewritten twice per run.
+    shown = st.session_state.get("_view") or dict(st.session_state.get("url_view") or {})
+    st.session_state["_view"] = {}
+    sync_url(shown)  # at once too: a page switch may have cleared the query string, and a page may stop early
     for warning in st.session_state.pop("url_warnings", []):  # once, on the page the link opened
         st.warning(md(warning), icon=":material/link_off:")
 
@@ -72,17 +78,36 @@ def _init_session_token() -> None:
             st.html(cookie_script(st.session_state["session_token"]), unsafe_allow_javascript=True)
 
 
-def sync_url() -> None:
-    """Mirror the shared choice into the address bar, so a reload or a copied link opens the same view.
+def sync_url(view: dict | None = None) -> None:
+    """Mirror the shared choice and the page's view (:func:`set_view`; ``view`` instead when given) into the
+    address bar, so a reload or a copied link opens the same view.
 
-    Only the checked choice is written (never the session token), and only when it differs from what the URL
+    Only checked values are written (never the session token), and only when they differ from what the URL
     holds: every write is a message to the browser and a history entry. Any other parameter is dropped.
     """
     from unlearn_app.urlstate import URL_KEYS, url_params
 
-    wanted = url_params({key: st.session_state.get(key) for key in URL_KEYS})
+    view = st.session_state.get("_view", {}) if view is None else view
+    wanted = url_params({key: st.session_state.get(key) for key in URL_KEYS}, view)
     if {key: st.query_params.get(key) for key in st.query_params} != wanted:
         st.query_params.from_dict(wanted)
+
+
+def set_view(key: str, value) -> None:
+    """What the page shows for a view key (``eps``, ``run``...: :data:`unlearn_app.urlstate.VIEW_KEYS`), for the
+    address bar at the end of this run; a fragment's rerun calls :func:`sync_url` itself."""
+    st.session_state.setdefault("_view", {})[key] = value
+
+
+def url_view(key: str):
+    """The link's checked value for a view key, handed out once (the page applies it on its first visit)."""
+    return (st.session_state.get("url_view") or {}).pop(key, None)
+
+
+def drop_url_value(key: str, reason: str) -> None:
+    """A link's view value the page cannot use (a run this visitor may not see, a sweep that is not there):
+    dropped with a warning that does not repeat it."""
+    st.warning(f"The link's {key} was ignored: {reason}.", icon=":material/link_off:")
 
 
 def md(text) -> str:
@@ -362,6 +387,48 @@ def jobs_panel(kind: str | None = None, title: str = "Jobs") -> None:
             st.rerun(scope="app")
 
     panel()
+
+
+def queue_runs(items: list, evidence=()) -> int:
+    """Queue ``items`` (``(choice, method, resolved params)``) in the worker, all or none; returns how many.
+
+    Checked as one batch first (:meth:`unlearn_app.jobs.JobRunner.check`): the session's limits, counting the
+    original and retrained models each setting still has to train, and no run identical to one of the session's
+    queued or running runs (:func:`unlearn_app.jobs.run_fingerprint`). Raises ``UnlearnError`` with one line.
+    """
+    from unlearn_app.jobs import run_fingerprint
+    from unlearn_app.urlstate import forget_label
+    from unlearn_core.cost import run_cost
+    from unlearn_core.forget import ForgetSpec, index_root
+
+    trainings = {}
+    for request, _, _ in items:
+        if request.key() not in trainings:
+            # What the batch trains: its runs, and the original and retrained model while they are not cached.
+            spec = ForgetSpec.parse(request.forget, allow_files=False, files_root=index_root())
+            models = run_cost(request.dataset, request.model, spec, request.seed, method_runs=0)
+            trainings[request.key()] = models.references if request.original else models.trainings
+    fingerprints = [run_fingerprint(request.dataset, request.model, request.forget, request.seed, method, params,
+                                    request.original) for request, method, params in items]
+    # All or nothing: a half-queued batch would leave the user guessing which runs run. A run identical to one
+    # still queued or running (a double click, a second submission) is refused.
+    runner().check(session_owner(), len(items) + sum(trainings.values()), jobs=len(items),
+                   fingerprints=tuple(fingerprints))
+    for (request, method, params), fingerprint in zip(items, fingerprints):
+        def provider(progress, cancel, request=request):
+            return setups().get(request, progress, cancel, with_retrain=True)
+
+        runner().submit_run(
+            provider, method, params, store=store(),
+            label=f"{method} on {request.dataset}/{forget_label(request.forget)}"
+                  + (f" · seed {request.seed}" if request.seed else ""),
+            meta={"forget": request.forget, "dataset": request.dataset, "owner": session_owner(),
+                  "fingerprint": fingerprint, "trainings": 1 + trainings.pop(request.key(), 0)},
+            # Runs of an uploaded original are shown only next to that upload, never as the trained one's.
+            extra_config={"original_upload": request.original} if request.original else None,
+            evidence=",".join(evidence or ()) or None)
+    warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
+    return len(items)
 
 
 def keep_widgets(name: str, keys) -> None:

@@ -47,9 +47,18 @@ bundle = setup.bundle
 train_y = bundle.train_y.numpy()
 
 labels_by_id = {r["id"]: f"#{r['id']} {r['method']}" for r in runs}
+if (linked := _shared.url_view("run")) is not None:
+    # Only a run this page lists: on a shared server the session's own runs (RunView, deny by default).
+    if linked in labels_by_id:
+        st.session_state["w_embed_run"] = linked
+    else:
+        _shared.drop_url_value("run", "it is not a finished run you can see for this choice")
+if st.session_state.get("w_embed_run") not in labels_by_id:
+    st.session_state.pop("w_embed_run", None)
 cols = st.columns([2, 2, 2])
 run_id = cols[0].selectbox("Run (the 'after' model)", list(labels_by_id), format_func=labels_by_id.get,
                            key="w_embed_run")
+_shared.set_view("run", int(run_id))
 # Never offer more points than the training set holds: the largest option is "all of them".
 options = [o for o in POINT_OPTIONS if o < len(train_y)] + [len(train_y)]
 if st.session_state.get("w_embed_points") not in options:

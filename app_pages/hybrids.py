@@ -93,8 +93,14 @@ high = delta_param.high if delta_param.high is not None else 1.0
 # The delta slider redraws only the masks and the blends below it (a fragment), not the page above.
 @st.fragment
 def delta_view() -> None:
-    delta = st.slider("delta (mask shift)", float(low), float(high), value=float(np.clip(default_delta, low, high)),
-                      step=0.005, key=f"w_delta_{source}", help=delta_param.help)
+    key = f"w_delta_{source}"
+    if (linked := _shared.url_view("delta")) is not None:  # a link's delta (checked in unlearn_app.urlstate)
+        st.session_state[key] = float(np.clip(linked, low, high))
+    delta = st.slider("delta (mask shift)", float(low), float(high),
+                      value=None if key in st.session_state else float(np.clip(default_delta, low, high)),
+                      step=0.005, key=key, help=delta_param.help)
+    _shared.set_view("delta", float(delta))
+    _shared.sync_url()  # a fragment rerun ends here, not in app.py: the address bar follows the slider
     masks, hybrids = recompute_hybrids(gallery["forget_images"], gallery["partner_images"], delta)
 
     scale = display_scale(bundle.image_size, 64)

@@ -29,6 +29,7 @@ except (ImportError, UnlearnError):
     st.info("The null-space module or the UNSC method is not available in this installation yet.")
     st.stop()
 
+from unlearn_app.urlstate import EPS_RANGE  # noqa: E402
 from unlearn_core.methods.unsc import forget_gradient_shares  # noqa: E402
 from unlearn_core.figures import rank_bars, spectrum_figure  # noqa: E402
 
@@ -68,8 +69,14 @@ except UnlearnError as error:
 @st.fragment
 def eps_view() -> None:
     started = time.perf_counter()
-    eps = st.slider("eps (share of the remaining data's energy to protect)", 0.80, 1.0, value=default_eps,
-                    step=0.0005, format="%.4f", key="w_eps")
+    if (linked := _shared.url_view("eps")) is not None:  # a link's eps (checked in unlearn_app.urlstate)
+        st.session_state["w_eps"] = float(linked)
+    # A value set through session state must not meet a second default (Streamlit warns on the page).
+    eps = st.slider("eps (share of the remaining data's energy to protect)", *EPS_RANGE,
+                    value=None if "w_eps" in st.session_state else default_eps, step=0.0005, format="%.4f",
+                    key="w_eps")
+    _shared.set_view("eps", float(eps))
+    _shared.sync_url()  # a fragment rerun ends here, not in app.py: the address bar follows the slider
     ranks = space.ranks(eps)
     names = list(space.layers)
     dims = [space.layers[n].input_dim for n in names]

@@ -12,8 +12,9 @@ _shared.explainer(
     "samples: **MIA-SVC** counts how many it calls *non-members* (higher = more forgotten), **MIA-entropy** how many "
     "it calls *members* (lower = more forgotten). Good unlearning means being close to the **retrained** model in "
     "every column, so the *Gaps* tab (distance to it) is what to compare. Hover a column's name for its meaning. "
-    "Green marks the best run in a column only when at least two runs compete (every tied run is green); the "
-    "speed-up goes only to runs that forgot. In the per-class view, red cells in a class that was *not* forgotten "
+    "Green marks the best run in a column only when at least two runs compete and the difference is larger than "
+    "the sampling noise of that many samples (every run within the noise of the best is green); the speed-up "
+    "goes only to runs that forgot. In the per-class view, red cells in a class that was *not* forgotten "
     "are accuracy lost: where the run is also below the retrained model there, the method damaged knowledge it "
     "should have kept (**over-unlearning**).")
 
@@ -24,9 +25,9 @@ from unlearn_core.figures import (change_limit, confusion_change, confusion_diff
 from unlearn_app.urlstate import forget_label  # noqa: E402
 from unlearn_core.slides import figure_filename  # noqa: E402
 from unlearn_core.tables import (DISPLAY, FORGOT_SHARE, GAP_COLUMNS, HELP, METRIC_COLUMNS,  # noqa: E402
-                                 NOT_CANDIDATES, WIDTHS, as_report, best_cells, display_frame, ensemble_band,
-                                 interval_text, judged_table, over_unlearning_summary, per_class_shift, seed_groups,
-                                 shown_csv)
+                                 NOISE_LEGEND, NOT_CANDIDATES, WIDTHS, as_report, best_cells, best_over_seeds,
+                                 display_frame, ensemble_band, interval_text, judged_table, missing_seed_runs,
+                                 over_unlearning_summary, per_class_shift, run_sample_sizes, seed_groups, shown_csv)
 
 current = _shared.choice()
 visible = _shared.store()  # every run, or on a shared server this session's own
@@ -64,8 +65,24 @@ if not done:
     st.page_link(_shared.page("unlearn"), label="Go to Unlearn", icon=":material/play_circle:")
     st.stop()
 
-table = judged_table(done)
-best = best_cells(table)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def test_counts_of(dataset: str) -> list[int] | None:
+    """Test images per class of ``dataset`` (the samples behind TA, Acc_f and Acc_r), or None if it cannot load."""
+    from unlearn_core.data import load_dataset
+
+    try:
+        bundle = load_dataset(dataset)
+    except (UnlearnError, OSError):
+        return None
+    return np.bincount(bundle.test_y.numpy(), minlength=bundle.num_classes).tolist()
+
+
+# Samples behind each column: with one seed a difference counts only beyond their binomial noise (tables.noise).
+sizes = run_sample_sizes(done, test_counts_of(current.dataset))
+table = judged_table(done, sizes)
+best = best_cells(table, sizes, reports[done[0]["id"]].avg_gap_keys or None)
 HIGHLIGHT = "background-color: #d4edda; font-weight: 600"
 
 
@@ -105,18 +122,31 @@ if tab_seeds:
         # Runs of one method with the same parameters and different seeds: one row each, mean ± the half-width
         # of a 95 % Student-t interval (what a sweep reports per cell). Single runs stay in the tables above.
         rows = []
+        gap_of = {**{m: f"gap_{m}" for m in METRIC_COLUMNS}, "avg_gap": "avg_gap"}
+        seed_best = best_over_seeds(over_seeds, list(gap_of.values()))
         for _, group in over_seeds.iterrows():
             row = {"method": group["method"], "params": group["params"], "seeds": ", ".join(map(str, group["seeds"])),
                    "n": int(group["n"])}
             for column in [*METRIC_COLUMNS, "avg_gap", "seconds"]:
                 row[DISPLAY.get(column, column)] = interval_text(group[column], group[f"{column}±"])
             rows.append(row)
-        st.dataframe(rows, key="results_seeds", column_config={
+        import pandas as pd
+
+        seed_frame = pd.DataFrame(rows)
+
+        def seed_highlight(column):
+            key = next((k for k in gap_of if DISPLAY.get(k, k) == column.name), None)
+            won = seed_best.get(gap_of[key], set()) if key else set()
+            return [HIGHLIGHT if i in won else "" for i in range(len(column))]
+
+        st.dataframe(seed_frame.style.apply(seed_highlight, axis=0), key="results_seeds", column_config={
             "params": st.column_config.Column("params", help="The method's resolved parameters (JSON)."),
             **{DISPLAY.get(c, c): st.column_config.Column(DISPLAY.get(c, c), help=HELP.get(c))
                for c in [*METRIC_COLUMNS, "avg_gap", "seconds"]}})
         st.caption("Mean over the seeds ± the half-width of a two-sided 95 % Student-t interval of the mean "
-                   "(wide with few seeds: with 2 seeds the factor is 12.7 × the standard error).")
+                   "(wide with few seeds: with 2 seeds the factor is 12.7 × the standard error). Green: the group "
+                   "closest to the retrained model (mean gap over the seeds, each seed against its own retrained "
+                   "model) and every group whose 95 % interval of that gap overlaps the best one's.")
 if len(outside):
     reasons = {run_id: report.in_scope_reason for run_id, report in reports.items()}
     st.caption("⚠ Out of its method's scope (shown, never highlighted as best): "
@@ -129,7 +159,30 @@ else:
     st.caption(f"Green: the in-scope run(s) closest to the retrained model in that column; tied runs are all green, "
                f"and a column where all runs tie has none. The speed-up award goes only to runs that forgot (FA, "
                f"and Acc_f for classes, closed at least {FORGOT_SHARE:.0%} of the original's distance to the "
-               f"retrained model). Out-of-scope runs are never highlighted.")
+               f"retrained model, or came within its noise). Out-of-scope runs are never highlighted. Noise: "
+               f"{NOISE_LEGEND}" + (f" (forget {sizes['FA']}, retained {sizes['RA']}"
+                                    + (f", test {sizes['TA']}" if sizes.get("TA") else "") + " samples)."
+                                    if sizes.get("FA") and sizes.get("RA") else "."))
+repeat = missing_seed_runs(all_done)
+if repeat and not current.original:
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.caption(f"{len({(m, str(p)) for m, p, _ in repeat})} method setting(s) here have one seed: one seed "
+                   "cannot tell small differences apart.")
+        clicked = st.button("Run 3 seeds", icon=":material/repeat:", key="w_results_seeds",
+                            help="Queue the same runs (method and parameters) with the next two seeds; each seed "
+                                 "trains its own original and retrained model. Shown in the 'Over seeds' tab when "
+                                 "done.")
+    if clicked:
+        from dataclasses import replace as replaced
+
+        try:
+            queued = _shared.queue_runs([(replaced(current, seed=seed), method, params)
+                                         for method, params, seed in repeat])
+        except UnlearnError as error:
+            _shared.show_error(error)
+        else:
+            st.success(f"Queued {queued} run(s): seeds " + ", ".join(sorted({str(seed) for _, _, seed in repeat}))
+                       + " of the single-seed runs. Their progress is on the Unlearn page.", icon=":material/check:")
 
 downloads = st.columns(3)
 downloads[0].download_button("Download the table (CSV)",
@@ -151,15 +204,19 @@ except UnlearnError as error:
 
 shift, class_names, forgotten = per_class_shift(done)
 test_counts = np.bincount(setup.bundle.test_y.numpy(), minlength=len(class_names))
-damage, skipped = over_unlearning_summary(shift, forgotten, test_counts)
+retrained_per_class = reports[done[0]["id"]].retrained.per_class_test if reports[done[0]["id"]].retrained else None
+damage, skipped = over_unlearning_summary(shift, forgotten, test_counts, reference_accuracy=retrained_per_class
+                                          if retrained_per_class and len(retrained_per_class) == len(test_counts)
+                                          else None)
 if damage:
     with st.expander(f"⚠ Over-unlearning in {len(damage)} run(s): retained classes below the retrained model",
                      expanded=False):
         for line in damage:
             st.markdown(f"- {line}")
-        st.caption("Judged against the retrained model's accuracy per class (more than 2 points and at least 3 test "
-                   "images below it)." + (f" Not judged (under 20 test images): {', '.join(skipped)}."
-                                           if skipped else ""))
+        st.caption("Judged against the retrained model's accuracy per class (more than 2 points, more than the 95 % "
+                   "Wilson margin of that accuracy on the class's test images, and at least 3 test images below "
+                   "it)." + (f" Not judged (under 20 test images): {', '.join(skipped)}."
+                             if skipped else ""))
 tab_heat, tab_bars = st.tabs(["Heatmap (method × class)", "Grouped bars"])
 with tab_heat:
     st.plotly_chart(per_class_heatmap(shift, forgotten), width="stretch", key="per_class_heatmap",
@@ -176,9 +233,16 @@ with tab_bars:
 st.subheader("One run in detail")
 labels = {r["id"]: f"#{r['id']} {r['method']}" + (" · evidence" if reports[r["id"]].evidence else "")
           for r in done}
+if (linked := _shared.url_view("run")) is not None:
+    # Only a run this page lists: on a shared server the session's own runs (RunView, deny by default).
+    if linked in labels:
+        st.session_state["w_results_run"] = linked
+    else:
+        _shared.drop_url_value("run", "it is not a finished run you can see for this choice")
 if st.session_state.get("w_results_run") not in labels:
     st.session_state.pop("w_results_run", None)  # a focus from Sweeps may leave the old choice out of the list
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="w_results_run")
+_shared.set_view("run", int(run_id))
 run = next(r for r in done if r["id"] == run_id)
 if reports[run_id].in_scope is False:
     st.warning(f"Run #{run_id} is out of its method's scope: {reports[run_id].in_scope_reason or ''}",

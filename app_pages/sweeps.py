@@ -198,6 +198,13 @@ if not sweeps:
             + ". Launch one above, or run `python -m unlearn_core sweep` (docs/SWEEPS.md).")
     _shared.stop()
 by_tag = {s["tag"]: s for s in sweeps}
+if (linked := _shared.url_view("sweep")) is not None:
+    # Only a sweep this session may see (on a shared server: its own, deny by default).
+    if linked in by_tag:
+        st.session_state["w_sweep_tag"] = linked
+    else:
+        _shared.drop_url_value("sweep", "no sweep you can see has that tag")
+        _shared.url_view("cell")  # a cell of a sweep that is not shown means nothing
 if st.session_state.get("w_sweep_tag") not in by_tag:
     st.session_state["w_sweep_tag"] = sweeps[0]["tag"]
 
@@ -210,6 +217,7 @@ def sweep_option(tag: str) -> str:
 
 
 tag = st.selectbox("Sweep", list(by_tag), key="w_sweep_tag", format_func=sweep_option)
+_shared.set_view("sweep", tag)
 planned, interrupted = sweep_state(by_tag[tag])
 if interrupted and by_tag[tag]["kind"] == "sweep":
     st.warning(f"Sweep {_shared.code(tag)} was interrupted with {by_tag[tag]['runs']} of {planned} runs stored "
@@ -359,7 +367,15 @@ st.dataframe(table.rename(columns={"n": "seeds done", "forget_gap": f"{f_metric}
                                    f"{r_metric} drop", "avg_gap": "Avg. Gap", "seconds": "time (s)"}).round(2),
              hide_index=True, key="sweep_cells")
 cols = st.columns([3, 1])
+if (linked := _shared.url_view("cell")) is not None:
+    if linked in labels:
+        st.session_state["w_sweep_cell"] = linked
+    else:
+        _shared.drop_url_value("cell", "this sweep has no such cell")
+if st.session_state.get("w_sweep_cell") not in labels:
+    st.session_state.pop("w_sweep_cell", None)
 chosen = cols[0].selectbox("Open a cell's runs", list(labels), format_func=labels.get, key="w_sweep_cell")
+_shared.set_view("cell", chosen)
 if cols[1].button("Open in Results", icon=":material/table_chart:", key="w_sweep_open"):
     open_in_results(result, frame[frame["cell_id"] == chosen].iloc[0])
 

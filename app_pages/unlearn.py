@@ -11,6 +11,7 @@ _shared.explainer(
     "worker, one after another, with live progress and a cancel button, and every finished run is stored: a reload "
     "or a restart of the app loses nothing. The **retrained** reference is trained once per forget set and cached.")
 
+from unlearn_app.forms import field_error, field_text, read_fields  # noqa: E402
 from unlearn_app.urlstate import forget_label  # noqa: E402
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.evidence import KINDS as EVIDENCE_KINDS  # noqa: E402
@@ -38,44 +39,48 @@ chosen = st.multiselect("Methods", names, key="w_methods",
 
 
 def widget_for(method: str, param):
-    """One input widget drawn from a declared Param; the key keeps values per method."""
+    """One input widget drawn from a declared Param; the key keeps values per method.
+
+    Numbers are text fields read by :func:`unlearn_app.forms.field_error` (a browser number field turns "0,5"
+    into "05" and refuses out-of-range values without a word); what is wrong shows under the field.
+    """
     key = f"p_{method}_{param.name}"
     label = param.name
     param_keys.append(key)
     if param.type is bool:
         default = bool(param.default)
-    elif param.type is int:
-        default = int(param.default)
-    elif param.type is float:
-        default = float(param.default)
+    elif param.type in (int, float):
+        default = field_text(param, param.default)
     else:
         default = str(param.default)
     if key not in st.session_state:  # set once here, so a remembered value never meets a second default
         st.session_state[key] = default
     if param.type is bool:
         return st.checkbox(label, help=param.help, key=key)
-    if param.type is int:
-        return st.number_input(label, step=1, help=param.help, key=key,
-                               min_value=int(param.low) if param.low is not None else None,
-                               max_value=int(param.high) if param.high is not None else None)
-    if param.type is float:
-        step = abs(param.default) / 10 if param.log and param.default else 0.01
-        return st.number_input(label, help=param.help, key=key, format="%g", step=step or 0.01,
-                               min_value=float(param.low) if param.low is not None else None,
-                               max_value=float(param.high) if param.high is not None else None)
     if param.choices:
         options = [str(c) for c in param.choices]
         if st.session_state[key] not in options:
             st.session_state[key] = str(param.default)
         return st.selectbox(label, options, help=param.help, key=key)
-    return st.text_input(label, help=param.help, key=key)
+    if param.type in (int, float) and not isinstance(st.session_state[key], str):
+        st.session_state[key] = field_text(param, st.session_state[key])  # a number kept from an older session
+    bounds = ""
+    if param.type in (int, float) and (param.low is not None or param.high is not None):
+        bounds = (f" Allowed: {'-∞' if param.low is None else f'{param.low:g}'} to "
+                  f"{'∞' if param.high is None else f'{param.high:g}'}.")
+    text = st.text_input(label, help=(param.help or "") + bounds, key=key)
+    problem = field_error(param, text)
+    if problem:
+        st.markdown(f":red[{_shared.md(problem)}]")
+    return text
 
 
 param_keys: list[str] = []
 
 
 if chosen:
-    with st.form("method_params"):
+    # Enter in a field does not submit: only the Run button queues runs.
+    with st.form("method_params", enter_to_submit=False):
         tabs = st.tabs([get_method(n).title or n for n in chosen])
         values = {}
         for tab, method in zip(tabs, chosen):
@@ -89,6 +94,8 @@ if chosen:
                         values[method][param.name] = widget_for(method, param)
         # Deeper evidence costs time per run (docs/EVIDENCE.md: the probe and relearn read three models), so it
         # is asked for, never on by default; Results draws what each run recorded.
+        if (linked := _shared.url_view("evidence")) is not None:  # a link's evidence kinds, checked
+            st.session_state["w_evidence"] = list(linked)
         evidence = st.multiselect(
             "Evidence", EVIDENCE_KINDS, key="w_evidence", format_func=EVIDENCE_LABELS.get,
             help="Record deeper evidence of forgetting with each run: a linear/k-NN probe on the frozen features, "
@@ -96,45 +103,27 @@ if chosen:
                  "CKA per layer against the original and the retrained model, and how much forget accuracy "
                  "fine-tuning on retained data alone brings back. "
                  "Shown in Results under the run. Adds seconds per run.")
+        _shared.set_view("evidence", tuple(evidence))
         submitted = st.form_submit_button(f"Run {len(chosen)} method(s)", type="primary",
                                           icon=":material/play_arrow:")
     _shared.keep_widgets("unlearn", ["w_methods", "w_evidence", *param_keys])
     if submitted:
         request = current
+        problems = {}
+        for m in chosen:
+            problems.update({f"{name} ({get_method(m).title or m})": line
+                             for name, line in read_fields(get_method(m).params, values[m])[1].items()})
         try:
+            if problems:
+                raise UnlearnError(f"Nothing was queued: {len(problems)} field(s) to fix first: "
+                                   + "; ".join(problems) + ". See the message under each field.")
             resolved = {m: get_method(m).resolve_params(values[m]) for m in chosen}
+            queued = _shared.queue_runs([(request, m, resolved[m]) for m in chosen], evidence=evidence)
         except UnlearnError as error:
             _shared.show_error(error)
         else:
-            from unlearn_core.cost import run_cost
-            from unlearn_core.forget import ForgetSpec, index_root
-
-            try:
-                # What the batch trains: its runs, and the original and retrained model while they are not cached.
-                spec = ForgetSpec.parse(request.forget, allow_files=False, files_root=index_root())
-                models = run_cost(request.dataset, request.model, spec, request.seed, method_runs=0)
-                if request.original:
-                    models = type(models)(0, 0, models.references)
-                # All or nothing: a half-queued batch would leave the user guessing which methods run.
-                _shared.runner().check(_shared.session_owner(), len(chosen) + models.trainings, jobs=len(chosen))
-            except UnlearnError as error:
-                _shared.show_error(error)
-            else:
-                def provider(progress, cancel, request=request):
-                    return _shared.setups().get(request, progress, cancel, with_retrain=True)
-
-                for number, method in enumerate(chosen):
-                    _shared.runner().submit_run(
-                        provider, method, resolved[method], store=_shared.store(),
-                        label=f"{method} on {request.dataset}/{forget_label(request.forget)}",
-                        meta={"forget": request.forget, "dataset": request.dataset, "owner": _shared.session_owner(),
-                              "trainings": 1 + (models.trainings if number == 0 else 0)},
-                        # Runs of an uploaded original are shown only next to that upload, never as the trained one's.
-                        extra_config={"original_upload": request.original} if request.original else None,
-                        evidence=",".join(evidence) or None)
-                _shared.warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
-                st.toast(f"Queued {len(chosen)} run(s).")
-                st.rerun()
+            st.toast(f"Queued {queued} run(s).")
+            st.rerun()
 else:
     _shared.keep_widgets("unlearn", ["w_methods"])
     st.info("Choose at least one method.")

@@ -56,6 +56,20 @@ class QueueFull(UnlearnError):
     """A session asked for more queued or running jobs than the per-session limit allows."""
 
 
+class DuplicateRun(UnlearnError):
+    """A session asked again for a run it already has queued or running (same setting, method, params, seed)."""
+
+
+def run_fingerprint(dataset: str, model: str, forget: str, seed: int, method: str, params: dict,
+                    original: str = "") -> str:
+    """What makes two runs the same run: the setting (data set, model, forget set, seed, uploaded original's
+    SHA-256 or "" for the trained one), the method and its resolved parameters, as one canonical JSON text."""
+    import json
+
+    return json.dumps({"dataset": dataset, "model": model, "forget": forget, "seed": int(seed), "method": method,
+                       "params": params or {}, "original": original or ""}, sort_keys=True, default=str)
+
+
 def estimate_bytes(obj, _depth: int = 0, _seen: set | None = None) -> int:
     """Bytes held by tensors and arrays inside ``obj`` (modules, dicts, lists, dataclasses), each counted once.
 
@@ -227,15 +241,18 @@ class JobRunner:
             return None
         return max(0, self.max_per_owner - len(self.active(owner=owner)))
 
-    def check(self, owner: str | None, trainings: int = 1, jobs: int = 1) -> None:
-        """Raise :class:`QueueFull` (one line) unless ``owner`` may queue ``jobs`` jobs doing ``trainings`` in all.
+    def check(self, owner: str | None, trainings: int = 1, jobs: int = 1, fingerprints=()) -> None:
+        """Raise :class:`QueueFull` (one line) unless ``owner`` may queue ``jobs`` jobs doing ``trainings`` in all,
+        or :class:`DuplicateRun` when one of ``fingerprints`` (:func:`run_fingerprint`) is already queued or running.
 
         The same rules as :meth:`submit`, checked for a whole batch before any of it is queued.
         """
         with self._lock:
-            self._check_locked(owner, int(trainings), int(jobs))
+            self._check_locked(owner, int(trainings), int(jobs), tuple(fingerprints))
 
-    def _check_locked(self, owner: str | None, cost: int, jobs: int = 1) -> None:
+    def _check_locked(self, owner: str | None, cost: int, jobs: int = 1, fingerprints: tuple = ()) -> None:
+        if fingerprints:
+            self._refuse_duplicates(owner, fingerprints)
         reason = self.disk_check() if self.disk_check is not None and cost > 0 else None
         if reason:
             raise QueueFull(reason)
@@ -259,6 +276,20 @@ class JobRunner:
                                 f"for {cost} more, over its limit of {self.max_queued_trainings} for everyone "
                                 "together (UNLEARN_SERVER_MAX_QUEUED_TRAININGS); try again when some finish")
 
+    def _refuse_duplicates(self, owner: str | None, fingerprints: tuple) -> None:
+        """Raise :class:`DuplicateRun` when an unfinished job of ``owner`` (anyone's: ``None``) has one of
+        ``fingerprints``: a double click or a second identical submission must not queue the same runs twice.
+        Called with the lock held."""
+        wanted = set(fingerprints)
+        for job in self._jobs.values():
+            snap = job.snapshot()
+            if snap.finished or snap.meta.get("fingerprint") not in wanted:
+                continue
+            if owner is None or snap.meta.get("owner") == owner:
+                raise DuplicateRun(f"nothing was queued: an identical run ({snap.meta.get('method') or snap.label}, "
+                                   f"same setting, parameters and seed) is already {snap.status} as job "
+                                   f"#{snap.job_id}; wait for it to finish or cancel it")
+
     def submit(self, label: str, fn: JobFn, kind: str = "work", meta: dict | None = None) -> Job:
         """Queue ``fn(progress, cancel)``; its return value lands in ``job.result``.
 
@@ -266,12 +297,14 @@ class JobRunner:
         1 when not given). Raises :class:`QueueFull` with one line when ``meta["owner"]`` already has
         ``max_per_owner`` unfinished jobs, when its unfinished trainings would pass ``max_trainings_per_owner``,
         when everyone's together would pass ``max_queued_trainings`` (the server-wide budget: a new browser
-        session is not a new budget), or when ``disk_check`` says the disk is full of pinned files.
+        session is not a new budget), or when ``disk_check`` says the disk is full of pinned files; raises
+        :class:`DuplicateRun` when ``meta["fingerprint"]`` is that of an unfinished job of the same owner.
         """
         owner = (meta or {}).get("owner")
         cost = int((meta or {}).get("trainings", 1))
+        fingerprint = (meta or {}).get("fingerprint")
         with self._lock:
-            self._check_locked(owner, cost)
+            self._check_locked(owner, cost, fingerprints=(fingerprint,) if fingerprint else ())
             job = Job(next(self._ids), label, kind, meta)
             self._jobs[job.job_id] = job
             self._prune()

@@ -216,13 +216,122 @@ def forget_label(text) -> str:
     return f"hand-picked, {count:,} sample{'' if count == 1 else 's'}"
 
 
-def url_params(choice: dict) -> dict[str, str]:
-    """What the address bar keeps of the shared choice: the checked values only, never the session token.
+def url_params(choice: dict, view: dict | None = None) -> dict[str, str]:
+    """What the address bar keeps: the shared choice and the page's view (:data:`VIEW_KEYS`), checked values
+    only, never the session token.
 
     A hand-picked set too long for a link is left out (the rest still opens the same data set and model).
     """
     params = {key: str(choice[key]) for key in URL_KEYS if choice.get(key) not in (None, "")}
     if len(params.get("forget", "")) > MAX_URL_FORGET_CHARS:
         del params["forget"]
+    for key, value in (view or {}).items():
+        if key in VIEW_KEYS and value not in (None, "", ()):
+            params[key] = view_text(key, value)
     return params
+
+
+# -- what a link reopens of a page's view --------------------------------------------------------------------------
+# Beside the shared choice, a link keeps what the page it was copied on shows: the Null space page's eps, the NatMU
+# hybrids page's delta, the run chosen on Results and Embeddings, the sweep and its cell on Sweeps, and the
+# evidence asked for on Unlearn. Each value is checked here, like the choice: a bad one is dropped with a warning.
+VIEW_KEYS = ("eps", "delta", "run", "sweep", "cell", "evidence")
+EPS_RANGE = (0.80, 1.0)  # the Null space page's eps slider
+_CELL_ID = re.compile(r"[0-9a-f]{12}")  # sweeps.plan.Cell.cell_id: 12 hex digits
+_SWEEP_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.:+=-]{0,119}")
+
+
+def _ascii_number(text: str, what: str) -> float:
+    from unlearn_core.parsing import ascii_float
+
+    try:
+        number = ascii_float(str(text).strip())
+    except (TypeError, ValueError, OverflowError):
+        raise ParameterError(f"the {what} must be a number") from None
+    return number
+
+
+def check_eps(text) -> float:
+    """UNSC's eps from a link: a number in :data:`EPS_RANGE`."""
+    number = _ascii_number(text, "eps")
+    if not EPS_RANGE[0] <= number <= EPS_RANGE[1]:
+        raise ParameterError(f"eps must be between {EPS_RANGE[0]:g} and {EPS_RANGE[1]:g}")
+    return number
+
+
+def delta_range() -> tuple[float, float]:
+    """The NatMU hybrids page's delta slider range: the declared ``delta`` Param's bounds (else -0.5 to 1)."""
+    from unlearn_core.methods import get_method
+
+    param = get_method("natmu").param("delta")
+    return (param.low if param.low is not None else -0.5, param.high if param.high is not None else 1.0)
+
+
+def check_delta(text) -> float:
+    """NatMU's delta from a link: a number in :func:`delta_range`."""
+    number = _ascii_number(text, "delta")
+    low, high = delta_range()
+    if not low <= number <= high:
+        raise ParameterError(f"delta must be between {low:g} and {high:g}")
+    return number
+
+
+def check_run_text(text) -> int:
+    """A run id from a link: ASCII digits, positive. Whether the visitor may see that run is the page's check."""
+    text = str(text).strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 12 and int(text) > 0):
+        raise ParameterError("a run is a positive whole number")
+    return int(text)
+
+
+def check_sweep_tag(text) -> str:
+    text = str(text).strip()
+    if not _SWEEP_TAG.fullmatch(text):
+        raise ParameterError("a sweep tag holds only letters, digits, spaces and _ . : + = -")
+    return text
+
+
+def check_cell_text(text) -> str:
+    text = str(text).strip()
+    if not _CELL_ID.fullmatch(text):
+        raise ParameterError("a sweep cell is 12 hexadecimal digits")
+    return text
+
+
+def check_evidence_text(text) -> tuple[str, ...]:
+    """Evidence kinds from a link: comma separated, each one of :data:`unlearn_core.evidence.KINDS`."""
+    from unlearn_core.evidence import KINDS
+
+    kinds = tuple(dict.fromkeys(k.strip() for k in str(text).split(",") if k.strip()))
+    if not kinds or any(k not in KINDS for k in kinds):
+        raise ParameterError(f"evidence is a comma-separated list of {', '.join(KINDS)}")
+    return kinds
+
+
+VIEW_CHECKS = {"eps": check_eps, "delta": check_delta, "run": check_run_text, "sweep": check_sweep_tag,
+               "cell": check_cell_text, "evidence": check_evidence_text}
+
+
+def view_text(key: str, value) -> str:
+    """A view value as the address bar keeps it (``repr`` of floats, comma-joined evidence kinds)."""
+    if key == "evidence" and not isinstance(value, str):
+        return ",".join(value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def view_from_query(params: dict) -> tuple[dict, list[str]]:
+    """The link's view values (:data:`VIEW_KEYS`) that pass their check, and one warning per value dropped
+    (the bad value itself is never repeated)."""
+    values, warnings = {}, []
+    for key, check in VIEW_CHECKS.items():
+        raw = params.get(key)
+        if raw in (None, ""):
+            continue
+        try:
+            values[key] = check(raw)
+        except UnlearnError as error:
+            warnings.append(f"The link's {key} was ignored: {str(error).split(';')[0]}.")
+    return values, warnings
 

@@ -36,7 +36,7 @@ def queue_runs(at: AppTest, methods: list[str], overrides: dict | None = None) -
     at.switch_page("app_pages/unlearn.py").run()
     at.multiselect(key="w_methods").set_value(methods).run()
     for key, value in (overrides or {}).items():
-        at.number_input(key=key).set_value(value)
+        at.text_input(key=key).input(str(value))
     next(b for b in at.button if b.label.startswith("Run ")).click().run()
     assert not at.exception, at.exception
     return at

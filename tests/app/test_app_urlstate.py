@@ -228,6 +228,34 @@ def test_shared_server_a_link_never_hands_over_the_senders_runs(app_env, monkeyp
     assert not recipient.get("download_button")
 
 
+def test_shared_server_a_linked_run_the_visitor_may_not_see_is_dropped(app_env, monkeypatch, digits_class3):
+    """``?run=`` reopens the sender's chosen run for the sender; for anyone else it is dropped with a warning (the
+    run store's session view denies by default), and the page shows the visitor's own run."""
+    from unlearn_core.record import run_and_record
+    from unlearn_core.store import RunStore
+
+    monkeypatch.setenv("UNLEARN_SHARED", "1")
+    store = RunStore(app_env / "runs.sqlite")
+    sender = open_app(monkeypatch=monkeypatch)
+    token = sender.session_state["session_token"]
+    first, second = (run_and_record(digits_class3, "finetune", {"epochs": e}, store=store,
+                                    extra_config={"owner": token})[0] for e in (1, 2))
+    link = {**dict(sender.query_params), "run": str(first)}
+
+    again = open_app("results", query=link, cookie=token, monkeypatch=monkeypatch)
+    assert again.selectbox(key="w_results_run").value == first  # not the newest (#second): the link's choice
+    assert again.query_params["run"] == str(first)
+    assert not any("ignored" in w for w in texts(again.warning))
+
+    visitor = open_app(monkeypatch=monkeypatch)
+    own = run_and_record(digits_class3, "finetune", {"epochs": 1}, store=store,
+                         extra_config={"owner": visitor.session_state["session_token"]})[0]
+    theirs = open_app("results", query=link, cookie=visitor.session_state["session_token"], monkeypatch=monkeypatch)
+    assert any("The link's run was ignored: it is not a finished run you can see" in w for w in texts(theirs.warning))
+    assert theirs.selectbox(key="w_results_run").value == own
+    assert theirs.query_params["run"] == str(own) and second != own
+
+
 # -- hand-picked forget sets ---------------------------------------------------------------------------------------
 def test_hand_picked_sets_show_as_a_count_everywhere(app_env, monkeypatch):
     query = {"dataset": "digits", "model": "mlp", "forget": "indices:" + ",".join(map(str, HAND_PICKED))}
@@ -268,8 +296,8 @@ def test_method_choice_and_parameters_survive_page_visits(app_env, monkeypatch):
     at = ensure_original(open_app(monkeypatch=monkeypatch))
     at.switch_page("app_pages/unlearn.py").run()
     at.multiselect(key="w_methods").set_value(["finetune", "ga"]).run()
-    at.number_input(key="p_ga_lr").set_value(0.0005)
-    at.number_input(key="p_finetune_epochs").set_value(3)
+    at.text_input(key="p_ga_lr").input("0.0005")
+    at.text_input(key="p_finetune_epochs").input("3")
     at.selectbox(key="p_ga_optimizer").set_value("adam")
     next(b for b in at.button if b.label.startswith("Run ")).click().run()
     assert any("may have 1 runs queued" in e for e in texts(at.error))
@@ -277,10 +305,10 @@ def test_method_choice_and_parameters_survive_page_visits(app_env, monkeypatch):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, at.exception
     assert at.multiselect(key="w_methods").value == ["finetune", "ga"]
-    assert at.number_input(key="p_ga_lr").value == pytest.approx(0.0005)
-    assert at.number_input(key="p_finetune_epochs").value == 3
+    assert float(at.text_input(key="p_ga_lr").value) == pytest.approx(0.0005)
+    assert at.text_input(key="p_finetune_epochs").value == "3"
     assert at.selectbox(key="p_ga_optimizer").value == "adam"
-    assert at.number_input(key="p_ga_epochs").value == 5  # untouched ones keep their declared default
+    assert at.text_input(key="p_ga_epochs").value == "5"  # untouched ones keep their declared default
 
 
 def test_the_jobs_panel_pages_through_every_job(app_env, monkeypatch):

@@ -9,8 +9,12 @@ forgot, which retained classes a run damaged, and how every column is named and 
   run tied with the best value (as displayed, two decimals) is best with it; when all competitors tie, none is;
   runs outside their method's scope (``report["in_scope"] is False``) never compete, nor does the original or
   the retrained reference, nor a ``retrain`` run (a sweep's reference model: the reference itself, labelled
-  ``#id retrain (reference)``); the speed-up award goes only to runs that forgot (:func:`forgot`) and whose
-  speed-up was timed like for like (``report["rte_comparable"]`` not false);
+  ``#id retrain (reference)``); given the number of samples behind each column (:func:`run_sample_sizes`), a
+  run is best only when some competitor is worse by more than sampling noise allows: the half-width of the 95 %
+  Wilson interval of an accuracy on that many samples at the best run's value (:mod:`.noise`), and every run
+  within that margin of the best is best with it; the speed-up award goes only to runs that forgot
+  (:func:`forgot`, within the same noise margin of the retrained model's FA) and whose speed-up was timed like for
+  like (``report["rte_comparable"]`` not false);
 - the over-unlearning rule (:func:`over_unlearning_summary`): a retained class is damaged when a run's test
   accuracy on it is more than ``threshold`` points below the retrained model's and the loss is at least
   ``min_images`` test images.
@@ -25,6 +29,7 @@ import pandas as pd
 
 from unlearn_core.metrics import AVG_GAP_KEYS, HEADLINE_METRICS, avg_gap
 from unlearn_core.report import ModelMetrics, Report
+from unlearn_core.tables.noise import binomial_margin, sample_sizes, tied_with_best
 
 METRIC_COLUMNS = HEADLINE_METRICS
 # Every metric is judged by its distance to the retrained reference (the gold standard of unlearning).
@@ -167,12 +172,14 @@ def _finite(value) -> float:
 
 
 def forgot(run_metrics: ModelMetrics | dict | None, original: ModelMetrics | dict | None,
-           retrained: ModelMetrics | dict | None) -> bool:
+           retrained: ModelMetrics | dict | None, sizes: dict | None = None) -> bool:
     """Whether a run's FA (and Acc_f, when defined) came near the retrained model's.
 
     "Near": within :data:`FORGOT_FLOOR` points, or at least
     :data:`FORGOT_SHARE` of the original's distance to the retrained model
-    closed. A run that forgot nothing sits at the original's distance.
+    closed, or, given ``sizes`` (samples per metric, :func:`run_sample_sizes`), within the 95 % Wilson
+    margin of the retrained model's value on that many samples. A run that forgot nothing sits at the
+    original's distance.
     """
     judged = False
     for key in ("FA", "Acc_f"):
@@ -183,14 +190,27 @@ def forgot(run_metrics: ModelMetrics | dict | None, original: ModelMetrics | dic
         allowed = FORGOT_FLOOR
         if not math.isnan(start):
             allowed = max(allowed, (1 - FORGOT_SHARE) * abs(start - target))
+        if sizes and sizes.get(key):
+            allowed = max(allowed, binomial_margin(target, sizes[key]))
         if abs(value - target) > allowed:
             return False
     return judged
 
 
-def judged_table(runs: list[dict]) -> pd.DataFrame:
+def run_sample_sizes(runs: list[dict], test_counts=None) -> dict[str, int]:
+    """Samples behind each metric column for the newest finished run's setting (:func:`.noise.sample_sizes`):
+    its forget and retained counts and, given ``test_counts`` (test images per class), the test pools."""
+    done = _finished(runs)
+    if not done:
+        return {}
+    report = done[0][1]
+    return sample_sizes(report.n_forget, report.n_retain, test_counts, report.forgotten_classes)
+
+
+def judged_table(runs: list[dict], sizes: dict | None = None) -> pd.DataFrame:
     """:func:`metrics_table` plus ``scope`` (text), ``in_scope``, ``forgot`` and ``rte`` blanked when not
-    comparable. One row per reference and per finished run, in the same order."""
+    comparable. One row per reference and per finished run, in the same order. ``sizes``: samples per metric
+    (:func:`run_sample_sizes`) for :func:`forgot`'s noise margin."""
     table = metrics_table(runs)
     if table.empty:
         return table
@@ -208,18 +228,22 @@ def judged_table(runs: list[dict]) -> pd.DataFrame:
         inside = report.in_scope is not False
         in_scope.append(inside)
         scope.append("✓" if inside else "⚠ out of scope")
-        did_forget.append(forgot(report.unlearned, newest.original, newest.retrained))
+        did_forget.append(forgot(report.unlearned, newest.original, newest.retrained, sizes))
         if report.rte_comparable is False:
             rte[i] = float("nan")  # timed under other conditions than the reference: no honest ratio
     table = table.assign(in_scope=in_scope, scope=scope, forgot=did_forget, rte=rte)
     return table
 
 
-def best_cells(table: pd.DataFrame) -> dict[str, set[str]]:
+def best_cells(table: pd.DataFrame, sizes: dict | None = None,
+               avg_gap_keys=AVG_GAP_KEYS) -> dict[str, set[str]]:
     """Per column, the labels of every run that is best in it (see the module's rules); absent = no highlight.
 
     Metric columns are judged by their gap to the retrained model, so
-    ``best["FA"] == best["gap_FA"]``.
+    ``best["FA"] == best["gap_FA"]``. ``sizes`` (samples per metric, :func:`run_sample_sizes`) turns on the
+    noise rule: a gap must beat another run's by more than :func:`.noise.binomial_margin` at the best run's
+    value; the Avg. Gap's margin is the mean of the margins of ``avg_gap_keys`` (``TA_retain`` read from
+    ``Acc_r``). Without ``sizes`` only the shown two decimals decide.
     """
     competing = table[~table["method"].isin(NOT_CANDIDATES)]
     if "in_scope" in competing:
@@ -228,23 +252,31 @@ def best_cells(table: pd.DataFrame) -> dict[str, set[str]]:
     if len(competing) < 2:
         return best
 
-    def winners(values: pd.Series, largest: bool) -> set[str] | None:
-        shown = pd.to_numeric(values, errors="coerce").round(DECIMALS)
-        valid = shown.dropna()
-        if len(valid) < 2:
-            return None
-        target = valid.max() if largest else valid.min()
-        tied = valid[np.isclose(valid, target)]
-        if len(tied) == len(valid):
-            return None  # everyone is equally good: nothing stands out
-        return set(competing.loc[tied.index, "run"])
+    def winners(values: pd.Series, margin: float = 0.0) -> set[str] | None:
+        tied = tied_with_best(pd.to_numeric(values, errors="coerce").round(DECIMALS), margin)
+        return None if tied is None else set(competing.loc[tied.index, "run"])
 
+    def margin_of(metric: str, gaps: pd.Series) -> float:
+        """The binomial margin of ``metric`` at the value of the run with the smallest gap (0 when unknown)."""
+        valid = pd.to_numeric(gaps, errors="coerce").dropna()
+        if not sizes or not sizes.get(metric) or metric not in competing or valid.empty:
+            return 0.0
+        margin = binomial_margin(float(competing.loc[valid.idxmin(), metric]), sizes[metric])
+        return margin if math.isfinite(margin) else 0.0
+
+    margins = {}
     for metric in METRIC_COLUMNS:
         column = f"gap_{metric}"
-        if column in competing and (won := winners(competing[column], largest=False)):
-            best[column] = best[metric] = won
-    if "avg_gap" in competing and (won := winners(competing["avg_gap"], largest=False)):
-        best["avg_gap"] = won
+        if column in competing:
+            margins[metric] = margin_of(metric, competing[column])
+            if won := winners(competing[column], margins[metric]):
+                best[column] = best[metric] = won
+    if "avg_gap" in competing:
+        # TA over the remaining classes' test images (NatMU's class-wise key) is the Acc_r column.
+        keys = ["Acc_r" if k == "TA_retain" else k for k in (avg_gap_keys or AVG_GAP_KEYS)]
+        avg_margin = float(np.mean([margins.get(k, 0.0) for k in keys])) if sizes else 0.0
+        if won := winners(competing["avg_gap"], avg_margin):
+            best["avg_gap"] = won
     if "rte" in competing:
         # Speed-ups are compared only where at least two are known; the award then goes to the fastest run
         # among those that forgot (a run that forgot nothing is fast for free).
@@ -260,7 +292,7 @@ def best_cells(table: pd.DataFrame) -> dict[str, set[str]]:
 
 def over_unlearning_summary(shift: pd.DataFrame, forgotten: tuple[int, ...], test_counts,
                             threshold: float = 2.0, min_images: int = 3,
-                            min_class_images: int = 20) -> tuple[list[str], list[str]]:
+                            min_class_images: int = 20, reference_accuracy=None) -> tuple[list[str], list[str]]:
     """One line per run that damaged retained classes, listing every damaged class; plus the classes skipped.
 
     A retained class is damaged when the run's test accuracy on it is more
@@ -268,7 +300,9 @@ def over_unlearning_summary(shift: pd.DataFrame, forgotten: tuple[int, ...], tes
     retraining itself brings is not the method's fault) and that loss is at
     least ``min_images`` test images. Classes with fewer than
     ``min_class_images`` test images are not judged (one image moves them by
-    several points) and are returned as the second list.
+    several points) and are returned as the second list. Given ``reference_accuracy`` (the retrained model's
+    test accuracy per class, %), a loss must also exceed the half-width of the 95 % Wilson interval of that
+    accuracy on the class's test images (:func:`.noise.binomial_margin`): one seed cannot tell less apart.
     """
     counts = np.asarray(test_counts, dtype=float)
     reference = "retrain (reference)"
@@ -278,12 +312,16 @@ def over_unlearning_summary(shift: pd.DataFrame, forgotten: tuple[int, ...], tes
     skipped = [str(shift.columns[i]) for i in retained if counts[i] < min_class_images]
     judged = [i for i in retained if counts[i] >= min_class_images]
     baseline = shift.loc[reference].to_numpy(dtype=float)
+    floor = np.full(len(counts), float(threshold))
+    if reference_accuracy is not None:
+        noise = [binomial_margin(a, int(c)) for a, c in zip(np.asarray(reference_accuracy, dtype=float), counts)]
+        floor = np.maximum(floor, np.nan_to_num(np.asarray(noise, dtype=float), nan=0.0))
     lines = []
     for label, row in shift.iterrows():
         if label == reference:
             continue
         below = baseline - row.to_numpy(dtype=float)  # points below the retrained model, per class
-        damaged = [i for i in judged if below[i] > threshold and below[i] * counts[i] / 100 >= min_images - 1e-9]
+        damaged = [i for i in judged if below[i] > floor[i] and below[i] * counts[i] / 100 >= min_images - 1e-9]
         if damaged:
             damaged.sort(key=lambda i: -below[i])
             classes = ", ".join(f"{shift.columns[i]} (−{below[i]:.1f} pts, {below[i] * counts[i] / 100:.0f} "

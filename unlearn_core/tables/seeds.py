@@ -20,7 +20,8 @@ def seed_groups(runs: list[dict], metrics: list[str]) -> pd.DataFrame:
     Only groups of two or more runs (several seeds) are returned: a single run keeps its own row in the main
     table, and "± –" for it would say nothing. Columns: ``method``, ``params`` (JSON), ``n``, ``seeds``,
     ``run_ids``, then ``METRIC`` (mean) and ``METRIC±`` (half-width) per metric; ``avg_gap`` comes from the
-    report, the others from its ``unlearned`` section.
+    report, ``gap_M`` is each run's ``|unlearned M − retrained M|`` (its own seed's reference), the others come
+    from its ``unlearned`` section.
     """
     from unlearn_core.sweeps import summarize  # the sweeps' statistics; imported on use (the sweeps are large)
 
@@ -39,13 +40,60 @@ def seed_groups(runs: list[dict], metrics: list[str]) -> pd.DataFrame:
                "run_ids": [int(r["id"]) for r in members]}
         for metric in metrics:
             reports = [as_report(r["report"]) for r in members]
-            values = [getattr(report, metric) if metric in ("avg_gap", "seconds", "rte") else
-                      report.unlearned.get(metric) for report in reports]
+            values = [_run_value(report, metric) for report in reports]
             stats = summarize([v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)])
             row[metric] = stats["mean"] if stats["mean"] is not None else float("nan")
             row[f"{metric}±"] = (stats["ci_high"] - stats["mean"]) if stats["ci_high"] is not None else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _run_value(report, metric: str):
+    if metric in ("avg_gap", "seconds", "rte"):
+        return getattr(report, metric)
+    if metric.startswith("gap_"):
+        key = metric[len("gap_"):]
+        value, target = report.unlearned.get(key), (report.retrained.get(key) if report.retrained else None)
+        return None if value is None or target is None else abs(float(value) - float(target))
+    return report.unlearned.get(metric)
+
+
+def best_over_seeds(groups: pd.DataFrame, columns) -> dict[str, set[int]]:
+    """Per column (a ``gap_M`` or ``avg_gap``, lower is better), the row positions of ``groups``
+    (:func:`seed_groups`) that are best: the best mean and every group whose 95 % interval overlaps its
+    (:func:`.noise.separated_best`); absent when all overlap."""
+    from unlearn_core.tables.noise import separated_best
+
+    best = {}
+    frame = groups.reset_index(drop=True)
+    for column in columns:
+        if column in frame and f"{column}±" in frame:
+            tied = separated_best(frame[column], frame[f"{column}±"])
+            if tied is not None:
+                best[column] = set(int(i) for i in tied.index)
+    return best
+
+
+def missing_seed_runs(runs: list[dict], count: int = 3) -> list[tuple[str, dict, int]]:
+    """What "run ``count`` seeds" queues: for every method-and-parameters group of finished runs that has one
+    seed ``s``, the seeds ``s+1 .. s+count-1`` it lacks, as ``(method, params, seed)``. References (the original,
+    the retrained model, a sweep's ``retrain`` runs) and runs of an uploaded original are not repeated."""
+    from unlearn_core.tables.runs import NOT_CANDIDATES
+
+    groups: dict[tuple, tuple[dict, set]] = {}
+    for run in runs:
+        if run.get("status") != "done" or run.get("method") in NOT_CANDIDATES:
+            continue
+        if (run.get("config") or {}).get("original_upload"):
+            continue
+        key = (run["method"], json.dumps(run.get("params") or {}, sort_keys=True))
+        groups.setdefault(key, (run.get("params") or {}, set()))[1].add(int(run.get("seed") or 0))
+    missing = []
+    for (method, _), (params, seeds) in groups.items():
+        if len(seeds) == 1:
+            first = next(iter(seeds))
+            missing += [(method, params, seed) for seed in range(first + 1, first + count)]
+    return missing
 
 
 def interval_text(mean: float, half: float, decimals: int = 2) -> str:
