@@ -304,7 +304,7 @@ def default_tag(spec: SweepSpec) -> str:
 #: The ensemble sizes offered for one run's verdicts (:func:`ensemble_spec`); docs/EVIDENCE.md measures how the
 #: methods' rank moves over K = 4, 8, 16.
 ENSEMBLE_K_CHOICES = (3, 4, 8, 16)
-ENSEMBLE_DEFAULT_K = 4
+ENSEMBLE_DEFAULT_K = 8
 
 
 def ensemble_spec(dataset: str, model: str | None, forget: str, method: str, params: dict | None, seed: int,
