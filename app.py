@@ -19,9 +19,11 @@ st.set_page_config(page_title="Unlearning Lab", page_icon=str(ROOT / "assets" / 
 st.logo(str(ROOT / "assets" / "logo.svg"))
 st.html(f"<style>{(ROOT / 'assets' / 'style.css').read_text()}</style>")
 _shared.init_state()
+_shared.presentation()
 
 PAGE_SPECS = [
     ("setup", "app_pages/setup.py", "Setup", ":material/tune:"),
+    ("tour", "app_pages/tour.py", "Tour", ":material/school:"),
     ("forget", "app_pages/forget.py", "Forget set", ":material/select_all:"),
     ("unlearn", "app_pages/unlearn.py", "Unlearn", ":material/play_circle:"),
     ("results", "app_pages/results.py", "Results", ":material/table_chart:"),
