@@ -118,35 +118,41 @@ def estimate_line() -> str:
             f"{share:.0%} of the data it keeps: about {seconds * share:.0f} s.")
 
 
-with st.container(key="keep_tour_start"):
-    if tour_jobs:
-        st.info("The tour is running: the screens appear when its runs are done.", icon=":material/hourglass_top:")
-    elif prepare_jobs:
-        st.info("Preparing the setting ...", icon=":material/hourglass_top:")
-    elif not status.ready:
-        st.warning(f"This setting is not prepared: {status.missing()} {'is' if status.trainings == 1 else 'are'} "
-                   f"not trained yet. {estimate_line()} Setup's **Prepare a demo** prepares every class at once.",
-                   icon=":material/school:")
-        if st.button("Prepare this setting", icon=":material/model_training:", key="w_tour_prepare",
-                     help="Train the original and the retrained reference this tour needs, in the background."):
-            prepare_setting()
-    else:
-        label = "Run the tour again" if tour_runs else "Start the tour"
-        if st.button(label, type="primary" if not tour_runs else "secondary", icon=":material/play_arrow:",
-                     key="w_tour_start",
-                     help=f"Runs {', '.join(METHOD_TITLES[m] for m in TOUR_METHODS)} at their default parameters "
-                          f"on {forget}, each with the relearn-time evidence, then the map of the samples "
-                          "(seconds to a minute on the embedded data)."):
-            start_tour()
-if tour_jobs:
+def start_button(container) -> None:
+    label = "Run the tour again" if tour_runs else "Start the tour"
+    if container.button(label, type="secondary" if tour_runs else "primary", icon=":material/play_arrow:",
+                        key="w_tour_start",
+                        help=f"Runs {', '.join(METHOD_TITLES[m] for m in TOUR_METHODS)} at their default parameters "
+                             f"on {forget}, each with the relearn-time evidence, then the map of the samples "
+                             "(seconds to a minute on the embedded data)."):
+        start_tour()
+
+
+if tour_jobs or prepare_jobs or not status.ready or not tour_runs:
+    with st.container(key="keep_tour_start"):
+        if tour_jobs:
+            st.info("The tour is running: the screens appear when its runs are done.",
+                    icon=":material/hourglass_top:")
+        elif prepare_jobs:
+            st.info("Preparing the setting ...", icon=":material/hourglass_top:")
+        elif not status.ready:
+            st.warning(f"This setting is not prepared: {status.missing()} "
+                       f"{'is' if status.trainings == 1 else 'are'} not trained yet. {estimate_line()} Setup's "
+                       "**Prepare a demo** prepares every class at once.", icon=":material/school:")
+            if st.button("Prepare this setting", icon=":material/model_training:", key="w_tour_prepare",
+                         help="Train the original and the retrained reference this tour needs, in the background."):
+                prepare_setting()
+        else:
+            start_button(st)
     _shared.jobs_panel("tour", title="Tour")
+    if prepare_jobs:
+        _shared.jobs_panel("setup", title="Preparing")
     _shared.stop()
-if prepare_jobs:
-    _shared.jobs_panel("setup", title="Preparing")
-    _shared.stop()
-_shared.jobs_panel("tour", title="Tour")  # a failed or cancelled tour says so here
-if not tour_runs:
-    _shared.stop()
+last_tour = next(iter(reversed(runner.jobs("tour", owner))), None)
+if last_tour is not None and last_tour.snapshot().status in ("failed", "cancelled"):
+    snap = last_tour.snapshot()
+    st.warning(_shared.md(f"The last tour {snap.status}" + (f": {snap.error}" if snap.error else "") +
+                          "; the screens show the one before it."), icon=":material/warning:")
 
 # -- the four screens ---------------------------------------------------------------------------------------------
 by_method = dict(zip(TOUR_METHODS, tour_runs))
@@ -165,57 +171,71 @@ def jump() -> None:
         st.session_state["tour_screen"] = SCREENS.index(picked)
 
 
+# One row: the screens, Next, and (outside presentation mode) running the tour again.
 with st.container(key="keep_tour_nav", horizontal=True, vertical_alignment="center"):
     st.segmented_control("Screen", SCREENS, key="w_tour_screen", on_change=jump, label_visibility="collapsed",
                          required=True)
     st.button("Next", icon=":material/arrow_forward:", key="w_tour_next", on_click=go, args=(1,),
               disabled=screen == len(SCREENS) - 1)
+start_button(st.container(horizontal=True, horizontal_alignment="right"))
+runs_line = (f"Tour `{tag}`: runs " + ", ".join(f"#{r['id']} {METHOD_TITLES.get(r['method'], r['method'])}"
+                                                for r in tour_runs))
 
-st.caption(f"Tour `{tag}`: runs " + ", ".join(f"#{r['id']} {METHOD_TITLES.get(r['method'], r['method'])}"
-                                              for r in tour_runs))
+
+def side_by_side():
+    """The chart on the left, the screen's title and the teacher's text on the right: one screen at 1280 x 720."""
+    return st.columns([3, 2], gap="medium")
+
 
 if screen == 0:
     from unlearn_core.figures.tour import forget_retain_bars
 
-    st.subheader("What was forgotten")
     rows = forgetting_rows(tour_runs)
-    draw(forget_retain_bars(rows, height=360), "tour_forgotten", "tour-forget-vs-remaining")
-    st.markdown(
-        "**For the teacher.** Each bar is one model's accuracy on its own training images: the *forget set* (every "
-        f"training image of class {_shared.md(forgotten_name)}) and the *remaining* images. The dotted lines are "
-        "the retrained model, trained from scratch without the class: it is what perfect unlearning would give, "
-        "so a method is judged by how close it comes to those lines, not by how low it pushes the forget bar. "
-        "Forgetting a whole class is easy to *look* done; the next three screens ask what it cost and whether the "
-        "knowledge is really gone.")
-    st.caption(_shared.md(forgetting_sentence(rows)))
-    st.page_link(_shared.page("results"), label="Every metric of these runs on Results", icon=":material/table_chart:")
+    chart, words = side_by_side()
+    with words:
+        st.subheader("What was forgotten")
+        st.markdown(
+            "Each bar is one model's accuracy on its own training images: the *forget set* (every training image "
+            f"of class {_shared.md(forgotten_name)}) and the *remaining* images. The dotted lines are the "
+            "retrained model, trained from scratch without the class: what perfect unlearning would give. A method "
+            "is judged by how close it comes to those lines, not by how low it pushes the forget bar. Forgetting a "
+            "whole class is easy to *look* done; the next screens ask what it cost and whether it is really gone.")
+        st.page_link(_shared.page("results"), label="Every metric on Results", icon=":material/table_chart:")
+    with chart:
+        draw(forget_retain_bars(rows, height=400), "tour_forgotten", "tour-forget-vs-remaining")
+    st.caption(_shared.md(forgetting_sentence(rows)) + " " + runs_line)
 elif screen == 1:
     import numpy as np
 
     from unlearn_core.figures import per_class_heatmap
     from unlearn_core.tables import over_unlearning_summary, per_class_shift
 
-    st.subheader("What else was lost")
-    shift, _, forgotten = per_class_shift(sorted(tour_runs, key=lambda r: -r["id"]))
+    shift, _, forgotten = per_class_shift(tour_runs)
     test_counts = np.bincount(bundle.test_y.numpy(), minlength=bundle.num_classes)
     damage, _ = over_unlearning_summary(shift, forgotten, test_counts)
-    draw(per_class_heatmap(shift, forgotten), "tour_shift", "tour-per-class-change")
-    st.markdown(
-        "**For the teacher.** Each row is a model, each column a class of the test set, each cell how many points "
-        "of test accuracy the model gained (blue) or lost (red) against the original. The forgotten class should "
-        "fall as far as the retrained model's row shows. Every other class should stay white: red there is "
-        "**over-unlearning**, knowledge the method destroyed that it was asked to keep, often in classes that look "
-        "like the forgotten one.")
+    chart, words = side_by_side()
+    with words:
+        st.subheader("What else was lost")
+        st.markdown(
+            "Each row is a model, each column a class of the test set, each cell the points of test accuracy it "
+            "gained (blue) or lost (red) against the original. The forgotten class should fall as far as the "
+            "retrained model's row shows. Every other class should stay white: red there is **over-unlearning**, "
+            "knowledge the method destroyed that it was asked to keep, often in classes that look like the "
+            "forgotten one.")
+        st.page_link(_shared.page("results"), label="Per-class shifts and confusions on Results",
+                     icon=":material/table_chart:")
+    with chart:
+        figure = per_class_heatmap(shift, forgotten)
+        figure.update_layout(height=max(300, figure.layout.height or 0))
+        draw(figure, "tour_shift", "tour-per-class-change")
     if damage:
         st.markdown("\n".join(f"- {_shared.md(line)}" for line in damage))
     else:
         st.caption("No run lost more than 2 points (and 3 test images) on a kept class below the retrained model.")
-    st.page_link(_shared.page("results"), label="Per-class shifts and confusion changes on Results",
-                 icon=":material/table_chart:")
+    st.caption(runs_line)
 elif screen == 2:
     from unlearn_core.figures import embedding_scatter, legend_html, shared_ranges
 
-    st.subheader("Where the samples went")
     cache = _shared.embedding_cache()
     key = tour_map_key(tag, {m: int(r["id"]) for m, r in by_method.items()})
     coords = cache.get(key)
@@ -228,9 +248,12 @@ elif screen == 2:
         except UnlearnError as error:
             _shared.show_error(error)
             _shared.stop()
-    with st.container(key="keep_tour_method"):
+    title, choice_box = st.columns([3, 2], vertical_alignment="bottom")
+    title.subheader("Where the samples went")
+    with choice_box.container(key="keep_tour_method"):
         after = st.segmented_control("The unlearned model", list(TOUR_METHODS), format_func=METHOD_TITLES.get,
-                                     default=TOUR_METHODS[0], key="w_tour_after", required=True) or TOUR_METHODS[0]
+                                     default=TOUR_METHODS[0], key="w_tour_after", required=True,
+                                     label_visibility="collapsed") or TOUR_METHODS[0]
     names = bundle.class_names
     forget_mask = coords["forget"].astype(bool)
     ranges = shared_ranges(*(coords[s] for s in ("before", after, "retrained")))
@@ -239,34 +262,35 @@ elif screen == 2:
     for panel, state in zip(st.columns(3), ("before", after, "retrained")):
         with panel:
             fig = embedding_scatter(coords[state], coords["labels"], coords["idx"], forget_mask, names,
-                                    title=titles[state], height=360, ranges=ranges, show_legend=False)
-            fig.update_layout(modebar=dict(orientation="v"))
+                                    title=titles[state], height=340, ranges=ranges, show_legend=False)
             draw(fig, f"tour_map_{state if state != after else 'after'}", f"tour-map-{state}",
                  None if state in ("before", "retrained") else after)
     st.markdown(legend_html(names, sorted(set(coords["labels"].tolist())), "", bool(forget_mask.any())),
                 unsafe_allow_html=True)
     st.markdown(
-        "**For the teacher.** Every point is one training image, placed by what the model's last hidden layer "
-        "computes for it (a PCA map of those features; the crosses are the forgotten class). *Before*, the class "
-        "is its own cluster. The retrained model never learnt it, so its images land among the classes they "
-        "resemble. A method whose crosses stay in one tight cluster *after* only changed the last layer's verdict: "
-        "the features still separate the class, and the knowledge is still inside the network.")
+        "Every point is one training image, placed by what the model's last hidden layer computes for it (one PCA "
+        "map of the three models' features; crosses are the forgotten class). *Before*, the class is its own "
+        "cluster. The retrained model never learnt it, so its images land among the classes they resemble. If the "
+        "crosses stay one tight cluster *after*, the method changed only the final verdict: the features still "
+        "separate the class, and the knowledge is still inside the network.")
     st.page_link(_shared.page("embeddings"), label="The full map (UMAP, hover, lasso) on Embeddings",
                  icon=":material/scatter_plot:")
+    st.caption(runs_line)
 else:
     from unlearn_core.figures.tour import relearn_steps_bars
 
-    st.subheader("Hidden or gone?")
     rows = relearn_rows(tour_runs)
     verdicts = hidden_or_gone(rows)
-    draw(relearn_steps_bars(rows, verdicts, height=320), "tour_relearn", "tour-relearn-steps")
-    st.markdown(
-        "**For the teacher.** A copy of each model is fine-tuned on 64 images of the forgotten class; the bar is the "
-        "number of steps until it is half way back to the original's accuracy on that class's test images. The "
-        "retrained model has to learn the class from scratch: that is what *gone* costs. A model that gets it back "
-        "in far fewer steps (under half the retrained model's: *hidden*) had only suppressed it, and anyone with a "
-        "few samples can undo its unlearning.")
-    st.caption("Relearn time: Golatkar et al., CVPR 2020; Lynch et al., 2024 (docs/EVIDENCE.md). The tour records "
-               f"`{TOUR_EVIDENCE}` evidence with each run; Results draws the curves per step.")
-    st.page_link(_shared.page("results"), label="The evidence of each run on Results (pick the run under "
-                                                 "'One run in detail')", icon=":material/table_chart:")
+    chart, words = side_by_side()
+    with words:
+        st.subheader("Hidden or gone?")
+        st.markdown(
+            "A copy of each model is fine-tuned on 64 images of the forgotten class; the bar counts the steps until "
+            "it is half way back to the original's accuracy on that class. The retrained model learns the class "
+            "from scratch: that is what *gone* costs. A model that gets it back in under half those steps had only "
+            "*hidden* it, and anyone with a few samples can undo its unlearning.")
+        st.page_link(_shared.page("results"), label="Each run's evidence on Results", icon=":material/table_chart:")
+    with chart:
+        draw(relearn_steps_bars(rows, verdicts, height=360), "tour_relearn", "tour-relearn-steps")
+    st.caption("Relearn time (Golatkar et al., CVPR 2020; Lynch et al., 2024; docs/EVIDENCE.md), recorded as "
+               f"`{TOUR_EVIDENCE}` evidence with each run. " + runs_line)

@@ -1,8 +1,8 @@
 """Presentation mode: the page as a projector at 1280 x 720 shows it.
 
-One stylesheet (:data:`PRESENT_CSS`) hides the sidebar, Streamlit's header
-and every input control, widens the page to the window and enlarges the
-text; :func:`enlarge` gives a plotly figure projector-sized fonts. The
+One stylesheet (:data:`PRESENT_CSS`) hides the sidebar (the app puts the
+page links in the header instead) and every input control, widens the page
+to the window and enlarges the text; :func:`enlarge` gives a plotly figure projector-sized fonts. The
 controls are hidden with CSS, not left out of the script, so each widget
 keeps its value and a page keeps its state when presentation mode is
 toggled. Elements inside a container whose key starts with ``keep_`` (a
@@ -13,7 +13,7 @@ page's own navigation (the Tour's screen buttons).
 from __future__ import annotations
 
 # Streamlit's text sizes are in rem: a larger root size enlarges every text, heading and caption together.
-ROOT_FONT_PX = 19
+ROOT_FONT_PX = 18
 CHART_FONT_PX = 15
 
 # Input controls by their data-testid (Streamlit 1.67); tabs, expanders and page links are content, not controls.
@@ -31,9 +31,13 @@ def _hide_controls() -> str:
 PRESENT_CSS = f"""
 html {{ font-size: {ROOT_FONT_PX}px; }}
 section[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], [data-testid="stExpandSidebarButton"],
-header[data-testid="stHeader"], [data-testid="stDecoration"] {{ display: none !important; }}
-[data-testid="stMainBlockContainer"], .block-container {{ max-width: 100% !important; padding: 0.6rem 1.6rem 2rem
+[data-testid="stDecoration"] {{ display: none !important; }}
+[data-testid="stMainBlockContainer"], .block-container {{ max-width: 100% !important; padding: 3.6rem 1.6rem 2rem
   1.6rem !important; }}
+[data-testid="stMain"] h1 {{ padding-top: 0.2rem !important; padding-bottom: 0.4rem !important; }}
+/* The toggle sits in the header bar, right of the page links, so it takes no row of the page. */
+.st-key-keep_present_toggle {{ position: fixed !important; top: 0.55rem; right: 3.2rem; width: auto !important;
+  z-index: 1000000; }}
 {_hide_controls()}
 [data-testid="stMain"] [data-testid="stForm"]:not({_KEEP} *) {{ border: none; padding: 0; }}
 /* Chart text a projector can show: plotly writes its font sizes inline, so only !important reaches them (tick
