@@ -24,7 +24,7 @@ os.environ.setdefault("UNLEARN_DATA_DIR", str(REPO / ".unlearn_data" / "bench"))
 from benchmarks._browser import browser, charts_drawn, goto, no_exception, prepare_data, server, settle  # noqa: E402
 
 # page title -> its url path, for the presentation-mode pass (a new session per page, opened by its link)
-URL_PATHS = {"Setup": "setup", "Tour": "tour", "Forget set": "forget", "Unlearn": "unlearn", "Results": "results",
+URL_PATHS = {"Setup": "", "Tour": "tour", "Forget set": "forget", "Unlearn": "unlearn", "Results": "results",
              "Embeddings": "embeddings", "Null space": "nullspace", "NatMU hybrids": "hybrids", "Sweeps": "sweeps"}
 TOUR_SCREENS = [("tour_1_forgotten", "What was forgotten", 1), ("tour_2_lost", "What else was lost", 1),
                 ("tour_3_map", "Where the samples went", 3), ("tour_4_relearn", "Hidden or gone?", 1)]
@@ -119,6 +119,7 @@ def main() -> None:
                 page.get_by_text(text).first.wait_for(timeout=120_000)
             settle(page)
             no_exception(page, title)
+            page.locator("h1").first.scroll_into_view_if_needed()  # Results scrolled to its run picker
             shoot(page, out / f"{name}.png", args.colours)
             if title == "Results":
                 page.get_by_text("Evidence of forgetting").first.scroll_into_view_if_needed()
@@ -129,7 +130,9 @@ def main() -> None:
         for name, title, charts, text in SHOTS if "present" in passes else []:
             if title == "Tour":
                 continue  # its screens are the tour_*.png above
-            open_page(page, url, title, query + "&present=1", min(charts, 6), text if title != "Results" else None)
+            # Only text that is not a control's label: presentation mode hides the controls.
+            open_page(page, url, title, query + "&present=1", min(charts, 6),
+                      text if title not in ("Results", "Unlearn") else None)
             shoot(page, out / f"present_{name}.png", args.colours)
 
 
