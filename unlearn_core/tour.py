@@ -173,13 +173,13 @@ def tour_map(setup, models: dict, points: int = MAP_POINTS) -> dict[str, np.ndar
     original's by orthogonal Procrustes on the retained samples, then projected. Returns those coordinates
     plus ``idx`` (sample indices), ``labels`` and ``forget`` (a 0/1 mask).
     """
+    import torch
+
     from unlearn_core.embeddings import features_of, joint_embedding, sample_points
 
     bundle = setup.bundle
     labels = bundle.train_y.numpy()
     idx = sample_points(labels, points, seed=0, include=setup.split.forget_idx)
-    import torch
-
     images = bundle.train_x[torch.as_tensor(idx, dtype=torch.long)]
     forget = np.isin(idx, setup.split.forget_idx)
     feats = {"before": features_of(setup.original.model, images, setup.device)}
