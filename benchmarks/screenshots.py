@@ -89,9 +89,11 @@ def main() -> None:
     parser.add_argument("--size", default="1280x720", help="window WIDTHxHEIGHT")
     parser.add_argument("--colours", type=int, default=256, help="palette size of the saved PNGs (0: keep RGB)")
     parser.add_argument("--only", default="", help="comma-separated passes: pages, present, tour (default: all)")
+    parser.add_argument("--titles", default="", help="comma-separated page titles to shoot (default: every page)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     passes = set(args.only.split(",")) if args.only else {"pages", "present", "tour"}
+    titles = set(args.titles.split(",")) if args.titles else {title for _, title, _, _ in SHOTS}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prepare_data(args.dataset, args.sweep_cells)
@@ -102,6 +104,8 @@ def main() -> None:
         page.wait_for_selector("h1:has-text('Setup')", timeout=120_000)
         settle(page)
         for name, title, charts, text in SHOTS if "pages" in passes else []:
+            if title not in titles:
+                continue
             if title == "Results":
                 # The run in detail defaults to the newest run; the one with evidence is UNSC's.
                 goto(page, title, charts=6, timeout_ms=600_000)
@@ -120,15 +124,18 @@ def main() -> None:
             settle(page)
             no_exception(page, title)
             page.locator("h1").first.scroll_into_view_if_needed()  # Results scrolled to its run picker
+            if title == "Sweeps":  # at 720 px its phase map is below the fold: show the map
+                page.get_by_role("heading", name="Phase map").scroll_into_view_if_needed()
+                page.mouse.wheel(0, 420)
             shoot(page, out / f"{name}.png", args.colours)
             if title == "Results":
                 page.get_by_text("Evidence of forgetting").first.scroll_into_view_if_needed()
                 shoot(page, out / "4b_evidence.png", args.colours)
-        if "tour" in passes:
+        if "tour" in passes and "Tour" in titles:
             open_page(page, url, "Tour", query + "&present=1", 0, "Setting:")
             tour_screens(page, out, args.colours)
         for name, title, charts, text in SHOTS if "present" in passes else []:
-            if title == "Tour":
+            if title == "Tour" or title not in titles:
                 continue  # its screens are the tour_*.png above
             # Only text that is not a control's label: presentation mode hides the controls.
             open_page(page, url, title, query + "&present=1", min(charts, 6),
