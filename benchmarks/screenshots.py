@@ -124,9 +124,6 @@ def main() -> None:
             settle(page)
             no_exception(page, title)
             page.locator("h1").first.scroll_into_view_if_needed()  # Results scrolled to its run picker
-            if title == "Sweeps":  # at 720 px its phase map is below the fold: show the map
-                page.get_by_role("heading", name="Phase map").scroll_into_view_if_needed()
-                page.mouse.wheel(0, 420)
             shoot(page, out / f"{name}.png", args.colours)
             if title == "Results":
                 page.get_by_text("Evidence of forgetting").first.scroll_into_view_if_needed()
