@@ -19,9 +19,11 @@ st.set_page_config(page_title="Unlearning Lab", page_icon=str(ROOT / "assets" / 
 st.logo(str(ROOT / "assets" / "logo.svg"))
 st.html(f"<style>{(ROOT / 'assets' / 'style.css').read_text()}</style>")
 _shared.init_state()
+presenting = _shared.presentation()
 
 PAGE_SPECS = [
     ("setup", "app_pages/setup.py", "Setup", ":material/tune:"),
+    ("tour", "app_pages/tour.py", "Tour", ":material/school:"),
     ("forget", "app_pages/forget.py", "Forget set", ":material/select_all:"),
     ("unlearn", "app_pages/unlearn.py", "Unlearn", ":material/play_circle:"),
     ("results", "app_pages/results.py", "Results", ":material/table_chart:"),
@@ -35,5 +37,6 @@ pages = {name: st.Page(str(ROOT / path), title=title, icon=icon, url_path=name, 
 # One rebinding, never clear-and-refill: every browser session runs this script in its own thread, and a session
 # that read the shared dict half-filled got a navigation of two pages and was thrown onto one of them.
 _shared.PAGES = pages
-st.navigation(list(pages.values())).run()
+# Presentation mode moves the page links into the header: the sidebar is hidden, the pages stay one click away.
+st.navigation(list(pages.values()), position="top" if presenting else "sidebar").run()
 _shared.finish_run()  # after the page, so the sidebar and the address bar show what the page just chose

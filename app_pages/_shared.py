@@ -34,11 +34,14 @@ def init_state() -> None:
     from unlearn_app.urlstate import URL_KEYS, VIEW_KEYS, initial_choice, view_from_query
 
     if "dataset" not in st.session_state:
+        from unlearn_app.urlstate import PRESENT_KEY, present_from_query
+
         values, warnings = initial_choice({k: st.query_params.get(k) for k in URL_KEYS}, settings())
         view, view_warnings = view_from_query({k: st.query_params.get(k) for k in VIEW_KEYS})
         st.session_state.update(values)
         st.session_state["url_view"] = view  # each page takes its values once (url_view), checked again there
-        st.session_state["url_warnings"] = warnings + view_warnings
+        st.session_state["present"], present_warning = present_from_query(st.query_params.get(PRESENT_KEY))
+        st.session_state["url_warnings"] = warnings + view_warnings + ([present_warning] if present_warning else [])
     st.session_state.setdefault("seed", 0)
     st.session_state.setdefault("original", "")  # "" = the trained original; else an upload's SHA-256
     st.session_state.setdefault("seen_finished", set())
@@ -89,6 +92,8 @@ def sync_url(view: dict | None = None) -> None:
 
     view = st.session_state.get("_view", {}) if view is None else view
     wanted = url_params({key: st.session_state.get(key) for key in URL_KEYS}, view)
+    if st.session_state.get("present"):
+        wanted["present"] = "1"
     if {key: st.query_params.get(key) for key in st.query_params} != wanted:
         st.query_params.from_dict(wanted)
 
@@ -108,6 +113,31 @@ def drop_url_value(key: str, reason: str) -> None:
     """A link's view value the page cannot use (a run this visitor may not see, a sweep that is not there):
     dropped with a warning that does not repeat it."""
     st.warning(f"The link's {key} was ignored: {reason}.", icon=":material/link_off:")
+def presentation() -> bool:
+    """Presentation mode (:mod:`unlearn_app.present`): its toggle, and its stylesheet while it is on.
+
+    Off, the toggle sits in the sidebar; on, the sidebar is hidden and the toggle sits at the top right of the
+    page, in a ``keep_`` container the stylesheet leaves visible. One widget key in both places, mirrored into
+    the plain ``present`` key that the address bar keeps (``?present=1``). Returns whether the mode is on.
+    """
+    from unlearn_app.present import PRESENT_CSS
+
+    st.session_state["w_present"] = bool(st.session_state.get("present"))
+
+    def flip() -> None:
+        st.session_state["present"] = bool(st.session_state["w_present"])
+
+    label, tip = "Presentation mode", ("Hide the sidebar and the controls and enlarge text and charts for a "
+                                       "projector (1280 x 720); every choice and run stays as it is. The address "
+                                       "bar keeps it as ?present=1.")
+    if st.session_state["present"]:
+        st.html(f"<style>{PRESENT_CSS}</style>")
+        with st.container(key="keep_present_toggle", horizontal=True, horizontal_alignment="right"):
+            st.toggle(label, key="w_present", on_change=flip, help=tip)
+    else:
+        with st.sidebar:
+            st.toggle(label, key="w_present", on_change=flip, help=tip)
+    return bool(st.session_state["present"])
 
 
 def md(text) -> str:

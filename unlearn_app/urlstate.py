@@ -335,3 +335,18 @@ def view_from_query(params: dict) -> tuple[dict, list[str]]:
             warnings.append(f"The link's {key} was ignored: {str(error).split(';')[0]}.")
     return values, warnings
 
+
+# -- presentation mode ---------------------------------------------------------------------------------------------
+PRESENT_KEY = "present"
+
+
+def present_from_query(raw) -> tuple[bool, str | None]:
+    """``?present=``: ``"1"`` turns presentation mode on, ``"0"`` or nothing leaves it off.
+
+    Returns ``(on, warning)``; any other value is dropped with a warning that does not repeat it.
+    """
+    if raw in (None, "", "0"):
+        return False, None
+    if raw == "1":
+        return True, None
+    return False, "The link's present was ignored: it must be 1 (presentation mode) or 0."
