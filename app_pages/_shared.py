@@ -200,9 +200,20 @@ def _runner(data_dir: str):
 
         return disk_full_reason(RunStore())
 
+    from unlearn_app.dispatch import make_engine
+    from unlearn_core.settings import settings
+
+    current = settings()
+    engine = make_engine(current)
+    if engine.remote_runs:  # start Ray beside the first page rather than on the first click
+        import threading
+
+        threading.Thread(target=engine.where, name="unlearn-engine-start", daemon=True).start()
     return JobRunner(max_per_owner=limits.jobs_per_session, results_bytes=limits.job_results_bytes,
                      max_trainings_per_owner=limits.trainings_per_session,
-                     max_queued_trainings=limits.server_queued_trainings, disk_check=disk_check)
+                     max_queued_trainings=limits.server_queued_trainings, disk_check=disk_check,
+                     engine=engine, max_running=current.max_running,
+                     max_running_per_visitor=current.max_running_per_visitor)
 
 
 @st.cache_resource(show_spinner=False)
@@ -304,7 +315,7 @@ def _job_row(job, snap) -> None:
     if not snap.finished:
         cols = st.columns([5, 1])
         with cols[0]:
-            job_progress(snap, runner().ahead_of(job))  # one bar per phase, each with its time
+            job_progress(snap, *runner().wait_estimate(job))  # one bar per phase, each with its time
         if cols[1].button("Cancel", key=f"cancel_{snap.job_id}", icon=":material/stop_circle:"):
             job.cancel()
             st.toast(f"Cancelling {snap.label} ...")

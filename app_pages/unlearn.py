@@ -120,6 +120,8 @@ if chosen:
             except UnlearnError as error:
                 _shared.show_error(error)
             else:
+                from unlearn_core.sweeps.single import run_request
+
                 def provider(progress, cancel, request=request):
                     return _shared.setups().get(request, progress, cancel, with_retrain=True)
 
@@ -131,7 +133,12 @@ if chosen:
                               "trainings": 1 + (models.trainings if number == 0 else 0)},
                         # Runs of an uploaded original are shown only next to that upload, never as the trained one's.
                         extra_config={"original_upload": request.original} if request.original else None,
-                        evidence=",".join(evidence) or None)
+                        evidence=",".join(evidence) or None,
+                        # The same choice as plain data, for an engine that runs it elsewhere (UNLEARN_ENGINE=ray);
+                        # an uploaded original lives in this process only, so its runs execute here.
+                        request=None if request.original else run_request(
+                            request.dataset, request.model, request.forget, request.seed, method,
+                            device=request.device))
                 _shared.warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
                 st.toast(f"Queued {len(chosen)} run(s).")
                 st.rerun()
