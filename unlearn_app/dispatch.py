@@ -166,29 +166,68 @@ class RayEngine:
         self._task = None
         self._channel = None
         self._keys = itertools.count(1)
+        self._keeper: threading.Thread | None = None
+        self._ready, self._stop = threading.Event(), threading.Event()
+        self._error: str | None = None
 
     def session(self):
-        """The Ray session (opened once; :class:`EngineError` with one line when Ray cannot start or join)."""
+        """The Ray session (opened once; :class:`EngineError` with one line when Ray cannot start or join).
+
+        It is opened, and closed, in a thread of its own that lives as long as the engine: Ray starts a local
+        instance's GCS and raylet with a parent-death signal bound to the thread that starts them, so a
+        short-lived thread (a page's script run, a warm-up) would take them down when it ends.
+        """
         with self._lock:
             if self._session is None:
-                from unlearn_core import raycluster
+                if self._keeper is None:
+                    self._ready.clear()
+                    self._keeper = threading.Thread(target=self._keep, name="unlearn-ray-session", daemon=True)
+                    self._keeper.start()
+                keeper = self._keeper
+            else:
+                return self._session
+        self._ready.wait()
+        with self._lock:
+            if self._session is None:
+                error, self._keeper = self._error or "the Ray session closed", None
+                if keeper is not None:
+                    keeper.join(timeout=5)
+                raise EngineError(error)
+            return self._session
 
-                try:
-                    session = raycluster.connect(self.address, self.num_cpus)
-                    self._request = raycluster.resource_request(session.nodes(), self.gpus_per_run)
-                except raycluster.RayClusterError as error:
-                    raise EngineError(str(error)) from None
+    def _keep(self) -> None:
+        from unlearn_core import raycluster
+
+        try:
+            session = raycluster.connect(self.address, self.num_cpus)
+            try:
+                request = raycluster.resource_request(session.nodes(), self.gpus_per_run)
                 import ray
 
                 from unlearn_core.sweeps.single import ProgressChannel, run_task
 
-                self._channel = ray.remote(num_cpus=0)(ProgressChannel).remote()
-                self._task = ray.remote(run_task).options(
-                    num_cpus=self._request.num_cpus, num_gpus=self._request.num_gpus or 0,
-                    max_retries=self.max_retries)
-                self._session = session
-                atexit.register(self.close)
-            return self._session
+                channel = ray.remote(ProgressChannel).options(**channel_options(ray)).remote()
+                task = ray.remote(run_task).options(num_cpus=request.num_cpus, num_gpus=request.num_gpus or 0,
+                                                    max_retries=self.max_retries)
+            except BaseException:
+                session.close()
+                raise
+        except raycluster.RayClusterError as error:
+            self._error = str(error)
+            self._ready.set()
+            return
+        except Exception as error:
+            self._error = f"cannot start the ray engine: {type(error).__name__}: {error}".splitlines()[0]
+            self._ready.set()
+            return
+        with self._lock:
+            self._session, self._request, self._channel, self._task = session, request, channel, task
+        atexit.register(self.close)
+        self._ready.set()
+        self._stop.wait()
+        with self._lock:
+            self._session = self._channel = self._task = None
+        session.close()
 
     def slots(self) -> int:
         self.session()
@@ -221,7 +260,7 @@ class RayEngine:
                 if job.cancel_event.is_set():
                     now = time.monotonic()
                     if cancelled_at is None:
-                        self._channel.cancel.remote(key)
+                        self._channel.cancel.remote(key)  # fire and forget; ray.cancel below if it is lost
                         cancelled_at = now
                     elif now - cancelled_at > CANCEL_GRACE_S:
                         ray.cancel(ref, force=True)
@@ -235,20 +274,46 @@ class RayEngine:
             self._drain(job, key)
             return out
         finally:
-            self._channel.forget.remote(key)
+            try:
+                self._channel.forget.remote(key)
+            except Exception:
+                pass
 
     def _drain(self, job, key: str) -> None:
+        """Move the task's progress events into ``job`` (best effort: the task's result is what counts, so a
+        channel restarting after its node was lost only skips this look)."""
         import ray
 
-        for event in ray.get(self._channel.drain.remote(key)):
+        try:
+            events = ray.get(self._channel.drain.remote(key), timeout=5)
+        except Exception:
+            return
+        for event in events:
             job.on_progress(ProgressEvent(**event))
 
     def close(self) -> None:
-        with self._lock:
-            session, self._session = self._session, None
-            self._channel = self._task = None
-        if session is not None:
-            session.close()
+        """Stop the Ray session this engine opened (in its own thread, which then ends)."""
+        keeper = self._keeper
+        if keeper is None:
+            return
+        self._stop.set()
+        if keeper is not threading.current_thread():
+            keeper.join(timeout=120)
+
+
+def channel_options(ray) -> dict:
+    """The progress channel actor: no CPU, on the driver's own node (a node that dies takes only its tasks
+    with it, and they are retried), restarted by Ray should it be lost all the same."""
+    options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": -1}
+    try:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = ray.get_runtime_context().get_node_id()
+        if here:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=here, soft=True)
+    except Exception:  # a Ray Client driver has no node of its own: Ray places the actor
+        pass
+    return options
 
 
 def make_engine(settings=None):

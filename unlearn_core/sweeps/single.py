@@ -85,7 +85,10 @@ class ChannelProgress:
     def _send(self, event: ProgressEvent, now: float) -> None:
         data = dataclasses.asdict(event)
         data["point"] = None  # curve points stay in the report's evidence; the bar needs the numbers only
-        self.channel.post.remote(self.key, data)
+        try:
+            self.channel.post.remote(self.key, data)
+        except Exception:  # progress is best effort; the run goes on
+            pass
         self._stage, self._sent_at, self._pending = event.stage, now, None
 
     def flush(self) -> None:
@@ -107,7 +110,10 @@ class ChannelCancel:
             import ray
 
             self._asked_at = now
-            self._set = bool(ray.get(self.channel.cancelled.remote(self.key)))
+            try:
+                self._set = bool(ray.get(self.channel.cancelled.remote(self.key), timeout=5))
+            except Exception:  # the channel is restarting; ask again at the next poll (the driver may ray.cancel)
+                pass
         return self._set
 
     def set(self) -> None:
