@@ -13,7 +13,7 @@ Engines (:func:`make_engine`, from ``UNLEARN_ENGINE``):
   :func:`unlearn_core.raycluster.connect` opens: a local instance bound to 127.0.0.1 (``UNLEARN_RAY_ADDRESS``
   empty) or the cluster at that address. Its slots are the cluster's run slots
   (:func:`unlearn_core.raycluster.resource_request`). The driver thread waits on the task and drains its
-  progress events from one :class:`~unlearn_core.sweeps.single.ProgressChannel` actor into the job; a cancel is
+  progress events from one :class:`~unlearn_core.raycluster.ProgressChannel` actor into the job; a cancel is
   posted to the channel (the task stops at its next step) and, if the task has not stopped
   ``CANCEL_GRACE_S`` seconds later, the task is cancelled with ``ray.cancel(force=True)``. A task whose worker
   died is retried once by Ray (``max_retries=1``); a second death fails the job with one line naming it. Only the
@@ -204,11 +204,15 @@ class RayEngine:
                 request = raycluster.resource_request(session.nodes(), self.gpus_per_run)
                 import ray
 
-                from unlearn_core.sweeps.single import ProgressChannel, run_task
+                from unlearn_core.sweeps.single import run_task, warm_worker
 
-                channel = ray.remote(ProgressChannel).options(**channel_options(ray)).remote()
+                channel = ray.remote(raycluster.ProgressChannel).options(**channel_options(ray)).remote()
                 task = ray.remote(run_task).options(num_cpus=request.num_cpus, num_gpus=request.num_gpus or 0,
                                                     max_retries=self.max_retries)
+                # One warm-up per slot, not waited for: each worker imports torch and the methods before a run.
+                warm = ray.remote(warm_worker).options(num_cpus=request.num_cpus, num_gpus=request.num_gpus or 0)
+                for _ in range(request.slots):
+                    warm.remote()
             except BaseException:
                 session.close()
                 raise

@@ -29,7 +29,7 @@ be and what it got.
 | ``UNLEARN_APP_AUTO_UMAP`` | ``app_auto_umap`` | on (``0``: the app computes UMAP only on request) |
 | ``UNLEARN_APP_TIMINGS`` | ``app_timings`` | off (``1``: the app logs its render times) |
 | ``UNLEARN_ENGINE`` | ``engine`` | ``inline`` (the app's jobs in this process) or ``ray`` |
-| ``UNLEARN_RAY_ADDRESS`` | ``ray_address`` | ``""`` (a local Ray on 127.0.0.1), else ``HOST:PORT``, ``ray://HOST:PORT`` or ``auto`` |
+| ``UNLEARN_RAY_ADDRESS`` | ``ray_address`` | ``""`` (local Ray on 127.0.0.1), ``HOST:PORT``, ``ray://HOST:PORT``, ``auto`` |
 | ``UNLEARN_MAX_RUNNING`` | ``max_running`` | 0 (as many jobs at once as the engine has slots: 1 inline) |
 | ``UNLEARN_MAX_RUNNING_PER_VISITOR`` | ``max_running_per_visitor`` | 1 job running at once per browser session (0: no limit) |
 

@@ -8,10 +8,10 @@ the report's dict, the unlearned weights, the method's artifacts and the node it
 nothing: the driver records the outcome with :func:`unlearn_core.record.record_outcome`, so a task retried after
 its worker died is recorded once, by the one driver that received its result.
 
-:class:`ProgressChannel` is the state of a small Ray actor shared by every task of one driver: a task posts its
-:class:`~unlearn_core.progress.ProgressEvent` values under its key (:class:`ChannelProgress`, at most every
-``PROGRESS_INTERVAL_S`` seconds within a stage, and at once on a new stage), the driver drains them into the job's
-snapshot; the driver marks a key cancelled and the task's :class:`ChannelCancel` (a ``threading.Event`` look-alike
+:class:`unlearn_core.raycluster.ProgressChannel` is the state of a small Ray actor shared by every task of one
+driver: a task posts its :class:`~unlearn_core.progress.ProgressEvent` values under its key
+(:class:`ChannelProgress`, at most every ``PROGRESS_INTERVAL_S`` seconds within a stage, and at once on a new
+stage), the driver drains them into the job's snapshot; the driver marks a key cancelled and the task's :class:`ChannelCancel` (a ``threading.Event`` look-alike
 the core's ``Reporter.check_cancel`` reads between steps) sees it within ``CANCEL_POLL_S`` seconds.
 """
 
@@ -42,30 +42,6 @@ def run_request(dataset: str, model: str, forget: str, seed: int, method: str, p
     return {"dataset": dataset, "model": model, "forget": forget, "seed": int(seed), "method": method,
             "params": dict(params or {}), "evidence": evidence or None, "extra_config": dict(extra_config or {}),
             "device": device, "tag": tag, "threads": threads}
-
-
-class ProgressChannel:
-    """Progress events and cancel flags by task key (the body of a Ray actor; see the module text)."""
-
-    def __init__(self):
-        self._events: dict[str, list[dict]] = {}
-        self._cancelled: set[str] = set()
-
-    def post(self, key: str, event: dict) -> None:
-        self._events.setdefault(key, []).append(event)
-
-    def drain(self, key: str) -> list[dict]:
-        return self._events.pop(key, [])
-
-    def cancel(self, key: str) -> None:
-        self._cancelled.add(key)
-
-    def cancelled(self, key: str) -> bool:
-        return key in self._cancelled
-
-    def forget(self, key: str) -> None:
-        self._events.pop(key, None)
-        self._cancelled.discard(key)
 
 
 class ChannelProgress:
@@ -118,6 +94,17 @@ class ChannelCancel:
 
     def set(self) -> None:
         self._set = True
+
+
+def warm_worker() -> int:
+    """Import what a run needs (torch, the pipeline, every method), so a Ray worker's first run does not pay it."""
+    import importlib
+
+    from unlearn_core import methods
+
+    importlib.import_module("unlearn_core.pipeline")
+    methods.load_all()
+    return os.getpid()
 
 
 def run_task(request: dict, channel=None, key: str = "") -> dict:
