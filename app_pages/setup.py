@@ -134,8 +134,11 @@ else:
             return _shared.setups().get(request, progress, cancel, with_retrain=False)
 
         try:
-            runner.submit(f"train original {current.model} on {current.dataset}", train, kind="setup",
-                          meta={"owner": _shared.session_owner(), "choice": list(current.key())})
+            # On UNLEARN_ENGINE=ray the training itself runs as a Ray task; train() then loads it from the cache.
+            runner.submit_setup(f"train original {current.model} on {current.dataset}", train,
+                                meta={"owner": _shared.session_owner(), "choice": list(current.key())},
+                                original={"dataset": current.dataset, "model": current.model,
+                                          "seed": current.seed, "device": current.device})
         except UnlearnError as error:  # the per-session queue limit
             _shared.show_error(error)
         else:

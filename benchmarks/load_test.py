@@ -1,16 +1,18 @@
 """Load test: N concurrent headless-Chromium sessions drive one `streamlit run app.py` through the default flow.
 
-Each session opens the app with its own forget set (``?dataset=digits&model=mlp&forget=class:<i>``; past the
-ten classes, pairs of classes ``class:<i>,<j>``: :func:`forget_sets`), waits for the original model, opens
-Unlearn, runs the preselected method (UNSC), waits for its own run to finish and opens Results, which must list
-exactly its own run. Latencies of every step are measured per session; while a run waits, the job line's
+Each session opens the app with a forget set (``?dataset=digits&model=mlp&forget=class:<i>``,
+:func:`forget_sets`), waits for the original model, opens Unlearn, runs the preselected method (UNSC), waits for its own run to finish
+and opens Results, which must list exactly its own run. With ``--shared`` the server is a shared one
+(``UNLEARN_SHARED=1``: a classroom; each browser context is a visitor that sees only its own runs) and the forget
+sets cycle over ``--classes`` classes, so several visitors forget the same class and each must still see exactly
+one run; without it each session has a forget set of its own (past the ten classes, pairs ``class:<i>,<j>``). Latencies of every step are measured per session; while a run waits, the job line's
 queue position and promised wait are read (``wait_line``). The server is one process, as on the shared
 machine, with ``--engine inline`` (its own worker thread) or ``--engine ray`` (a local Ray on loopback it
 starts; its memory is counted with the server's, as the server's process tree). All sessions are contexts of
 one Chromium.
 
-    .venv/bin/python benchmarks/load_test.py --sessions 1 8 16 30 --engine inline ray --warm --json out.json
-    .venv/bin/python benchmarks/load_test.py --sessions 8 --dataset mnist5k --engine inline ray --warm
+    .venv/bin/python benchmarks/load_test.py --sessions 1 8 16 30 --engine inline ray --shared --warm --json out.json
+    .venv/bin/python benchmarks/load_test.py --sessions 8 --dataset mnist5k --classes 2 --engine inline ray --shared
 
 The models come from the shared checkpoint cache (``UNLEARN_DATA_DIR``); ``--warm`` first trains every forget
 set's retrained reference into it (a teacher prepares the class's demo beforehand), so every level measures
@@ -51,8 +53,9 @@ def _free_port() -> int:
 class Server:
     """One Streamlit server on localhost with a fresh run store and the shared checkpoint cache."""
 
-    def __init__(self, data_dir: Path, shared_checkpoints: Path, dataset: str = "digits", engine: str = "inline"):
-        self.data_dir, self.dataset, self.engine = data_dir, dataset, engine
+    def __init__(self, data_dir: Path, shared_checkpoints: Path, dataset: str = "digits", engine: str = "inline",
+                 shared: bool = False):
+        self.data_dir, self.dataset, self.engine, self.shared = data_dir, dataset, engine, shared
         shared_checkpoints.mkdir(parents=True, exist_ok=True)
         (data_dir / "checkpoints").symlink_to(shared_checkpoints, target_is_directory=True)
         self.port = _free_port()
@@ -62,7 +65,8 @@ class Server:
 
     def __enter__(self) -> "Server":
         env = {**os.environ, "UNLEARN_DATA_DIR": str(self.data_dir), "UNLEARN_DEFAULT_DATASET": self.dataset,
-               "UNLEARN_APP_AUTO_UMAP": "0", "UNLEARN_ENGINE": self.engine}
+               "UNLEARN_APP_AUTO_UMAP": "0", "UNLEARN_ENGINE": self.engine,
+               "UNLEARN_SHARED": "1" if self.shared else "0"}
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
@@ -109,8 +113,11 @@ class Server:
         return total if found else None
 
 
-def forget_sets(count: int, first: int = 3) -> list[str]:
-    """``count`` distinct forget sets of digits-like 10-class data: the ten classes from ``first`` on, then pairs."""
+def forget_sets(count: int, first: int = 3, classes: int | None = None) -> list[str]:
+    """``count`` forget sets of 10-class data: with ``classes``, ``class:<first + i mod classes>`` (repeating);
+    else distinct ones, the ten classes from ``first`` on, then pairs of classes."""
+    if classes:
+        return [f"class:{(first + i % classes) % 10}" for i in range(count)]
     singles = [f"class:{(first + i) % 10}" for i in range(10)]
     pairs = [f"class:{a},{b}" for a in range(10) for b in range(a + 1, 10)]
     return (singles + pairs)[:count]
@@ -215,14 +222,14 @@ async def _session(browser, url: str, index: int, forget: str, timeout_s: float,
 
 
 async def _drive(url: str, sessions: int, timeout_s: float, shots: Path | None,
-                 dataset: str = "digits") -> list[dict]:
+                 dataset: str = "digits", classes: int | None = None) -> list[dict]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             return await asyncio.gather(*(_session(browser, url, i, forget, timeout_s, shots, dataset)
-                                          for i, forget in enumerate(forget_sets(sessions))))
+                                          for i, forget in enumerate(forget_sets(sessions, classes=classes))))
         finally:
             await browser.close()
 
@@ -235,17 +242,17 @@ def _summary(values: list[float]) -> dict:
     return {"median": round(statistics.median(ordered), 3), "p95": round(p95, 3), "max": round(ordered[-1], 3)}
 
 
-def warm(dataset: str, sessions: int) -> None:
+def warm(dataset: str, sessions: int, classes: int | None = None) -> None:
     """Train (or find cached) the original and every forget set's retrained reference the level will use."""
     from unlearn_core.pipeline import prepare
 
-    for forget in forget_sets(sessions):
+    for forget in sorted(set(forget_sets(sessions, classes=classes))):
         prepare(dataset, "mlp" if dataset == "digits" else None, forget, 0)
 
 
 def run_level(sessions: int, shared_checkpoints: Path | None = None, timeout_s: float = 600.0,
               work_dir: Path | None = None, shots: Path | None = None, dataset: str = "digits",
-              engine: str = "inline") -> dict:
+              engine: str = "inline", shared: bool = False, classes: int | None = None) -> dict:
     """Start a server, drive ``sessions`` browsers at once, check the run store; return the measurements."""
     from unlearn_core import paths
     from unlearn_core.store import RunStore
@@ -253,10 +260,10 @@ def run_level(sessions: int, shared_checkpoints: Path | None = None, timeout_s: 
     shared_checkpoints = shared_checkpoints or paths.checkpoints_dir()
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         data_dir = Path(tmp)
-        with Server(data_dir, shared_checkpoints, dataset, engine) as server:
+        with Server(data_dir, shared_checkpoints, dataset, engine, shared) as server:
             load_before = os.getloadavg()
             started = time.perf_counter()
-            results = asyncio.run(_drive(server.url, sessions, timeout_s, shots, dataset))
+            results = asyncio.run(_drive(server.url, sessions, timeout_s, shots, dataset, classes))
             wall = time.perf_counter() - started
             rss, rss_tree = server.rss_mb(), server.rss_mb(tree=True)
             log_tail = server.log_path.read_text()[-1500:]
@@ -267,11 +274,12 @@ def run_level(sessions: int, shared_checkpoints: Path | None = None, timeout_s: 
         "sessions": sessions,
         "dataset": dataset,
         "engine": engine,
+        "shared": shared,
         "click_to_result": _summary(clicks),
         "within_60s": sum(seconds <= 60 for seconds in clicks),
         "saw_wait_line": sum("wait_line" in r for r in results),
         "own_runs_only": all(r["ok"] and r.get("foreign_jobs_visible") == 0 for r in results)
-        and sorted(r["forget"] for r in done) == sorted(forget_sets(sessions)),
+        and sorted(r["forget"] for r in done) == sorted(forget_sets(sessions, classes=classes)),
         "ok_sessions": sum(r["ok"] for r in results),
         "wall_seconds": round(wall, 2),
         "runs_done": len(done),
@@ -296,18 +304,24 @@ def main() -> int:
     parser.add_argument("--dataset", default="digits", help="digits (mlp) or mnist5k (its default model)")
     parser.add_argument("--engine", nargs="+", default=["inline"], choices=["inline", "ray"])
     parser.add_argument("--warm", action="store_true", help="train every level's references before measuring")
+    parser.add_argument("--shared", action="store_true", help="a shared server (UNLEARN_SHARED=1), as a classroom")
+    parser.add_argument("--classes", type=int, default=None,
+                        help="with --shared: forget sets cycle over this many classes (default: distinct sets)")
     args = parser.parse_args()
+    if args.classes and not args.shared:
+        parser.error("--classes repeats forget sets: only a --shared server keeps each visitor's runs apart")
     if not Path(CHROMIUM).exists():
         print(f"error: {CHROMIUM} is missing (run `make browser`)", file=sys.stderr)
         return 2
     levels = []
     if args.warm:
-        warm(args.dataset, max(args.sessions))
+        warm(args.dataset, max(args.sessions), args.classes)
     for sessions, engine in [(n, e) for n in args.sessions for e in args.engine]:
         shots = Path(args.shots) if args.shots else None
         if shots is not None:
             shots.mkdir(parents=True, exist_ok=True)
-        level = run_level(sessions, timeout_s=args.timeout, shots=shots, dataset=args.dataset, engine=engine)
+        level = run_level(sessions, timeout_s=args.timeout, shots=shots, dataset=args.dataset, engine=engine,
+                          shared=args.shared, classes=args.classes)
         levels.append(level)
         if args.json:  # after every level: a long benchmark killed late keeps what it measured
             Path(args.json).write_text(json.dumps({"machine": f"{os.cpu_count()}-core CPU, no GPU",

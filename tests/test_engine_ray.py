@@ -88,3 +88,35 @@ def test_dashboard_runs_on_two_loopback_nodes_lose_nothing_when_a_node_dies(tmp_
         if runner is not None:
             runner.shutdown()
         stop_cluster(cluster)
+
+
+@pytest.mark.slow
+def test_a_setup_trains_its_original_as_a_ray_task_and_the_app_process_loads_it(tmp_path, monkeypatch):
+    from unlearn_app.dispatch import RayEngine
+    from unlearn_app.jobs import DONE, JobRunner
+    from unlearn_core.checkpoints import CheckpointCache
+    from unlearn_core.data import load_dataset
+    from unlearn_core.training import default_recipe, model_cache_key
+
+    monkeypatch.setenv("UNLEARN_DATA_DIR", str(tmp_path / "data"))  # an empty cache: the original must be trained
+    key = model_cache_key("original", load_dataset("digits"), "mlp", 0, default_recipe("digits"))
+    runner = JobRunner(engine=RayEngine(num_cpus=1))
+    loaded = []
+    try:
+        def load(progress, cancel):  # what Setup's job does after the task: read the cached model
+            loaded.append(CheckpointCache().path_for(key).exists())
+            return "loaded"
+
+        job = runner.submit_setup("train original", load, meta={"owner": "v"},
+                                  original={"dataset": "digits", "model": "mlp", "seed": 0, "device": "cpu"})
+        snap = runner.wait(job, timeout=300)
+        assert snap.status == DONE, snap.error
+        assert job.result == "loaded" and loaded == [True]
+        # The training's progress came from the worker through the channel.
+        assert "original model" in [p.name for p in snap.phases]
+        from unlearn_core.models import build_for_dataset
+
+        meta = CheckpointCache().load(key, build_for_dataset("mlp", load_dataset("digits"), seed=0))
+        assert meta is not None and meta["test_accuracy"] > 80
+    finally:
+        runner.shutdown()

@@ -166,6 +166,7 @@ class RayEngine:
         self._task = None
         self._channel = None
         self._keys = itertools.count(1)
+        self._calls: dict = {}
         self._keeper: threading.Thread | None = None
         self._ready, self._stop = threading.Event(), threading.Event()
         self._error: str | None = None
@@ -246,14 +247,32 @@ class RayEngine:
         """Run ``request`` (:func:`~unlearn_core.sweeps.single.run_request`) as a task, feeding ``job``'s
         progress and passing its cancel on; returns the task's outcome dict, or raises :class:`Cancelled` or
         :class:`EngineError` (one line)."""
+        self.session()
+        request = {**request, "threads": request.get("threads") or int(self._request.num_cpus)}
+        key = f"job-{next(self._keys)}"
+        return self._await(job, key, self._task.remote(request, self._channel, key))
+
+    def call(self, job, fn, **kwargs):
+        """Run ``fn(**kwargs, threads=, channel=, key=)`` (a task function of ``unlearn_core.sweeps.single``)
+        as a task with ``job``'s progress and cancel relayed, as :meth:`run` does; returns its value."""
+        self.session()
+        with self._lock:
+            remote = self._calls.get(fn)
+            if remote is None:
+                import ray
+
+                remote = self._calls[fn] = ray.remote(fn).options(
+                    num_cpus=self._request.num_cpus, num_gpus=self._request.num_gpus or 0,
+                    max_retries=self.max_retries)
+        key = f"job-{next(self._keys)}"
+        kwargs.setdefault("threads", int(self._request.num_cpus))
+        return self._await(job, key, remote.remote(channel=self._channel, key=key, **kwargs))
+
+    def _await(self, job, key: str, ref):
         import ray
 
         from unlearn_core.sweeps.engines import task_error
 
-        self.session()
-        key = f"job-{next(self._keys)}"
-        request = {**request, "threads": request.get("threads") or int(self._request.num_cpus)}
-        ref = self._task.remote(request, self._channel, key)
         cancelled_at = None
         try:
             while True:
@@ -360,3 +379,24 @@ def run_remote(engine: RayEngine, job, request: dict, store=None):
     run = MethodRun(config["method"], out.get("params") or config["params"], holder, out["seconds"],
                     out.get("artifacts") or {}, out.get("timing") or {}, out.get("evidence") or {})
     return run_id, out["report"], run
+
+
+def train_original_remote(engine: RayEngine, job, dataset: str, model: str, seed: int, device: str = "auto") -> str:
+    """Train a choice's original model as a task on ``engine`` and put it in this process's checkpoint cache (a
+    cluster node's disk is not the app's); returns its cache key. Raises :class:`Cancelled` or
+    :class:`EngineError` (one line)."""
+    from unlearn_core.checkpoints import CheckpointCache
+    from unlearn_core.sweeps.single import train_original_task
+    from unlearn_core.sweeps.work import StateHolder
+
+    out = engine.call(job, train_original_task, dataset=dataset, model=model, seed=seed, device=device)
+    if out.get("cancelled"):
+        raise Cancelled(out.get("error") or "cancelled")
+    if out.get("error"):
+        raise EngineError(out["error"])
+    cache = CheckpointCache()
+    if not cache.path_for(out["key"]).exists():
+        with cache.lock(out["key"]):
+            if not cache.path_for(out["key"]).exists():
+                cache.save(out["key"], StateHolder(out["state"]), out["meta"])
+    return out["key"]

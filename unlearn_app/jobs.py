@@ -302,6 +302,26 @@ class JobRunner:
         job.future = self.dispatcher().submit(owner, lambda: self._run(job, fn))
         return job
 
+    def submit_setup(self, label: str, fn: JobFn, meta: dict | None = None, original: dict | None = None) -> Job:
+        """Queue a setup job: ``fn(progress, cancel)`` prepares the setup here (its value lands in ``job.result``).
+
+        ``original`` (``{"dataset", "model", "seed", "device"}``) names the original model ``fn`` will need: on an
+        engine that runs elsewhere (``ray``) it is trained there first, as a task, and put in this process's
+        checkpoint cache, so ``fn`` only loads it. Limits and errors as :meth:`submit`.
+        """
+        if original is None or not self.engine.remote_runs:
+            return self.submit(label, fn, kind="setup", meta=meta)
+        from types import SimpleNamespace
+
+        from unlearn_app.dispatch import train_original_remote
+
+        def remote(progress, cancel):
+            train_original_remote(self.engine, SimpleNamespace(on_progress=progress, cancel_event=cancel),
+                                  **original)
+            return fn(progress, cancel)
+
+        return self.submit(label, remote, kind="setup", meta=meta)
+
     def dispatcher(self):
         """The queue (made at the first job: sizing it may start the engine)."""
         if self._dispatcher is None:

@@ -96,6 +96,36 @@ class ChannelCancel:
         self._set = True
 
 
+def train_original_task(dataset: str, model: str, seed: int, device: str = "auto", threads: int | None = None,
+                        channel=None, key: str = "") -> dict:
+    """Train (or load from this node's cache) the original model of a choice, for a setup job run elsewhere.
+
+    Returns ``{"key", "meta", "state", "node_id"}`` (the weights as a CPU state dict, for the driver's own
+    checkpoint cache: a cluster node's disk is not the app's), or ``{"error"}`` / ``{"cancelled": True}``.
+    """
+    from unlearn_core.data import load_dataset
+    from unlearn_core.jsonsafe import error_text
+    from unlearn_core.sweeps.work import _one_thread
+    from unlearn_core.training import default_recipe, get_original
+
+    _one_thread(threads)
+    progress = ChannelProgress(channel, key) if channel is not None else None
+    cancel = ChannelCancel(channel, key) if channel is not None else None
+    try:
+        bundle = load_dataset(dataset)
+        trained = get_original(bundle, model or None, int(seed), default_recipe(bundle.name), device, progress,
+                               cancel)
+        return {"key": trained.key, "meta": dict(trained.meta), "node_id": node_id(),
+                "state": {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}}
+    except Cancelled as error:
+        return {"cancelled": True, "error": error_text(error)}
+    except Exception as error:
+        return {"error": error_text(error)}
+    finally:
+        if progress is not None:
+            progress.flush()
+
+
 def warm_worker() -> int:
     """Import what a run needs (torch, the pipeline, every method), so a Ray worker's first run does not pay it."""
     import importlib
