@@ -205,10 +205,7 @@ def _runner(data_dir: str):
 
     current = settings()
     engine = make_engine(current)
-    if engine.remote_runs:  # start Ray beside the first page rather than on the first click
-        import threading
-
-        threading.Thread(target=engine.where, name="unlearn-engine-start", daemon=True).start()
+    engine.start()  # Ray starts beside the first page rather than on the first click
     return JobRunner(max_per_owner=limits.jobs_per_session, results_bytes=limits.job_results_bytes,
                      max_trainings_per_owner=limits.trainings_per_session,
                      max_queued_trainings=limits.server_queued_trainings, disk_check=disk_check,

@@ -77,7 +77,7 @@ if bundle.notes.get("skipped"):
 st.subheader("Original model")
 runner = _shared.runner()
 try:
-    st.caption(f"Where runs execute: {_shared.md(runner.engine.where())}", help=(
+    st.caption(f"Where runs execute: {_shared.md(runner.engine.where(wait=False))}", help=(
         "The server's UNLEARN_ENGINE: inline runs every job in the app's own process, one at a time; ray runs "
         "the unlearning runs as Ray tasks, on a local Ray bound to 127.0.0.1 or on the cluster at "
         "UNLEARN_RAY_ADDRESS (docs/SWEEPS.md)."))

@@ -155,7 +155,7 @@ async def _wait_for_run(page, forget: str, timeout_s: float, result: dict) -> No
                 raise
         if "wait_line" not in result:
             with contextlib.suppress(Exception):
-                found = re.search(r"waiting for the worker \(([^)]*)\)", await page.inner_text("body"))
+                found = re.search(r"waiting for the worker \(([^\n]*)\)", await page.inner_text("body"))
                 if found:
                     result["wait_line"] = found.group(1)
                     result["wait_line_at"] = round(time.perf_counter() - result["_clicked"], 2)
@@ -180,7 +180,8 @@ async def _session(browser, url: str, index: int, forget: str, timeout_s: float,
 
     try:
         model = "&model=mlp" if dataset == "digits" else ""
-        await page.goto(f"{url}/?dataset={dataset}{model}&forget={quote(forget)}", wait_until="domcontentloaded")
+        await page.goto(f"{url}/?dataset={dataset}{model}&forget={quote(forget)}", wait_until="domcontentloaded",
+                        timeout=timeout_ms)  # Playwright's own 30 s was less than 30 first pages take here
         await page.wait_for_selector("h1:has-text('Setup')", timeout=timeout_ms)
         await _settle(page, timeout_ms)
         mark("first_page")

@@ -138,7 +138,10 @@ class InlineEngine:
     def slots(self) -> int:
         return 1
 
-    def where(self) -> str:
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def where(self, wait: bool = True) -> str:
         from unlearn_core.raycluster import where_runs_execute
 
         return where_runs_execute("inline")
@@ -170,6 +173,14 @@ class RayEngine:
         self._keeper: threading.Thread | None = None
         self._ready, self._stop = threading.Event(), threading.Event()
         self._error: str | None = None
+
+    def start(self) -> None:
+        """Open the session in the background (its thread); never raises (:meth:`session` reports a failure)."""
+        with self._lock:
+            if self._session is None and self._keeper is None:
+                self._ready.clear()
+                self._keeper = threading.Thread(target=self._keep, name="unlearn-ray-session", daemon=True)
+                self._keeper.start()
 
     def session(self):
         """The Ray session (opened once; :class:`EngineError` with one line when Ray cannot start or join).
@@ -238,9 +249,14 @@ class RayEngine:
         self.session()
         return self._request.slots
 
-    def where(self) -> str:
+    def where(self, wait: bool = True) -> str:
+        """Setup's line (:func:`~unlearn_core.raycluster.where_runs_execute`); with ``wait=False`` a session still
+        starting is named as such rather than waited for."""
         from unlearn_core.raycluster import where_runs_execute
 
+        if not wait and self._keeper is not None and not self._ready.is_set():
+            return ("a local Ray on 127.0.0.1" if self.address is None else f"the Ray cluster at {self.address}") + \
+                " (starting)"
         return where_runs_execute("ray", self.session())
 
     def run(self, job, request: dict) -> dict:

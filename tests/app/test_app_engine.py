@@ -26,8 +26,9 @@ def test_unlearn_to_results_with_the_ray_engine_looks_the_same_and_cancels(app_e
     app = str(REPO / "app.py")
     try:
         at = ensure_original(AppTest.from_file(app, default_timeout=180).run())
-        assert any(c.startswith("Where runs execute: local Ray with ") for c in texts(at.caption)), \
-            texts(at.caption)
+        # The first page does not wait for Ray: "a local Ray on 127.0.0.1 (starting)", then its workers.
+        at = run_until(at, lambda a: any(c.startswith("Where runs execute: local Ray with ") for c in texts(a.caption)),
+                       timeout=60)
         at.switch_page("app_pages/unlearn.py").run()
         at.multiselect(key="w_methods").set_value(["unsc"]).run()
         next(b for b in at.button if b.label.startswith("Run ")).click().run()
