@@ -72,9 +72,10 @@ def test_dashboard_runs_on_two_loopback_nodes_lose_nothing_when_a_node_dies(tmp_
         assert all(s.finished for s in snaps), [(s.label, s.status) for s in snaps]
         assert killed is not False, "the second node never ran a second run: nothing was killed mid-run"
         assert killed < len(forgets)
-        # Every job done (the one on the killed node retried on the head), its progress relayed from the worker.
+        # Every job done (the one on the killed node retried on the head), its progress relayed from the worker
+        # (best effort: the channel actor may have lived on the killed node and been restarted meanwhile).
         assert [s.status for s in snaps] == [DONE] * len(forgets), [(s.label, s.status, s.error) for s in snaps]
-        assert all([p.name for p in s.phases][-2:] == ["method", "evaluation"] for s in snaps), \
+        assert all({"method", "evaluation"} <= {p.name for p in s.phases} for s in snaps), \
             [[p.name for p in s.phases] for s in snaps]
         runs = store.list()
         # Each run recorded once, by the driver, with the node it finished on.
