@@ -13,10 +13,11 @@ import streamlit as st
 from unlearn_app.urlstate import escape_markdown as md  # job labels carry user text: never markup
 
 
-def job_progress(snap, ahead: int = 0) -> None:
-    """Draw ``snap`` (a :class:`unlearn_app.jobs.JobSnapshot`): a waiting line, or a bar per phase."""
+def job_progress(snap, ahead: int = 0, eta: float | None = None) -> None:
+    """Draw ``snap`` (a :class:`unlearn_app.jobs.JobSnapshot`): a waiting line (its place in the queue and when it
+    should be done), or a bar per phase."""
     if not snap.phases:
-        st.progress(min(max(snap.fraction, 0.0), 1.0), text=md(snap.describe(ahead)))
+        st.progress(min(max(snap.fraction, 0.0), 1.0), text=md(snap.describe(ahead, eta)))
         return
     now = time.time()
     st.markdown(f"**{md(snap.label)}**")

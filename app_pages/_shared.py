@@ -255,9 +255,17 @@ def _runner(data_dir: str):
 
         return disk_full_reason(RunStore())
 
+    from unlearn_app.dispatch import make_engine
+    from unlearn_core.settings import settings
+
+    current = settings()
+    engine = make_engine(current)
+    engine.start()  # Ray starts beside the first page rather than on the first click
     return JobRunner(max_per_owner=limits.jobs_per_session, results_bytes=limits.job_results_bytes,
                      max_trainings_per_owner=limits.trainings_per_session,
-                     max_queued_trainings=limits.server_queued_trainings, disk_check=disk_check)
+                     max_queued_trainings=limits.server_queued_trainings, disk_check=disk_check,
+                     engine=engine, max_running=current.max_running,
+                     max_running_per_visitor=current.max_running_per_visitor)
 
 
 @st.cache_resource(show_spinner=False)
@@ -359,7 +367,7 @@ def _job_row(job, snap) -> None:
     if not snap.finished:
         cols = st.columns([5, 1])
         with cols[0]:
-            job_progress(snap, runner().ahead_of(job))  # one bar per phase, each with its time
+            job_progress(snap, *runner().wait_estimate(job))  # one bar per phase, each with its time
         if cols[1].button("Cancel", key=f"cancel_{snap.job_id}", icon=":material/stop_circle:"):
             job.cancel()
             st.toast(f"Cancelling {snap.label} ...")
@@ -430,6 +438,7 @@ def queue_runs(items: list, evidence=()) -> int:
     from unlearn_app.urlstate import forget_label
     from unlearn_core.cost import run_cost
     from unlearn_core.forget import ForgetSpec, index_root
+    from unlearn_core.sweeps.single import run_request
 
     trainings = {}
     for request, _, _ in items:
@@ -456,7 +465,11 @@ def queue_runs(items: list, evidence=()) -> int:
                   "fingerprint": fingerprint, "trainings": 1 + trainings.pop(request.key(), 0)},
             # Runs of an uploaded original are shown only next to that upload, never as the trained one's.
             extra_config={"original_upload": request.original} if request.original else None,
-            evidence=",".join(evidence or ()) or None)
+            evidence=",".join(evidence or ()) or None,
+            # The same choice as plain data, for an engine that runs it elsewhere (UNLEARN_ENGINE=ray); an
+            # uploaded original lives in this process only, so its runs execute here.
+            request=None if request.original else run_request(request.dataset, request.model, request.forget,
+                                                              request.seed, method, device=request.device))
     warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
     return len(items)
 

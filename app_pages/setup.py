@@ -76,6 +76,13 @@ if bundle.notes.get("skipped"):
 
 st.subheader("Original model")
 runner = _shared.runner()
+try:
+    st.caption(f"Where runs execute: {_shared.md(runner.engine.where(wait=False))}", help=(
+        "The server's UNLEARN_ENGINE: inline runs every job in the app's own process, one at a time; ray runs "
+        "the unlearning runs as Ray tasks, on a local Ray bound to 127.0.0.1 or on the cluster at "
+        "UNLEARN_RAY_ADDRESS (docs/SWEEPS.md)."))
+except UnlearnError as error:  # Ray missing, or the cluster cannot be joined
+    _shared.show_error(error)
 # Only this session's training for this very choice: another visitor's job (or this session's job for another
 # data set) used to replace the Train button with "Training ..." for everyone.
 setup_jobs = [j for j in runner.active("setup", _shared.session_owner())
@@ -127,8 +134,11 @@ else:
             return _shared.setups().get(request, progress, cancel, with_retrain=False)
 
         try:
-            runner.submit(f"train original {current.model} on {current.dataset}", train, kind="setup",
-                          meta={"owner": _shared.session_owner(), "choice": list(current.key())})
+            # On UNLEARN_ENGINE=ray the training itself runs as a Ray task; train() then loads it from the cache.
+            runner.submit_setup(f"train original {current.model} on {current.dataset}", train,
+                                meta={"owner": _shared.session_owner(), "choice": list(current.key())},
+                                original={"dataset": current.dataset, "model": current.model,
+                                          "seed": current.seed, "device": current.device})
         except UnlearnError as error:  # the per-session queue limit
             _shared.show_error(error)
         else:

@@ -1,10 +1,13 @@
-"""One background worker for long jobs (training, unlearning runs, UMAP fits).
+"""Background jobs for long work (training, unlearning runs, UMAP fits).
 
 The dashboard must never block a page on minutes of work, and a widget click
-must not discard a job half-way. So long work is submitted here: a single
-``ThreadPoolExecutor(max_workers=1)`` runs jobs one after another, each job
-publishes a :class:`JobSnapshot` that a UI can poll, and a ``threading.Event``
-per job cancels it between steps. Nothing here imports Streamlit.
+must not discard a job half-way. So long work is submitted here: a fair queue
+(:class:`unlearn_app.dispatch.Dispatcher`) runs jobs on as many driver threads
+as the engine has slots (one for the default ``inline`` engine: one job after
+another), each job publishes a :class:`JobSnapshot` that a UI can poll, and a
+``threading.Event`` per job cancels it between steps. With the ``ray`` engine a
+run job executes as a Ray task and its driver thread relays progress and cancel
+(:mod:`unlearn_app.dispatch`). Nothing here imports Streamlit.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import threading
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -125,10 +128,14 @@ class JobSnapshot:
     def finished(self) -> bool:
         return self.status in FINISHED
 
-    def describe(self, ahead: int = 0) -> str:
-        """One line such as ``unsc: fine-tune epoch 2/5, loss 0.3121``; ``ahead`` counts jobs queued before it."""
+    def describe(self, ahead: int = 0, eta: float | None = None) -> str:
+        """One line such as ``unsc: fine-tune epoch 2/5, loss 0.3121``; ``ahead`` counts jobs queued before it,
+        ``eta`` the seconds it is expected to wait and run (:meth:`JobRunner.wait_estimate`)."""
         if self.status == QUEUED:
-            return f"{self.label}: waiting for the worker" + (f" ({ahead} job(s) ahead)" if ahead else "")
+            waits = [f"{ahead} job(s) ahead"] if ahead else []
+            if eta is not None:
+                waits.append(f"done in about {_duration(eta)}")
+            return f"{self.label}: waiting for the worker" + (f" ({', '.join(waits)})" if waits else "")
         if self.status == RUNNING:
             parts = [self.stage or "working"]
             if self.epochs:
@@ -153,6 +160,13 @@ class JobSnapshot:
     def phase_label(self, phase: Phase) -> str:
         """A phase's name for people: the method phase is named after the method."""
         return (self.meta.get("method") or "method") if phase.name == "method" else phase.name
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
 
 
 class Job:
@@ -208,7 +222,11 @@ class Job:
 
 
 class JobRunner:
-    """A single worker thread with a list of every job it was given.
+    """Jobs run by an engine (``inline``: one worker thread; ``ray``: Ray tasks), with a list of every job.
+
+    ``engine`` (:mod:`unlearn_app.dispatch`; default the inline engine) says where run jobs execute;
+    ``max_running`` jobs run at once (0 or ``None``: the engine's slots), ``max_running_per_visitor`` of one
+    owner (0 or ``None``: no limit), oldest first among the owners below their limit.
 
     Limits (0 or ``None``: none): ``max_per_owner`` unfinished jobs per owner
     (``meta["owner"]``, a browser session): one session queued 52 runs in four
@@ -221,8 +239,14 @@ class JobRunner:
 
     def __init__(self, history: int = 200, max_per_owner: int | None = None, results_bytes: int | None = None,
                  history_total: int = 10_000, max_trainings_per_owner: int | None = None,
-                 max_queued_trainings: int | None = None, disk_check: Callable[[], str | None] | None = None):
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unlearn-job")
+                 max_queued_trainings: int | None = None, disk_check: Callable[[], str | None] | None = None,
+                 engine=None, max_running: int | None = None, max_running_per_visitor: int | None = None):
+        from unlearn_app.dispatch import Dispatcher, InlineEngine
+
+        self.engine = engine if engine is not None else InlineEngine()
+        self._max_running = max_running or None
+        self._max_running_per_visitor = max_running_per_visitor or None
+        self._dispatcher: Dispatcher | None = None
         self._jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -308,8 +332,43 @@ class JobRunner:
             job = Job(next(self._ids), label, kind, meta)
             self._jobs[job.job_id] = job
             self._prune()
-        job.future = self._executor.submit(self._run, job, fn)
+        job.future = self.dispatcher().submit(owner, lambda: self._run(job, fn))
         return job
+
+    def submit_setup(self, label: str, fn: JobFn, meta: dict | None = None, original: dict | None = None) -> Job:
+        """Queue a setup job: ``fn(progress, cancel)`` prepares the setup here (its value lands in ``job.result``).
+
+        ``original`` (``{"dataset", "model", "seed", "device"}``) names the original model ``fn`` will need: on an
+        engine that runs elsewhere (``ray``) it is trained there first, as a task, and put in this process's
+        checkpoint cache, so ``fn`` only loads it. Limits and errors as :meth:`submit`.
+        """
+        if original is None or not self.engine.remote_runs:
+            return self.submit(label, fn, kind="setup", meta=meta)
+        from types import SimpleNamespace
+
+        from unlearn_app.dispatch import train_original_remote
+
+        def remote(progress, cancel):
+            train_original_remote(self.engine, SimpleNamespace(on_progress=progress, cancel_event=cancel),
+                                  **original)
+            return fn(progress, cancel)
+
+        return self.submit(label, remote, kind="setup", meta=meta)
+
+    def dispatcher(self):
+        """The queue (made at the first job: sizing it may start the engine)."""
+        if self._dispatcher is None:
+            from unlearn_app.dispatch import Dispatcher
+
+            slots = self._max_running or self.engine.slots()  # outside the lock: it may start Ray
+            with self._lock:
+                if self._dispatcher is None:
+                    self._dispatcher = Dispatcher(slots, self._max_running_per_visitor)
+        return self._dispatcher
+
+    @property
+    def slots(self) -> int:
+        return self.dispatcher().slots
 
     def _prune(self) -> None:
         """Let go of the oldest finished jobs beyond ``history`` per owner and ``history_total`` in all (locked)."""
@@ -376,7 +435,7 @@ class JobRunner:
 
     def submit_run(self, setup_provider: Callable, method: str, params: dict | None = None, store=None,
                    label: str | None = None, meta: dict | None = None, extra_config: dict | None = None,
-                   evidence=None) -> Job:
+                   evidence=None, request: dict | None = None) -> Job:
         """Queue one unlearning run, recorded in the run store.
 
         ``setup_provider(progress, cancel)`` returns the prepared
@@ -384,8 +443,26 @@ class JobRunner:
         first request's training (original and retrained reference) also
         reports progress and can be cancelled. ``evidence`` (kinds, e.g.
         ``"probe,relearn,curves"``) is passed to ``run_and_record``.
+        ``request`` (:func:`unlearn_core.sweeps.single.run_request`: the same
+        choice as plain data) lets an engine that runs elsewhere (``ray``) run
+        it as a task; without one, or on the inline engine, the run executes
+        here with ``setup_provider``. Either way this process records it.
         """
         from unlearn_core import record
+
+        if request is not None and self.engine.remote_runs:
+            from types import SimpleNamespace
+
+            from unlearn_app.dispatch import run_remote
+
+            full = {**request, "method": method, "params": dict(params or {}), "evidence": evidence or None,
+                    "extra_config": {**request.get("extra_config", {}), **(extra_config or {})}}
+
+            def remote(progress, cancel):
+                return run_remote(self.engine, SimpleNamespace(on_progress=progress, cancel_event=cancel), full,
+                                  store)
+
+            return self.submit(label or method, remote, kind="run", meta={"method": method, **(meta or {})})
 
         def work(progress, cancel):
             setup = setup_provider(progress, cancel)
@@ -418,8 +495,27 @@ class JobRunner:
         return None
 
     def ahead_of(self, job: Job) -> int:
-        """Unfinished jobs of any kind and owner submitted before ``job``: what it waits for in the one worker."""
+        """Unfinished jobs of any kind and owner submitted before ``job``: what it waits for in the queue."""
         return sum(1 for other in self.active() if other.job_id < job.job_id)
+
+    def wait_estimate(self, job: Job, recent: int = 20) -> tuple[int, float | None]:
+        """``(ahead, seconds)``: the jobs before ``job`` in the queue, and when it should be done.
+
+        ``seconds`` is ``(max(0, ahead - slots + 1) / slots + 1) * m`` (its turn in ``slots`` parallel slots,
+        then its own run), ``m`` the mean time from start to end of the last ``recent`` finished jobs of its
+        kind; ``None`` before any such job finished or once ``job`` runs.
+        """
+        ahead = self.ahead_of(job)
+        snap = job.snapshot()
+        if snap.status != QUEUED:
+            return ahead, None
+        took = [s.finished_at - s.started_at for s in (j.snapshot() for j in self.jobs(snap.kind))
+                if s.status == DONE and s.started_at and s.finished_at][-recent:]
+        if not took:
+            return ahead, None
+        slots = self.slots
+        mean = sum(took) / len(took)
+        return ahead, (max(0, ahead - slots + 1) / slots + 1) * mean
 
     def cancel_all(self, kind: str | None = None) -> int:
         active = self.active(kind)
@@ -437,5 +533,8 @@ class JobRunner:
         return job.snapshot()
 
     def shutdown(self) -> None:
+        """Cancel every job, wait for the running ones to stop, close the engine (a Ray session it started)."""
         self.cancel_all()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._dispatcher is not None:
+            self._dispatcher.shutdown(wait=True)
+        self.engine.close()

@@ -513,6 +513,32 @@ def node_id() -> str:
         return LOCAL_NODE
 
 
+class ProgressChannel:
+    """Progress events and cancel flags by task key: the body of the small Ray actor through which a driver
+    hears a task's progress and tells it to stop (here, away from torch, so the actor's process stays small;
+    ``unlearn_core.sweeps.single`` has the task's side)."""
+
+    def __init__(self):
+        self._events: dict[str, list[dict]] = {}
+        self._cancelled: set[str] = set()
+
+    def post(self, key: str, event: dict) -> None:
+        self._events.setdefault(key, []).append(event)
+
+    def drain(self, key: str) -> list[dict]:
+        return self._events.pop(key, [])
+
+    def cancel(self, key: str) -> None:
+        self._cancelled.add(key)
+
+    def cancelled(self, key: str) -> bool:
+        return key in self._cancelled
+
+    def forget(self, key: str) -> None:
+        self._events.pop(key, None)
+        self._cancelled.discard(key)
+
+
 # -- resources -----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ResourceRequest:

@@ -42,14 +42,7 @@ def run_and_record(setup, method: str, params: dict | None = None, progress=None
     if save_checkpoint:
         run_checkpoint_quota_bytes()  # a bad quota setting fails here, not after the run's work
     evidence = EvidenceRequest.parse(evidence)
-    config = {"dataset": setup.bundle.name, "model": setup.model_name, "forget": str(setup.split.spec),
-              "method": method_cls.name, "params": resolved, "seed": setup.seed, "device": str(setup.device),
-              "tag": tag, "recipe": setup.recipe.as_dict(), "original_checkpoint": setup.original.key,
-              "retrained_checkpoint": setup.retrained.key if setup.retrained is not None else None,
-              "n_forget": int(len(setup.split.forget_idx))}
-    if evidence is not None:
-        config["evidence"] = evidence.as_dict()
-    config.update(extra_config or {})
+    config = run_config(setup, method_cls.name, resolved, tag, extra_config, evidence)
     run_id = store.start(config)
     try:
         run = run_method(setup, method_cls.name, resolved, progress, cancel, evidence=evidence)
@@ -63,6 +56,20 @@ def run_and_record(setup, method: str, params: dict | None = None, progress=None
     if checkpoint is not None:
         apply_checkpoint_quota(store)
     return run_id, report, run
+
+
+def run_config(setup, method: str, resolved: dict, tag: str | None = None, extra_config: dict | None = None,
+               evidence=None) -> dict:
+    """The stored config of ``method`` (resolved parameters) run on ``setup`` (an ``EvidenceRequest`` or None)."""
+    config = {"dataset": setup.bundle.name, "model": setup.model_name, "forget": str(setup.split.spec),
+              "method": method, "params": resolved, "seed": setup.seed, "device": str(setup.device),
+              "tag": tag, "recipe": setup.recipe.as_dict(), "original_checkpoint": setup.original.key,
+              "retrained_checkpoint": setup.retrained.key if setup.retrained is not None else None,
+              "n_forget": int(len(setup.split.forget_idx))}
+    if evidence is not None:
+        config["evidence"] = evidence.as_dict()
+    config.update(extra_config or {})
+    return config
 
 
 def record_outcome(store: RunStore, config: dict, report: dict | None, model=None, error: str | None = None,

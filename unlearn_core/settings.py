@@ -28,6 +28,10 @@ be and what it got.
 | ``UNLEARN_SHARED`` | ``shared`` | off (``1``, ``true``, ``yes``, ``on``: shared-server mode) |
 | ``UNLEARN_APP_AUTO_UMAP`` | ``app_auto_umap`` | on (``0``: the app computes UMAP only on request) |
 | ``UNLEARN_APP_TIMINGS`` | ``app_timings`` | off (``1``: the app logs its render times) |
+| ``UNLEARN_ENGINE`` | ``engine`` | ``inline`` (the app's jobs in this process) or ``ray`` |
+| ``UNLEARN_RAY_ADDRESS`` | ``ray_address`` | ``""`` (local Ray on 127.0.0.1), ``HOST:PORT``, ``ray://HOST:PORT``, ``auto`` |
+| ``UNLEARN_MAX_RUNNING`` | ``max_running`` | 0 (as many jobs at once as the engine has slots: 1 inline) |
+| ``UNLEARN_MAX_RUNNING_PER_VISITOR`` | ``max_running_per_visitor`` | 1 job running at once per browser session (0: no limit) |
 
 Numbers are ASCII decimals (``float`` alone would also read Arabic-Indic or
 full-width digits); megabytes are MiB.
@@ -44,6 +48,7 @@ from pathlib import Path
 from unlearn_core.errors import UnlearnError
 
 PREFIX = "UNLEARN_"
+ENGINES = ("inline", "ray")
 TRUE_WORDS = ("1", "true", "yes", "on")
 
 
@@ -74,6 +79,10 @@ class Settings:
     shared: bool = False
     app_auto_umap: bool = True
     app_timings: bool = False
+    engine: str = "inline"
+    ray_address: str = ""
+    max_running: int = 0
+    max_running_per_visitor: int = 1
 
     @staticmethod
     def mib_to_bytes(megabytes: float) -> int:
@@ -137,6 +146,28 @@ def _flag(env: dict[str, str], name: str, default: bool) -> bool:
     return raw in TRUE_WORDS
 
 
+def _engine(env: dict[str, str]) -> str:
+    raw = env.get("UNLEARN_ENGINE", "").strip()
+    if not raw:
+        return "inline"
+    if raw.lower() not in ENGINES:
+        raise SettingsError(f"UNLEARN_ENGINE must be one of {', '.join(ENGINES)}, got {_shown(raw)}")
+    return raw.lower()
+
+
+def _ray_address(env: dict[str, str]) -> str:
+    """``UNLEARN_RAY_ADDRESS`` checked for form only (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``; no network)."""
+    raw = env.get("UNLEARN_RAY_ADDRESS", "").strip()
+    if not raw:
+        return ""
+    text = raw[len("ray://"):] if raw.startswith("ray://") else raw
+    host, sep, port = text.rpartition(":")
+    if raw != "auto" and (not sep or not host.strip("[]") or not port.isascii() or not port.isdigit()
+                          or not 0 < int(port) < 65536 or not raw.isascii() or any(c.isspace() for c in raw)):
+        raise SettingsError(f"UNLEARN_RAY_ADDRESS must be HOST:PORT, ray://HOST:PORT or auto, got {_shown(raw)}")
+    return raw
+
+
 def _parse(env: dict[str, str], home: str) -> Settings:
     data_dir = Path(env.get("UNLEARN_DATA_DIR") or os.path.join(home, ".cache", "unlearning-lab"))
     image_root = Path(env.get("UNLEARN_IMAGE_ROOT") or data_dir / "imagefolders")
@@ -161,6 +192,10 @@ def _parse(env: dict[str, str], home: str) -> Settings:
         shared=_flag(env, "UNLEARN_SHARED", False),
         app_auto_umap=env.get("UNLEARN_APP_AUTO_UMAP", "1").strip() != "0",
         app_timings=env.get("UNLEARN_APP_TIMINGS", "").strip() == "1",
+        engine=_engine(env),
+        ray_address=_ray_address(env),
+        max_running=int(_number(env, "UNLEARN_MAX_RUNNING", 0, whole=True)),
+        max_running_per_visitor=int(_number(env, "UNLEARN_MAX_RUNNING_PER_VISITOR", 1, whole=True)),
     )
 
 
