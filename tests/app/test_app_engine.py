@@ -50,7 +50,7 @@ def test_unlearn_to_results_with_the_ray_engine_looks_the_same_and_cancels(app_e
         # Cancel reaches the task: a long fine-tune stops and is recorded cancelled.
         at.switch_page("app_pages/unlearn.py").run()
         at.multiselect(key="w_methods").set_value(["finetune"]).run()
-        at.number_input(key="p_finetune_epochs").set_value(200)
+        at.text_input(key="p_finetune_epochs").input("200")
         next(b for b in at.button if b.label.startswith("Run ")).click().run()
         at = run_until(at, lambda a: any(b.label == "Cancel" for b in a.button), timeout=60)
         runner = _shared._runner(str(app_env))
