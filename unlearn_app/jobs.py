@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from unlearn_core.errors import Cancelled, UnlearnError
-from unlearn_core.progress import ProgressEvent
+from unlearn_core.progress import ProgressEvent, StepClock
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,16 @@ class Phase:
 
     def seconds(self, now: float | None = None) -> float:
         return (self.finished_at or now or time.time()) - self.started_at
+
+
+def about_left(seconds: float) -> str:
+    """``about 40 s left`` (rounded to 5 s above 20 s: the estimate is not finer), ``about 4 min 30 s left``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds > 20:
+        seconds = 5 * round(seconds / 5)
+    if seconds < 120:
+        return f"about {seconds} s left"
+    return f"about {seconds // 60} min {seconds % 60} s left" if seconds % 60 else f"about {seconds // 60} min left"
 
 
 class QueueFull(UnlearnError):
@@ -106,6 +116,9 @@ class JobSnapshot:
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    # Seconds left in the current stage at its measured cost per step (unlearn_core.progress.StepClock); None
+    # until a few steps are measured, and for stages without a known number of steps.
+    seconds_left: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -125,6 +138,8 @@ class JobSnapshot:
                 parts.append(f"loss {self.loss:.4f}")
             if self.message:
                 parts.append(self.message)
+            if self.seconds_left is not None and " left" not in self.message:  # a sweep's message states its own
+                parts.append(about_left(self.seconds_left))
             return f"{self.label}: " + ", ".join(parts)
         if self.status == DONE:
             took = (self.finished_at or 0) - (self.started_at or 0)
@@ -150,6 +165,7 @@ class Job:
         self.result: Any = None
         self._lock = threading.Lock()
         self._state = JobSnapshot(job_id, label, kind, meta=dict(meta or {}))
+        self._clock = StepClock()
 
     @property
     def job_id(self) -> int:
@@ -177,8 +193,9 @@ class Job:
                 phases.append(Phase(name, now))
             phases[-1].fraction = event.fraction
             phases[-1].text = event.stage + (f": {event.message}" if event.message else "")
+            left = self._clock.update(event)
         self.update(stage=event.stage, epoch=event.epoch, epochs=event.epochs, step=event.step, steps=event.steps,
-                    loss=event.loss, fraction=event.fraction, message=event.message)
+                    loss=event.loss, fraction=event.fraction, message=event.message, seconds_left=left)
 
     def close_phase(self, done: bool) -> None:
         with self._lock:
