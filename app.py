@@ -37,3 +37,6 @@ pages = {name: st.Page(str(ROOT / path), title=title, icon=icon, url_path=name, 
 _shared.PAGES = pages
 st.navigation(list(pages.values())).run()
 _shared.finish_run()  # after the page, so the sidebar and the address bar show what the page just chose
+# numba compiles umap's kernels (about 30 s of CPU, every process: its kernels are not cached on disk) in a
+# low-priority thread once the first page is drawn, so the first UMAP map does not wait for them.
+_shared.warm_umap_in_background()

@@ -123,6 +123,7 @@ if chosen:
                 def provider(progress, cancel, request=request):
                     return _shared.setups().get(request, progress, cancel, with_retrain=True)
 
+                maps = _shared.run_maps_hook()  # each run's map for Embeddings, computed in its job
                 for number, method in enumerate(chosen):
                     _shared.runner().submit_run(
                         provider, method, resolved[method], store=_shared.store(),
@@ -131,7 +132,7 @@ if chosen:
                               "trainings": 1 + (models.trainings if number == 0 else 0)},
                         # Runs of an uploaded original are shown only next to that upload, never as the trained one's.
                         extra_config={"original_upload": request.original} if request.original else None,
-                        evidence=",".join(evidence) or None)
+                        evidence=",".join(evidence) or None, after=maps)
                 _shared.warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
                 st.toast(f"Queued {len(chosen)} run(s).")
                 st.rerun()

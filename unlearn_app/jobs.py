@@ -31,7 +31,7 @@ JobFn = Callable[[Callable[[ProgressEvent], None], threading.Event], Any]
 # A job's progress stages grouped into phases a person can tell apart: the first run of a forget set trains
 # the retrained reference (minutes) before the method (seconds), then evaluates. Any other stage is the method.
 PHASE_OF_STAGE = {"preparing": "preparing", "train original": "original model", "retrain": "retrain reference",
-                  "evaluate": "evaluation", "umap": "map"}
+                  "evaluate": "evaluation", "umap": "map", "map": "map"}
 
 
 def phase_of(stage: str) -> str:
@@ -360,14 +360,16 @@ class JobRunner:
 
     def submit_run(self, setup_provider: Callable, method: str, params: dict | None = None, store=None,
                    label: str | None = None, meta: dict | None = None, extra_config: dict | None = None,
-                   evidence=None) -> Job:
+                   evidence=None, after: Callable | None = None) -> Job:
         """Queue one unlearning run, recorded in the run store.
 
         ``setup_provider(progress, cancel)`` returns the prepared
         :class:`~unlearn_core.pipeline.Setup`; it runs inside the job so the
         first request's training (original and retrained reference) also
         reports progress and can be cancelled. ``evidence`` (kinds, e.g.
-        ``"probe,relearn,curves"``) is passed to ``run_and_record``.
+        ``"probe,relearn,curves"``) is passed to ``run_and_record``. ``after(setup, result, progress)`` runs in
+        the job once the run is recorded (outside the method's timing), e.g. to store the run's maps; an error
+        there is logged and leaves the recorded run as it is.
         """
         from unlearn_core import record
 
@@ -375,8 +377,14 @@ class JobRunner:
             setup = setup_provider(progress, cancel)
             # The method's phase starts here, not at its first progress report (UNSC builds its subspaces first).
             progress(ProgressEvent(stage="method", message=f"starting {method}"))
-            return record.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store,
-                                         extra_config=extra_config, evidence=evidence or None)
+            result = record.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store,
+                                           extra_config=extra_config, evidence=evidence or None)
+            if after is not None:
+                try:
+                    after(setup, result, progress)
+                except Exception:  # the run is recorded; what `after` adds is computed again where it is needed
+                    log.warning("after run #%s:\n%s", result[0], traceback.format_exc())
+            return result
 
         return self.submit(label or method, work, kind="run", meta={"method": method, **(meta or {})})
 
