@@ -83,3 +83,15 @@ def test_a_running_job_line_shows_its_time_left():
         runner.wait(job, 10)
         runner.shutdown()
     assert "left" not in runner.get(job.job_id).snapshot().describe()  # a finished job says how long it took
+
+
+def test_a_sweeps_own_estimate_is_taken_as_it_is_and_not_repeated_on_its_line():
+    from unlearn_app.jobs import JobSnapshot
+    from unlearn_core.sweeps.driver import SweepEvent
+
+    event = SweepEvent(stage="sweep", step=2, steps=8, message="2 done, 1 running, 0 failed, ~30s left",
+                       seconds_left=30.0)
+    assert StepClock().update(event, now=5.0) == 30.0
+    snap = JobSnapshot(1, "sweep", "sweep", status="running", stage="sweep", step=2, steps=8,
+                       message=event.message, seconds_left=30.0)
+    assert snap.describe().count("left") == 1

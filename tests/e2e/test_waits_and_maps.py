@@ -71,9 +71,11 @@ def test_a_training_job_says_how_long_is_left(server, page):
 
 
 def _select(page, label: str, option: str) -> None:
-    box = page.locator("[data-testid=stSelectbox]", has_text=label).first
-    box.click()
-    page.get_by_role("option", name=option).first.click()
+    box = page.locator("[data-testid=stSelectbox]").filter(
+        has=page.locator("[data-testid=stWidgetLabel]", has_text=re.compile(f"^{re.escape(label)}$"))).first
+    box.scroll_into_view_if_needed()
+    box.locator("[data-baseweb=select]").first.click()
+    page.locator("[role=option]", has_text=option).first.click(timeout=30_000)
     settle(page)
 
 
