@@ -73,17 +73,30 @@ def test_a_training_job_says_how_long_is_left(server, page):
 def _select(page, label: str, option: str) -> None:
     box = page.locator("[data-testid=stSelectbox]").filter(
         has=page.locator("[data-testid=stWidgetLabel]", has_text=re.compile(f"^{re.escape(label)}$"))).first
-    box.scroll_into_view_if_needed()
-    box.locator("[data-baseweb=select]").first.click()
-    page.locator("[role=option]", has_text=option).first.click(timeout=30_000)
+    try:
+        box.scroll_into_view_if_needed(timeout=30_000)
+    except Exception:
+        labels = page.locator("[data-testid=stSelectbox] [data-testid=stWidgetLabel]").all_inner_texts()
+        pytest.fail(f"no selectbox {label!r}; selectboxes {labels}; page:\n{page.inner_text('body')[:1500]}")
+    box.locator("input").first.click()
+    page.keyboard.type(option)  # the selectbox filters its options by what is typed; Enter takes the first
+    page.keyboard.press("Enter")
     settle(page)
 
 
+def _panel(panels: list[dict], title: str) -> dict:
+    """The one drawn panel whose title contains ``title``."""
+    found = [p for p in panels if title in p["title"]]
+    assert len(found) == 1, [p["title"] for p in panels]
+    return found[0]
+
+
 def _panels(page) -> list[dict]:
-    """Each plotly panel's title and the coordinates of every trace, read from the drawn charts."""
+    """Each plotly panel's title and the coordinates of every trace, as plotly.js decoded them (``_fullData``: the
+    figure's ``data`` holds binary-encoded arrays)."""
     return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(p => ({
         title: (p.layout.title && (p.layout.title.text || p.layout.title)) || '',
-        xy: p.data.map(t => [Array.from(t.x || []), Array.from(t.y || [])])}))""")
+        xy: (p._fullData || []).map(t => [Array.from(t.x || []), Array.from(t.y || [])])}))""")
 
 
 @pytest.mark.timeout(400)
@@ -113,16 +126,19 @@ def test_embeddings_open_on_the_run_viewed_last_and_keep_the_before_map(server, 
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=60_000)
     no_exception(page, "Embeddings", server)
     before = _panels(page)
-    assert f"run #{first} finetune" in before[1]["title"]  # the after panel: the run looked at last
+    assert f"run #{first} finetune" in _panel(before, "after (")["title"]  # the run looked at last
 
     _select(page, "Run (the 'after' model)", f"#{second} unsc")
     page.wait_for_function(f"() => [...document.querySelectorAll('.js-plotly-plot')].some(p => "
                            f"JSON.stringify(p.layout.title).includes('run #{second}'))", timeout=60_000)
+    settle(page)
     no_exception(page, "Embeddings", server)
     after = _panels(page)
-    assert f"run #{second} unsc" in after[1]["title"]
-    assert after[0]["xy"] == before[0]["xy"]  # the before map did not move by a single coordinate
-    assert after[1]["xy"] != before[1]["xy"]  # the after panel did change
+    assert f"run #{second} unsc" in _panel(after, "after (")["title"]
+    old_map, new_map = _panel(before, "before (original)")["xy"], _panel(after, "before (original)")["xy"]
+    assert sum(len(x) for x, _ in old_map) > 100  # the coordinates were read
+    assert new_map == old_map  # the before map did not move by a single coordinate
+    assert _panel(after, "after (")["xy"] != _panel(before, "after (")["xy"]  # the after panel did change
     # A layout check: at 1280x720 each of the three panels is wider than the 230 px they used to get.
     widths = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.clientWidth)")
     assert min(widths[:3]) > 230, widths
