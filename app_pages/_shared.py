@@ -453,6 +453,7 @@ def queue_runs(items: list, evidence=()) -> int:
     # still queued or running (a double click, a second submission) is refused.
     runner().check(session_owner(), len(items) + sum(trainings.values()), jobs=len(items),
                    fingerprints=tuple(fingerprints))
+    maps = run_maps_hook()  # each run's map for Embeddings, computed in its job
     for (request, method, params), fingerprint in zip(items, fingerprints):
         def provider(progress, cancel, request=request):
             return setups().get(request, progress, cancel, with_retrain=True)
@@ -469,7 +470,8 @@ def queue_runs(items: list, evidence=()) -> int:
             # The same choice as plain data, for an engine that runs it elsewhere (UNLEARN_ENGINE=ray); an
             # uploaded original lives in this process only, so its runs execute here.
             request=None if request.original else run_request(request.dataset, request.model, request.forget,
-                                                              request.seed, method, device=request.device))
+                                                              request.seed, method, device=request.device),
+            after=maps)
     warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
     return len(items)
 
@@ -576,11 +578,16 @@ def features_and_probs(model_key: str, digest: str, model, bundle, idx):
 @st.cache_resource(show_spinner=False)
 def _umap_warmer(data_dir: str):
     import logging
+    import os
     import threading
 
     from unlearn_core.embeddings import warm_umap
 
     def warm():
+        try:  # a low priority, so the pages drawn meanwhile keep the CPU (Linux: a thread is its own task)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
         try:
             logging.getLogger(__name__).info("UMAP warmed up in %.1f s", warm_umap())
         except Exception:  # warming is an optimisation; the real fit reports its own errors
@@ -589,6 +596,39 @@ def _umap_warmer(data_dir: str):
     thread = threading.Thread(target=warm, name="umap-warmup", daemon=True)
     thread.start()
     return thread
+
+
+def run_maps_hook():
+    """The ``after`` of a run job (:meth:`unlearn_app.jobs.JobRunner.submit_run`): the run's map panels for the
+    Embeddings page's default points (PCA, and UMAP unless switched off), computed in the job once the run is
+    recorded and stored in the embedding cache (:func:`unlearn_core.embeddings.run_maps`)."""
+    from unlearn_core.embeddings import run_maps
+    from unlearn_core.progress import ProgressEvent
+
+    cache = embedding_cache()  # resolved here, in the script run: the job's thread has no Streamlit context
+    reducers = ("pca", "umap") if settings().app_auto_umap else ("pca",)
+
+    def after(setup, result, progress):
+        run_id, _, method_run = result
+        progress(ProgressEvent(stage="map", message=f"the run's map ({', '.join(r.upper() for r in reducers)})"))
+        run_maps(setup, f"run{run_id}", method_run.model, cache, reducers)
+
+    return after
+
+
+VIEWED_RUN = "viewed_run"  # session key: the run the user looked at last (Results' detail, the Embeddings map)
+
+
+def note_viewed_run(run_id) -> None:
+    """Remember ``run_id`` as the run the user looked at last."""
+    if run_id is not None:
+        st.session_state[VIEWED_RUN] = int(run_id)
+
+
+def viewed_run(run_ids) -> int | None:
+    """The run the user looked at last if it is among ``run_ids``, else None."""
+    viewed = st.session_state.get(VIEWED_RUN)
+    return viewed if viewed in list(run_ids) else None
 
 
 def warm_umap_in_background() -> None:

@@ -8,25 +8,27 @@ from app_pages import _shared
 st.title("Embeddings")
 _shared.explainer(
     "Every point is one training image, placed by a model's **penultimate features** (what its last layer "
-    "classifies). **Before** (the original) and **after** (the unlearned model, which starts from the original's "
-    "weights and so shares its feature axes) are reduced **together** into one 2-D map: a point that moves between "
-    "these two panels moved in feature space. The **retrained** model is another network with its own feature axes, "
-    "so its features are first rotated and scaled onto the original's (an orthogonal Procrustes fit on the "
-    "remaining samples, which both models know) and then placed into the same map: compare where its classes "
-    "sit, not single points. All panels share their axes. Small crosses are the forget set. A 2-D map cannot keep "
-    "every neighbourhood: the status line says what share of each point's 10 nearest neighbours in that model's "
-    "own feature space are also its neighbours in the panel. *Colour by prediction* colours each point by what "
-    "that panel's model predicts, which shows changes in the classifier head that feature positions alone hide. "
-    "PCA is drawn at once; UMAP is computed in the background and replaces it when ready. Hover a point for its "
-    "predictions; click or lasso points in the *after* panel to see their images.")
+    "classifies). The **before** map is fitted on the original model's features alone, once per setting, so it "
+    "and its layout stay the same whichever run you show next to it. The **after** model (the unlearned one, which "
+    "starts from the original's weights and so shares its feature axes) is placed into that same map: PCA projects "
+    "it on the before map's axes, UMAP puts each point at the weighted mean of its nearest before points. A point "
+    "that moves between these two panels moved in feature space. The **retrained** model is another network with "
+    "its own feature axes, so its features are first rotated and scaled onto the original's (an orthogonal "
+    "Procrustes fit on the remaining samples, which both models know) and then placed the same way: compare where "
+    "its classes sit, not single points. All panels share their axes. Small crosses are the forget set. Each run's "
+    "map is computed in its job, so switching runs is a lookup. A 2-D map cannot keep every neighbourhood: the "
+    "status line says what share of each point's 10 nearest neighbours in that model's own feature space are also "
+    "its neighbours in the panel. *Colour by prediction* colours each point by what that panel's model predicts, "
+    "which shows changes in the classifier head that feature positions alone hide. PCA is drawn at once; UMAP "
+    "replaces it when ready. Hover a point for its predictions; click or lasso points in the *after* panel to see "
+    "their images.")
 
-from unlearn_core.embeddings import (embedding_key, indices_digest, joint_embedding,  # noqa: E402
-                                     neighbour_preservation, sample_points)
+from unlearn_core.embeddings import (KEPT_NEIGHBOURS, cached_panels, default_points, indices_digest,  # noqa: E402
+                                     map_indices, panel_maps)
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.figures import embedding_scatter, legend_html, prediction_hover, shared_ranges  # noqa: E402
 from unlearn_core.settings import settings  # noqa: E402
 
-NEIGHBOURS = 10  # k of the neighbour-preservation figure in the status line
 POINT_OPTIONS = (500, 1000, 2000, 3000, 5000)
 
 current = _shared.choice()
@@ -47,8 +49,12 @@ bundle = setup.bundle
 train_y = bundle.train_y.numpy()
 
 labels_by_id = {r["id"]: f"#{r['id']} {r['method']}" for r in runs}
+viewed = _shared.viewed_run(labels_by_id)
+if viewed is not None:
+    st.session_state["w_embed_run"] = viewed  # the run looked at last (here or in Results' detail)
 if (linked := _shared.url_view("run")) is not None:
-    # Only a run this page lists: on a shared server the session's own runs (RunView, deny by default).
+    # A link's run wins over the last viewed one, but only a run this page lists: on a shared server the
+    # session's own runs (RunView, deny by default).
     if linked in labels_by_id:
         st.session_state["w_embed_run"] = linked
     else:
@@ -57,35 +63,39 @@ if st.session_state.get("w_embed_run") not in labels_by_id:
     st.session_state.pop("w_embed_run", None)
 cols = st.columns([2, 2, 2])
 run_id = cols[0].selectbox("Run (the 'after' model)", list(labels_by_id), format_func=labels_by_id.get,
-                           key="w_embed_run")
+                           key="w_embed_run",
+                           on_change=lambda: _shared.note_viewed_run(st.session_state.get("w_embed_run")))
+_shared.note_viewed_run(run_id)
 _shared.set_view("run", int(run_id))
 # Never offer more points than the training set holds: the largest option is "all of them".
 options = [o for o in POINT_OPTIONS if o < len(train_y)] + [len(train_y)]
 if st.session_state.get("w_embed_points") not in options:
-    st.session_state["w_embed_points"] = min(options, key=lambda o: abs(o - 2000))
+    st.session_state["w_embed_points"] = default_points(len(train_y))
 budget = cols[1].select_slider("Points", options=options, key="w_embed_points",
                                format_func=lambda o: f"all {o:,}" if o == len(train_y) else f"{o:,}",
                                help="Training images drawn per class in proportion; every forget sample first.")
 run = next(r for r in runs if r["id"] == run_id)
-idx = sample_points(train_y, int(budget), seed=0, include=setup.split.forget_idx)
+idx = map_indices(train_y, setup.split.forget_idx, int(budget))
 digest = indices_digest(idx)
-models = {"before": (setup.original.key, setup.original.model),
-          "after": (f"run{run_id}", _shared.run_model(run, setup)),
-          "retrained": (setup.retrained.key, setup.retrained.model)}
-feats, probs = {}, {}
-for state, (model_key, model) in models.items():
-    feats[state], probs[state] = _shared.features_and_probs(model_key, digest, model, bundle, idx)
 forget_mask = np.isin(idx, setup.split.forget_idx)
-
 cache = _shared.embedding_cache()
-parts = dict(run=run_id, original=setup.original.key, retrained=setup.retrained.key, idx=digest, fit="before+after",
-             align="procrustes-retain")
-pca_key = embedding_key(reducer="pca", **parts)
-umap_key = embedding_key(reducer="umap", **parts)
-FIT_ON = ["before", "after"]  # the retrained reference is aligned, then placed into the before/after map
-ALIGN = {"retrained": ~forget_mask}  # fitted on the remaining samples: both models were trained on them
-pca = cache.get_or_compute(pca_key, lambda: joint_embedding(feats, "pca", fit_on=FIT_ON, align=ALIGN))
-umap_coords = cache.get(umap_key)
+# Each panel is cached on its own: the run's job stored its after panel (and, once per setting, the before map
+# and the retrained panel) for the default points, so opening a finished run is a lookup.
+keys = {"before": setup.original.key, "after": f"run{run_id}", "retrained": setup.retrained.key}
+nets = {"before": lambda: setup.original.model, "after": lambda: _shared.run_model(run, setup),
+        "retrained": lambda: setup.retrained.model}
+
+
+def _data(state):
+    features, probs = _shared.features_and_probs(keys[state], digest, nets[state](), bundle, idx)
+    return {"features": features, "probs": probs}
+
+
+sources = {state: (keys[state], lambda state=state: _data(state)) for state in keys}
+pca = (cached_panels(cache, "pca", digest, forget_mask, keys)
+       or panel_maps(cache, "pca", digest, forget_mask, sources))
+umap_panels = cached_panels(cache, "umap", digest, forget_mask, keys)
+umap_key = f"umap:{digest}:{keys['before']}:{keys['after']}:{keys['retrained']}"
 umap_jobs = [j for j in _shared.runner().active("umap") if j.snapshot().meta.get("key") == umap_key]
 auto_umap = settings().app_auto_umap
 if auto_umap:
@@ -93,34 +103,33 @@ if auto_umap:
 umap_failed = [j.snapshot() for j in _shared.runner().jobs("umap")
                if j.snapshot().meta.get("key") == umap_key and j.snapshot().status == "failed"]
 retry = umap_failed and cols[2].button("Retry UMAP")
-if umap_coords is None and not umap_jobs and ((auto_umap and not umap_failed) or retry
+if umap_panels is None and not umap_jobs and ((auto_umap and not umap_failed) or retry
                                               or (not auto_umap and cols[2].button("Compute UMAP"))):
-    features_copy = {k: v.copy() for k, v in feats.items()}
+    copies = {state: {"features": panel["features"].copy(), "probs": panel["probs"].copy()}
+              for state, panel in pca.items()}
 
-    def fit(progress, cancel, key=umap_key, features=features_copy, align={"retrained": ~forget_mask}):
+    def fit(progress, cancel, copies=copies, mask=forget_mask.copy()):
         from unlearn_core.progress import ProgressEvent
 
-        progress(ProgressEvent(stage="umap", message=f"fitting {sum(len(v) for v in features.values())} points"))
-        return cache.get_or_compute(key, lambda: joint_embedding(features, "umap", seed=0, fit_on=FIT_ON,
-                                                                 align=align))
+        progress(ProgressEvent(stage="umap", message=f"fitting {len(mask)} points"))
+        return panel_maps(cache, "umap", digest, mask,
+                          {state: (keys[state], lambda state=state: copies[state]) for state in copies})
 
     umap_jobs = [_shared.runner().submit(f"UMAP of run #{run_id}", fit, kind="umap",
                                          meta={"key": umap_key, "owner": _shared.session_owner()})]
     umap_failed = []
 
-reducers = ["UMAP", "PCA"] if umap_coords is not None else ["PCA"]
+reducers = ["UMAP", "PCA"] if umap_panels is not None else ["PCA"]
 reducer = cols[2].radio("Map", reducers, horizontal=True, key="w_embed_reducer") if len(reducers) > 1 else "PCA"
-coords = umap_coords if reducer == "UMAP" else pca
+panels = umap_panels if reducer == "UMAP" else pca
+coords = {state: panel["coords"] for state, panel in panels.items()}
+feats = {state: panel["features"] for state, panel in panels.items()}
+probs = {state: panel["probs"] for state, panel in panels.items()}
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _kept(key: str, reducer: str, _feats, _coords) -> dict:
-    return {state: neighbour_preservation(_feats[state], _coords[state], NEIGHBOURS) for state in _feats}
-
-
-kept = _kept(umap_key if reducer == "UMAP" else pca_key, reducer, feats, coords)
-chance = NEIGHBOURS / max(len(idx) - 1, 1)
-if umap_coords is not None:
+kept = {state: float(panel["kept"]) for state, panel in panels.items()}
+chance = KEPT_NEIGHBOURS / max(len(idx) - 1, 1)
+if umap_panels is not None:
     umap_state = ""
 elif umap_failed:
     umap_state = f" UMAP failed ({umap_failed[-1].error}); the PCA map is exact."
@@ -137,7 +146,7 @@ def status_line():
     if umap_jobs and not running:
         st.rerun(scope="app")
     st.caption(f"**{reducer}** map of {len(idx):,} training images ({int(forget_mask.sum()):,} in the forget set)."
-               f"{umap_state} Neighbours kept (of {NEIGHBOURS}, in each model's own feature space): "
+               f"{umap_state} Neighbours kept (of {KEPT_NEIGHBOURS}, in each model's own feature space): "
                + ", ".join(f"{state} {kept[state] * 100:.0f} %" for state in ("before", "after", "retrained"))
                + f" (random placement: {chance * 100:.1f} %).")
 

@@ -241,8 +241,11 @@ if (linked := _shared.url_view("run")) is not None:
         _shared.drop_url_value("run", "it is not a finished run you can see for this choice")
 if st.session_state.get("w_results_run") not in labels:
     st.session_state.pop("w_results_run", None)  # a focus from Sweeps may leave the old choice out of the list
+if "w_results_run" not in st.session_state and _shared.viewed_run(labels) is not None:
+    st.session_state["w_results_run"] = _shared.viewed_run(labels)  # the run looked at last, e.g. on Embeddings
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="w_results_run")
 _shared.set_view("run", int(run_id))
+_shared.note_viewed_run(run_id)  # Embeddings opens on the run looked at last
 run = next(r for r in done if r["id"] == run_id)
 if reports[run_id].in_scope is False:
     st.warning(f"Run #{run_id} is out of its method's scope: {reports[run_id].in_scope_reason or ''}",

@@ -13,7 +13,10 @@ before and after; docs/APP.md quotes a run of it.
 - ``umap_cold_s``: the first visit of Embeddings in this server process until the UMAP map replaced PCA
   (numba compile and fit in the background worker); ``umap_revisit_s``: leaving and coming back;
 - ``sweeps_page_s``: the Sweeps page with a ``--sweep-cells`` sweep until the phase map and the Pareto scatter
-  are drawn; ``sweep_colour_ms``: a key press on the colour radio until the phase map is redrawn.
+  are drawn; ``sweep_colour_ms``: a key press on the colour radio until the phase map is redrawn;
+- ``results_new_run_s`` / ``embeddings_new_run_s``: a run queued on Unlearn in this session (its job stores its
+  map panels), then Results and Embeddings (until the UMAP map) opened; ``embeddings_switch_run_s``: choosing
+  another after run until the three panels are drawn again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -106,6 +110,32 @@ def measure(dataset: str, rounds: int, out: dict) -> dict:
                                 key="ArrowRight" if i % 2 == 0 else "ArrowLeft") for i in range(2 * rounds)]
         out["sweep_colour_ms"] = _stats(colour, digits=0)
         no_exception(page, "Sweeps")
+
+        # A run queued here computes its map panels in its own job; then its Results and Embeddings views open.
+        goto(page, "Unlearn", text="Methods")
+        page.get_by_role("button", name=re.compile(r"Run \d+ method")).first.click()
+        page.get_by_text(re.compile(r"done in [0-9.]+ s")).first.wait_for(timeout=600_000)
+        settle(page)
+        t = time.perf_counter()
+        goto(page, "Results", charts=PAGES["Results"][0])
+        out["results_new_run_s"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        goto(page, "Embeddings", charts=3)
+        page.locator("[data-testid=stCaptionContainer]", has_text="UMAP map of").first.wait_for(timeout=60_000)
+        out["embeddings_new_run_s"] = round(time.perf_counter() - t, 2)
+        box = page.locator("[data-testid=stSelectbox]", has_text="Run (the 'after' model)").first
+        switches = []
+        for _ in range(rounds):
+            for key in ("ArrowDown", "ArrowUp"):  # another run, then back: only the after panel changes
+                box.locator("input").first.click()
+                page.keyboard.press(key)
+                t = time.perf_counter()
+                page.keyboard.press("Enter")
+                settle(page, timeout_ms=120_000)
+                charts_drawn(page, 3)
+                switches.append(time.perf_counter() - t)
+        out["embeddings_switch_run_s"] = _stats(switches)
+        no_exception(page, "Embeddings")
     return out
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from unlearn_core.errors import Cancelled, UnlearnError
-from unlearn_core.progress import ProgressEvent
+from unlearn_core.progress import ProgressEvent, StepClock
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ JobFn = Callable[[Callable[[ProgressEvent], None], threading.Event], Any]
 # A job's progress stages grouped into phases a person can tell apart: the first run of a forget set trains
 # the retrained reference (minutes) before the method (seconds), then evaluates. Any other stage is the method.
 PHASE_OF_STAGE = {"preparing": "preparing", "train original": "original model", "retrain": "retrain reference",
-                  "evaluate": "evaluation", "umap": "map"}
+                  "evaluate": "evaluation", "umap": "map", "map": "map"}
 
 
 def phase_of(stage: str) -> str:
@@ -53,6 +53,16 @@ class Phase:
 
     def seconds(self, now: float | None = None) -> float:
         return (self.finished_at or now or time.time()) - self.started_at
+
+
+def about_left(seconds: float) -> str:
+    """``about 40 s left`` (rounded to 5 s above 20 s: the estimate is not finer), ``about 4 min 30 s left``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds > 20:
+        seconds = 5 * round(seconds / 5)
+    if seconds < 120:
+        return f"about {seconds} s left"
+    return f"about {seconds // 60} min {seconds % 60} s left" if seconds % 60 else f"about {seconds // 60} min left"
 
 
 class QueueFull(UnlearnError):
@@ -123,6 +133,9 @@ class JobSnapshot:
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    # Seconds left in the current stage at its measured cost per step (unlearn_core.progress.StepClock); None
+    # until a few steps are measured, and for stages without a known number of steps.
+    seconds_left: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -146,6 +159,8 @@ class JobSnapshot:
                 parts.append(f"loss {self.loss:.4f}")
             if self.message:
                 parts.append(self.message)
+            if self.seconds_left is not None and " left" not in self.message:  # a sweep's message states its own
+                parts.append(about_left(self.seconds_left))
             return f"{self.label}: " + ", ".join(parts)
         if self.status == DONE:
             took = (self.finished_at or 0) - (self.started_at or 0)
@@ -178,6 +193,7 @@ class Job:
         self.result: Any = None
         self._lock = threading.Lock()
         self._state = JobSnapshot(job_id, label, kind, meta=dict(meta or {}))
+        self._clock = StepClock()
 
     @property
     def job_id(self) -> int:
@@ -205,8 +221,9 @@ class Job:
                 phases.append(Phase(name, now))
             phases[-1].fraction = event.fraction
             phases[-1].text = event.stage + (f": {event.message}" if event.message else "")
+            left = self._clock.update(event)
         self.update(stage=event.stage, epoch=event.epoch, epochs=event.epochs, step=event.step, steps=event.steps,
-                    loss=event.loss, fraction=event.fraction, message=event.message)
+                    loss=event.loss, fraction=event.fraction, message=event.message, seconds_left=left)
 
     def close_phase(self, done: bool) -> None:
         with self._lock:
@@ -435,7 +452,7 @@ class JobRunner:
 
     def submit_run(self, setup_provider: Callable, method: str, params: dict | None = None, store=None,
                    label: str | None = None, meta: dict | None = None, extra_config: dict | None = None,
-                   evidence=None, request: dict | None = None) -> Job:
+                   evidence=None, request: dict | None = None, after: Callable | None = None) -> Job:
         """Queue one unlearning run, recorded in the run store.
 
         ``setup_provider(progress, cancel)`` returns the prepared
@@ -447,6 +464,11 @@ class JobRunner:
         choice as plain data) lets an engine that runs elsewhere (``ray``) run
         it as a task; without one, or on the inline engine, the run executes
         here with ``setup_provider``. Either way this process records it.
+        ``after(setup, result, progress)`` runs in the job once a run executed
+        here is recorded (outside the method's timing), e.g. to store the run's
+        maps; an error there is logged and leaves the recorded run as it is. A
+        run on a remote engine has no setup here: the page computes what
+        ``after`` would have stored when it is first viewed.
         """
         from unlearn_core import record
 
@@ -468,8 +490,14 @@ class JobRunner:
             setup = setup_provider(progress, cancel)
             # The method's phase starts here, not at its first progress report (UNSC builds its subspaces first).
             progress(ProgressEvent(stage="method", message=f"starting {method}"))
-            return record.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store,
-                                         extra_config=extra_config, evidence=evidence or None)
+            result = record.run_and_record(setup, method, params, progress=progress, cancel=cancel, store=store,
+                                           extra_config=extra_config, evidence=evidence or None)
+            if after is not None:
+                try:
+                    after(setup, result, progress)
+                except Exception:  # the run is recorded; what `after` adds is computed again where it is needed
+                    log.warning("after run #%s:\n%s", result[0], traceback.format_exc())
+            return result
 
         return self.submit(label or method, work, kind="run", meta={"method": method, **(meta or {})})
 

@@ -11,6 +11,7 @@ small key in memory and on disk. Nothing here imports Streamlit.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -24,7 +25,8 @@ from unlearn_core.checkpoints import atomic_write_bytes, cache_key
 from unlearn_core.errors import UnlearnError
 
 REDUCERS = ("pca", "umap")
-CACHE_VERSION = 3  # 2: UMAP places non-fitted sets by nearest neighbours; 3: Procrustes-aligned retrained features
+CACHE_VERSION = 4  # 2: UMAP places non-fitted sets by nearest neighbours; 3: Procrustes-aligned retrained features;
+# 4: the before map is fitted on the original alone and every other panel is placed into it
 # Serialises every UMAP fit in this process: numba's threading layer is not safe for concurrent fits.
 REDUCE_LOCK = threading.Lock()
 
@@ -72,33 +74,46 @@ def sample_points(labels: np.ndarray, max_points: int, seed: int = 0,
     return picked
 
 
-def _pca_fit_transform(fit: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+@contextlib.contextmanager
+def _one_blas_thread():
     # These products are small: one BLAS thread is fastest, and spinning BLAS threads on a busy machine cost
     # 10-100x (measured: 2 s instead of 20 ms for 4,000 x 128 with the load at 10 on 2 cores).
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # scikit-learn brings threadpoolctl; without it, just run
-        return _pca_core(fit, others)
+        yield
+        return
     with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _pca_fit_transform(fit: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    with _one_blas_thread():
         return _pca_core(fit, others)
 
 
-def _pca_core(fit: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+def _pca_axes(fit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean ``(1, D)`` and the top two principal axes ``(D, 2)`` of ``fit``, each axis signed so that the
+    point furthest along it lies on its positive side (the map does not flip between reruns)."""
     mean = fit.mean(axis=0, keepdims=True)
     centred = (fit - mean).astype(np.float64)
     if centred.shape[0] < 2:
-        return np.zeros((len(fit), 2), np.float32), [np.zeros((len(o), 2), np.float32) for o in others]
+        return mean, np.zeros((fit.shape[1], 2))
     # The top eigenvectors of the small D x D covariance: much cheaper than an SVD of the N x D data.
     _, vectors = np.linalg.eigh(centred.T @ centred)
     axes = vectors[:, ::-1][:, :2]
     if axes.shape[1] < 2:
         axes = np.pad(axes, ((0, 0), (0, 2 - axes.shape[1])))
     coords = centred @ axes
-    # A fixed sign per axis keeps the map from flipping between reruns with slightly different data.
     signs = np.sign(coords[np.abs(coords).argmax(axis=0), np.arange(2)])
     signs[signs == 0] = 1
-    axes = axes * signs
-    return (centred @ axes).astype(np.float32), [((o - mean) @ axes).astype(np.float32) for o in others]
+    return mean, axes * signs
+
+
+def _pca_core(fit: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    mean, axes = _pca_axes(fit)
+    return (((fit - mean) @ axes).astype(np.float32),
+            [((o - mean) @ axes).astype(np.float32) for o in others])
 
 
 UMAP_EPOCHS = 200  # umap's default is 500 below 10k points; 200 draws the same clusters in well under half the time
@@ -238,6 +253,181 @@ def joint_embedding(feature_sets: dict[str, np.ndarray], reducer: str = "pca", s
         start += size
     out.update(zip(rest, transformed))
     return {name: out[name] for name in names}
+
+
+def fit_before_map(before: np.ndarray, reducer: str = "pca", seed: int = 0) -> dict[str, np.ndarray]:
+    """Fit the 2-D map on the original ("before") model's features alone; the map every other model is placed in.
+
+    The features are standardised first, ``z = (x - mu) / s`` with ``mu`` the
+    per-dimension mean and ``s`` the mean per-dimension standard deviation of
+    ``before``. PCA: the map is ``(z - m) A`` with ``m`` the mean of ``z`` and
+    ``A`` its top two principal axes. UMAP: umap-learn's ``fit_transform`` of
+    ``z``. Returns the map as arrays: ``coords`` ``(N, 2)``, ``mu``, ``s``,
+    and ``m``, ``axes`` (PCA) or the fitted ``z`` as ``fitted`` (UMAP), so
+    :func:`place_on_map` can place other features into the SAME map without
+    refitting it: the before panel and its layout never depend on the run
+    shown next to it.
+    """
+    if reducer not in REDUCERS:
+        raise UnlearnError(f"unknown reducer {reducer!r}; choose one of {', '.join(REDUCERS)}")
+    before = np.asarray(before, dtype=np.float32)
+    if before.ndim != 2 or len(before) < 2:
+        raise UnlearnError("a map needs at least 2 feature rows")
+    mu = before.mean(axis=0, keepdims=True)
+    scale = np.array([[before.std(axis=0).mean() + 1e-6]], dtype=np.float32)
+    z = ((before - mu) / scale).astype(np.float32)
+    out = {"mu": mu, "scale": scale}
+    if reducer == "pca":
+        with _one_blas_thread():
+            mean, axes = _pca_axes(z)
+        out.update(coords=((z - mean) @ axes).astype(np.float32), m=mean.astype(np.float32),
+                   axes=axes.astype(np.float32))
+    else:
+        out.update(coords=_umap_fit_transform(z, [], seed)[0], fitted=z)
+    return out
+
+
+def place_on_map(base: dict, features: np.ndarray, reducer: str = "pca", k: int = 15) -> np.ndarray:
+    """Place another model's features (same samples, same feature width) into the fixed map of
+    :func:`fit_before_map`: standardised with the before model's ``mu`` and ``s``, then projected on the before
+    map's principal axes (PCA) or placed at the weighted mean of its ``k`` nearest fitted before points
+    (:func:`place_by_neighbours`, UMAP). The map itself is not changed."""
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2 or features.shape[1] != base["mu"].shape[1]:
+        raise UnlearnError(f"features of width {features.shape[-1]} cannot be placed in a map of width "
+                           f"{base['mu'].shape[1]}; they must come from the same architecture")
+    z = (features - base["mu"]) / base["scale"]
+    if reducer == "pca":
+        return ((z - base["m"]) @ base["axes"]).astype(np.float32)
+    if "fitted" not in base:
+        raise UnlearnError("this map was not fitted by UMAP")
+    return place_by_neighbours(base["fitted"], base["coords"], z, k)
+
+
+MAP_POINTS = 2000
+KEPT_NEIGHBOURS = 10  # k of the neighbour-preservation figure stored with each panel
+
+
+def default_points(n_samples: int) -> int:
+    """How many training images a map draws by default: 2,000, or every image of a smaller training set."""
+    return min(n_samples, MAP_POINTS)
+
+
+
+
+def map_indices(labels: np.ndarray, forget_idx: np.ndarray, points: int) -> np.ndarray:
+    """The training samples a map shows: :func:`sample_points` with seed 0, every forget sample first."""
+    return sample_points(np.asarray(labels), int(points), seed=0, include=np.asarray(forget_idx))
+
+
+def panel_maps(cache: "EmbeddingCache", reducer: str, digest: str, forget_mask: np.ndarray, sources: dict,
+               seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """The before, after and retrained panels of one run, each ``{"coords", "features", "probs", "kept"}``, via
+    ``cache`` (``kept``: :func:`neighbour_preservation` of the panel with ``KEPT_NEIGHBOURS`` neighbours).
+
+    ``sources`` maps ``"before"``, ``"after"``, ``"retrained"`` to
+    ``(model_key, compute)`` where ``compute()`` returns ``{"features",
+    "probs"}`` of that model on the samples named by ``digest`` (called only
+    when the panel is not cached). The before map is fitted once per original
+    model, sample set and reducer (:func:`fit_before_map`); the after model
+    (fine-tuned from the original, so it shares its feature axes) is placed
+    into it directly; the retrained model (another network, another feature
+    basis) is first mapped onto the original's features by
+    :func:`procrustes_align`, fitted on the remaining samples
+    (``~forget_mask``), then placed. Each panel is cached on its own, so
+    switching the after run computes (or looks up) only the after panel and
+    the before map keeps its exact coordinates.
+    """
+    if reducer not in REDUCERS:
+        raise UnlearnError(f"unknown reducer {reducer!r}; choose one of {', '.join(REDUCERS)}")
+    before_key, before_compute = sources["before"]
+    base_key = embedding_key(panel="before", reducer=reducer, model=before_key, idx=digest, seed=seed)
+
+    def fit():
+        data = before_compute()
+        base = fit_before_map(data["features"], reducer, seed)
+        return {**base, "features": data["features"], "probs": data["probs"],
+                "kept": np.float64(neighbour_preservation(data["features"], base["coords"], KEPT_NEIGHBOURS))}
+
+    base = cache.get_or_compute(base_key, fit)
+    panels = {"before": base}
+    for name in ("after", "retrained"):
+        if name not in sources:
+            continue
+        model_key, compute = sources[name]
+        key = embedding_key(panel=name, reducer=reducer, model=model_key, base=base_key,
+                            align=indices_digest(np.flatnonzero(~np.asarray(forget_mask))) if name == "retrained"
+                            else "")
+
+        def place(compute=compute, name=name):
+            data = compute()
+            features = data["features"]
+            if name == "retrained":
+                features = procrustes_align(features, base["features"], ~np.asarray(forget_mask))
+            coords = place_on_map(base, features, reducer)
+            return {"coords": coords, "features": data["features"], "probs": data["probs"],
+                    "kept": np.float64(neighbour_preservation(data["features"], coords, KEPT_NEIGHBOURS))}
+
+        panels[name] = cache.get_or_compute(key, place)
+    return panels
+
+
+def cached_panels(cache: "EmbeddingCache", reducer: str, digest: str, forget_mask: np.ndarray, keys: dict,
+                  seed: int = 0) -> dict | None:
+    """The panels of :func:`panel_maps` if ``cache`` holds all of them (``keys``: panel -> model key), else None."""
+    try:
+        return panel_maps(cache, reducer, digest, forget_mask,
+                          {name: (key, _missing) for name, key in keys.items()}, seed)
+    except _NotCached:
+        return None
+
+
+class _NotCached(Exception):
+    pass
+
+
+def _missing():
+    raise _NotCached()
+
+
+def model_panel_data(model, images: torch.Tensor, device=None) -> dict[str, np.ndarray]:
+    """Penultimate features (float32) and softmax outputs (float32) of ``model`` on raw ``uint8`` images."""
+    from unlearn_core.training import extract_features, predict_logits
+
+    features = extract_features(model, images, device).numpy().astype(np.float32, copy=False)
+    probs = torch.softmax(predict_logits(model, images, device).float(), dim=1).numpy().astype(np.float32)
+    return {"features": features, "probs": probs}
+
+
+def run_maps(setup, run_key: str, model, cache: "EmbeddingCache", reducers=("pca",),
+             points: int | None = None) -> dict[str, dict]:
+    """Compute and store the map panels of one finished run for the default sample set (its job calls this).
+
+    ``setup`` is the run's :class:`~unlearn_core.pipeline.Setup`; ``model``
+    the unlearned model; ``run_key`` names it in the cache (``run<ID>``).
+    Returns ``{reducer: panels}``. The before map and the retrained panel are
+    computed once per setting; the after panel once per run.
+    """
+    bundle = setup.bundle
+    labels = bundle.train_y.numpy()
+    idx = map_indices(labels, setup.split.forget_idx, points or default_points(len(labels)))
+    forget_mask = np.isin(idx, setup.split.forget_idx)
+    images = bundle.train_x[torch.as_tensor(idx, dtype=torch.long)]
+    data: dict[str, dict] = {}
+
+    def source(name, key, net):
+        def compute():
+            if name not in data:
+                data[name] = model_panel_data(net, images, setup.device)
+            return data[name]
+        return key, compute
+
+    sources = {"before": source("before", setup.original.key, setup.original.model),
+               "after": source("after", run_key, model)}
+    if setup.retrained is not None:
+        sources["retrained"] = source("retrained", setup.retrained.key, setup.retrained.model)
+    digest = indices_digest(idx)
+    return {reducer: panel_maps(cache, reducer, digest, forget_mask, sources) for reducer in reducers}
 
 
 def warm_umap(seed: int = 0) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -40,6 +41,20 @@ class ProgressEvent:
     point: Optional[dict] = None  # an unlearning-curve point (Acc_f, FA, Acc_r, loss), when one was recorded
 
     @property
+    def done_steps(self) -> int:
+        """Steps of the current stage done: ``(epoch - 1) * steps + step`` when epochs are known, else ``step``."""
+        if self.epochs and self.steps:
+            return max(0, (self.epoch - 1) * self.steps + self.step)
+        return max(0, self.step)
+
+    @property
+    def total_steps(self) -> int:
+        """Steps the current stage takes in all (``epochs * steps``, or ``steps``); 0 when unknown."""
+        if self.epochs and self.steps:
+            return self.epochs * self.steps
+        return max(0, self.steps)
+
+    @property
     def fraction(self) -> float:
         if self.epochs and self.steps:
             done = (self.epoch - 1) * self.steps + self.step
@@ -52,6 +67,70 @@ class ProgressEvent:
 
 
 ProgressFn = Callable[[ProgressEvent], None]
+
+
+def seconds_left(elapsed: float, done: float, total: float) -> float | None:
+    """Time left at the measured cost per unit of work: ``elapsed / done * (total - done)``.
+
+    ``done`` and ``total`` count the same units (optimiser steps of a
+    training, runs of a sweep); ``elapsed`` is the time those ``done`` units
+    took. ``None`` while nothing is done (no cost measured yet) or when the
+    total is unknown; 0 once everything is done.
+    """
+    if done <= 0 or total <= 0 or not math.isfinite(elapsed) or elapsed < 0:
+        return None
+    return max(0.0, elapsed / done * (total - done))
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``42s``, ``3m05s``; ``?`` for an unknown or infinite time."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class StepClock:
+    """Seconds left in the current stage of a job, from the measured cost of its steps.
+
+    Fed every :class:`ProgressEvent` of a job. The clock of a stage starts at
+    its first event that counts steps (so loading data and models before the
+    first step is not charged to the steps); after ``min_steps`` more steps
+    the estimate is :func:`seconds_left` of the time since that first event,
+    the steps done since, and the steps still to do
+    (``total_steps - done_steps``). A new stage, a new total, or a step count
+    that goes back (a second training in the same stage) restarts the clock.
+    Events without a step total (an evaluation, a UMAP fit) give ``None``; an
+    event that carries its own ``seconds_left`` (a sweep's ``SweepEvent``) is
+    taken as it is.
+    """
+
+    def __init__(self, min_steps: int = 3, clock: Callable[[], float] = time.monotonic):
+        self.min_steps = max(1, int(min_steps))
+        self.clock = clock
+        self._key: tuple | None = None
+        self._start: tuple[float, int] | None = None
+        self._last_done = 0
+
+    def update(self, event: ProgressEvent, now: float | None = None) -> float | None:
+        """Account ``event``; returns the seconds left in its stage, or ``None`` while not yet measurable."""
+        now = self.clock() if now is None else now
+        own = getattr(event, "seconds_left", None)
+        if own is not None:  # a sweep measures its own, per run, with the same seconds_left
+            return float(own)
+        total, done = event.total_steps, event.done_steps
+        if total <= 0:
+            if event.stage != (self._key or ("",))[0]:
+                self._key, self._start = None, None
+            return None
+        key = (event.stage, total)
+        if key != self._key or self._start is None or done < self._last_done:
+            self._key, self._start = key, (now, done)
+        self._last_done = done
+        start_time, start_done = self._start
+        if done - start_done < self.min_steps:
+            return None
+        return seconds_left(now - start_time, done - start_done, total - start_done)
 # (model, stage, fields) -> a recorded point or None; see unlearn_core.evidence.CurveRecorder.
 Observer = Callable[[object, str, dict], Optional[dict]]
 

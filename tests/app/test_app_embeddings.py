@@ -155,3 +155,74 @@ def test_aligned_umap_keeps_the_retrained_models_neighbourhoods(mnist_class3):
     kept = neighbour_preservation(sets["retrained"], aligned["retrained"], 10)
     assert kept > 0.22
     assert kept > 1.5 * neighbour_preservation(sets["retrained"], plain["retrained"], 10)
+
+
+def _counted(features, probs, calls, name):
+    def compute():
+        calls.append(name)
+        return {"features": features, "probs": probs}
+    return compute
+
+
+def test_the_before_map_stays_fixed_when_the_after_run_changes_and_each_panel_is_computed_once(tmp_path):
+    from unlearn_core.embeddings import panel_maps
+
+    before, labels = blobs(seed=1)
+    probs = np.eye(3, dtype=np.float32)[labels]
+    rng = np.random.default_rng(2)
+    run_a = before + rng.normal(scale=3, size=before.shape).astype(np.float32)
+    run_b = before.copy()
+    run_b[:20] += 25.0  # run b moves its forget samples far
+    forget = np.zeros(len(before), bool)
+    forget[:20] = True
+    cache, calls = EmbeddingCache(tmp_path), []
+    first = panel_maps(cache, "pca", "d", forget, {"before": ("orig", _counted(before, probs, calls, "before")),
+                                                   "after": ("run1", _counted(run_a, probs, calls, "a"))})
+    second = panel_maps(cache, "pca", "d", forget, {"before": ("orig", _counted(before, probs, calls, "before")),
+                                                    "after": ("run2", _counted(run_b, probs, calls, "b"))})
+    np.testing.assert_array_equal(first["before"]["coords"], second["before"]["coords"])
+    assert calls == ["before", "a", "b"]  # the before map once; each run's panel once
+    # the run that did not move its remaining samples draws them exactly where the before map has them
+    np.testing.assert_allclose(second["after"]["coords"][20:], second["before"]["coords"][20:], atol=1e-4)
+    assert np.linalg.norm(second["after"]["coords"][:20] - second["before"]["coords"][:20], axis=1).min() > 1.0
+    panel_maps(cache, "pca", "d", forget, {"before": ("orig", _counted(before, probs, calls, "before")),
+                                           "after": ("run1", _counted(run_a, probs, calls, "a"))})
+    assert calls == ["before", "a", "b"]  # switching back is a lookup
+    fresh = EmbeddingCache(tmp_path)  # and so is a new server process: the panels are on disk
+    from unlearn_core.embeddings import cached_panels
+
+    again = cached_panels(fresh, "pca", "d", forget, {"before": "orig", "after": "run2"})
+    np.testing.assert_array_equal(again["after"]["coords"], second["after"]["coords"])
+    assert cached_panels(fresh, "pca", "d", forget, {"before": "orig", "after": "run3"}) is None
+
+
+def test_a_retrained_model_in_another_frame_is_aligned_then_placed_on_the_fixed_map(tmp_path):
+    from unlearn_core.embeddings import panel_maps
+
+    before, labels = blobs(seed=3)
+    probs = np.eye(3, dtype=np.float32)[labels]
+    rotation, _ = np.linalg.qr(np.random.default_rng(4).normal(size=(16, 16)))
+    retrained = (before @ rotation * 2.5 + 7.0).astype(np.float32)
+    forget = np.zeros(len(before), bool)
+    forget[:10] = True
+    panels = panel_maps(EmbeddingCache(tmp_path), "pca", "d", forget,
+                        {"before": ("orig", lambda: {"features": before, "probs": probs}),
+                         "retrained": ("ret", lambda: {"features": retrained, "probs": probs})})
+    np.testing.assert_allclose(panels["retrained"]["coords"], panels["before"]["coords"], atol=1e-2)
+    np.testing.assert_array_equal(panels["retrained"]["features"], retrained)  # its own features, for the status
+
+
+def test_placing_into_a_umap_style_map_uses_the_fitted_points_and_checks_the_width():
+    from unlearn_core.embeddings import fit_before_map, place_on_map
+
+    before, _ = blobs(seed=5)
+    base = fit_before_map(before, "pca")
+    np.testing.assert_allclose(place_on_map(base, before, "pca"), base["coords"], atol=1e-4)
+    umap_like = {"mu": base["mu"], "scale": base["scale"], "coords": base["coords"],
+                 "fitted": (before - base["mu"]) / base["scale"]}
+    placed = place_on_map(umap_like, before[:5], "umap", k=1)
+    np.testing.assert_allclose(placed, base["coords"][:5], atol=1e-4)  # each point onto its own fitted point
+    with pytest.raises(UnlearnError):
+        place_on_map(base, before[:, :8], "pca")
+    with pytest.raises(UnlearnError):
+        place_on_map(base, before, "umap")  # a PCA map has no fitted points to place by

@@ -95,7 +95,10 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, indices: np.ndarra
     x_axis, y_axis = dict(axis), dict(axis)
     if ranges is not None:
         x_axis["range"], y_axis["range"] = list(ranges[0]), list(ranges[1])
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10),
+    # The title sits left and plotly's toolbar stands upright in a right margin of its own, so on a narrow panel
+    # (three side by side at 1280x720) the toolbar never covers the title.
+    fig.update_layout(title=dict(text=title, x=0.01, xanchor="left"), height=height,
+                      margin=dict(l=10, r=34, t=40, b=10), modebar=dict(orientation="v"),
                       legend=dict(title_text=colour_title, orientation="h", yanchor="top", y=-0.02, x=0,
                                   font=dict(size=10), itemsizing="constant"),
                       showlegend=show_legend, xaxis=x_axis, yaxis=y_axis,

@@ -11,7 +11,6 @@ then linked to the sweep under its run key.
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from unlearn_core.errors import Cancelled
-from unlearn_core.progress import ProgressEvent, ProgressFn
+from unlearn_core.progress import ProgressEvent, ProgressFn, format_seconds, seconds_left
 from unlearn_core.sweeps.aggregate import sweep_result
 from unlearn_core.sweeps.engines import InlineEngine, RayEngine, task_error
 from unlearn_core.sweeps.plan import PlannedRun, plan
@@ -36,13 +35,6 @@ class SweepEvent(ProgressEvent):
     running: int = 0
     skipped: int = 0
     seconds_left: float | None = None
-
-
-def _format_seconds(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _run_config(planned: PlannedRun, recipe: dict, device: str, tag: str, infos: dict, report: dict | None,
@@ -89,7 +81,7 @@ def run_sweep(spec: SweepSpec, engine: str = "ray", address: str | None = None, 
         finished = counts["done"] + counts["failed"]
         message = (f"{counts['done']} done, {running} running, {counts['failed']} failed"
                    + (f", {skipped} already stored" if skipped else "")
-                   + (f", ~{_format_seconds(seconds_left)} left" if finished < len(pending) else ""))
+                   + (f", ~{format_seconds(seconds_left)} left" if finished < len(pending) else ""))
         progress(SweepEvent(stage="sweep", step=finished, steps=len(pending), message=message,
                             done=counts["done"], failed=counts["failed"], running=running, skipped=skipped,
                             seconds_left=seconds_left))
@@ -234,10 +226,8 @@ class SweepDriver:
                 models_left = len(waiting)
                 running = min(len(outstanding), max(0, engine.slots - models_left))
                 finished = counts["done"] + counts["failed"]
-                seconds_left = None
-                if finished and first_result_at is not None:
-                    per_run = (time.perf_counter() - self.started) / finished
-                    seconds_left = per_run * (len(pending) - finished)
+                left = (seconds_left(time.perf_counter() - self.started, finished, len(pending))
+                        if first_result_at is not None else None)
                 for ref in ready:
                     if ref in info_refs:
                         waiting.remove(ref)
@@ -264,7 +254,7 @@ class SweepDriver:
                     self.record(planned, out, infos, engine.name, self.save_checkpoints)
                     counts["failed" if out.get("error") else "done"] += 1
                     _log_run(self.log, planned, out, counts, len(pending), self.started)
-                self.emit(running if outstanding else 0, seconds_left)
+                self.emit(running if outstanding else 0, left)
         except BaseException:
             engine.cancel(list(run_refs) + waiting)
             raise
