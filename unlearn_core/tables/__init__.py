@@ -14,7 +14,8 @@ from unlearn_core.tables.runs import (DECIMALS, DISPLAY, FORGOT_FLOOR, FORGOT_SH
                                       per_class_shift, shown_csv)
 from unlearn_core.tables.seeds import ensemble_band, interval_text, seed_groups
 
-__all__ = ["categorical_axis", "failure_rows", "parse_grid_text", "run_counts", "COLOUR_BY", "DECIMALS", "DISPLAY", "FORGOT_FLOOR", "FORGOT_SHARE", "GAP_COLUMNS", "HELP", "MAX_GRID_VALUES",
+__all__ = ["categorical_axis", "failure_rows", "parse_grid_text", "run_counts", "COLOUR_BY", "DECIMALS", "DISPLAY",
+           "FORGOT_FLOOR", "FORGOT_SHARE", "GAP_COLUMNS", "HELP", "MAX_GRID_VALUES",
            "METRIC_COLUMNS", "NOT_CANDIDATES",
            "REFERENCE_METHODS", "SPEED_COLUMN", "WIDTHS", "as_report", "best_cells", "cell_frame",
            "cell_label", "display_frame", "ensemble_band", "forget_metric", "forgot", "grid_values", "gridable",

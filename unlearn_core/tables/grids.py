@@ -215,8 +215,9 @@ def phase_matrix(frame: pd.DataFrame, method: str, x: str, y: str | None, colour
     """One method's cells on a grid: ``x`` values (columns) by ``y`` values (rows; one row when ``y`` is None).
 
     Returns ``{"x": [...], "y": [...], "z": 2-D array (NaN where no cell), "cell_ids": 2-D list (None where no
-    cell), "reasons": 2-D list (a failed run's one-line error, "" where none), "column", "title", "signed", "range"}`` (``range``: :data:`COLOUR_RANGES`' fixed range, or None). Cells whose other parameters differ would land on one grid point;
-    the one with the most seeds wins and ``collisions`` counts the rest, so the page can say so.
+    cell), "reasons": 2-D list (a failed run's one-line error, "" where none), "column", "title", "signed",
+    "range"}`` (``range``: :data:`COLOUR_RANGES`' fixed range, or None). Cells whose other parameters differ would
+    land on one grid point; the one with the most seeds wins and ``collisions`` counts the rest, so the page can say so.
     """
     column, title, signed = COLOUR_BY[colour]
     cells = frame[frame["method"] == method]
@@ -238,8 +239,8 @@ def phase_matrix(frame: pd.DataFrame, method: str, x: str, y: str | None, colour
         ids[i][j] = data["cell_id"]
         reasons[i][j] = data["reason"] if "reason" in data else ""
         seeds[i, j] = data["n"]
-    return {"x": xs, "y": ys, "z": z, "cell_ids": ids, "reasons": reasons, "column": column, "title": title, "signed": signed,
-            "collisions": collisions, "x_name": x, "y_name": y, "range": COLOUR_RANGES.get(column)}
+    return {"x": xs, "y": ys, "z": z, "cell_ids": ids, "reasons": reasons, "column": column, "title": title,
+            "signed": signed, "collisions": collisions, "x_name": x, "y_name": y, "range": COLOUR_RANGES.get(column)}
 
 
 def pareto_front(frame: pd.DataFrame) -> list[str]:
