@@ -89,9 +89,13 @@ def launch_form(current) -> None:
         params = {p.name: p for p in gridable(get_method(method))}
         vary_key = f"w_sweep_vary_{method}"
         keys.append(vary_key)
+        # The parameters with a measured sweep span are varied unless the person chooses otherwise: the first
+        # sweep then crosses the method's transition (docs/SWEEPS.md, "Default grids").
+        st.session_state.setdefault(vary_key, [n for n, p in params.items() if p.sweep is not None][:2])
         vary = st.multiselect(f"{get_method(method).title or method}: parameters to vary (up to two)", list(params),
                               key=vary_key, max_selections=2,
-                              help="Values are drawn from each parameter's declared default and range.")
+                              help="Values are drawn from each parameter's measured sweep span (or around its "
+                                   "default), and can be typed.")
         cols = st.columns(max(1, len(vary)))
         for col, name in zip(cols, vary):
             count_key, text_key = f"w_sweep_n_{method}_{name}", f"w_sweep_values_{method}_{name}"
