@@ -380,11 +380,9 @@ if failures:
                               for f in failures))
 
 st.subheader("Pareto scatter")
-from unlearn_core.figures import pareto_scatter  # noqa: E402
+from unlearn_core.figures import pareto_note, pareto_scatter  # noqa: E402
 
 front = pareto_front(frame)
-from unlearn_core.figures import pareto_note  # noqa: E402
-
 if (note := pareto_note(frame)) is not None:
     st.info(note, icon=":material/info:")
 event = st.plotly_chart(pareto_scatter(frame, front), width="stretch", key="sweep_pareto",

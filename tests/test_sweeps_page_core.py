@@ -114,11 +114,11 @@ def test_phase_map_hover_gives_the_failure_reason_and_readable_labels():
     assert matrix["reasons"][1][0].startswith("gradient ascent: loss became nan")
     fig = phase_map(matrix, "ga")
     shown, missing = fig.data
-    assert [c[0] for c in missing.customdata] == ["c" * 12]
-    assert missing.customdata[0][1].startswith("gradient ascent: loss became nan")
-    assert "%{customdata[1]}" in missing.hovertemplate
+    assert list(missing.customdata) == ["c" * 12]
+    assert missing.hovertext[0].startswith("gradient ascent: loss became nan")
+    assert "%{hovertext}" in missing.hovertemplate
     # The half-failed cell keeps its value and says that some runs failed.
-    notes = dict((c[0], c[1]) for c in shown.customdata)
+    notes = dict(zip(shown.customdata, shown.hovertext))
     assert "some runs failed: gradient ascent" in notes["d" * 12] and notes["a" * 12] == ""
     assert len(shown.textfont.color) == len(shown.x)
     assert fig.layout.xaxis.type == "category" and list(fig.layout.xaxis.categoryarray) == ["1", "5"]

@@ -93,10 +93,10 @@ def phase_map(matrix: dict, method: str) -> go.Figure:
     fig = go.Figure(go.Scatter(
         x=[c[0] for c in shown], y=[c[1] for c in shown], mode="markers+text", name="cells", showlegend=False,
         text=[f"{c[2]:.{decimals}f}" for c in shown], textfont=dict(size=10, color=text_colours),
-        customdata=[[c[3], note] for c, note in zip(shown, shown_notes)],
+        customdata=[c[3] for c in shown], hovertext=shown_notes,
         marker=dict(symbol="square", size=size, color=[c[2] for c in shown], line=dict(width=1, color="#888"),
                     colorbar=dict(title=matrix["title"].split(" (")[0]), showscale=True, **colour_kw),
-        hovertemplate=where + "<br>%{text}%{customdata[1]}<extra>click: open in Results</extra>"))
+        hovertemplate=where + "<br>%{text}%{hovertext}<extra>click: open in Results</extra>"))
     if missing:
         # A verdict is missing where the sweep has too few models, a gap where the cell's runs failed: the
         # tooltip gives the stored reason of the first failed run.
@@ -105,9 +105,10 @@ def phase_map(matrix: dict, method: str) -> go.Figure:
                                               if matrix["cell_ids"][i][j] is not None], cells) if math.isnan(c[2])]
         fig.add_trace(go.Scatter(
             x=[c[0] for c in missing], y=[c[1] for c in missing], mode="markers+text", name=why,
-            text=["✕"] * len(missing), customdata=[[c[3], note or why] for c, note in zip(missing, notes)],
+            text=["✕"] * len(missing), customdata=[c[3] for c in missing],
+            hovertext=[note or why for note in notes],
             marker=dict(symbol="square", size=size, color="#D9D9D9", line=dict(width=1, color="#888")),
-            hovertemplate=where + "<br>%{customdata[1]}<extra>click: open in Results</extra>"))
+            hovertemplate=where + "<br>%{hovertext}<extra>click: open in Results</extra>"))
     # Rows a little taller than the squares, so cells stand apart as a grid whatever the number of values.
     # The legend sits above the plot, right-aligned, so it never covers the x axis' tick labels.
     fig.update_layout(title=f"{method}: {matrix['title']}", template="plotly_white",
