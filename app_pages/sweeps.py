@@ -375,7 +375,7 @@ failures = failure_rows(frame)
 if failures:
     with st.container(key="sweep_failures"):
         st.markdown(f"**Failed cells** ({len(failures)}): the reason stored with the first failed run of each")
-        st.markdown("\n".join(f"- **{_shared.md(f['method'])}** {_shared.code(f['cell'])}: {f['failed']} of "
+        st.markdown("\n".join(f"- {_shared.code(f['cell'])}: {f['failed']} of "
                               f"{f['failed'] + f['done']} run(s) failed: {_shared.md(f['reason'])}"
                               for f in failures))
 

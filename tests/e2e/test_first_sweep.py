@@ -103,11 +103,14 @@ def test_first_sweep_page(server):
             assert pareto["layout"]["xrange"][0] <= 0
 
             # "Open in Results" on the failed cell stays here and says there is nothing to show.
-            bad_label = next(line for line in text.splitlines() if "lr=0.1" in line).split(":")[0].split("ga ", 1)
+            bad_label = next(line for line in text.splitlines() if "lr=0.1" in line).split(":")[0].strip()
             cell_picker = page.locator("[data-testid=stSelectbox]").filter(has_text="Open a cell's runs")
-            cell_picker.locator("div[data-baseweb=select]").click()
-            page.get_by_role("option", name=re.compile(re.escape("ga " + bad_label[1].strip()))).click()
+            search = cell_picker.locator("input").first
+            search.click()
+            search.fill(bad_label)  # the select filters its options by the typed text; Enter takes the match
+            page.keyboard.press("Enter")
             settle(page)
+            assert bad_label in cell_picker.inner_text() + search.input_value()
             page.get_by_role("button", name=re.compile("Open in Results")).click()
             settle(page)
             page.get_by_text("has no finished run to open in Results").wait_for(timeout=30_000)
