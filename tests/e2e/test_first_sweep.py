@@ -119,7 +119,7 @@ def test_first_sweep_page(server):
             # A typed value outside the declared range: a message next to the field, nothing launched.
             page.locator("[data-testid=stExpander] summary").filter(has_text="Launch a sweep").click()
             settle(page)
-            field = page.get_by_label("ga.lr: values")
+            field = page.get_by_role("textbox", name="ga.lr: values", exact=True)
             if not field.count():  # GA's measured spans preselect lr and epochs; choose lr where they do not
                 vary = page.locator("[data-testid=stMultiSelect]").filter(has_text="parameters to vary")
                 vary.locator("input").click()
