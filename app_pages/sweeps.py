@@ -26,8 +26,9 @@ _shared.explainer(
 
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.settings import settings  # noqa: E402
-from unlearn_core.tables import (COLOUR_BY, MAX_GRID_VALUES, cell_frame, cell_label, gridable,  # noqa: E402
-                                 grid_values, pareto_front, phase_matrix, spec_cells, varied_params)
+from unlearn_core.tables import (COLOUR_BY, MAX_GRID_VALUES, cell_frame, cell_label, failure_rows,  # noqa: E402
+                                 gridable, grid_values, parse_grid_text, pareto_front, phase_matrix,
+                                 run_counts, spec_cells, varied_params)
 
 log = logging.getLogger(__name__)
 # The app's sweeps share one worker with every session's runs: a cap keeps one click from holding it for hours.
@@ -37,7 +38,16 @@ view = _shared.store()
 
 
 def open_in_results(result: dict, row) -> None:
-    """Make the cell's data set, model and forget set the current choice and show only its runs on Results."""
+    """Make the cell's data set, model and forget set the current choice and show only its runs on Results.
+
+    A cell with no finished run stays here and says so, with its failed runs' reason: Results lists finished
+    runs, and a focus on none of them would show every run."""
+    if not len(row["run_ids"]):
+        failed = len(row["failed_ids"])
+        st.warning(f"Cell {_shared.code(cell_label(row))} has no finished run to open in Results"
+                   + (f": its {failed} run(s) failed ({_shared.md(row['reason'])})." if failed else "."),
+                   icon=":material/block:")
+        return
     st.session_state.update({"dataset": result["dataset"], "model": result["model"], "forget": row["forget"],
                              "seed": int(row["seeds"][0]) if row["seeds"] else 0, "original": ""})
     st.session_state["results_focus"] = {"run_ids": [int(i) for i in row["run_ids"]], "tag": result["tag"],
@@ -74,22 +84,35 @@ def launch_form(current) -> None:
     methods = st.multiselect("Methods", names, key="w_sweep_methods", format_func=lambda n: get_method(n).title or n)
     keys = ["w_sweep_methods", "w_sweep_seeds", "w_sweep_retrains"]
     grid: dict[str, dict[str, list]] = {}
+    invalid = False
     for method in methods:
         params = {p.name: p for p in gridable(get_method(method))}
         vary_key = f"w_sweep_vary_{method}"
         keys.append(vary_key)
+        # The parameters with a measured sweep span are varied unless the person chooses otherwise: the first
+        # sweep then crosses the method's transition (docs/SWEEPS.md, "Default grids").
+        st.session_state.setdefault(vary_key, [n for n, p in params.items() if p.sweep is not None][:2])
         vary = st.multiselect(f"{get_method(method).title or method}: parameters to vary (up to two)", list(params),
                               key=vary_key, max_selections=2,
-                              help="Values are drawn from each parameter's declared default and range.")
+                              help="Values are drawn from each parameter's measured sweep span (or around its "
+                                   "default), and can be typed.")
         cols = st.columns(max(1, len(vary)))
         for col, name in zip(cols, vary):
-            count_key = f"w_sweep_n_{method}_{name}"
-            keys.append(count_key)
+            count_key, text_key = f"w_sweep_n_{method}_{name}", f"w_sweep_values_{method}_{name}"
+            keys += [count_key, text_key]
             st.session_state.setdefault(count_key, 3)
-            count = col.slider(f"{method}.{name}: values", 2, MAX_GRID_VALUES, key=count_key)
-            values = grid_values(params[name], count)
-            grid.setdefault(method, {})[name] = values
-            col.caption(", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values))
+            st.session_state.setdefault(text_key, values_text(grid_values(params[name], 3)))
+            col.slider(f"{method}.{name}: preset values", 2, MAX_GRID_VALUES, key=count_key,
+                       on_change=fill_preset, args=(params[name], count_key, text_key),
+                       help="Fills the field below with this many values from the parameter's measured sweep span.")
+            text = col.text_input(f"{method}.{name}: values", key=text_key,
+                                  help="Comma-separated values, e.g. 0.001, 0.002; each must lie in the parameter's "
+                                       "declared range.")
+            try:
+                grid.setdefault(method, {})[name] = parse_grid_text(params[name], text)
+            except UnlearnError as error:
+                col.error(_shared.md(error), icon=":material/error:")
+                invalid = True
     left, right = st.columns(2)
     st.session_state.setdefault("w_sweep_seeds", "0")
     seeds_text = left.text_input("Seeds", key="w_sweep_seeds", help="Comma-separated, e.g. 0,1,2.")
@@ -101,6 +124,8 @@ def launch_form(current) -> None:
     if not methods:
         st.info("Choose at least one method.")
         return
+    if invalid:
+        return  # the field's own message says what is wrong
     try:
         seeds = parse_seeds(seeds_text or "", "Seeds")
         spec = validate(SweepSpec(dataset=current.dataset, model=current.model, forgets=[current.forget],
@@ -139,6 +164,16 @@ def launch_form(current) -> None:
         spec.tag = tag
         store = _shared.store()  # its start() and save_sweep() mark the runs and the sweep with this session
         queue_sweep(spec, store, total)
+
+
+def values_text(values: list) -> str:
+    """Grid values as the text a person can edit: ``0.001, 0.002`` (``:g`` for floats)."""
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def fill_preset(param, count_key: str, text_key: str) -> None:
+    """The preset slider's callback: its count of values from the declared sweep span replaces the typed ones."""
+    st.session_state[text_key] = values_text(grid_values(param, st.session_state[count_key]))
 
 
 def queue_sweep(spec, store, trainings: int, select: bool = True) -> None:
@@ -209,11 +244,15 @@ if st.session_state.get("w_sweep_tag") not in by_tag:
     st.session_state["w_sweep_tag"] = sweeps[0]["tag"]
 
 
+counts = {t: run_counts(view.sweep_runs(t)) for t in by_tag}  # by status, read on every run of the page
+
+
 def sweep_option(tag: str) -> str:
-    s = by_tag[tag]
+    s, n = by_tag[tag], counts[tag]
     spec = s["spec"]
     return (f"{tag} · {s['kind']} · {spec.get('dataset')}/{spec.get('model')} · {s['created_at'][:16]} · "
-            f"{spec_cells(spec)} cells · {s['runs']} runs")
+            f"{spec_cells(spec)} cells · {n['done']} runs done" + (f", {n['failed']} failed" if n["failed"] else "")
+            + (f", {n['running']} running" if n["running"] else ""))
 
 
 tag = st.selectbox("Sweep", list(by_tag), key="w_sweep_tag", format_func=sweep_option)
@@ -340,10 +379,20 @@ def phase_section() -> None:
 
 phase_section()
 
+failures = failure_rows(frame)
+if failures:
+    with st.container(key="sweep_failures"):
+        st.markdown(f"**Failed cells** ({len(failures)}): the reason stored with the first failed run of each")
+        st.markdown("\n".join(f"- {_shared.code(f['cell'])}: {f['failed']} of "
+                              f"{f['failed'] + f['done']} run(s) failed: {_shared.md(f['reason'])}"
+                              for f in failures))
+
 st.subheader("Pareto scatter")
-from unlearn_core.figures import pareto_scatter  # noqa: E402
+from unlearn_core.figures import pareto_note, pareto_scatter  # noqa: E402
 
 front = pareto_front(frame)
+if (note := pareto_note(frame)) is not None:
+    st.info(note, icon=":material/info:")
 event = st.plotly_chart(pareto_scatter(frame, front), width="stretch", key="sweep_pareto",
                         config=_shared.chart_config("pareto"), on_select="rerun",
                         selection_mode="points")

@@ -15,7 +15,7 @@ from unlearn_core.tables import (cell_frame, ensemble_band, grid_values, interva
 
 
 def test_grid_values_follow_the_declaration():
-    lr = get_method("ga").param("lr")
+    lr = Param("lr", float, 2e-3, "learning rate", low=1e-7, high=0.1, log=True)  # no sweep span: around the default
     values = grid_values(lr, 5)
     assert len(values) == 5 and values == sorted(values)
     assert values[0] == pytest.approx(lr.default / 4, rel=0.01) and values[-1] == pytest.approx(lr.default * 4, rel=0.01)

@@ -15,11 +15,13 @@ from unlearn_core.figures.runs import (ENTROPY_FLOOR, confusion_change, confusio
                                        entropy_y_max, per_class_bars, per_class_heatmap)
 from unlearn_core.figures.style import (CHANGE_SCALE, CHANGE_STEPS, METHOD_COLOURS, PALETTE, change_limit,
                                         class_colour, method_colour)
-from unlearn_core.figures.sweeps import GAP_SCALE, pareto_scatter, phase_map
+from unlearn_core.figures.sweeps import (GAP_SCALE, label_colours, pareto_note, pareto_range, pareto_scatter,
+                                        phase_map)
 
 __all__ = ["CHANGE_SCALE", "CHANGE_STEPS", "ENTROPY_FLOOR", "EVIDENCE_COLOURS", "EVIDENCE_MODELS", "GAP_SCALE",
            "METHOD_COLOURS", "PALETTE", "change_limit", "class_colour", "confusion_change", "confusion_difference",
            "embedding_scatter", "entropy_histograms", "entropy_y_max", "framed_mask", "legend_html", "method_colour",
+           "label_colours", "pareto_note", "pareto_range",
            "pareto_scatter", "per_class_bars", "per_class_heatmap", "phase_map", "prediction_hover", "probe_bars",
            "cka_layers", "relearn_retain_curves", "klom_histogram", "ulira_roc",
            "rank_bars", "relearn_curves", "shared_ranges", "spectrum_figure", "subspace_overlap_bars",

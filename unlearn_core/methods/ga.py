@@ -20,8 +20,8 @@ class GradientAscent(UnlearningMethod):
     summary = "Maximise the cross-entropy of the forget samples for a few epochs. Fast; tends to over-unlearn."
     params = (
         Param("lr", float, 2e-3, "learning rate (1e-3 barely forgets on mnist5k, 3e-3 diverges)", low=1e-7, high=0.1,
-              log=True),
-        Param("epochs", int, 5, "passes over the forget set", low=1, high=100),
+              log=True, sweep=(1.4e-3, 5.6e-3)),
+        Param("epochs", int, 5, "passes over the forget set", low=1, high=100, sweep=(2, 8)),
         Param("batch_size", int, 64, "mini-batch size", low=1, high=4096),
         Param("optimizer", str, "sgd", "optimiser", choices=("sgd", "adam")),
         Param("momentum", float, 0.9, "SGD momentum", low=0.0, high=0.99),

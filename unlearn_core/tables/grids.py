@@ -17,6 +17,8 @@ import numbers
 import numpy as np
 import pandas as pd
 
+from unlearn_core.jsonsafe import one_line
+
 # The phase map's colours: name -> (column, title, signed). Signed columns get a diverging symmetric scale.
 COLOUR_BY = {
     "forget gap": ("forget_gap", "Forget gap (cell − retrained, points; blue = remembers, red = forgot more)", True),
@@ -37,11 +39,13 @@ MAX_GRID_VALUES = 10
 
 
 def grid_values(param, count: int) -> list:
-    """``count`` values of a declared parameter around its default, inside its declared range.
+    """``count`` values of a declared parameter for a sweep's default grid, inside its declared range.
 
-    Floats and ints spread geometrically from a quarter of the default to four times it (linearly for
-    defaults at zero or ranges that include no positive number), clipped to ``[low, high]``; ints are
-    rounded and deduplicated (so fewer may come back); booleans give both values, choices all of them.
+    With a declared ``sweep`` span ``(first, last)`` the values run from ``first`` to ``last``: geometrically for
+    log-scale or positive spans, linearly otherwise. Without one they spread geometrically from a quarter of
+    the default to four times it (linearly for defaults at zero or ranges that include no positive number),
+    clipped to ``[low, high]``. Ints are rounded and deduplicated (so fewer may come back); booleans give both
+    values, choices all of them.
     """
     count = int(count)
     if count < 1:
@@ -55,7 +59,14 @@ def grid_values(param, count: int) -> list:
     default = float(param.default)
     low = -math.inf if param.low is None else float(param.low)
     high = math.inf if param.high is None else float(param.high)
-    if default > 0 and (param.log or low >= 0):
+    if param.sweep is not None:
+        start, stop = (float(v) for v in param.sweep)
+        geometric = start > 0 and (param.log or param.type is float)
+        if count == 1:
+            raw = np.array([default])
+        else:
+            raw = np.geomspace(start, stop, count) if geometric else np.linspace(start, stop, count)
+    elif default > 0 and (param.log or low >= 0):
         start, stop = max(default / 4, low if low > 0 else default / 4), min(default * 4, high)
         raw = np.geomspace(start, stop, count) if count > 1 else np.array([default])
     else:
@@ -68,6 +79,28 @@ def grid_values(param, count: int) -> list:
     # Three significant digits: values people can read on an axis and type back into the CLI.
     values = sorted({float(f"{v:.3g}") for v in raw})
     return [v for v in values if low <= v <= high]
+
+
+def parse_grid_text(param, text: str) -> list:
+    """Grid values typed as comma-separated text (``"1e-3, 2e-3"``), each checked by :meth:`Param.coerce`
+    (ASCII numbers via :mod:`unlearn_core.parsing`, the declared range, choices); ordered as a sweep's axis.
+
+    Raises :class:`~unlearn_core.errors.ParameterError` with one line naming the bad value, an empty list or
+    a repeated value.
+    """
+    from unlearn_core.errors import ParameterError
+
+    parts = [part.strip() for part in str(text).split(",")]
+    if not any(parts):
+        raise ParameterError(f"{param.name}: type at least one value, e.g. {param.default}")
+    if any(not part for part in parts):
+        raise ParameterError(f"{param.name}: an empty value between commas")
+    if len(parts) > MAX_GRID_VALUES:
+        raise ParameterError(f"{param.name}: at most {MAX_GRID_VALUES} values, got {len(parts)}")
+    values = [param.coerce(part) for part in parts]
+    if len({repr(v) for v in values}) < len(values):
+        raise ParameterError(f"{param.name}: a value is repeated")
+    return sorted(values, key=_sort_key)
 
 
 def gridable(method_cls) -> list:
@@ -114,7 +147,9 @@ def cell_frame(result: dict, forget: str | None = None) -> pd.DataFrame:
     """One row per cell of ``result`` (one forget set: ``forget`` or the first).
 
     Columns: ``cell_id``, ``forget``, ``method``, ``title``, ``params`` (JSON), one ``p.NAME`` column per
-    parameter, ``n`` (seeds done), ``failed``, ``run_ids``, ``seeds``, and the cell's means:
+    parameter, ``n`` (seeds done), ``failed``, ``run_ids`` and ``seeds`` (of its done runs), ``failed_ids`` (its
+    runs that did not finish) and ``reason`` (the first one's stored error on one line, "" if none), and the
+    cell's means:
 
     - ``forget_gap``: mean forget metric (Acc_f, or FA without forgotten classes) minus the retrained
       ensemble's mean. Positive = remembers more than the retrained model (under-unlearning), negative =
@@ -140,6 +175,9 @@ def cell_frame(result: dict, forget: str | None = None) -> pd.DataFrame:
                "title": cell.get("title") or cell["method"], "params": json.dumps(cell["params"], sort_keys=True),
                "n": len(done), "failed": int(cell.get("failed") or 0),
                "run_ids": [int(r["run_id"]) for r in done], "seeds": [int(r["seed"]) for r in done],
+               "failed_ids": [int(r["run_id"]) for r in cell["runs"] if r["status"] != "done"],
+               "reason": next((one_line(r.get("error") or r["status"]) for r in cell["runs"]
+                               if r["status"] != "done"), ""),
                "forget_gap": forget_gap, "retain_gap": retain_gap, "retain_drop": -retain_gap,
                "forget_error": abs(forget_gap), "retain_loss": max(-retain_gap, 0.0) if not math.isnan(retain_gap)
                else float("nan"),
@@ -177,8 +215,9 @@ def phase_matrix(frame: pd.DataFrame, method: str, x: str, y: str | None, colour
     """One method's cells on a grid: ``x`` values (columns) by ``y`` values (rows; one row when ``y`` is None).
 
     Returns ``{"x": [...], "y": [...], "z": 2-D array (NaN where no cell), "cell_ids": 2-D list (None where no
-    cell), "column", "title", "signed", "range"}`` (``range``: :data:`COLOUR_RANGES`' fixed range, or None). Cells whose other parameters differ would land on one grid point;
-    the one with the most seeds wins and ``collisions`` counts the rest, so the page can say so.
+    cell), "reasons": 2-D list (a failed run's one-line error, "" where none), "column", "title", "signed",
+    "range"}`` (``range``: :data:`COLOUR_RANGES`' fixed range, or None). Cells whose other parameters differ would
+    land on one grid point; the one with the most seeds wins and ``collisions`` counts the rest, so the page can say so.
     """
     column, title, signed = COLOUR_BY[colour]
     cells = frame[frame["method"] == method]
@@ -186,6 +225,7 @@ def phase_matrix(frame: pd.DataFrame, method: str, x: str, y: str | None, colour
     ys = sorted(cells[f"p.{y}"].unique(), key=_sort_key) if y else [None]
     z = np.full((len(ys), len(xs)), np.nan)
     ids: list[list] = [[None] * len(xs) for _ in ys]
+    reasons: list[list] = [[""] * len(xs) for _ in ys]
     seeds = np.full((len(ys), len(xs)), -1)
     collisions = 0
     for _, data in cells.iterrows():
@@ -197,9 +237,10 @@ def phase_matrix(frame: pd.DataFrame, method: str, x: str, y: str | None, colour
                 continue
         z[i, j] = data[column]
         ids[i][j] = data["cell_id"]
+        reasons[i][j] = data["reason"] if "reason" in data else ""
         seeds[i, j] = data["n"]
-    return {"x": xs, "y": ys, "z": z, "cell_ids": ids, "column": column, "title": title, "signed": signed,
-            "collisions": collisions, "x_name": x, "y_name": y, "range": COLOUR_RANGES.get(column)}
+    return {"x": xs, "y": ys, "z": z, "cell_ids": ids, "reasons": reasons, "column": column, "title": title,
+            "signed": signed, "collisions": collisions, "x_name": x, "y_name": y, "range": COLOUR_RANGES.get(column)}
 
 
 def pareto_front(frame: pd.DataFrame) -> list[str]:
@@ -222,3 +263,35 @@ def cell_label(row) -> str:
     shown = {k: v for k, v in params.items() if not varied or k in varied}
     return " ".join([str(row["method"]), *(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                            for k, v in shown.items())])
+
+
+def failure_rows(frame: pd.DataFrame) -> list[dict]:
+    """One row per cell of ``frame`` (:func:`cell_frame`) with a run that did not finish: ``method``, ``cell``
+    (the method and the parameters its cells vary, :func:`cell_label`), ``cell_id``, ``failed`` (how many of
+    its runs), ``done``, ``run_ids`` (the failed runs) and ``reason`` (the first failed run's stored error)."""
+    if not len(frame):
+        return []
+    rows = []
+    for _, row in frame[frame["failed"] > 0].iterrows():
+        varied = set(varied_params(frame, row["method"]))
+        rows.append({"method": row["method"], "cell": cell_label({**row.to_dict(), "varied": varied or {"-"}}),
+                     "cell_id": row["cell_id"], "failed": int(row["failed"]), "done": int(row["n"]),
+                     "run_ids": list(row["failed_ids"]), "reason": row["reason"] or "no reason was stored"})
+    return rows
+
+
+def categorical_axis(values, limit: int = MAX_GRID_VALUES) -> bool:
+    """Whether a phase map draws ``values`` as categories (one evenly spaced column each, in order): every grid
+    a sweep can be launched with (at most ``limit`` values) and any axis with a non-numeric value. Larger
+    numeric axes (a search's trials) keep a numeric scale, where spacing shows the distances."""
+    values = list(values)
+    numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+    return not numeric or len(values) <= limit
+
+
+def run_counts(runs: list[dict]) -> dict:
+    """``{"done", "failed", "running", "total"}`` over a sweep's linked runs (``store.sweep_runs(tag)``), by
+    their ``status``: what the sweep picker reports."""
+    done = sum(1 for r in runs if r.get("status") == "done")
+    failed = sum(1 for r in runs if r.get("status") in ("failed", "cancelled"))
+    return {"done": done, "failed": failed, "running": len(runs) - done - failed, "total": len(runs)}
