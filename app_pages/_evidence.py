@@ -119,6 +119,9 @@ def show_cell_verdicts(store, run: dict, uploaded: bool = False) -> None:
         if details is not None:
             _draw_verdicts(details, run, f"sweep `{tag}`")
             return
+        st.caption(f"Sweep `{tag}` has no ensemble verdicts for this cell: they need the runs' outputs of at least "
+                   "3 seeds and 3 retrained models on one forget set (run the sweep with `--seeds 0,1,2 "
+                   "--retrains 3` or more, or compute this run's ensemble below).")
     if run["method"] == "retrain" or config.get("sweep_role") == "reference":
         return
     _ensemble_panel(store, run, uploaded)

@@ -5,7 +5,6 @@ The numbers come from ``unlearn_core.sweeps.sweep_result`` (the run store alone)
 Results with the choice switched to the sweep's data set, model and forget set.
 """
 
-import logging
 import secrets
 
 import streamlit as st
@@ -30,7 +29,6 @@ from unlearn_core.tables import (COLOUR_BY, MAX_GRID_VALUES, cell_frame, cell_la
                                  gridable, grid_values, parse_grid_text, pareto_front, phase_matrix,
                                  run_counts, spec_cells, varied_params)
 
-log = logging.getLogger(__name__)
 # The app's sweeps share one worker with every session's runs: a cap keeps one click from holding it for hours.
 MAX_RUNS = settings().max_sweep_runs
 
@@ -177,26 +175,18 @@ def fill_preset(param, count_key: str, text_key: str) -> None:
 
 
 def queue_sweep(spec, store, trainings: int, select: bool = True) -> None:
-    """Queue ``spec`` (tag set) in the worker, its row saved first: a server killed before it ends lists it as
-    interrupted, and the same tag resumes it (runs already stored are reused by key)."""
-    from unlearn_core.sweeps import run_sweep
-
-    store.save_sweep(spec.tag, "sweep", spec.as_dict())
-    tag = spec.tag
-
-    def work(progress, cancel, spec=spec, store=store):
-        return run_sweep(spec, engine="inline", store=store, progress=progress, cancel=cancel, log=log.info)
+    """Queue ``spec`` (tag set) in the worker (:func:`unlearn_app.sweepjobs.submit_sweep`: its row saved first,
+    so a server killed before it ends lists it as interrupted and the same tag resumes it)."""
+    from unlearn_app.sweepjobs import submit_sweep
 
     try:
-        _shared.runner().submit(f"sweep {tag}", work, kind="sweep",
-                                meta={"owner": _shared.session_owner(), "method": "sweep", "tag": tag,
-                                      "trainings": trainings})
+        submit_sweep(_shared.runner(), spec, store, _shared.session_owner(), trainings)
     except UnlearnError as error:
         _shared.show_error(error)
         return
     if select:  # a new sweep becomes the one shown (a resumed one already is)
-        st.session_state["w_sweep_tag"] = tag
-    st.toast(f"Queued sweep {tag} ({trainings} model trainings).")
+        st.session_state["w_sweep_tag"] = spec.tag
+    st.toast(f"Queued sweep {spec.tag} ({trainings} model trainings).")
     st.rerun()
 
 
