@@ -109,6 +109,20 @@ def url_view(key: str):
     return (st.session_state.get("url_view") or {}).pop(key, None)
 
 
+def apply_url_choice(key: str, widget_key: str, allowed, reason: str) -> None:
+    """Put the link's checked ``key`` value into ``widget_key`` when the page lists it (``allowed``: on a shared
+    server only the session's own runs and sweeps, :class:`~unlearn_app.access.RunView`), else drop it with
+    ``reason``; then forget a widget value the page no longer lists."""
+    linked = url_view(key)
+    if linked is not None:
+        if linked in allowed:
+            st.session_state[widget_key] = linked
+        else:
+            drop_url_value(key, reason)
+    if st.session_state.get(widget_key) not in allowed:
+        st.session_state.pop(widget_key, None)
+
+
 def drop_url_value(key: str, reason: str) -> None:
     """A link's view value the page cannot use (a run this visitor may not see, a sweep that is not there):
     dropped with a warning that does not repeat it."""

@@ -52,15 +52,8 @@ labels_by_id = {r["id"]: f"#{r['id']} {r['method']}" for r in runs}
 viewed = _shared.viewed_run(labels_by_id)
 if viewed is not None:
     st.session_state["w_embed_run"] = viewed  # the run looked at last (here or in Results' detail)
-if (linked := _shared.url_view("run")) is not None:
-    # A link's run wins over the last viewed one, but only a run this page lists: on a shared server the
-    # session's own runs (RunView, deny by default).
-    if linked in labels_by_id:
-        st.session_state["w_embed_run"] = linked
-    else:
-        _shared.drop_url_value("run", "it is not a finished run you can see for this choice")
-if st.session_state.get("w_embed_run") not in labels_by_id:
-    st.session_state.pop("w_embed_run", None)
+# A link's run wins over the last viewed one, but only a run this page lists.
+_shared.apply_url_choice("run", "w_embed_run", labels_by_id, "it is not a finished run you can see for this choice")
 cols = st.columns([2, 2, 2])
 run_id = cols[0].selectbox("Run (the 'after' model)", list(labels_by_id), format_func=labels_by_id.get,
                            key="w_embed_run",

@@ -233,14 +233,8 @@ with tab_bars:
 st.subheader("One run in detail")
 labels = {r["id"]: f"#{r['id']} {r['method']}" + (" · evidence" if reports[r["id"]].evidence else "")
           for r in done}
-if (linked := _shared.url_view("run")) is not None:
-    # Only a run this page lists: on a shared server the session's own runs (RunView, deny by default).
-    if linked in labels:
-        st.session_state["w_results_run"] = linked
-    else:
-        _shared.drop_url_value("run", "it is not a finished run you can see for this choice")
-if st.session_state.get("w_results_run") not in labels:
-    st.session_state.pop("w_results_run", None)  # a focus from Sweeps may leave the old choice out of the list
+# A focus from Sweeps may also leave the old choice out of the list: it is forgotten then.
+_shared.apply_url_choice("run", "w_results_run", labels, "it is not a finished run you can see for this choice")
 if "w_results_run" not in st.session_state and _shared.viewed_run(labels) is not None:
     st.session_state["w_results_run"] = _shared.viewed_run(labels)  # the run looked at last, e.g. on Embeddings
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="w_results_run")

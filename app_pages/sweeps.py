@@ -406,13 +406,7 @@ st.dataframe(table.rename(columns={"n": "seeds done", "forget_gap": f"{f_metric}
                                    f"{r_metric} drop", "avg_gap": "Avg. Gap", "seconds": "time (s)"}).round(2),
              hide_index=True, key="sweep_cells")
 cols = st.columns([3, 1])
-if (linked := _shared.url_view("cell")) is not None:
-    if linked in labels:
-        st.session_state["w_sweep_cell"] = linked
-    else:
-        _shared.drop_url_value("cell", "this sweep has no such cell")
-if st.session_state.get("w_sweep_cell") not in labels:
-    st.session_state.pop("w_sweep_cell", None)
+_shared.apply_url_choice("cell", "w_sweep_cell", labels, "this sweep has no such cell")
 chosen = cols[0].selectbox("Open a cell's runs", list(labels), format_func=labels.get, key="w_sweep_cell")
 _shared.set_view("cell", chosen)
 if cols[1].button("Open in Results", icon=":material/table_chart:", key="w_sweep_open"):
