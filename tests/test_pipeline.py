@@ -12,9 +12,20 @@ from unlearn_core.pipeline import build_report, run_method
 from unlearn_core.report import Report
 
 
-def test_retrain_method_reproduces_the_reference(digits_class3):
-    run = run_method(digits_class3, "retrain")
-    report = build_report(digits_class3, run)
+@pytest.fixture(scope="module")
+def own_digits_class3(tmp_path_factory):
+    """digits / class:3 / mlp in a checkpoint cache of this module's own: the shared one is also written by
+    other tests' Ray workers, which retime the same reference at one torch thread and so overwrite its timing."""
+    from unlearn_core.pipeline import prepare
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UNLEARN_DATA_DIR", str(tmp_path_factory.mktemp("own-cache")))
+        yield prepare("digits", "mlp", "class:3", 0, device="cpu")
+
+
+def test_retrain_method_reproduces_the_reference(own_digits_class3):
+    run = run_method(own_digits_class3, "retrain")
+    report = build_report(own_digits_class3, run)
     assert report.unlearned.TA == pytest.approx(report.retrained.TA)
     assert report.unlearned.js_test == pytest.approx(0.0, abs=1e-9)
     assert report.avg_gap == pytest.approx(0.0, abs=1e-9)
@@ -124,12 +135,12 @@ def test_timed_conditions_count_other_processes_not_ourselves():
     assert timing.conditions["other_load"] == pytest.approx(0.6)
 
 
-def test_retime_reference_trains_again_when_threads_differ(digits_class3):
+def test_retime_reference_trains_again_when_threads_differ(own_digits_class3):
     import torch
 
     from unlearn_core.training import get_retrained
 
-    setup = digits_class3
+    setup = own_digits_class3
     recorded = setup.retrained.meta["timing"]
     same = get_retrained(setup.bundle, setup.split, setup.model_name, setup.seed, setup.recipe, "cpu",
                          retime_for=dict(recorded))

@@ -154,5 +154,6 @@ def test_results_badge_an_out_of_scope_run_and_never_make_it_best(app_env, monke
     # Styler CSS names cells by row: no rule for the out-of-scope row may carry the highlight colour.
     rules = (styles(at, 0) + styles(at, 1)).split("}")
     assert all("#d4edda" not in rule for rule in rules if f"row{row}_" in rule)
-    natmu_row = list(table.index).index(f"#{natmu} natmu")
-    assert any("#d4edda" in rule for rule in rules if f"row{natmu_row}_" in rule)  # the in-scope runs compete
+    # The two in-scope runs compete, but with one seed each their differences here (NatMU's FA 99.3 against
+    # fine-tuning's 100.0: one image of 143) stay inside the Wilson margin, so the legend says why none is green.
+    assert any("Wilson score interval" in c and "forget 143" in c for c in captions(at))

@@ -75,6 +75,8 @@ def _headers(page, nth: int = 0) -> list[str]:
     """The column headers of a dataframe as the grid's accessible table lists them."""
     grid = page.locator("[data-testid=stDataFrame]").nth(nth)
     grid.wait_for(timeout=60_000)
+    # The grid's frame is drawn before its accessible table: wait for the first header cell too.
+    grid.locator("th").first.wait_for(state="attached", timeout=60_000)
     return [t.strip() for t in grid.locator("th").all_inner_texts()]
 
 
