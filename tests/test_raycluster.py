@@ -7,7 +7,6 @@ loopback setting and Ray's state never leak into the test process.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -286,20 +285,3 @@ def test_two_node_loopback_cluster_runs_tasks_on_both_nodes(tmp_path):
         assert result["package"] and all(not Path(path).is_relative_to(REPO) for path in result["package"])
     finally:
         stop_cluster(cluster)
-
-
-def test_the_token_path_we_set_follows_the_private_folder_but_a_users_choice_stays(tmp_path, monkeypatch):
-    """A second local instance in another data directory (a test after one that moved UNLEARN_DATA_DIR) gets its
-    token in its own folder; a path the user set is never replaced."""
-    from unlearn_core import raycluster
-
-    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
-    monkeypatch.setattr(raycluster, "_OUR_TOKEN_PATH", None)
-    first, second = tmp_path / "a", tmp_path / "b"
-    first.mkdir(), second.mkdir()
-    raycluster._local_auth_token(first)
-    raycluster._local_auth_token(second)
-    assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(second / "auth_token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "mine"))
-    raycluster._local_auth_token(first)
-    assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "mine")

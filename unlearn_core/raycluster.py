@@ -185,20 +185,9 @@ def ray_temp_dir() -> str:
     return str(private_dir() / "s")
 
 
-_OUR_TOKEN_PATH: str | None = None  # the token path this process set, re-pointed when the private folder moves
-
-
 def _local_auth_token(folder: Path) -> None:
-    """Point Ray at a token file in ``folder`` (mode 0600) unless the user chose a token or a mode.
-
-    A token path this process set itself for an earlier local instance (another data directory) is not the
-    user's choice: it follows the folder of the instance starting now.
-    """
-    global _OUR_TOKEN_PATH
-    chosen = {name: os.environ.get(name) for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")}
-    if chosen["RAY_AUTH_TOKEN_PATH"] == _OUR_TOKEN_PATH:
-        chosen["RAY_AUTH_TOKEN_PATH"] = None
-    if any(chosen.values()):
+    """Point Ray at a token file in ``folder`` (mode 0600) unless the user chose a token or a mode."""
+    if any(os.environ.get(name) for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")):
         return
     import secrets
 
@@ -207,7 +196,7 @@ def _local_auth_token(folder: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
-    os.environ["RAY_AUTH_TOKEN_PATH"] = _OUR_TOKEN_PATH = str(path)
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
 
 
 # -- processes -----------------------------------------------------------------------------------------------------
