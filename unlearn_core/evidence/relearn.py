@@ -29,6 +29,15 @@ class RelearnSets:
     eval_source: str          # "test": the forgotten classes' test samples; "train": held-out forget samples
 
 
+
+def _trainable_copy(model, device):
+    """A copy of ``model`` on ``device`` (default: the model's own) with every parameter trainable, and that device."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    learner = copy.deepcopy(model).to(device)
+    for parameter in learner.parameters():
+        parameter.requires_grad_(True)
+    return learner, device
+
 def relearn_sets(bundle: DatasetBundle, split: ForgetSplit, params: dict, seed: int = 0) -> RelearnSets:
     """Class/sub-class forgetting: relearn from ``samples`` forget samples, read Acc_f on the test samples.
 
@@ -73,10 +82,7 @@ def relearn_time(model: nn.Module, original_accuracy: float, bundle: DatasetBund
     """
     params = resolve_params("relearn", params)
     sets = sets or relearn_sets(bundle, split, params, seed)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    learner = copy.deepcopy(model).to(device)
-    for parameter in learner.parameters():
-        parameter.requires_grad_(True)
+    learner, device = _trainable_copy(model, device)
     start = _accuracy(learner, sets.eval_images, sets.eval_labels, device)
     target = start + params["level"] * (original_accuracy - start)
     history = [start]
@@ -145,10 +151,7 @@ def relearn_from_retain(model: nn.Module, original_accuracy: float, bundle: Data
     """
     params = resolve_params("relearn_retain", params)
     sets = sets or retain_relearn_sets(bundle, split, params, seed)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    learner = copy.deepcopy(model).to(device)
-    for parameter in learner.parameters():
-        parameter.requires_grad_(True)
+    learner, device = _trainable_copy(model, device)
     start = _accuracy(learner, sets.eval_images, sets.eval_labels, device)
     readings = [(0, start)]
     diverged = False
