@@ -245,6 +245,20 @@ def chart_config(chart: str, method: str | None = None, run_id: int | None = Non
     return download_config(name, CHART_FORMATS.get(st.session_state.get("w_chart_format"), "png"))
 
 
+def vega_chart(spec: dict, chart: str, key: str, method: str | None = None) -> None:
+    """Draw a Vega-Lite ``spec`` (:mod:`unlearn_core.figures.vega`) with a download button under it that saves it
+    as the sidebar's chart format (PNG at 2x or SVG) under :func:`chart_config`'s file name, rendered on click."""
+    from unlearn_core.figures.vega import export_chart
+
+    config = chart_config(chart, method)["toImageButtonOptions"]
+    fmt, name = config["format"], config["filename"]
+    st.vega_lite_chart(None, {**spec, "datasets": dict(spec.get("datasets") or {})}, width="stretch", key=key)
+    st.download_button(f"{name}.{fmt}", data=lambda: export_chart(spec, fmt), file_name=f"{name}.{fmt}",
+                       mime="image/svg+xml" if fmt == "svg" else "image/png", on_click="ignore", type="tertiary",
+                       icon=":material/download:", key=f"{key}_download",
+                       help="Save this chart (the sidebar chooses PNG at twice the drawn size or SVG).")
+
+
 def explainer(text: str) -> None:
     with st.expander("What am I looking at?", expanded=False):
         st.markdown(text)

@@ -31,7 +31,8 @@ except (ImportError, UnlearnError):
 
 from unlearn_app.urlstate import EPS_RANGE  # noqa: E402
 from unlearn_core.methods.unsc import forget_gradient_shares  # noqa: E402
-from unlearn_core.figures import rank_bars, spectrum_figure  # noqa: E402
+from unlearn_core.figures import normalised_spectrum_figure  # noqa: E402
+from unlearn_core.figures.vega import energy_chart, rank_chart, removed_chart  # noqa: E402
 
 setup = _shared.current_setup(with_retrain=False)
 default_eps = float(unsc.param("eps").default)
@@ -64,6 +65,10 @@ except UnlearnError as error:
     st.stop()
 
 
+names = list(space.layers)
+spectra = [(n, space.layers[n].normalized_spectrum()) for n in names]
+
+
 # One widget redraws this part only (a fragment): the slider rerun skips the page above it, and the
 # browser gets the new metrics and three charts, nothing else.
 @st.fragment
@@ -78,7 +83,6 @@ def eps_view() -> None:
     _shared.set_view("eps", float(eps))
     _shared.sync_url()  # a fragment rerun ends here, not in app.py: the address bar follows the slider
     ranks = space.ranks(eps)
-    names = list(space.layers)
     dims = [space.layers[n].input_dim for n in names]
     cols = st.columns(len(names))
     for col, name, dim in zip(cols, names, dims):
@@ -110,26 +114,20 @@ def eps_view() -> None:
         st.markdown("Names are the layers' names inside the model (PyTorch module paths), in the order the data "
                     "passes through them. UNSC constrains every convolution and fully connected layer:\n\n"
                     + "\n".join(f"- **{n}**: {describe_layer(modules[n])}" for n in names if n in modules))
-    st.plotly_chart(spectrum_figure([(n, space.layers[n].normalized_spectrum()) for n in names], eps, ranks),
-                    width="stretch", key="ns_spectrum", config=_shared.chart_config("spectrum", "unsc"))
+    # Vega-Lite, not plotly: three plotly figures took about 290 ms per key press to redraw in Chromium, these
+    # about 110 ms (docs/APP.md).
+    st.markdown("**Cumulative energy per layer and the eps threshold** (a diamond marks the rank eps picks)")
+    _shared.vega_chart(energy_chart(spectra, eps, ranks), "energy", key="ns_energy", method="unsc")
     left, right = st.columns(2)
     with left:
         st.markdown("**Rank (retained) vs input dimension per layer**")
-        st.plotly_chart(rank_bars(names, [ranks[n] for n in names], dims), width="stretch", key="ns_ranks",
-                        config=_shared.chart_config("ranks", "unsc"))
+        _shared.vega_chart(rank_chart(names, [ranks[n] for n in names], dims), "ranks", key="ns_ranks",
+                           method="unsc")
     with right:
-        import plotly.graph_objects as go
-
         removed = [float(shares[n][min(ranks[n], len(shares[n]) - 1)]) * 100 if n in shares else float("nan")
                    for n in names]
-        fig = go.Figure(go.Bar(x=names, y=removed, marker_color="#E15759", text=[f"{v:.1f} %" for v in removed],
-                               textposition="outside", cliponaxis=False))
-        # Headroom above 100 % and no clipping, so a label over a full bar stays readable.
-        fig.update_layout(height=320, yaxis=dict(range=[0, 115], title="% of forget gradient removed",
-                                                 tickvals=[0, 25, 50, 75, 100]),
-                          margin=dict(l=10, r=10, t=30, b=10), template="plotly_white")
         st.markdown("**Share of the forget-set gradient the projection removes** (at this eps)")
-        st.plotly_chart(fig, width="stretch", key="ns_removed", config=_shared.chart_config("gradient-removed", "unsc"))
+        _shared.vega_chart(removed_chart(names, removed), "gradient-removed", key="ns_removed", method="unsc")
         st.caption("The removed share lies in directions the remaining data uses: an update there would change the "
                    "remaining classes' outputs, so UNSC drops it, and that is what protects them. The rest "
                    "(100 % minus the bar) is all UNSC can still use to push the forget samples away; near 100 % "
@@ -139,6 +137,9 @@ def eps_view() -> None:
 
 
 eps_view()
+st.markdown("**Normalised spectrum per layer** Sᵢ² / ΣS² (log-log; it does not depend on eps)")
+st.plotly_chart(normalised_spectrum_figure(spectra), width="stretch", key="ns_spectrum",
+                config=_shared.chart_config("spectrum", "unsc"))
 
 
 # -- UNSC beside its training-free rivals ----------------------------------------------------------------------------

@@ -85,7 +85,9 @@ def measure(dataset: str, rounds: int, out: dict) -> dict:
         out["umap_revisit_s"] = _stats(revisits)
 
         goto(page, "Null space", charts=3)
-        eps = [key_to_redraw(page, "[data-testid=stSlider] input[type=range]", "[data-testid=stPlotlyChart]",
+        page.wait_for_selector("[data-testid=stVegaLiteChart]")
+        # The eps view's charts (Vega-Lite); the page's plotly charts below do not depend on eps.
+        eps = [key_to_redraw(page, "[data-testid=stSlider] input[type=range]", "[data-testid=stVegaLiteChart]",
                              key="ArrowLeft" if i % 2 else "ArrowRight") for i in range(2 * rounds + 1)]
         out["eps_slider_ms"] = _stats(eps, digits=0)
         goto(page, "NatMU hybrids", text="Masks at delta")

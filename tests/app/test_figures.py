@@ -103,3 +103,31 @@ def test_spectrum_lines_are_thinned_svg_so_the_eps_slider_redraws_fast():
         assert len(line.x) <= 300 and line.x[0] == 1 and line.x[-1] == 5000
         assert list(line.x[:100]) == list(range(1, 101))
     assert lines[1].y[-1] == pytest.approx(1.0)
+
+
+def test_the_eps_view_is_three_vega_charts_and_the_spectrum_one_static_panel():
+    from unlearn_core.figures import normalised_spectrum_figure
+    from unlearn_core.figures.vega import energy_chart, export_chart, rank_chart, removed_chart
+
+    values = np.array([0.6, 0.3, 0.08, 0.02])
+    layers = [("fc1", values), ("fc2", values[::-1] / values.sum())]
+    energy = energy_chart(layers, 0.95, {"fc1": 3, "fc2": 4})
+    ranks = energy["datasets"]["ranks"]
+    assert [(r["layer"], r["direction"]) for r in ranks] == [("fc1", 3), ("fc2", 4)]
+    assert ranks[0]["energy"] == pytest.approx(0.98) and ranks[1]["energy"] == pytest.approx(1.0)
+    assert energy["datasets"]["eps"] == [{"eps": 0.95, "label": "eps = 0.95"}]
+    assert len(energy["datasets"]["lines"]) == 8
+    bars = rank_chart(["fc1", "fc2"], [3, 4], [4, 4])["datasets"]["rows"]
+    assert bars[0] == {"layer": "fc1", "input dimension": 4, "rank (retained space)": 3}
+    removed = removed_chart(["fc1", "fc2"], [87.5, float("nan")])["datasets"]["rows"]
+    assert removed[0]["label"] == "87.5 %" and removed[1]["removed"] is None and removed[1]["label"] == "–"
+    # The download renders the very spec offline: an SVG holding the eps label, a PNG at 2x.
+    svg = export_chart(energy, "svg").decode()
+    assert svg.startswith("<svg") and "eps = 0.95" in svg
+    png = export_chart(energy, "png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") >= 2 * 300
+    with pytest.raises(ValueError, match="png, svg"):
+        export_chart(energy, "jpg")
+    spectrum = normalised_spectrum_figure(layers)
+    assert "xaxis2" not in spectrum.to_dict()["layout"] and not spectrum.layout.shapes
+    assert [t.name for t in spectrum.data] == ["fc1", "fc2"] and list(spectrum.data[0].y) == list(values)

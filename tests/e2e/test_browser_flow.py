@@ -131,7 +131,11 @@ def test_default_flow_renders_every_page(server, browser_page, tmp_path):
     _shoot(page, "5_embeddings", shots)
 
     _goto(page, "Null space")
-    _wait_for_plots(page, 5, timeout_ms=240_000)  # the spectrum, ranks, removed share; the rivals' two charts
+    _wait_for_plots(page, 3, timeout_ms=240_000)  # the spectrum; the rivals' two charts
+    # The eps view's energy, ranks and removed share are Vega-Lite charts, each drawn with its download button.
+    page.wait_for_function("document.querySelectorAll('[data-testid=stVegaLiteChart] svg, "
+                           "[data-testid=stVegaLiteChart] canvas').length >= 3", timeout=60_000)
+    assert page.get_by_text("_energy.png").count() >= 1  # the button is named after the file it saves
     assert "null space" in page.inner_text("body")
     assert "UNSC beside its training-free rivals" in page.inner_text("body")
     no_exception(page, "Null space", server)

@@ -10,7 +10,8 @@ from unlearn_core.figures.embeddings import embedding_scatter, legend_html, pred
 from unlearn_core.figures.evidence import (EVIDENCE_COLOURS, EVIDENCE_MODELS, cka_layers, klom_histogram, probe_bars,
                                            relearn_curves, relearn_retain_curves, ulira_roc, unlearning_curves)
 from unlearn_core.figures.hybrids import framed_mask
-from unlearn_core.figures.nullspace import rank_bars, spectrum_figure, subspace_overlap_bars, subspace_rank_bars
+from unlearn_core.figures.nullspace import (normalised_spectrum_figure, rank_bars, spectrum_figure,
+                                            subspace_overlap_bars, subspace_rank_bars)
 from unlearn_core.figures.runs import (ENTROPY_FLOOR, confusion_change, confusion_difference, entropy_histograms,
                                        entropy_y_max, per_class_bars, per_class_heatmap)
 from unlearn_core.figures.style import (CHANGE_SCALE, CHANGE_STEPS, METHOD_COLOURS, PALETTE, change_limit,
@@ -21,7 +22,7 @@ from unlearn_core.figures.sweeps import (GAP_SCALE, label_colours, pareto_note, 
 __all__ = ["CHANGE_SCALE", "CHANGE_STEPS", "ENTROPY_FLOOR", "EVIDENCE_COLOURS", "EVIDENCE_MODELS", "GAP_SCALE",
            "METHOD_COLOURS", "PALETTE", "change_limit", "class_colour", "confusion_change", "confusion_difference",
            "embedding_scatter", "entropy_histograms", "entropy_y_max", "framed_mask", "legend_html", "method_colour",
-           "label_colours", "pareto_note", "pareto_range",
+           "label_colours", "normalised_spectrum_figure", "pareto_note", "pareto_range",
            "pareto_scatter", "per_class_bars", "per_class_heatmap", "phase_map", "prediction_hover", "probe_bars",
            "cka_layers", "relearn_retain_curves", "klom_histogram", "ulira_roc",
            "rank_bars", "relearn_curves", "shared_ranges", "spectrum_figure", "subspace_overlap_bars",

@@ -1,5 +1,5 @@
-"""Figures of UNSC's retained subspaces: each layer's eigenvalue spectrum with the eps threshold, and the
-retained-space rank against the input dimension."""
+"""Figures of UNSC's retained subspaces: each layer's eigenvalue spectrum, its cumulative energy with the eps
+threshold, and the retained-space rank against the input dimension."""
 
 from __future__ import annotations
 
@@ -9,43 +9,77 @@ import plotly.graph_objects as go
 from unlearn_core.figures.style import PALETTE
 
 
+def _thinned(values: np.ndarray) -> np.ndarray:
+    """Indices of at most ~300 points of a spectrum, log-spaced like its x axis (every direction up to 100 kept).
+
+    The eps slider redraws these lines: thousands of WebGL points took about 1 s per key press in Chromium
+    without a GPU (docs/APP.md); SVG lines of this size redraw in a fraction of that.
+    """
+    return np.unique(np.concatenate([np.arange(min(len(values), 100)),
+                                     np.geomspace(1, len(values), 200).astype(int) - 1]))
+
+
+def _spectrum_traces(layers: list[tuple[str, np.ndarray]], eps: float | None, ranks: dict[str, int] | None,
+                     normalised: bool, energy: bool):
+    """Per layer (name, colour, kept x, spectrum trace, energy trace, rank marker trace or None)."""
+    for i, (name, values) in enumerate(layers):
+        values = np.asarray(values, dtype=float)
+        if values.size == 0:
+            continue
+        cumulative = np.cumsum(values)
+        colour = PALETTE[i % len(PALETTE)]
+        keep = _thinned(values)
+        x = keep + 1
+        out = []
+        if normalised:
+            out.append(go.Scatter(x=x, y=np.maximum(values[keep], 1e-16), name=name, line=dict(color=colour),
+                                  legendgroup=name, mode="lines"))
+        if energy:
+            out.append(go.Scatter(x=x, y=cumulative[keep], name=name, line=dict(color=colour), legendgroup=name,
+                                  showlegend=not normalised, mode="lines"))
+            rank = (ranks or {}).get(name, 0)
+            if rank > 0:
+                out.append(go.Scatter(x=[rank], y=[cumulative[rank - 1]], mode="markers", legendgroup=name,
+                                      showlegend=False, marker=dict(color=colour, size=10, symbol="diamond"),
+                                      hovertemplate=f"{name}: rank {rank}<extra></extra>"))
+        yield out
+
+
 def spectrum_figure(layers: list[tuple[str, np.ndarray]], eps: float, ranks: dict[str, int]) -> go.Figure:
     """Per layer: normalised squared singular values S_i^2 / sum S^2 (log) and the cumulative energy with eps.
 
     ``layers`` holds ``(name, normalised spectrum)``; a marker on each energy
-    curve shows the rank that ``eps`` picks.
+    curve shows the rank that ``eps`` picks. Two panels in one figure (the
+    report's); the dashboard draws them apart (:func:`normalised_spectrum_figure` and
+    :func:`unlearn_core.figures.vega.energy_chart`) so the eps slider redraws only the second.
     """
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("normalised spectrum Sᵢ² / ΣS² (log)",
                                                         "cumulative energy and the eps threshold"))
-    for i, (name, values) in enumerate(layers):
-        values = np.asarray(values, dtype=float)
-        if values.size == 0:
-            continue
-        energy = np.cumsum(values)
-        colour = PALETTE[i % len(PALETTE)]
-        # At most ~300 points per line, log-spaced like the x axis (every direction up to 100 is kept): the
-        # eps slider redraws this figure, and thousands of WebGL points took about 1 s per key press in
-        # Chromium without a GPU (docs/APP.md); SVG lines of this size redraw in a fraction of that.
-        keep = np.unique(np.concatenate([np.arange(min(len(values), 100)),
-                                         np.geomspace(1, len(values), 200).astype(int) - 1]))
-        x = keep + 1
-        fig.add_trace(go.Scatter(x=x, y=np.maximum(values[keep], 1e-16), name=name, line=dict(color=colour),
-                                 legendgroup=name, mode="lines"), row=1, col=1)
-        fig.add_trace(go.Scatter(x=x, y=energy[keep], name=name, line=dict(color=colour), legendgroup=name,
-                                 showlegend=False, mode="lines"), row=1, col=2)
-        rank = ranks.get(name, 0)
-        if rank > 0:
-            fig.add_trace(go.Scatter(x=[rank], y=[energy[rank - 1]], mode="markers", legendgroup=name,
-                                     showlegend=False, marker=dict(color=colour, size=10, symbol="diamond"),
-                                     hovertemplate=f"{name}: rank {rank}<extra></extra>"), row=1, col=2)
+    for spectrum, *energy in _spectrum_traces(layers, eps, ranks, normalised=True, energy=True):
+        fig.add_trace(spectrum, row=1, col=1)
+        for trace in energy:
+            fig.add_trace(trace, row=1, col=2)
     fig.add_hline(y=eps, line_dash="dash", line_color="black", row=1, col=2, annotation_text=f"eps = {eps:g}")
     # exponentformat "e": plain 1e-6 tick labels, not SI prefixes ("1μ") that read as micro-units.
     fig.update_yaxes(type="log", exponentformat="e", row=1, col=1)
     fig.update_xaxes(type="log", title_text="direction i", row=1, col=1)
     fig.update_xaxes(type="log", title_text="direction i", row=1, col=2)
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
+    return fig
+
+
+def normalised_spectrum_figure(layers: list[tuple[str, np.ndarray]]) -> go.Figure:
+    """Per layer: the normalised squared singular values S_i^2 / sum S^2 against the direction i (log-log).
+
+    It does not depend on eps, so the dashboard draws it outside the eps slider's fragment.
+    """
+    fig = go.Figure([trace for traces in _spectrum_traces(layers, None, None, normalised=True, energy=False)
+                     for trace in traces])
+    fig.update_yaxes(type="log", exponentformat="e", title_text="Sᵢ² / ΣS²")
+    fig.update_xaxes(type="log", title_text="direction i")
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), template="plotly_white")
     return fig
 
 
