@@ -21,6 +21,8 @@ $(PY):
 
 $(RUN_STAMP): requirements.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements.txt
+	@# Compile umap's numba kernels into numba's on-disk cache once (about 25 s), so no process pays for them.
+	$(PY) -W ignore -c "from unlearn_core.embeddings import warm_umap; print(f'UMAP kernels compiled in {warm_umap():.0f} s')"
 	rm -f $(VENV)/.stamp-run-*
 	touch $@
 
@@ -37,7 +39,7 @@ browser:
 	@bash scripts/ensure_chromium.sh
 
 run: $(RUN_STAMP)
-	UNLEARN_SHARED=$(SHARED) $(PY) -m streamlit run app.py --server.headless true --server.port $(PORT) \
+	UNLEARN_SHARED=$(SHARED) $(PY) -m unlearn_app.serve --server.headless true --server.port $(PORT) \
 		--browser.gatherUsageStats false --server.fileWatcherType none \
 		--server.maxUploadSize $${UNLEARN_MAX_UPLOAD_MB:-200} --client.showErrorDetails $(ERROR_DETAILS)
 

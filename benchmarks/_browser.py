@@ -86,7 +86,7 @@ def server(env_extra: dict | None = None):
     log = open(log_path, "w")
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
+        [sys.executable, "-m", "unlearn_app.serve", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=REPO, env={**os.environ, **(env_extra or {})}, stdout=log, stderr=subprocess.STDOUT)

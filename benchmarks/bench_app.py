@@ -46,7 +46,7 @@ def bench_first_page() -> dict:
     port = _free_port()
     log = open(Path(os.environ["UNLEARN_DATA_DIR"]) / "bench_server.log", "w")
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
+    process = subprocess.Popen([sys.executable, "-m", "unlearn_app.serve",
                                 "--server.headless", "true", "--server.port", str(port),
                                 "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"], cwd=REPO, stdout=log,
                                stderr=subprocess.STDOUT)

@@ -69,7 +69,7 @@ class Server:
                "UNLEARN_SHARED": "1" if self.shared else "0"}
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
+            [sys.executable, "-m", "unlearn_app.serve", "--server.headless", "true",
              "--server.port", str(self.port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats",
              "false", "--server.fileWatcherType", "none"],  # as in production: edits must not rerun sessions
             cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)

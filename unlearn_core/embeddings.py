@@ -3,10 +3,13 @@
 To see how unlearning moves features, the penultimate features of the
 original ("before"), unlearned ("after") and retrained models on the same
 samples are stacked and reduced together, so a point that moves in the map
-moved in feature space. PCA is instant; UMAP (umap-learn) is slower and
-compiles numba kernels on first use in every process, so it runs behind one
-lock (concurrent fits can crash the process) and results are cached by a
-small key in memory and on disk. Nothing here imports Streamlit.
+moved in feature space. PCA is instant; UMAP (umap-learn) is slower: it runs
+behind one lock (concurrent fits can crash the process) and results are cached
+by a small key in memory and on disk. umap-learn compiles several numba kernels
+at its first fit in every process without caching them; :func:`import_umap`
+switches numba's on-disk cache on for them, so only the first process after an
+install compiles (:func:`warm_umap`, run by ``make run``/``make test``).
+Nothing here imports Streamlit.
 """
 
 from __future__ import annotations
@@ -119,9 +122,53 @@ def _pca_core(fit: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, li
 UMAP_EPOCHS = 200  # umap's default is 500 below 10k points; 200 draws the same clusters in well under half the time
 
 
+# umap-learn's modules whose numba kernels a fit compiles; some are declared without ``cache=True``.
+UMAP_KERNEL_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.distances", "umap.sparse",
+                       "umap.spectral")
+_umap_lock = threading.Lock()
+_umap_cached_kernels: int | None = None
+
+
+def import_umap():
+    """umap-learn, with numba's on-disk cache switched on for every kernel of :data:`UMAP_KERNEL_MODULES`.
+
+    umap-learn declares its fit-time kernels (``smooth_knn_dist``, ``compute_membership_strengths``,
+    ``fast_knn_indices``, the layout epoch ...) without ``cache=True``, so every process compiled them again at
+    its first fit: about 9 s on this project's 2-core machine, on top of a 2 s import. Numba's
+    ``Dispatcher.enable_caching()`` stores each compiled kernel in numba's cache (``NUMBA_CACHE_DIR``, else the
+    ``__pycache__`` beside umap's sources) keyed by the kernel's source file and signature, as ``cache=True``
+    would; numba checks the file's timestamp, so an upgraded umap compiles again. A kernel whose cache cannot
+    be set up (no writable cache folder) compiles per process as before. The same machine code runs either way.
+    """
+    global _umap_cached_kernels
+    import importlib
+
+    import umap  # slow import (numba); only when asked for
+
+    with _umap_lock:
+        if _umap_cached_kernels is None:
+            from numba.core.dispatcher import Dispatcher
+
+            count = 0
+            for name in UMAP_KERNEL_MODULES:
+                try:
+                    module = importlib.import_module(name)
+                except ImportError:
+                    continue
+                for value in vars(module).values():
+                    if isinstance(value, Dispatcher) and value.__module__ == name:
+                        try:
+                            value.enable_caching()
+                            count += 1
+                        except Exception:  # noqa: BLE001 - no usable cache folder: it compiles per process
+                            pass
+            _umap_cached_kernels = count
+    return umap
+
+
 def _umap_fit_transform(fit: np.ndarray, others: list[np.ndarray], seed: int,
                         n_neighbors: int = 15) -> tuple[np.ndarray, list[np.ndarray]]:
-    import umap  # slow import (numba); only when asked for
+    umap = import_umap()
 
     n_neighbors = max(2, min(n_neighbors, len(fit) - 1))
     reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=seed,
@@ -431,7 +478,8 @@ def run_maps(setup, run_key: str, model, cache: "EmbeddingCache", reducers=("pca
 
 
 def warm_umap(seed: int = 0) -> float:
-    """Fit a tiny UMAP once so numba compiles its kernels; returns the seconds it took."""
+    """Fit a tiny UMAP once so numba compiles its kernels (or loads them from its on-disk cache, see
+    :func:`import_umap`); returns the seconds it took."""
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     data = rng.normal(size=(300, 8)).astype(np.float32)

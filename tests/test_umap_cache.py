@@ -1,0 +1,50 @@
+"""umap-learn's fit-time kernels go to numba's on-disk cache (unlearn_core.embeddings.import_umap), and the
+preloading launcher (unlearn_app.serve) imports what the first page needs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+FIT = """
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+import numpy as np
+from unlearn_core.embeddings import fit_before_map
+x = np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32)
+print(json.dumps(fit_before_map(x, "umap", seed=0)["coords"].round(5).tolist()))
+"""
+
+
+def _fit_in_a_new_process(cache: Path) -> list:
+    done = subprocess.run([sys.executable, "-c", FIT], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NUMBA_CACHE_DIR": str(cache)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.timeout(600)
+def test_umaps_fit_kernels_are_cached_on_disk_and_reused_with_the_same_map(tmp_path):
+    first = _fit_in_a_new_process(tmp_path)
+    # The kernels umap-learn declares without cache=True now have cache entries too: the layout epoch,
+    # smooth_knn_dist and compute_membership_strengths (index files name the function).
+    names = {p.name for p in tmp_path.rglob("*.nbi")}
+    for kernel in ("layouts._optimize_layout_euclidean_single_epoch", "umap_.smooth_knn_dist",
+                   "umap_.compute_membership_strengths"):
+        assert any(kernel in name for name in names), sorted(names)[:20]
+    second = _fit_in_a_new_process(tmp_path)  # loads the kernels from the cache
+    assert second == first
+
+
+def test_the_launcher_preloads_the_first_pages_modules_in_a_fresh_process():
+    code = ("import sys; from unlearn_app.serve import PRELOAD, preload; seconds = preload(); "
+            "print(all(m in sys.modules for m in PRELOAD), sorted(seconds) == sorted(PRELOAD))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True"]
+    assert "torch" in __import__("unlearn_app.serve", fromlist=["PRELOAD"]).PRELOAD
