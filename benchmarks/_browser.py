@@ -78,6 +78,14 @@ def _free_port() -> int:
     raise RuntimeError("no free port in 9000-9099")
 
 
+def launch_command() -> list[str]:
+    """How ``make run`` starts the app (``python -m unlearn_app.serve``), or ``streamlit run app.py`` in a checkout
+    without that launcher (for before/after comparisons with the same benchmark)."""
+    if (REPO / "unlearn_app" / "serve.py").exists():
+        return [sys.executable, "-m", "unlearn_app.serve"]
+    return [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py")]
+
+
 @contextmanager
 def server(env_extra: dict | None = None):
     """``streamlit run app.py`` on a free local port; yields ``(url, started_at, log_path)``."""
@@ -86,7 +94,7 @@ def server(env_extra: dict | None = None):
     log = open(log_path, "w")
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "unlearn_app.serve", "--server.headless", "true",
+        [*launch_command(), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=REPO, env={**os.environ, **(env_extra or {})}, stdout=log, stderr=subprocess.STDOUT)
