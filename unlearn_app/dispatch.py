@@ -391,9 +391,10 @@ def run_remote(engine: RayEngine, job, request: dict, store=None):
             record_outcome(store, config, None, error=out["error"])
         raise EngineError(out["error"])
     holder = StateHolder(out["state"])
-    run_id = record_outcome(store, config, out["report"], holder)
+    run_id = record_outcome(store, config, out["report"], holder, outputs=out.get("outputs"))
     run = MethodRun(config["method"], out.get("params") or config["params"], holder, out["seconds"],
-                    out.get("artifacts") or {}, out.get("timing") or {}, out.get("evidence") or {})
+                    out.get("artifacts") or {}, out.get("timing") or {}, out.get("evidence") or {},
+                    outputs=out.get("outputs"))
     return run_id, out["report"], run
 
 

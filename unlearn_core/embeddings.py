@@ -17,14 +17,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from unlearn_core import paths
-from unlearn_core.checkpoints import atomic_write_bytes, cache_key
+from unlearn_core.arrays import ArrayCache
+from unlearn_core.checkpoints import cache_key
 from unlearn_core.errors import UnlearnError
 
 REDUCERS = ("pca", "umap")
@@ -497,55 +497,9 @@ def indices_digest(indices: np.ndarray) -> str:
     return cache_key({"idx": np.asarray(indices, dtype=np.int64).tolist()})
 
 
-class EmbeddingCache:
-    """Embeddings by key: an LRU dict in memory over ``.npz`` files on disk."""
+class EmbeddingCache(ArrayCache):
+    """Map panels by key (:func:`embedding_key`): an :class:`~unlearn_core.arrays.ArrayCache` under
+    ``data_dir()/embeddings``."""
 
     def __init__(self, root: Path | None = None, memory_items: int = 32):
-        self.root = Path(root) if root is not None else paths.data_dir() / "embeddings"
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.memory_items = memory_items
-        self._memory: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _path(self, key: str) -> Path:
-        return self.root / f"{key}.npz"
-
-    def get(self, key: str) -> dict[str, np.ndarray] | None:
-        with self._lock:
-            if key in self._memory:
-                self._memory.move_to_end(key)
-                return self._memory[key]
-        path = self._path(key)
-        if not path.exists():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                value = {name: data[name] for name in data.files}
-        except (OSError, ValueError):
-            path.unlink(missing_ok=True)  # a torn or foreign file is recomputed, never trusted
-            return None
-        self._remember(key, value)
-        return value
-
-    def put(self, key: str, value: dict[str, np.ndarray]) -> None:
-        import io
-
-        buffer = io.BytesIO()
-        np.savez(buffer, **value)
-        atomic_write_bytes(self._path(key), buffer.getvalue())
-        self._remember(key, value)
-
-    def _remember(self, key: str, value: dict[str, np.ndarray]) -> None:
-        with self._lock:
-            self._memory[key] = value
-            self._memory.move_to_end(key)
-            while len(self._memory) > self.memory_items:
-                self._memory.popitem(last=False)
-
-    def get_or_compute(self, key: str, compute) -> dict[str, np.ndarray]:
-        cached = self.get(key)
-        if cached is not None:
-            return cached
-        value = compute()
-        self.put(key, value)
-        return value
+        super().__init__(root if root is not None else paths.data_dir() / "embeddings", memory_items)

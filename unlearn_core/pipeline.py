@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from unlearn_core.arrays import ArrayCache
+from unlearn_core.checkpoints import cache_key
 from unlearn_core.data import DatasetBundle, default_model_for, load_dataset
 from unlearn_core.device import TimedConditions, pick_device, seeded_global_rng, timing_conditions, timing_mismatch
 from unlearn_core.forget import ForgetSpec, ForgetSplit
@@ -48,12 +50,20 @@ class Setup:
                            self.model_name, Reporter(progress, cancel, "unlearn"))
 
     def outputs(self, which: str) -> dict[str, np.ndarray]:
-        """Softmax outputs of the original or retrained model (computed once)."""
+        """Softmax outputs of the original or retrained model on the forget, remaining and test sets.
+
+        Computed once (:func:`unlearn_core.metrics.model_outputs`) and kept on disk
+        (:func:`reference_outputs_key`, under ``data_dir()/outputs``), so another process reads them instead of
+        running the model over every sample again.
+        """
         if which not in self._outputs:
             trained = self.original if which == "original" else self.retrained
             if trained is None:
                 raise ValueError("no retrained model was prepared")
-            self._outputs[which] = model_outputs(trained.model, self.bundle, self.split, self.device)
+            cache = reference_outputs_cache()
+            key = reference_outputs_key(trained, self.bundle, self.split)
+            self._outputs[which] = cache.get_or_compute(
+                key, lambda: model_outputs(trained.model, self.bundle, self.split, self.device))
         return self._outputs[which]
 
     def metrics(self, which: str) -> dict:
@@ -61,6 +71,31 @@ class Setup:
         if key not in self._outputs:
             self._outputs[key] = evaluate_outputs(self.outputs(which), self.bundle, self.split, self.seed)
         return self._outputs[key]
+
+
+OUTPUTS_VERSION = 1
+_outputs_caches: dict = {}
+_outputs_lock = threading.Lock()
+
+
+def reference_outputs_key(trained: TrainedModel, bundle: DatasetBundle, split: ForgetSplit) -> str:
+    """What determines a model's stored outputs: its checkpoint key and training record (a model trained again
+    under the same key gets new outputs), the data (name and sizes) and the forget split."""
+    return cache_key({"v": OUTPUTS_VERSION, "model": trained.key, "trained": [trained.meta.get("seconds"),
+                                                                              trained.meta.get("timing")],
+                      "dataset": bundle.name, "n_train": int(bundle.train_y.numel()),
+                      "n_test": int(bundle.test_y.numel()), "split": split.key()})
+
+
+def reference_outputs_cache() -> ArrayCache:
+    """The on-disk store of the reference models' outputs of this data directory (one per process)."""
+    from unlearn_core import paths
+
+    root = paths.data_dir() / "outputs"
+    with _outputs_lock:
+        if root not in _outputs_caches:
+            _outputs_caches[root] = ArrayCache(root, memory_items=8)
+        return _outputs_caches[root]
 
 
 def prepare(dataset: str = "mnist5k", model: str | None = None, forget: str | ForgetSpec = "class:3",
@@ -98,6 +133,8 @@ class MethodRun:
     artifacts: dict
     timing: dict = field(default_factory=dict)
     evidence: dict = field(default_factory=dict)  # what was recorded while it ran (unlearning curves)
+    # The unlearned model's softmax outputs (forget, retain, test), set by build_report; kept with the run.
+    outputs: dict | None = field(default=None, repr=False)
 
 
 def run_method(setup: Setup, method: str, params: dict | None = None, progress: ProgressFn | None = None,
@@ -185,9 +222,11 @@ def build_report(setup: Setup, run: MethodRun, evidence=None) -> Report:
     ``rte_comparable`` false and ``rte_not_comparable_reason`` says why.
     ``evidence`` (e.g. ``"probe,relearn,curves"`` or an ``EvidenceRequest``) adds an ``evidence``
     section (:func:`unlearn_core.evidence.collect_evidence`). NaN and infinite numbers read as ``None``.
+    The unlearned model's outputs are left on ``run.outputs`` (the run store keeps them beside the checkpoint).
     """
     in_scope, scope_reason = get_method(run.method).scope(setup.split.spec.kind)
     unlearned_outputs = model_outputs(run.model, setup.bundle, setup.split, setup.device)
+    run.outputs = unlearned_outputs
     unlearned = evaluate_outputs(unlearned_outputs, setup.bundle, setup.split, setup.seed)
     report = {
         "method": run.method,

@@ -49,7 +49,8 @@ def run_and_record(setup, method: str, params: dict | None = None, progress=None
         if progress is not None:  # its own stage, so a progress bar does not sit still at 100 % meanwhile
             progress(ProgressEvent(stage="evaluate", message="metrics of the unlearned model"))
         report = build_report(setup, run, evidence=evidence).to_dict()
-        checkpoint = finish_run(store, run_id, config, report, run.model if save_checkpoint else None)
+        checkpoint = finish_run(store, run_id, config, report, run.model if save_checkpoint else None,
+                                outputs=run.outputs)
     except BaseException as error:
         fail_run(store, run_id, error)
         raise
@@ -73,20 +74,20 @@ def run_config(setup, method: str, resolved: dict, tag: str | None = None, extra
 
 
 def record_outcome(store: RunStore, config: dict, report: dict | None, model=None, error: str | None = None,
-                   save_checkpoint: bool = True) -> int:
+                   save_checkpoint: bool = True, outputs: dict | None = None) -> int:
     """Record a run computed elsewhere (a sweep's task) in one go; returns its id.
 
     ``error`` (one line) records it ``failed``; otherwise ``report`` finishes it
     and ``model`` (anything with a ``state_dict()``), when given and
     ``save_checkpoint``, is saved as its checkpoint, exactly as
-    :func:`run_and_record` saves a single run's.
+    :func:`run_and_record` saves a single run's (with ``outputs`` beside it).
     """
     run_id = store.start(config)
     if error:
         store.fail(run_id, error)
         return run_id
     try:
-        checkpoint = finish_run(store, run_id, config, report, model if save_checkpoint else None)
+        checkpoint = finish_run(store, run_id, config, report, model if save_checkpoint else None, outputs=outputs)
     except BaseException as failure:
         fail_run(store, run_id, failure)
         raise
@@ -95,8 +96,13 @@ def record_outcome(store: RunStore, config: dict, report: dict | None, model=Non
     return run_id
 
 
-def finish_run(store: RunStore, run_id: int, config: dict, report: dict, model=None) -> Path | None:
+def finish_run(store: RunStore, run_id: int, config: dict, report: dict, model=None,
+               outputs: dict | None = None) -> Path | None:
     """Save ``model`` as the run's checkpoint (atomically; skipped when None) and mark the run ``done``.
+
+    ``outputs`` (the model's softmax outputs, :attr:`unlearn_core.pipeline.MethodRun.outputs`) are kept beside
+    the checkpoint (:meth:`~unlearn_core.store.RunStore.save_run_outputs`) when it was saved, so a view of the
+    run reads them instead of evaluating the model again; a failure to write them only loses that shortcut.
 
     A checkpoint that cannot be written (disk full, folder gone) does not fail
     the run: the report took the whole run to compute and fits in a row, so it
@@ -112,6 +118,8 @@ def finish_run(store: RunStore, run_id: int, config: dict, report: dict, model=N
         try:
             checkpoints.save_checkpoint(store.checkpoint_path(run_id), model, {"run_id": run_id, **config})
             checkpoint = store.checkpoint_path(run_id)
+            if outputs is not None:
+                store.save_run_outputs(run_id, outputs)
         except OSError as error:
             note = f"checkpoint not saved: {describe_os_error(error)}"
             warn(f"run {run_id}: {note}; the report is recorded")

@@ -1,7 +1,8 @@
 """The run store's checkpoint files: where they live, the byte quota that prunes the oldest, stale temp files.
 
 A store keeps each run's unlearned checkpoint as ``<checkpoint dir>/<id>.pt``
-(:func:`unlearn_core.paths.checkpoint_dir_for`). Run checkpoints are kept under
+(:func:`unlearn_core.paths.checkpoint_dir_for`), and beside it the model's softmax outputs
+(``<id>.outputs.npz``), removed with it. Run checkpoints are kept under
 a byte quota (``UNLEARN_RUN_CHECKPOINT_QUOTA_MB``) that prunes the oldest
 unpinned ones, never a report; only files at the store's own ``<id>.pt`` path
 are ever counted or deleted. Temporary files that killed writers left behind
@@ -56,8 +57,47 @@ class CheckpointFiles:
         """
         return self.checkpoint_dir / f"{int(run_id)}.pt"
 
+    def run_outputs_path(self, run_id: int) -> Path:
+        """Where this store keeps a run's softmax outputs, beside its checkpoint: ``<id>.outputs.npz``."""
+        return self.checkpoint_dir / f"{int(run_id)}.outputs.npz"
+
+    def save_run_outputs(self, run_id: int, outputs: dict) -> bool:
+        """Keep a run's softmax outputs (``{"forget", "retain", "test"}`` arrays) beside its checkpoint, atomically.
+
+        Returns whether they were written; a failure (disk full) warns and loses only the shortcut: a view of
+        the run then evaluates its model again.
+        """
+        import io
+
+        import numpy as np
+
+        from unlearn_core.checkpoints import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **{name: np.asarray(values, dtype=np.float32) for name, values in outputs.items()})
+        try:
+            atomic_write_bytes(self.run_outputs_path(run_id), buffer.getvalue())
+            return True
+        except OSError as error:
+            warn(f"run {run_id}: its outputs were not kept: {one_line(error)}")
+            return False
+
+    def run_outputs(self, run_id: int) -> dict | None:
+        """A run's stored softmax outputs, or None when there are none (or the file cannot be read)."""
+        import numpy as np
+
+        path = self.run_outputs_path(run_id)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        except (OSError, ValueError):
+            return None
+
     def remove_run_checkpoint(self, run_id: int) -> bool:
-        """Delete this store's checkpoint file of a run (only ever ``<checkpoint dir>/<id>.pt``)."""
+        """Delete this store's checkpoint file of a run (only ever ``<checkpoint dir>/<id>.pt``) and the outputs
+        kept beside it (``<id>.outputs.npz``)."""
+        with contextlib.suppress(OSError):
+            self.run_outputs_path(run_id).unlink(missing_ok=True)
         try:
             self.checkpoint_path(run_id).unlink()
             return True
@@ -78,7 +118,8 @@ class CheckpointFiles:
             return 0
         cutoff = time.time() - (STALE_TEMP_SECONDS if older_than is None else older_than)
         removed = 0
-        for temp in folder.glob(".*.pt.*.tmp"):  # the names checkpoints.atomic_write_bytes gives its temp files
+        temps = [*folder.glob(".*.pt.*.tmp"), *folder.glob(".*.outputs.npz.*.tmp")]
+        for temp in temps:  # the names checkpoints.atomic_write_bytes gives its temp files
             with contextlib.suppress(OSError):
                 if temp.stat().st_mtime < cutoff:
                     temp.unlink()

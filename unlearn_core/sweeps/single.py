@@ -4,7 +4,7 @@ that carries its progress to the driver and a cancel back to it.
 The dashboard's driver (the app process) hands a Ray task a plain :func:`run_request` dictionary; the task
 (:func:`run_task`) prepares the setup on its node (the original and retrained models from that node's checkpoint
 cache, trained there when absent), runs the method, builds the report and returns plain data: the stored config,
-the report's dict, the unlearned weights, the method's artifacts and the node it ran on. The task records
+the report's dict, the unlearned weights and outputs, the method's artifacts and the node it ran on. The task records
 nothing: the driver records the outcome with :func:`unlearn_core.record.record_outcome`, so a task retried after
 its worker died is recorded once, by the one driver that received its result.
 
@@ -175,7 +175,7 @@ def run_task(request: dict, channel=None, key: str = "") -> dict:
         out["report"] = build_report(setup, run, evidence=evidence).to_dict()
         out["state"] = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
         out.update(artifacts=run.artifacts, seconds=run.seconds, timing=run.timing, evidence=run.evidence,
-                   params=run.params)
+                   params=run.params, outputs=run.outputs)
     except Cancelled as error:
         out["cancelled"], out["error"] = True, error_text(error)
     except Exception as error:  # a method's own failure: a value, so Ray never retries it
