@@ -601,12 +601,10 @@ def run_outputs(run_id: int, setup, run: dict) -> dict:
 def _features_and_probs(data_dir: str, model_key: str, digest: str, _model, _bundle, _idx):
     import torch
 
-    from unlearn_app.display import predictions
-    from unlearn_core.embeddings import features_of
+    from unlearn_core.embeddings import model_panel_data
 
-    images = _bundle.train_x[torch.as_tensor(_idx, dtype=torch.long)]
-    _, probs = predictions(_model, images)
-    return features_of(_model, images), probs
+    panel = model_panel_data(_model, _bundle.train_x[torch.as_tensor(_idx, dtype=torch.long)])
+    return panel["features"], panel["probs"]
 
 
 def features_and_probs(model_key: str, digest: str, model, bundle, idx):

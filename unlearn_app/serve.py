@@ -22,7 +22,10 @@ from pathlib import Path
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 # What the first page (Setup) and the pages after it import: torch and the core's registries first.
-PRELOAD = ("torch", "unlearn_core.data", "unlearn_core.models", "unlearn_core.forget", "unlearn_app.jobs")
+# The Setup page's modules first; then what the other pages import on a first visit (pandas, plotly, sklearn,
+# scipy: about 1.5 s), so the first Results or Embeddings visit does not pay for them either.
+PRELOAD = ("torch", "unlearn_core.data", "unlearn_core.models", "unlearn_core.forget", "unlearn_app.jobs",
+           "unlearn_core.figures", "unlearn_core.tables", "unlearn_core.metrics", "unlearn_core.embeddings")
 
 log = logging.getLogger(__name__)
 

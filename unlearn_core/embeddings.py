@@ -438,12 +438,19 @@ def _missing():
 
 
 def model_panel_data(model, images: torch.Tensor, device=None) -> dict[str, np.ndarray]:
-    """Penultimate features (float32) and softmax outputs (float32) of ``model`` on raw ``uint8`` images."""
-    from unlearn_core.training import extract_features, predict_logits
+    """Penultimate features (float32) and softmax outputs (float32) of ``model`` on raw ``uint8`` images.
 
-    features = extract_features(model, images, device).numpy().astype(np.float32, copy=False)
-    probs = torch.softmax(predict_logits(model, images, device).float(), dim=1).numpy().astype(np.float32)
-    return {"features": features, "probs": probs}
+    One pass through the network: the outputs are the linear head applied to those features (what
+    ``UnlearnModel.forward`` computes), not a second forward pass over the images.
+    """
+    from unlearn_core.training import extract_features
+
+    features = extract_features(model, images, device)
+    with torch.no_grad():
+        head = model.head
+        logits = head(features.to(next(head.parameters()).device)).float().cpu()
+    probs = torch.softmax(logits, dim=1).numpy().astype(np.float32)
+    return {"features": features.numpy().astype(np.float32, copy=False), "probs": probs}
 
 
 def run_maps(setup, run_key: str, model, cache: "EmbeddingCache", reducers=("pca",),
