@@ -82,6 +82,9 @@ def test_prepare_status_counts_without_training(tmp_path, monkeypatch, capsys):
     assert not list(Path(tmp_path).rglob("*.pt"))
     assert main(["prepare", "--dataset", "nope", "--status"]) == 2
     assert "nope" in _error_line(capsys)
+    assert main(["prepare", "--dataset", "digits", "--maps", "pca,tsne"]) == 2  # before any training
+    assert "--maps: unknown reducer 'tsne'" in _error_line(capsys)
+    assert not list(Path(tmp_path).rglob("*.pt"))
 
 
 def test_report_to_standard_output_keeps_the_status_line_on_stderr(store_with_a_run, capsys):

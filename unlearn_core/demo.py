@@ -5,7 +5,10 @@ model of a data set, model and seed and the retrained reference of each
 single-class forget set ``class:0`` ... ``class:C-1``, one after another.
 Each model is saved to the keyed checkpoint cache as soon as it is trained,
 so a run that is stopped resumes where it stopped, and a second run trains
-nothing. A demo run on a prepared setting then waits only for its method.
+nothing. With each reference it stores that setting's before map and retrained
+panel (:func:`unlearn_core.embeddings.run_maps` without a run, PCA and UMAP), so
+a run's first map on Embeddings only places its own model. A demo run on a
+prepared setting then waits only for its method.
 :func:`demo_status` says how many of those models the cache holds without
 loading or training any of them.
 """
@@ -76,8 +79,12 @@ def demo_status(dataset: str, model: str | None = None, seed: int = 0, recipe=No
 
 
 def prepare_demo(dataset: str, model: str | None = None, seed: int = 0, device=None, recipe=None,
-                 progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> DemoStatus:
+                 progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+                 maps: tuple[str, ...] | None = None) -> DemoStatus:
     """Train (or find cached) the original and every single-class retrained reference; returns the status.
+
+    ``maps``: the reducers whose before map and retrained panel are stored per setting (default PCA, and UMAP
+    unless ``UNLEARN_APP_AUTO_UMAP=0``; ``()`` for none); maps already stored are looked up, not recomputed.
 
     Models already cached are skipped; each new one is in the cache as soon as it is trained. Progress comes
     as :class:`~unlearn_core.progress.ProgressEvent` (stage ``prepare demo``: ``step`` of ``steps`` models,
@@ -99,11 +106,24 @@ def prepare_demo(dataset: str, model: str | None = None, seed: int = 0, device=N
         if progress is not None:
             progress(ProgressEvent(stage="prepare demo", step=step, steps=steps, message=message))
 
+    if maps is None:
+        from unlearn_core.settings import settings
+
+        maps = ("pca", "umap") if settings().app_auto_umap else ("pca",)
     announce(0, f"original {model_name} on {bundle.name}")
-    get_original(bundle, model_name, seed, recipe, device, progress, cancel)
+    original = get_original(bundle, model_name, seed, recipe, device, progress, cancel)
     for i, forget in enumerate(forgets, start=1):
         announce(i, f"retrained reference for {forget} ({i} of {len(forgets)})")
         split = ForgetSpec.parse(forget).resolve(bundle, seed)
-        get_retrained(bundle, split, model_name, seed, recipe, device, progress, cancel)
+        retrained = get_retrained(bundle, split, model_name, seed, recipe, device, progress, cancel)
+        if maps:
+            from unlearn_core.embeddings import EmbeddingCache, run_maps
+            from unlearn_core.pipeline import Setup
+
+            if progress is not None:
+                progress(ProgressEvent(stage="prepare demo", step=i, steps=steps,
+                                       message=f"maps for {forget} ({', '.join(m.upper() for m in maps)})"))
+            setup = Setup(bundle, split, model_name, seed, device, recipe, original, retrained)
+            run_maps(setup, None, None, EmbeddingCache(), tuple(maps))
     announce(steps, "every reference is cached")
     return demo_status(bundle.name, model_name, seed, recipe)

@@ -453,14 +453,16 @@ def model_panel_data(model, images: torch.Tensor, device=None) -> dict[str, np.n
     return {"features": features.numpy().astype(np.float32, copy=False), "probs": probs}
 
 
-def run_maps(setup, run_key: str, model, cache: "EmbeddingCache", reducers=("pca",),
+def run_maps(setup, run_key: str | None, model, cache: "EmbeddingCache", reducers=("pca",),
              points: int | None = None) -> dict[str, dict]:
     """Compute and store the map panels of one finished run for the default sample set (its job calls this).
 
     ``setup`` is the run's :class:`~unlearn_core.pipeline.Setup`; ``model``
     the unlearned model; ``run_key`` names it in the cache (``run<ID>``).
     Returns ``{reducer: panels}``. The before map and the retrained panel are
-    computed once per setting; the after panel once per run.
+    computed once per setting; the after panel once per run. With ``model``
+    None only the setting's before map and retrained panel are computed (a
+    prepared demo stores them, so a run's first map only places its own model).
     """
     bundle = setup.bundle
     labels = bundle.train_y.numpy()
@@ -476,8 +478,9 @@ def run_maps(setup, run_key: str, model, cache: "EmbeddingCache", reducers=("pca
             return data[name]
         return key, compute
 
-    sources = {"before": source("before", setup.original.key, setup.original.model),
-               "after": source("after", run_key, model)}
+    sources = {"before": source("before", setup.original.key, setup.original.model)}
+    if model is not None:
+        sources["after"] = source("after", run_key, model)
     if setup.retrained is not None:
         sources["retrained"] = source("retrained", setup.retrained.key, setup.retrained.model)
     digest = indices_digest(idx)

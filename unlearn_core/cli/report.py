@@ -34,10 +34,13 @@ def add_parsers(commands) -> None:
         "prepare", help="cache the original and every single-class retrained reference (a demo, ready in advance)",
         description="Train (or find in the checkpoint cache) the original model and the retrained reference of "
                     "every single-class forget set (class:0 ... class:C-1), one after another; each is cached as "
-                    "soon as it is trained, so a stopped run resumes. A demo run on a prepared setting then waits "
-                    "only for its method.")
+                    "soon as it is trained, so a stopped run resumes, with each setting's before map and "
+                    "retrained panel (--maps). A demo run on a prepared setting then waits only for its method.")
     add_common(prepare)
     prepare.add_argument("--status", action="store_true", help="only say how many references are cached")
+    prepare.add_argument("--maps", default="pca,umap",
+                         help="reducers whose before map and retrained panel are stored for every setting, comma "
+                              "separated: pca, umap (default pca,umap; 'none' for no maps)")
     prepare.set_defaults(handler=cmd_prepare)
 
 
@@ -68,8 +71,15 @@ def cmd_prepare(args, progress) -> int:
     if args.status:
         print(demo_status(args.dataset, args.model, args.seed).line())
         return 0
+    from unlearn_core.embeddings import REDUCERS
+
+    maps = () if args.maps.strip().lower() == "none" else tuple(m.strip().lower() for m in args.maps.split(",")
+                                                                 if m.strip())
+    unknown = [m for m in maps if m not in REDUCERS]
+    if unknown:
+        raise CliError(f"--maps: unknown reducer {unknown[0]!r}; choose from {', '.join(REDUCERS)}, or none")
     require_writable_data_dir()
-    status = prepare_demo(args.dataset, args.model, args.seed, args.device, progress=progress)
+    status = prepare_demo(args.dataset, args.model, args.seed, args.device, progress=progress, maps=maps)
     if hasattr(progress, "close"):
         progress.close()
     print(f"{status.dataset}/{status.model} seed {status.seed}: {status.line()}")
