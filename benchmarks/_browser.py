@@ -19,8 +19,9 @@ SWEEP_TAG = "bench-100-cells"
 
 
 def prepare_data(dataset: str, sweep_cells: int, log=print) -> dict:
-    """Models in the checkpoint cache, one UNSC run and one NatMU run in the store, and a sweep of
-    ``sweep_cells`` cells (digits, mlp, GA over lr x epochs, seed 0): what the pages need to show something.
+    """Models in the checkpoint cache, one UNSC run and one NatMU run in the store (class 3, whose setting maps are
+    stored as a prepared demo stores them), a fine-tune run on class 5 (no maps), and a sweep of ``sweep_cells``
+    cells (digits, mlp, GA over lr x epochs, seed 0): what the pages need to show something.
 
     All are real runs; a second call finds them (checkpoint cache, run store, sweep keys) and redoes nothing.
     """
@@ -42,6 +43,21 @@ def prepare_data(dataset: str, sweep_cells: int, log=print) -> dict:
             run_and_record(setup, method, None, store=store,
                            evidence="probe,relearn,curves" if method == "unsc" else None)
             out[f"{method}_run_s"] = round(time.perf_counter() - started, 1)
+    # The prepared setting's maps, as "Prepare a demo" stores them (a checkout without that stores none).
+    import inspect
+
+    from unlearn_core.demo import prepare_demo
+
+    if "maps" in inspect.signature(prepare_demo).parameters:
+        from unlearn_core.embeddings import EmbeddingCache, run_maps
+
+        started = time.perf_counter()
+        run_maps(setup, None, None, EmbeddingCache(), ("pca", "umap"))
+        out["setting_maps_s"] = round(time.perf_counter() - started, 1)
+    # A setting nobody prepared maps for: one run on class 5 (its first map is fitted when it is first viewed).
+    other = prepare(dataset, None, "class:5", 0, "cpu")
+    if not store.list(dataset=dataset, forget="class:5", status="done"):
+        run_and_record(other, "finetune", {"epochs": 1}, store=store)
     held = store.get_sweep(SWEEP_TAG)
     # A fixture: once stored it is reused. Run keys carry the commit, so run_sweep would redo all of it after
     # every commit, and what the pages draw from it does not depend on the code version.
