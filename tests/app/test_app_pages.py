@@ -185,7 +185,8 @@ def test_embeddings_nullspace_and_hybrid_pages(app_env):
         bars = next(t for t in spec["data"] if t.get("name") == "SVD forgetting: removed")
         return [int(v) for v in bars["y"]]
 
-    assert len(at.get("plotly_chart")) == 5 and not at.exception
+    # the spectrum and the rivals' two charts (plotly); energy, ranks and removed share are the eps view's Vega-Lite
+    assert len(at.get("plotly_chart")) == 3 and len(at.get("vega_lite_chart")) == 3 and not at.exception
     at.slider(key="w_rivals_tau").set_value(0.1).run()
     many = svd_removed(at)
     at.slider(key="w_rivals_tau").set_value(0.9).run()
