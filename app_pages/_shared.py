@@ -575,26 +575,22 @@ def run_model(run: dict, setup):
 
 
 @st.cache_resource(show_spinner="Evaluating the run's model ...", max_entries=16)
-def _run_outputs(data_dir: str, run_id: int, _run: dict, _setup, _stored):
+def _run_outputs(data_dir: str, run_id: int, _run: dict, _setup):
     from unlearn_core.metrics import model_outputs
 
-    if _stored is not None and all(len(_stored.get(part, ())) == len(idx) for part, idx in (
+    stored = _store(data_dir).run_outputs(run_id)  # what its job kept beside the checkpoint
+    if stored is not None and all(len(stored.get(part, ())) == len(idx) for part, idx in (
             ("forget", _setup.split.forget_idx), ("retain", _setup.split.retain_idx),
             ("test", _setup.bundle.test_y))):
-        return _stored
+        return stored
     return model_outputs(run_model(_run, _setup), _setup.bundle, _setup.split, _setup.device)
 
 
 def run_outputs(run_id: int, setup, run: dict) -> dict:
     """Softmax outputs of a run's model on the forget, remaining and test sets: the ones its job kept beside its
-    checkpoint (:meth:`unlearn_core.store.RunStore.run_outputs`), else computed from its model, once."""
-    from unlearn_core.errors import UnlearnError
-
-    try:
-        stored = store().run_outputs(int(run_id))
-    except UnlearnError:
-        stored = None
-    return _run_outputs(_data_dir(), int(run_id), run, setup, stored)
+    checkpoint (:meth:`unlearn_core.store.RunStore.run_outputs`), else computed from its model; once per process.
+    ``run`` is one the page listed from the session's view of the store."""
+    return _run_outputs(_data_dir(), int(run_id), run, setup)
 
 
 @st.cache_resource(show_spinner="Extracting features ...", max_entries=32)

@@ -87,30 +87,32 @@ def measure(dataset: str, rounds: int, out: dict, open_after: float = 2.0) -> di
     return out
 
 
+def _umap_drawn(page, timeout_ms: int = 600_000) -> None:
+    """Embeddings' UMAP map replaced PCA, its three panels are drawn and the script has finished."""
+    page.locator("[data-testid=stCaptionContainer]", has_text="UMAP map of").first.wait_for(timeout=timeout_ms)
+    charts_drawn(page, 3)
+    settle(page)
+
+
 def _measure_pages(page, rounds: int, out: dict, dataset: str) -> None:
     """Embeddings (UMAP cold), every page switch, the sliders, Sweeps and a run queued here, in one server."""
     # UMAP cold: the first visit of Embeddings in this process (nothing warmed it: no run was queued here).
     t = time.perf_counter()
     goto(page, "Embeddings", charts=3)
     out["embeddings_pca_shown_s"] = round(time.perf_counter() - t, 2)
-    page.locator("[data-testid=stCaptionContainer]", has_text="UMAP map of").first.wait_for(timeout=600_000)
-    charts_drawn(page, 3)
-    settle(page)
+    _umap_drawn(page)
     out["umap_cold_s"] = round(time.perf_counter() - t, 2)
     no_exception(page, "Embeddings")
 
     # A setting no demo preparation mapped (class 5): its before map is fitted now, in the page's UMAP job.
-    page.goto(page.url.split("?")[0].rsplit("/", 1)[0] + "/embeddings?dataset=" + dataset + "&forget=class:5",
-              wait_until="domcontentloaded")
+    base = page.url.split("?")[0].rsplit("/", 1)[0]
+    page.goto(f"{base}/embeddings?dataset={dataset}&forget=class:5", wait_until="domcontentloaded")
     t = time.perf_counter()
     page.wait_for_selector("h1:has-text('Embeddings')", timeout=120_000)
-    page.locator("[data-testid=stCaptionContainer]", has_text="UMAP map of").first.wait_for(timeout=600_000)
-    charts_drawn(page, 3)
-    settle(page)
+    _umap_drawn(page)
     out["umap_unprepared_s"] = round(time.perf_counter() - t, 2)
     no_exception(page, "Embeddings (class 5)")
-    page.goto(page.url.split("?")[0].rsplit("/", 1)[0] + "/?dataset=" + dataset + "&forget=class:3",
-              wait_until="domcontentloaded")
+    page.goto(f"{base}/?dataset={dataset}&forget=class:3", wait_until="domcontentloaded")
     page.wait_for_selector("h1:has-text('Setup')", timeout=120_000)
     settle(page)
 

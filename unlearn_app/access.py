@@ -30,7 +30,7 @@ class RunView:
     PASS_THROUGH = ("path", "require_writable", "export_csv", "enforce_checkpoint_quota", "link_sweep_run",
                     "unlink_sweep_runs", "sweep_runs")
     # Store operations whose first argument is a run id: allowed on the session's own runs only.
-    RUN_WRITES = ("finish", "fail", "checkpoint_path", "remove_run_checkpoint", "save_run_outputs", "run_outputs_path")
+    RUN_WRITES = ("finish", "fail", "checkpoint_path", "remove_run_checkpoint", "save_run_outputs")
 
     def __init__(self, store, owner: str, shared: bool, original: str = ""):
         self._store = store
@@ -159,10 +159,6 @@ class RunView:
     def owned_checkpoint(self, run_id: int):
         """The checkpoint file of one of this view's runs that the store itself wrote, else None."""
         return self._store.owned_checkpoint(self.get(run_id))
-
-    def run_outputs(self, run_id: int) -> dict | None:
-        """The softmax outputs kept beside one of this view's runs' checkpoint, else None."""
-        return self._store.run_outputs(self.get(run_id)["id"])
 
     def delete(self, run_id: int) -> dict:
         """Delete one of this view's runs (``store.delete_run``); another session's run answers as missing."""

@@ -110,6 +110,11 @@ def prepare_demo(dataset: str, model: str | None = None, seed: int = 0, device=N
         from unlearn_core.settings import settings
 
         maps = ("pca", "umap") if settings().app_auto_umap else ("pca",)
+    if maps:
+        from unlearn_core.embeddings import EmbeddingCache, run_maps
+        from unlearn_core.pipeline import Setup
+
+        cache = EmbeddingCache()
     announce(0, f"original {model_name} on {bundle.name}")
     original = get_original(bundle, model_name, seed, recipe, device, progress, cancel)
     for i, forget in enumerate(forgets, start=1):
@@ -117,13 +122,10 @@ def prepare_demo(dataset: str, model: str | None = None, seed: int = 0, device=N
         split = ForgetSpec.parse(forget).resolve(bundle, seed)
         retrained = get_retrained(bundle, split, model_name, seed, recipe, device, progress, cancel)
         if maps:
-            from unlearn_core.embeddings import EmbeddingCache, run_maps
-            from unlearn_core.pipeline import Setup
-
             if progress is not None:
                 progress(ProgressEvent(stage="prepare demo", step=i, steps=steps,
                                        message=f"maps for {forget} ({', '.join(m.upper() for m in maps)})"))
             setup = Setup(bundle, split, model_name, seed, device, recipe, original, retrained)
-            run_maps(setup, None, None, EmbeddingCache(), tuple(maps))
+            run_maps(setup, None, None, cache, tuple(maps))
     announce(steps, "every reference is cached")
     return demo_status(bundle.name, model_name, seed, recipe)

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from unlearn_core.figures.style import PALETTE
 
 
-def _thinned(values: np.ndarray) -> np.ndarray:
+def thinned_indices(values: np.ndarray) -> np.ndarray:
     """Indices of at most ~300 points of a spectrum, log-spaced like its x axis (every direction up to 100 kept).
 
     The eps slider redraws these lines: thousands of WebGL points took about 1 s per key press in Chromium
@@ -28,7 +28,7 @@ def _spectrum_traces(layers: list[tuple[str, np.ndarray]], eps: float | None, ra
             continue
         cumulative = np.cumsum(values)
         colour = PALETTE[i % len(PALETTE)]
-        keep = _thinned(values)
+        keep = thinned_indices(values)
         x = keep + 1
         out = []
         if normalised:

@@ -14,15 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from unlearn_core.errors import UnlearnError
+from unlearn_core.figures.nullspace import thinned_indices
 from unlearn_core.figures.style import PALETTE
 
 FONT = "Source Sans Pro, sans-serif"
-
-
-def _thinned(values: np.ndarray) -> np.ndarray:
-    from unlearn_core.figures.nullspace import _thinned as thinned
-
-    return thinned(values)
 
 
 def _layer_colours(names: list[str]) -> dict:
@@ -45,7 +40,7 @@ def energy_chart(layers: list[tuple[str, np.ndarray]], eps: float, ranks: dict[s
             continue
         names.append(name)
         energy = np.cumsum(values)
-        keep = _thinned(values)
+        keep = thinned_indices(values)
         lines.extend({"layer": name, "direction": int(i) + 1, "energy": float(energy[i])} for i in keep)
         rank = int(ranks.get(name, 0))
         if rank > 0:
