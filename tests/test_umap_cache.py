@@ -1,5 +1,6 @@
-"""umap-learn's fit-time kernels go to numba's on-disk cache (unlearn_core.embeddings.import_umap), and the
-preloading launcher (unlearn_app.serve) imports what the first page needs."""
+"""umap-learn's fit-time kernels go to numba's on-disk cache (unlearn_core.embeddings.import_umap), its exact
+small-data path gets its distance matrix from BLAS, and the preloading launcher (unlearn_app.serve) imports what
+the first page needs."""
 
 import json
 import os
@@ -39,6 +40,32 @@ def test_umaps_fit_kernels_are_cached_on_disk_and_reused_with_the_same_map(tmp_p
         assert any(kernel in name for name in names), sorted(names)[:20]
     second = _fit_in_a_new_process(tmp_path)  # loads the kernels from the cache
     assert second == first
+
+
+def test_the_exact_path_with_a_precomputed_matrix_is_umaps_own_euclidean_fit():
+    """Same fuzzy graph and same map as ``umap.UMAP(metric="euclidean")`` on integer-valued digits (where both
+    distance computations round alike), without umap's one-Python-call-per-pair distance matrix."""
+    import warnings
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from unlearn_core.embeddings import UMAP_EPOCHS, _umap_fit_transform, euclidean_distances, import_umap
+
+    x = load_digits().data[:300].astype(np.float32)
+    umap = import_umap()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=0, n_epochs=UMAP_EPOCHS)
+        theirs_coords = theirs.fit_transform(x)
+        ours = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=0, n_epochs=UMAP_EPOCHS,
+                         metric="precomputed").fit(euclidean_distances(x))
+        coords, _ = _umap_fit_transform(x, [], seed=0)
+    assert abs(theirs.graph_ - ours.graph_).max() == 0 and theirs.graph_.nnz == ours.graph_.nnz
+    np.testing.assert_array_equal(coords, theirs_coords.astype(np.float32))
+    distances = euclidean_distances(x[:50])
+    np.testing.assert_allclose(distances, np.linalg.norm(x[:50, None] - x[None, :50], axis=-1), rtol=1e-6, atol=1e-4)
+    assert np.all(np.diag(distances) == 0)
 
 
 def test_the_launcher_preloads_the_first_pages_modules_in_a_fresh_process():
