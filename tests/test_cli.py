@@ -78,7 +78,42 @@ def test_unlearn_writes_a_complete_report(tmp_path, capsys):
     assert {"js_forget", "js_test"} <= set(report["unlearned"])
     assert report["params"]["epochs"] == 2 and report["forget"] == "class:3"
     assert report["retrained"]["Acc_f"] == 0.0 and report["original"]["Acc_f"] > 90
-    assert "finetune on digits/mlp" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "finetune on digits/mlp" in out_text
+    # The recorded run's map panels are stored as the app's run job stores them (--maps pca,umap by default):
+    # the Embeddings page finds all three panels of both maps without computing anything.
+    assert "map stored (PCA, UMAP" in out_text
+    _assert_run_maps_stored(int(out_text.split("recorded as run ")[1].split()[0]), ("pca", "umap"))
+
+
+def _assert_run_maps_stored(run_id: int, reducers) -> None:
+    import numpy as np
+
+    from unlearn_core.embeddings import (EmbeddingCache, cached_panels, default_points, indices_digest,
+                                         map_indices)
+    from unlearn_core.pipeline import prepare
+    from unlearn_core.store import RunStore
+
+    run = RunStore().get(run_id)
+    setup = prepare(run["dataset"], run["model"], run["forget"], run["seed"], "cpu")
+    labels = setup.bundle.train_y.numpy()
+    idx = map_indices(labels, setup.split.forget_idx, default_points(len(labels)))
+    keys = {"before": setup.original.key, "after": f"run{run_id}", "retrained": setup.retrained.key}
+    for reducer in reducers:
+        panels = cached_panels(EmbeddingCache(), reducer, indices_digest(idx), np.isin(idx, setup.split.forget_idx),
+                               keys)
+        assert panels is not None, reducer
+        assert all(panels[s]["coords"].shape == (len(idx), 2) for s in keys)
+
+
+def test_unlearn_maps_none_stores_no_map(tmp_path, capsys):
+    from unlearn_core.embeddings import EmbeddingCache
+
+    before = set(EmbeddingCache().root.glob("*"))
+    code = main(["unlearn", "--dataset", "digits", "--model", "mlp", "--forget", "class:4", "--method", "finetune",
+                 "--param", "epochs=1", "--maps", "none", "--no-progress"])
+    assert code == 0 and "map stored" not in capsys.readouterr().out
+    assert set(EmbeddingCache().root.glob("*")) == before
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -99,6 +134,8 @@ def test_unlearn_writes_a_complete_report(tmp_path, capsys):
     (["unlearn", "--dataset", "digits", "--forget", "class:3", "--method", "finetune", "--device", "tpu"],
      "unknown device"),
     (["unlearn", "--method", "finetune"], "--forget"),
+    (["unlearn", "--dataset", "digits", "--forget", "class:3", "--method", "finetune", "--maps", "pca,tsne"],
+     "--maps: unknown reducer 'tsne'"),
     (["train", "--seed", "x"], "invalid int value"),
     (["frobnicate"], "invalid choice"),
 ])

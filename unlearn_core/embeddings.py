@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,11 @@ def import_umap():
     import importlib
 
     import umap  # slow import (numba); only when asked for
+
+    # The maps are seeded on purpose (a setting's before map is the same in every process); umap warns on each fit
+    # that a seed means one thread.
+    warnings.filterwarnings("ignore", message=r"n_jobs value .* overridden to 1 by setting random_state",
+                            category=UserWarning)
 
     with _umap_lock:
         if _umap_cached_kernels is None:

@@ -147,6 +147,27 @@ def add_common(sub: argparse.ArgumentParser) -> None:
     add_deterministic(sub)
 
 
+def add_maps_flag(sub: argparse.ArgumentParser, stores: str) -> None:
+    """``--maps REDUCERS``: which Embeddings maps a command computes and stores (``stores`` says which panels)."""
+    sub.add_argument("--maps", default="pca,umap", metavar="REDUCERS",
+                     help=f"store {stores} for the app's Embeddings page, comma separated: pca, umap "
+                          "(default pca,umap; 'none' for no maps)")
+
+
+def parse_maps(text: str) -> tuple[str, ...]:
+    """The reducers of a ``--maps`` value (``none``: no maps); an unknown one is a usage error."""
+    from unlearn_core.embeddings import REDUCERS
+
+    if text.strip().lower() == "none":
+        return ()
+    maps = tuple(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))
+    unknown = [m for m in maps if m not in REDUCERS]
+    if unknown or not maps:
+        shown = repr(unknown[0][:40]) if unknown else "(empty)"
+        raise CliError(f"--maps: unknown reducer {shown}; choose from {', '.join(REDUCERS)}, or none")
+    return maps
+
+
 def add_deterministic(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--deterministic", action="store_true",
                      help="torch's deterministic algorithms and one torch thread, so the same seed gives the same "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unlearn_core.cli.common import CliError, add_common, check_outputs, human_stream, whole_number, write_output
+from unlearn_core.cli.common import (CliError, add_common, add_maps_flag, check_outputs, human_stream, parse_maps,
+                                     whole_number, write_output)
 
 
 def add_parsers(commands) -> None:
@@ -38,9 +39,7 @@ def add_parsers(commands) -> None:
                     "retrained panel (--maps). A demo run on a prepared setting then waits only for its method.")
     add_common(prepare)
     prepare.add_argument("--status", action="store_true", help="only say how many references are cached")
-    prepare.add_argument("--maps", default="pca,umap",
-                         help="reducers whose before map and retrained panel are stored for every setting, comma "
-                              "separated: pca, umap (default pca,umap; 'none' for no maps)")
+    add_maps_flag(prepare, "every setting's before map and retrained panel")
     prepare.set_defaults(handler=cmd_prepare)
 
 
@@ -71,13 +70,7 @@ def cmd_prepare(args, progress) -> int:
     if args.status:
         print(demo_status(args.dataset, args.model, args.seed).line())
         return 0
-    from unlearn_core.embeddings import REDUCERS
-
-    maps = () if args.maps.strip().lower() == "none" else tuple(m.strip().lower() for m in args.maps.split(",")
-                                                                 if m.strip())
-    unknown = [m for m in maps if m not in REDUCERS]
-    if unknown:
-        raise CliError(f"--maps: unknown reducer {unknown[0]!r}; choose from {', '.join(REDUCERS)}, or none")
+    maps = parse_maps(args.maps)
     require_writable_data_dir()
     status = prepare_demo(args.dataset, args.model, args.seed, args.device, progress=progress, maps=maps)
     if hasattr(progress, "close"):

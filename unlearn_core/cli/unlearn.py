@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import (EVIDENCE_HELP_KINDS, human_stream, CliError, TerminalProgress, add_common, check_outputs, parse_param_pairs,
-                                     store_for_recording, whole_number, write_json)
+from unlearn_core.cli.common import (EVIDENCE_HELP_KINDS, CliError, TerminalProgress, add_common, add_maps_flag,
+                                     check_outputs, human_stream, parse_maps, parse_param_pairs, store_for_recording,
+                                     whole_number, write_json)
 from unlearn_core.errors import UnlearnError
 
 
@@ -31,6 +32,8 @@ def add_parsers(commands) -> None:
                               "see docs/EVIDENCE.md")
     unlearn.add_argument("--evidence-param", action="append", metavar="KIND.KEY=VALUE",
                          help="an evidence parameter (repeatable), e.g. relearn.lr=0.05 or curves.every=5")
+    add_maps_flag(unlearn, "a recorded run's map panels after its report (once per setting also the before map and "
+                           "retrained panel)")
     unlearn.set_defaults(handler=cmd_unlearn)
 
 
@@ -66,10 +69,11 @@ def cmd_unlearn(args, progress) -> int:
     from unlearn_core.evidence import EvidenceRequest, format_evidence
 
     params = parse_param_pairs(args.param)
+    maps = parse_maps(args.maps)
     check_outputs({"--json": args.json})
     require_writable_data_dir()
     evidence = EvidenceRequest.parse(args.evidence, parse_param_pairs(args.evidence_param))
-    run_id = None
+    run_id, map_note = None, ""
     if args.no_record:
         report = unlearn(args.dataset, args.model, args.forget, args.method, params, args.seed, args.device,
                          progress, evidence=evidence)[0].to_dict()
@@ -77,7 +81,9 @@ def cmd_unlearn(args, progress) -> int:
         get_method(args.method).resolve_params(params)  # fail on bad parameters before any training
         store = store_for_recording(None)
         setup = prepare(args.dataset, args.model, args.forget, args.seed, args.device, progress=progress)
-        run_id, report, _ = run_and_record(setup, args.method, params, progress, store=store, evidence=evidence)
+        run_id, report, method_run = run_and_record(setup, args.method, params, progress, store=store,
+                                                    evidence=evidence)
+        map_note = store_run_maps(setup, run_id, method_run.model, maps, progress)
     if isinstance(progress, TerminalProgress):
         progress.close()
     u, r, o = report["unlearned"], report.get("retrained", {}), report["original"]
@@ -103,6 +109,8 @@ def cmd_unlearn(args, progress) -> int:
         print(line)
     if run_id is not None:
         print(f"recorded as run {run_id} (python -m unlearn_core runs show {run_id})")
+        if map_note:
+            print(map_note)
     if args.json:
         try:
             write_json(args.json, report)
@@ -114,3 +122,28 @@ def cmd_unlearn(args, progress) -> int:
                            f"{run_id} --json)") from None
         print(f"report written to {args.json}", file=human_stream(args.json))
     return 0
+
+
+def store_run_maps(setup, run_id: int, model, maps: tuple[str, ...], progress) -> str:
+    """The run's Embeddings panels (:func:`unlearn_core.embeddings.run_maps`), as the app's run job stores them, so
+    the app opens this run's map as a lookup; returns a line for the terminal ("" for ``--maps none``).
+
+    The run is already recorded: a map that fails is reported in that line (the page computes it when opened),
+    not as the command's failure.
+    """
+    import time
+
+    from unlearn_core.embeddings import EmbeddingCache, run_maps
+    from unlearn_core.progress import ProgressEvent
+
+    if not maps:
+        return ""
+    names = ", ".join(m.upper() for m in maps)
+    if progress is not None:
+        progress(ProgressEvent(stage="map", message=f"the run's map ({names})"))
+    started = time.perf_counter()
+    try:
+        run_maps(setup, f"run{run_id}", model, EmbeddingCache(), maps)
+    except (UnlearnError, MemoryError, RuntimeError, ValueError) as error:
+        return f"map not stored ({names}): {error}; the Embeddings page computes it when opened"
+    return f"map stored ({names}, {time.perf_counter() - started:.1f} s): the Embeddings page opens it as a lookup"
