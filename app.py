@@ -40,6 +40,6 @@ _shared.PAGES = pages
 # Presentation mode moves the page links into the header: the sidebar is hidden, the pages stay one click away.
 st.navigation(list(pages.values()), position="top" if presenting else "sidebar").run()
 _shared.finish_run()  # after the page, so the sidebar and the address bar show what the page just chose
-# numba compiles umap's kernels (about 30 s of CPU, every process: its kernels are not cached on disk) in a
-# low-priority thread once the first page is drawn, so the first UMAP map does not wait for them.
-_shared.warm_umap_in_background()
+# The other pages' modules and umap load in one low-priority thread once this run has ended, so they never
+# compete with drawing the page (unlearn_app.warmup).
+_shared.warm_in_background()

@@ -500,7 +500,7 @@ def queue_runs(items: list, evidence=()) -> int:
             request=None if request.original else run_request(request.dataset, request.model, request.forget,
                                                               request.seed, method, device=request.device),
             after=maps)
-    warm_umap_in_background()  # numba compiles while the runs train, so the map is quick later
+    warm_in_background()  # umap loads while the runs train, so the map is quick later
     return len(items)
 
 
@@ -608,29 +608,6 @@ def features_and_probs(model_key: str, digest: str, model, bundle, idx):
     return _features_and_probs(_data_dir(), model_key, digest, model, bundle, idx)
 
 
-@st.cache_resource(show_spinner=False)
-def _umap_warmer(data_dir: str):
-    import logging
-    import os
-    import threading
-
-    from unlearn_core.embeddings import warm_umap
-
-    def warm():
-        try:  # a low priority, so the pages drawn meanwhile keep the CPU (Linux: a thread is its own task)
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        except (AttributeError, OSError):
-            pass
-        try:
-            logging.getLogger(__name__).info("UMAP warmed up in %.1f s", warm_umap())
-        except Exception:  # warming is an optimisation; the real fit reports its own errors
-            logging.getLogger(__name__).exception("UMAP warm-up failed")
-
-    thread = threading.Thread(target=warm, name="umap-warmup", daemon=True)
-    thread.start()
-    return thread
-
-
 def run_maps_hook():
     """The ``after`` of a run job (:meth:`unlearn_app.jobs.JobRunner.submit_run`): the run's map panels for the
     Embeddings page's default points (PCA, and UMAP unless switched off), computed in the job once the run is
@@ -664,7 +641,9 @@ def viewed_run(run_ids) -> int | None:
     return viewed if viewed in list(run_ids) else None
 
 
-def warm_umap_in_background() -> None:
-    """Compile umap's numba kernels once per server process, off the page (unless UMAP is switched off)."""
-    if settings().app_auto_umap:
-        _umap_warmer(_data_dir())
+def warm_in_background() -> None:
+    """After this script run: load the other pages' modules, then umap unless it is switched off, in one
+    low-priority thread per server process (:func:`unlearn_app.warmup.after_page`)."""
+    from unlearn_app.warmup import after_page
+
+    after_page(umap=settings().app_auto_umap)

@@ -91,8 +91,7 @@ umap_panels = cached_panels(cache, "umap", digest, forget_mask, keys)
 umap_key = f"umap:{digest}:{keys['before']}:{keys['after']}:{keys['retrained']}"
 umap_jobs = [j for j in _shared.runner().active("umap") if j.snapshot().meta.get("key") == umap_key]
 auto_umap = settings().app_auto_umap
-if auto_umap:
-    _shared.warm_umap_in_background()
+_shared.warm_in_background()
 umap_failed = [j.snapshot() for j in _shared.runner().jobs("umap")
                if j.snapshot().meta.get("key") == umap_key and j.snapshot().status == "failed"]
 retry = umap_failed and cols[2].button("Retry UMAP")

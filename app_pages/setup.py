@@ -221,7 +221,7 @@ with st.expander("Upload a checkpoint for this model (optional)"):
                 st.rerun()
 
 st.subheader("Examples per class")
-from unlearn_app.display import display_scale, gallery_indices, to_display  # noqa: E402
+from unlearn_app.display import display_scale, gallery_indices, image_strip, to_display  # noqa: E402
 
 per_class = gallery_indices(bundle.train_y.numpy(), per_class=6, seed=0)
 scale = display_scale(bundle.image_size)
@@ -232,4 +232,7 @@ for row_start in range(0, len(shown), 2):
         with col:
             st.caption(f"class {cls}: **{bundle.class_names[cls]}** "
                        f"({int((bundle.train_y == cls).sum())} training images)")
-            st.image(to_display(bundle.train_x[indices], scale), width=56)
+            thumbs = to_display(bundle.train_x[indices], scale)
+            # One strip per class, each thumbnail drawn 56 px wide with 8 px between them.
+            st.image(image_strip(thumbs, gap=8 * thumbs[0].shape[1] // 56 or 1),
+                     width=56 * len(thumbs) + 8 * (len(thumbs) - 1))

@@ -68,10 +68,31 @@ def test_the_exact_path_with_a_precomputed_matrix_is_umaps_own_euclidean_fit():
     assert np.all(np.diag(distances) == 0)
 
 
-def test_the_launcher_preloads_the_first_pages_modules_in_a_fresh_process():
-    code = ("import sys; from unlearn_app.serve import PRELOAD, preload; seconds = preload(); "
-            "print(all(m in sys.modules for m in PRELOAD), sorted(seconds) == sorted(PRELOAD))")
+def test_the_launcher_preloads_the_first_pages_modules_and_the_rest_waits_for_the_page():
+    """``unlearn_app.serve`` imports torch and the Setup page's modules; the other pages' modules and umap load in
+    a thread that starts only once the script run that asked for it has ended (``unlearn_app.warmup``)."""
+    code = """
+import sys, threading, time
+from unlearn_app import warmup
+assert "torch" in warmup.FIRST_PAGE_MODULES and not set(warmup.FIRST_PAGE_MODULES) & set(warmup.LATER_MODULES)
+seconds = warmup.preload(warmup.FIRST_PAGE_MODULES)
+print(all(m in sys.modules for m in warmup.FIRST_PAGE_MODULES), sorted(seconds) == sorted(warmup.FIRST_PAGE_MODULES))
+later_before = [m for m in warmup.LATER_MODULES if m in sys.modules]
+page_done = threading.Event()
+seen = {}
+def script_run():
+    thread = warmup.after_page(umap=False)
+    time.sleep(0.5)  # the rest of the page: nothing may be imported meanwhile
+    seen["during"] = [m for m in warmup.LATER_MODULES if m in sys.modules]
+    seen["thread"] = thread
+runner = threading.Thread(target=script_run)
+runner.start(); runner.join()
+again = warmup.after_page(umap=False)
+deadline = time.time() + 120
+while not all(m in sys.modules for m in warmup.LATER_MODULES) and time.time() < deadline:
+    time.sleep(0.05)
+print(later_before == seen["during"], all(m in sys.modules for m in warmup.LATER_MODULES), again is seen["thread"])
+"""
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["True", "True"]
-    assert "torch" in __import__("unlearn_app.serve", fromlist=["PRELOAD"]).PRELOAD
+    assert done.stdout.split() == ["True"] * 5

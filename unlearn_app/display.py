@@ -34,6 +34,23 @@ def to_display(images: torch.Tensor | np.ndarray, scale: int = 1) -> list[np.nda
     return out
 
 
+def image_strip(pictures: list[np.ndarray], gap: int = 8) -> np.ndarray:
+    """Thumbnails of one size (from :func:`to_display`) side by side in one RGBA image, ``gap`` transparent pixels
+    apart: one image to encode and fetch instead of one per thumbnail (the Setup gallery's 60 thumbnails took
+    0.45 s of its first script run as separate images)."""
+    if not pictures:
+        raise ValueError("no pictures for a strip")
+    rgba = []
+    for picture in pictures:
+        rgb = np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
+        rgba.append(np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2))
+    height, width = rgba[0].shape[:2]
+    strip = np.zeros((height, len(rgba) * width + (len(rgba) - 1) * gap, 4), np.uint8)
+    for i, picture in enumerate(rgba):
+        strip[:, i * (width + gap):i * (width + gap) + width] = picture
+    return strip
+
+
 def display_scale(image_size: tuple[int, int], target: int = 56) -> int:
     """An integer upscale so tiny images (8x8 digits) are visible as thumbnails."""
     return max(1, int(math.ceil(target / max(image_size))))
