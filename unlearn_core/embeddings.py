@@ -175,12 +175,47 @@ def import_umap():
 UMAP_EXACT_BELOW = 4096  # umap-learn's own threshold: below it, it finds every point's neighbours exactly
 
 
-def euclidean_distances(points: np.ndarray) -> np.ndarray:
-    """The exact euclidean distance matrix ``D[i, j] = ||x_i - x_j||`` (float64, zero diagonal), as BLAS products:
-    ``||x_i||² + ||x_j||² - 2 x_i·x_j`` (:func:`sklearn.metrics.pairwise_distances`)."""
-    from sklearn.metrics import pairwise_distances
+def _squared_distances(queries: np.ndarray, points: np.ndarray, points_sq: np.ndarray) -> np.ndarray:
+    """``||q_i - p_j||²`` as ``||q_i||² + ||p_j||² - 2 q_i·p_j`` (BLAS), clipped at 0 against rounding."""
+    d2 = np.einsum("ij,ij->i", queries, queries)[:, None] + points_sq[None, :] - 2.0 * (queries @ points.T)
+    return np.maximum(d2, 0.0, out=d2)
 
-    return pairwise_distances(np.asarray(points, dtype=np.float64), metric="euclidean")
+
+def euclidean_distances(points: np.ndarray) -> np.ndarray:
+    """The exact euclidean distance matrix ``D[i, j] = ||x_i - x_j||`` of the rows of ``points`` (float64, zero
+    diagonal), from BLAS products (:func:`_squared_distances`)."""
+    x = np.asarray(points, dtype=np.float64)
+    distances = np.sqrt(_squared_distances(x, x, np.einsum("ij,ij->i", x, x)))
+    np.fill_diagonal(distances, 0.0)
+    return distances
+
+
+def nearest_neighbours(points: np.ndarray, queries: np.ndarray, k: int,
+                       chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The exact ``k`` nearest rows of ``points`` to each row of ``queries`` by euclidean distance:
+    ``(distances, indices)``, each ``(len(queries), k)``, nearest first (equal distances in index order).
+
+    What :class:`sklearn.neighbors.NearestNeighbors` ``.fit(points).kneighbors(queries)`` returns, in numpy: the
+    distances come from BLAS products in float64, ``chunk`` query rows at a time (a ``chunk x len(points)``
+    block in memory). It spares the map pages importing sklearn's neighbours module (1.1 s on this project's
+    machine), which the first map of a process used to wait for.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    q = np.asarray(queries, dtype=np.float64)
+    if p.ndim != 2 or q.ndim != 2 or p.shape[1] != q.shape[1]:
+        raise UnlearnError(f"cannot compare points of shape {q.shape} with points of shape {p.shape}")
+    k = max(1, min(int(k), len(p)))
+    points_sq = np.einsum("ij,ij->i", p, p)
+    distances = np.empty((len(q), k))
+    indices = np.empty((len(q), k), dtype=np.int64)
+    for start in range(0, len(q), chunk):
+        d2 = _squared_distances(q[start:start + chunk], p, points_sq)
+        nearest = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < len(p) else np.argsort(d2, axis=1)
+        near_d2 = np.take_along_axis(d2, nearest, axis=1)
+        order = np.lexsort((nearest, near_d2), axis=1)
+        indices[start:start + chunk] = np.take_along_axis(nearest, order, axis=1)
+        distances[start:start + chunk] = np.sqrt(np.take_along_axis(near_d2, order, axis=1))
+    return distances, indices
 
 
 def _umap_fit_transform(fit: np.ndarray, others: list[np.ndarray], seed: int,
@@ -218,10 +253,8 @@ def place_by_neighbours(fitted: np.ndarray, coords: np.ndarray, new: np.ndarray,
     while this takes milliseconds and keeps every new point inside the
     neighbourhood its features belong to.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     k = max(1, min(k, len(fitted)))
-    distances, neighbours = NearestNeighbors(n_neighbors=k).fit(fitted).kneighbors(new)
+    distances, neighbours = nearest_neighbours(fitted, new, k)
     # Weights fall off with the distance beyond the nearest neighbour, as in umap's fuzzy memberships.
     scale = np.maximum((distances - distances[:, :1]).mean(axis=1, keepdims=True), 1e-12)
     weights = np.exp(-(distances - distances[:, :1]) / scale)
@@ -267,8 +300,6 @@ def neighbour_preservation(features: np.ndarray, coords: np.ndarray, k: int = 10
     about ``k / N``. It says how far a panel can be read as that model's
     feature space.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     features, coords = np.asarray(features), np.asarray(coords)
     n = len(features)
     if n != len(coords):
@@ -277,12 +308,11 @@ def neighbour_preservation(features: np.ndarray, coords: np.ndarray, k: int = 10
     if k < 1:
         return float("nan")
     # k + 1 because each point is its own nearest neighbour; duplicates are why self is removed by index, not rank.
-    high = NearestNeighbors(n_neighbors=k + 1).fit(features).kneighbors(features, return_distance=False)
-    low = NearestNeighbors(n_neighbors=k + 1).fit(coords).kneighbors(coords, return_distance=False)
-    kept = 0
-    for i in range(n):
-        kept += len((set(high[i].tolist()) - {i}) & (set(low[i].tolist()) - {i}))
-    return kept / (n * k)
+    high = nearest_neighbours(features, features, k + 1)[1]
+    low = nearest_neighbours(coords, coords, k + 1)[1]
+    # Row i of both lists holds distinct indices: count the shared ones other than i itself.
+    shared = (high[:, :, None] == low[:, None, :]) & (high[:, :, None] != np.arange(n)[:, None, None])
+    return int(shared.sum()) / (n * k)
 
 
 def joint_embedding(feature_sets: dict[str, np.ndarray], reducer: str = "pca", seed: int = 0,

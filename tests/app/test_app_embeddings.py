@@ -113,6 +113,31 @@ def test_procrustes_undoes_a_rotation_scale_and_shift_fitted_on_a_subset():
         procrustes_align(other[:, :3], before)
 
 
+def test_nearest_neighbours_match_sklearns_exact_search_and_the_set_definition():
+    """``nearest_neighbours`` returns what sklearn's ``NearestNeighbors(k).fit(points).kneighbors(queries)`` does
+    (same indices, same distances), across query chunks; ``neighbour_preservation`` counts, per point, the shared
+    neighbours of both lists other than the point itself."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from unlearn_core.embeddings import euclidean_distances, nearest_neighbours
+
+    rng = np.random.default_rng(3)
+    points, queries = rng.normal(size=(500, 24)), rng.normal(size=(130, 24))
+    distances, indices = nearest_neighbours(points, queries, 7, chunk=50)
+    ref_distances, ref_indices = NearestNeighbors(n_neighbors=7).fit(points).kneighbors(queries)
+    np.testing.assert_array_equal(indices, ref_indices)
+    np.testing.assert_allclose(distances, ref_distances, rtol=1e-9, atol=1e-9)
+    assert nearest_neighbours(points[:5], queries, 9)[1].shape == (130, 5)  # k is capped at the points
+    np.testing.assert_allclose(euclidean_distances(points[:40]),
+                               np.linalg.norm(points[:40, None] - points[None, :40], axis=-1), atol=1e-9)
+
+    coords = rng.normal(size=(500, 2))
+    high = NearestNeighbors(n_neighbors=11).fit(points).kneighbors(points, return_distance=False)
+    low = NearestNeighbors(n_neighbors=11).fit(coords).kneighbors(coords, return_distance=False)
+    expected = sum(len((set(high[i]) - {i}) & (set(low[i]) - {i})) for i in range(500)) / (500 * 10)
+    assert neighbour_preservation(points, coords, k=10) == pytest.approx(expected)
+
+
 def test_neighbour_preservation_is_one_for_a_faithful_map_and_near_chance_for_noise():
     features, _ = blobs(4, n=300, dim=2)
     assert neighbour_preservation(features, features * 3.0 + 1.0, k=10) == pytest.approx(1.0)
