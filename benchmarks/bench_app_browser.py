@@ -7,16 +7,18 @@ before and after; docs/APP.md quotes a run of it.
 - ``first_page_s``: from starting the server as ``make run`` does (``python -m unlearn_app.serve``) to the Setup
   page interactive (script finished, gallery drawn), the browser opening the address as soon as the server
   answers; ``first_page_from_open_s``: the same from opening the address; ``first_page_opened_later_s``: from
-  opening the address ``--open-after`` seconds after the server answered (a person reading the address; a new
-  server process), until Setup is interactive. Chromium is started before the server in both;
+  opening the address ``--open-after`` seconds after the server answered (a person reading the address), until
+  Setup is interactive. Each ``--rounds`` times, each time in a new server process; Chromium is started
+  before the server;
 - ``page_switch_s``: a click on a page in the sidebar until its title, the end of its script and its charts
   are drawn (each page, ``--rounds`` times; median and max);
 - ``eps_slider_ms`` (Null space) and ``delta_slider_ms`` (NatMU hybrids): a key press on the focused slider
   (ArrowRight: one step) until the last change of the charts / mask images it redraws;
 - ``umap_cold_s``: the first visit of Embeddings in this server process until the UMAP map replaced PCA, on
   the prepared setting (class 3: its before map stored as "Prepare a demo" stores it, where the checkout can);
-  ``umap_unprepared_s``: the same for a setting without stored maps (class 5, opened by its address: the before
-  map is fitted in the page's job); ``umap_revisit_s``: leaving and coming back;
+  ``umap_unprepared_s``: the same for settings without stored maps (classes 5, 6 and 7, each with a run recorded
+  by a library call, which stores no maps; opened by their address: the before map is fitted in the page's job);
+  ``umap_revisit_s``: leaving and coming back;
 - ``sweeps_page_s``: the Sweeps page with a ``--sweep-cells`` sweep until the phase map and the Pareto scatter
   are drawn; ``sweep_colour_ms``: a key press on the colour radio until the phase map is redrawn;
 - ``results_new_run_s`` / ``embeddings_new_run_s``: a run queued on Unlearn in this session (its job stores its
@@ -39,8 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("UNLEARN_DATA_DIR", str(REPO / ".unlearn_data" / "bench"))
 
-from benchmarks._browser import (browser, charts_drawn, goto, key_to_redraw, no_exception, prepare_data,  # noqa: E402
-                                 server, settle)
+from benchmarks._browser import (UNPREPARED_CLASSES, browser, charts_drawn, goto, key_to_redraw,  # noqa: E402
+                                 no_exception, prepare_data, server, settle)
 
 # page title -> (charts it draws, text that shows it is complete)
 PAGES = {"Forget set": (1, None), "Unlearn": (0, "Methods"), "Results": (6, None), "Sweeps": (2, None),
@@ -69,20 +71,28 @@ def measure(dataset: str, rounds: int, out: dict, open_after: float = 2.0) -> di
     env = {"UNLEARN_DEFAULT_DATASET": dataset, "UNLEARN_APP_AUTO_UMAP": "1"}
     # The browser is open before the server starts (a person has one open); only the server's start counts.
     with browser() as page:
-        # A person who opens the printed address a moment after the server answers (``open_after`` s).
+        later, at_once, from_open = [], [], []
+        for _ in range(rounds):  # each in a new server process
+            # A person who opens the printed address a moment after the server answers (``open_after`` s).
+            with server(env) as (url, started, log_path):
+                out.setdefault("server_answers_s", round(time.perf_counter() - started, 2))
+                time.sleep(open_after)
+                t = time.perf_counter()
+                _open_setup(page, url)
+                later.append(time.perf_counter() - t)
+            page.goto("about:blank")
+            with server(env) as (url, started, log_path):
+                t = time.perf_counter()
+                _open_setup(page, url)  # at once, as the server answers
+                at_once.append(time.perf_counter() - started)
+                from_open.append(time.perf_counter() - t)
+            page.goto("about:blank")
+        out["first_page_opened_later_s"] = _stats(later)
+        out["first_page_opened_after_s"] = open_after
+        out["first_page_s"] = _stats(at_once)
+        out["first_page_from_open_s"] = _stats(from_open)
         with server(env) as (url, started, log_path):
-            out["server_answers_s"] = round(time.perf_counter() - started, 2)
-            time.sleep(open_after)
-            t = time.perf_counter()
             _open_setup(page, url)
-            out["first_page_opened_later_s"] = round(time.perf_counter() - t, 2)
-            out["first_page_opened_after_s"] = open_after
-        page.goto("about:blank")
-        with server(env) as (url, started, log_path):
-            t = time.perf_counter()
-            _open_setup(page, url)  # at once, as the server answers
-            out["first_page_s"] = round(time.perf_counter() - started, 2)
-            out["first_page_from_open_s"] = round(time.perf_counter() - t, 2)
             _measure_pages(page, rounds, out, dataset)
     return out
 
@@ -104,14 +114,17 @@ def _measure_pages(page, rounds: int, out: dict, dataset: str) -> None:
     out["umap_cold_s"] = round(time.perf_counter() - t, 2)
     no_exception(page, "Embeddings")
 
-    # A setting no demo preparation mapped (class 5): its before map is fitted now, in the page's UMAP job.
+    # Settings no demo preparation mapped (UNPREPARED_CLASSES): each before map is fitted now, in the page's job.
     base = page.url.split("?")[0].rsplit("/", 1)[0]
-    page.goto(f"{base}/embeddings?dataset={dataset}&forget=class:5", wait_until="domcontentloaded")
-    t = time.perf_counter()
-    page.wait_for_selector("h1:has-text('Embeddings')", timeout=120_000)
-    _umap_drawn(page)
-    out["umap_unprepared_s"] = round(time.perf_counter() - t, 2)
-    no_exception(page, "Embeddings (class 5)")
+    unprepared = []
+    for cls in UNPREPARED_CLASSES:
+        page.goto(f"{base}/embeddings?dataset={dataset}&forget=class:{cls}", wait_until="domcontentloaded")
+        t = time.perf_counter()
+        page.wait_for_selector("h1:has-text('Embeddings')", timeout=120_000)
+        _umap_drawn(page)
+        unprepared.append(time.perf_counter() - t)
+        no_exception(page, f"Embeddings (class {cls})")
+    out["umap_unprepared_s"] = _stats(unprepared)
     page.goto(f"{base}/?dataset={dataset}&forget=class:3", wait_until="domcontentloaded")
     page.wait_for_selector("h1:has-text('Setup')", timeout=120_000)
     settle(page)
@@ -194,10 +207,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--open-after", type=float, default=2.0,
                         help="seconds between the server answering and opening its address (first_page_opened_later_s)")
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="seconds of rest between preparing the data and measuring")
     args = parser.parse_args()
     out = {"machine": f"{os.cpu_count()}-core CPU", "load_average_before": [round(v, 2) for v in os.getloadavg()]}
     try:
         out["data"] = prepare_data(args.dataset, args.sweep_cells, log=lambda m: print(m, file=sys.stderr))
+        time.sleep(args.settle)  # the data preparation's load dies down first
         out["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
         measure(args.dataset, args.rounds, out, args.open_after)
     finally:
