@@ -22,8 +22,7 @@ UNPREPARED_CLASSES = (5, 6, 7)  # forget sets with a recorded run but no stored 
 def prepare_data(dataset: str, sweep_cells: int, log=print) -> dict:
     """Models in the checkpoint cache, one UNSC run and one NatMU run in the store (class 3, whose setting maps are
     stored as a prepared demo stores them), a fine-tune run on each of ``UNPREPARED_CLASSES`` (no maps), and a sweep
-    of ``sweep_cells``
-    cells (digits, mlp, GA over lr x epochs, seed 0): what the pages need to show something.
+    of ``sweep_cells`` cells (digits, mlp, GA over lr x epochs, seed 0): what the pages need to show something.
 
     All are real runs; a second call finds them (checkpoint cache, run store, sweep keys) and redoes nothing.
     """
