@@ -36,7 +36,7 @@ pages = {name: st.Page(str(ROOT / path), title=title, icon=icon, url_path=name, 
          for name, path, title, icon in PAGE_SPECS}
 # One rebinding, never clear-and-refill: every browser session runs this script in its own thread, and a session
 # that read the shared dict half-filled got a navigation of two pages and was thrown onto one of them.
-_shared.PAGES = pages
+_shared.session.PAGES = pages
 # Presentation mode moves the page links into the header: the sidebar is hidden, the pages stay one click away.
 st.navigation(list(pages.values()), position="top" if presenting else "sidebar").run()
 _shared.finish_run()  # after the page, so the sidebar and the address bar show what the page just chose

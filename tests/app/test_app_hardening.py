@@ -189,7 +189,8 @@ def test_shared_server_sessions_see_only_their_own_runs(app_env, monkeypatch, di
     _record_runs(app_env, digits_class3, 1, owner="session A")
 
     def results_as(owner: str):
-        monkeypatch.setattr(_shared, "session_owner", lambda: owner)
+        for where in (_shared.session, _shared):  # where it is defined (the run store's view), the pages' name
+            monkeypatch.setattr(where, "session_owner", lambda: owner)
         at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
         at.switch_page("app_pages/results.py").run()
         assert not at.exception, at.exception

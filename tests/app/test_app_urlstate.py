@@ -4,7 +4,7 @@ The choice lives in the URL, the jobs belong to a session token that comes back 
 with a link), hand-picked forget sets show as counts, the Unlearn page keeps its choices across page visits, and
 the jobs panel pages through every job of the session. A "reload" here is a new AppTest that gets the old one's
 query parameters and, where a browser would send it, its cookie (AppTest cannot seed cookies, so
-``_shared.browser_token`` is patched); tests/e2e/test_reload.py does the same in a real browser.
+``_shared.session.browser_token`` is patched); tests/e2e/test_reload.py does the same in a real browser.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def open_app(page: str | None = None, query: dict | None = None, cookie: str | N
     from app_pages import _shared
 
     if monkeypatch is not None:
-        monkeypatch.setattr(_shared, "browser_token", lambda: cookie, raising=False)
+        monkeypatch.setattr(_shared.session, "browser_token", lambda: cookie)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params.update(query or {})
     at.run()
@@ -146,8 +146,10 @@ def held_runs(monkeypatch):
     # The provider would train the retrained reference first; the original is enough to hold a run.
     from app_pages import _shared
 
-    real_setups = _shared.setups
-    monkeypatch.setattr(_shared, "setups", lambda: _Setups(real_setups()))
+    real_setups = _shared.resources.setups
+    # Where it is defined, which the queued run's provider calls; and the pages' name for it.
+    for where in (_shared.resources, _shared):
+        monkeypatch.setattr(where, "setups", lambda: _Setups(real_setups()))
     yield gate
     gate.set()
 
