@@ -157,6 +157,10 @@ def main() -> int:
     # Ray's socket paths must stay short: a folder directly under the system temp.
     temp_dir = tempfile.mkdtemp(prefix="urc")
     os.chmod(temp_dir, 0o700)
+    # Ray's Cluster writes its address to <RAY_TMPDIR or /tmp>/ray/ray_current_cluster and the added nodes keep
+    # their sessions there; /tmp/ray is missing on a fresh machine (and would be shared): this cluster's own.
+    os.environ["RAY_TMPDIR"] = temp_dir
+    os.makedirs(os.path.join(temp_dir, "ray"), exist_ok=True)
     from ray.cluster_utils import Cluster
 
     def node_args(index: int) -> dict:
