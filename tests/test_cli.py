@@ -106,6 +106,21 @@ def _assert_run_maps_stored(run_id: int, reducers) -> None:
         assert all(panels[s]["coords"].shape == (len(idx), 2) for s in keys)
 
 
+def test_unlearn_without_umap_installed_stores_the_pca_map_and_says_so(monkeypatch, capsys):
+    """umap-learn comes with the [app] extra: a library-only install still records the run and stores PCA."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "umap" else real_find_spec(name, *args))
+    code = main(["unlearn", "--dataset", "digits", "--model", "mlp", "--forget", "class:6", "--method", "finetune",
+                 "--param", "epochs=1", "--no-progress"])
+    out_text = capsys.readouterr().out
+    assert code == 0 and "map stored (PCA," in out_text and "UMAP skipped: umap-learn is not installed" in out_text
+    run_id = int(out_text.split("recorded as run ")[1].split()[0])
+    _assert_run_maps_stored(run_id, ("pca",))
+
+
 def test_unlearn_maps_none_stores_no_map(tmp_path, capsys):
     from unlearn_core.embeddings import EmbeddingCache
 

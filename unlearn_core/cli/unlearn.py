@@ -131,19 +131,25 @@ def store_run_maps(setup, run_id: int, model, maps: tuple[str, ...], progress) -
     The run is already recorded: a map that fails is reported in that line (the page computes it when opened),
     not as the command's failure.
     """
+    import importlib.util
     import time
 
     from unlearn_core.embeddings import EmbeddingCache, run_maps
     from unlearn_core.progress import ProgressEvent
 
+    skipped = ""
+    if "umap" in maps and importlib.util.find_spec("umap") is None:  # umap-learn comes with the [app] extra
+        maps = tuple(m for m in maps if m != "umap")
+        skipped = " (UMAP skipped: umap-learn is not installed; pip install 'unlearning-lab[app]')"
     if not maps:
-        return ""
+        return f"no map stored{skipped}" if skipped else ""
     names = ", ".join(m.upper() for m in maps)
     if progress is not None:
         progress(ProgressEvent(stage="map", message=f"the run's map ({names})"))
     started = time.perf_counter()
     try:
         run_maps(setup, f"run{run_id}", model, EmbeddingCache(), maps)
-    except (UnlearnError, MemoryError, RuntimeError, ValueError) as error:
+    except (UnlearnError, ImportError, MemoryError, RuntimeError, ValueError) as error:
         return f"map not stored ({names}): {error}; the Embeddings page computes it when opened"
-    return f"map stored ({names}, {time.perf_counter() - started:.1f} s): the Embeddings page opens it as a lookup"
+    return (f"map stored ({names}, {time.perf_counter() - started:.1f} s): the Embeddings page opens it as a "
+            f"lookup{skipped}")
