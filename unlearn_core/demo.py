@@ -83,8 +83,8 @@ def prepare_demo(dataset: str, model: str | None = None, seed: int = 0, device=N
                  maps: tuple[str, ...] | None = None) -> DemoStatus:
     """Train (or find cached) the original and every single-class retrained reference; returns the status.
 
-    ``maps``: the reducers whose before map and retrained panel are stored per setting (default PCA, and UMAP
-    unless ``UNLEARN_APP_AUTO_UMAP=0``; ``()`` for none); maps already stored are looked up, not recomputed.
+    ``maps``: the reducers whose before map and retrained panel are stored per setting (default
+    :func:`~unlearn_core.embeddings.default_reducers`; ``()`` for none); maps already stored are looked up, not recomputed.
 
     Models already cached are skipped; each new one is in the cache as soon as it is trained. Progress comes
     as :class:`~unlearn_core.progress.ProgressEvent` (stage ``prepare demo``: ``step`` of ``steps`` models,
@@ -107,9 +107,9 @@ def prepare_demo(dataset: str, model: str | None = None, seed: int = 0, device=N
             progress(ProgressEvent(stage="prepare demo", step=step, steps=steps, message=message))
 
     if maps is None:
-        from unlearn_core.settings import settings
+        from unlearn_core.embeddings import default_reducers
 
-        maps = ("pca", "umap") if settings().app_auto_umap else ("pca",)
+        maps = default_reducers()
     if maps:
         from unlearn_core.embeddings import EmbeddingCache, run_maps
         from unlearn_core.pipeline import Setup

@@ -172,6 +172,21 @@ def import_umap():
     return umap
 
 
+def umap_installed() -> bool:
+    """Whether umap-learn can be imported (it comes with the ``[app]`` extra), without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("umap") is not None
+
+
+def default_reducers() -> tuple[str, ...]:
+    """The maps computed ahead of a view by default: PCA, and UMAP unless ``UNLEARN_APP_AUTO_UMAP=0`` or
+    umap-learn is not installed."""
+    from unlearn_core.settings import settings
+
+    return ("pca", "umap") if settings().app_auto_umap and umap_installed() else ("pca",)
+
+
 UMAP_EXACT_BELOW = 4096  # umap-learn's own threshold: below it, it finds every point's neighbours exactly
 
 

@@ -59,11 +59,11 @@ def run_maps_hook():
     """The ``after`` of a run job (:meth:`unlearn_app.jobs.JobRunner.submit_run`): the run's map panels for the
     Embeddings page's default points (PCA, and UMAP unless switched off), computed in the job once the run is
     recorded and stored in the embedding cache (:func:`unlearn_core.embeddings.run_maps`)."""
-    from unlearn_core.embeddings import run_maps
+    from unlearn_core.embeddings import default_reducers, run_maps
     from unlearn_core.progress import ProgressEvent
 
     cache = resources.embedding_cache()  # resolved here, in the script run: the job's thread has no Streamlit context
-    reducers = ("pca", "umap") if settings().app_auto_umap else ("pca",)
+    reducers = default_reducers()
 
     def after(setup, result, progress):
         run_id, _, method_run = result

@@ -168,6 +168,17 @@ def parse_maps(text: str) -> tuple[str, ...]:
     return maps
 
 
+def installed_maps(maps: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """``maps`` without UMAP when umap-learn is not installed (a library-only install), and a note saying so
+    ("" when nothing was dropped)."""
+    from unlearn_core.embeddings import umap_installed
+
+    if "umap" not in maps or umap_installed():
+        return maps, ""
+    return (tuple(m for m in maps if m != "umap"),
+            "UMAP skipped: umap-learn is not installed; pip install 'unlearning-lab[app]'")
+
+
 def add_deterministic(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--deterministic", action="store_true",
                      help="torch's deterministic algorithms and one torch thread, so the same seed gives the same "

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from unlearn_core.cli.common import (CliError, add_common, add_maps_flag, check_outputs, human_stream, parse_maps,
-                                     whole_number, write_output)
+from unlearn_core.cli.common import (CliError, add_common, add_maps_flag, check_outputs, human_stream, installed_maps,
+                                     parse_maps, whole_number, write_output)
 
 
 def add_parsers(commands) -> None:
@@ -70,7 +71,9 @@ def cmd_prepare(args, progress) -> int:
     if args.status:
         print(demo_status(args.dataset, args.model, args.seed).line())
         return 0
-    maps = parse_maps(args.maps)
+    maps, note = installed_maps(parse_maps(args.maps))
+    if note:
+        print(note, file=sys.stderr)
     require_writable_data_dir()
     status = prepare_demo(args.dataset, args.model, args.seed, args.device, progress=progress, maps=maps)
     if hasattr(progress, "close"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from unlearn_core.cli.common import (EVIDENCE_HELP_KINDS, CliError, TerminalProgress, add_common, add_maps_flag,
-                                     check_outputs, human_stream, parse_maps, parse_param_pairs, store_for_recording,
+                                     check_outputs, human_stream, installed_maps, parse_maps, parse_param_pairs, store_for_recording,
                                      whole_number, write_json)
 from unlearn_core.errors import UnlearnError
 
@@ -131,16 +131,13 @@ def store_run_maps(setup, run_id: int, model, maps: tuple[str, ...], progress) -
     The run is already recorded: a map that fails is reported in that line (the page computes it when opened),
     not as the command's failure.
     """
-    import importlib.util
     import time
 
     from unlearn_core.embeddings import EmbeddingCache, run_maps
     from unlearn_core.progress import ProgressEvent
 
-    skipped = ""
-    if "umap" in maps and importlib.util.find_spec("umap") is None:  # umap-learn comes with the [app] extra
-        maps = tuple(m for m in maps if m != "umap")
-        skipped = " (UMAP skipped: umap-learn is not installed; pip install 'unlearning-lab[app]')"
+    maps, note = installed_maps(maps)
+    skipped = f" ({note})" if note else ""
     if not maps:
         return f"no map stored{skipped}" if skipped else ""
     names = ", ".join(m.upper() for m in maps)
