@@ -22,7 +22,7 @@ $(PY):
 $(RUN_STAMP): requirements.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements.txt
 	@# Compile umap's numba kernels into numba's on-disk cache once (about 25 s), so no process pays for them.
-	$(PY) -W ignore -c "from unlearn_core.embeddings import warm_umap; print(f'UMAP kernels compiled in {warm_umap():.0f} s')"
+	$(PY) -W ignore -c "from unlearn_core.umapfit import warm_umap; print(f'UMAP kernels compiled in {warm_umap():.0f} s')"
 	rm -f $(VENV)/.stamp-run-*
 	touch $@
 

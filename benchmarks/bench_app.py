@@ -100,7 +100,8 @@ import json, sys, time
 import numpy as np
 started = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
-from unlearn_core.embeddings import EmbeddingCache, joint_embedding, warm_umap
+from unlearn_core.embeddings import EmbeddingCache, joint_embedding
+from unlearn_core.umapfit import warm_umap
 data = np.load(sys.argv[2])
 features = {k: data[k] for k in ("before", "after", "retrained")}
 out = {}

@@ -16,8 +16,10 @@ for side in before after; do
   ln -s "$REPO/.venv" "$dir/.venv"
   rm -rf "$OUT/data-$side" "$OUT/numba-$side"; mkdir -p "$OUT/data-$side" "$OUT/numba-$side"
   export NUMBA_CACHE_DIR="$OUT/numba-$side" UNLEARN_DATA_DIR="$OUT/data-$side"
-  if grep -q "def warm_umap" "$dir/unlearn_core/embeddings.py" && grep -q "warm_umap" "$dir/Makefile"; then
-    (cd "$dir" && .venv/bin/python -W ignore -c "from unlearn_core.embeddings import warm_umap; print(f'install warm {warm_umap():.1f} s')")
+  warm_module=$(grep -l "def warm_umap" "$dir/unlearn_core/umapfit.py" "$dir/unlearn_core/embeddings.py" 2>/dev/null \
+                | head -1 | sed 's|.*/unlearn_core/\(.*\)\.py|unlearn_core.\1|' || true)
+  if [ -n "$warm_module" ] && grep -q "warm_umap" "$dir/Makefile"; then
+    (cd "$dir" && .venv/bin/python -W ignore -c "from $warm_module import warm_umap; print(f'install warm {warm_umap():.1f} s')")
   fi
   echo "$side $ref load $(cat /proc/loadavg)"
   (cd "$dir" && .venv/bin/python benchmarks/bench_app_browser.py --rounds 3 > "$OUT/$side.json" 2> "$OUT/$side.err")

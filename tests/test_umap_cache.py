@@ -1,4 +1,4 @@
-"""umap-learn's fit-time kernels go to numba's on-disk cache (unlearn_core.embeddings.import_umap), its exact
+"""umap-learn's fit-time kernels go to numba's on-disk cache (unlearn_core.umapfit.import_umap), its exact
 small-data path gets its distance matrix from BLAS, and the preloading launcher (unlearn_app.serve) imports what
 the first page needs."""
 
@@ -50,7 +50,8 @@ def test_the_exact_path_with_a_precomputed_matrix_is_umaps_own_euclidean_fit():
     import numpy as np
     from sklearn.datasets import load_digits
 
-    from unlearn_core.embeddings import UMAP_EPOCHS, _umap_fit_transform, euclidean_distances, import_umap
+    from unlearn_core.umapfit import euclidean_distances
+    from unlearn_core.umapfit import UMAP_EPOCHS, import_umap, umap_coords
 
     x = load_digits().data[:300].astype(np.float32)
     umap = import_umap()
@@ -60,12 +61,42 @@ def test_the_exact_path_with_a_precomputed_matrix_is_umaps_own_euclidean_fit():
         theirs_coords = theirs.fit_transform(x)
         ours = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=0, n_epochs=UMAP_EPOCHS,
                          metric="precomputed").fit(euclidean_distances(x))
-        coords, _ = _umap_fit_transform(x, [], seed=0)
+        coords = umap_coords(x, seed=0)
     assert abs(theirs.graph_ - ours.graph_).max() == 0 and theirs.graph_.nnz == ours.graph_.nnz
     np.testing.assert_array_equal(coords, theirs_coords.astype(np.float32))
     distances = euclidean_distances(x[:50])
     np.testing.assert_allclose(distances, np.linalg.norm(x[:50, None] - x[None, :50], axis=-1), rtol=1e-6, atol=1e-4)
     assert np.all(np.diag(distances) == 0)
+
+
+HELPER = """
+import json, os, signal, sys
+import numpy as np
+from sklearn.datasets import load_digits
+from unlearn_core import umapfit
+x = load_digits().data[:300].astype(np.float32)
+umapfit.start_helper()
+umapfit.start_helper()  # once per process
+pids = list(umapfit._helper._processes)
+there = umapfit.fit_coords(x, seed=0)
+out = {"workers": len(pids), "umap_here": "umap" in sys.modules}
+os.kill(pids[0], signal.SIGKILL)  # a helper that died: the fit runs here instead
+again = umapfit.fit_coords(x, seed=0)
+out.update(dropped=not umapfit.helper_running(), umap_here_after="umap" in sys.modules,
+           same=bool(np.array_equal(there, again)), local_same=bool(np.array_equal(there, umapfit.umap_coords(x, 0))))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.timeout(600)
+def test_fits_run_in_the_helper_process_with_the_same_map_and_fall_back_here_when_it_dies():
+    """``umapfit.start_helper`` starts one process that imports umap-learn; ``fit_coords`` then never imports it
+    here and returns the map this process would fit; a killed helper is dropped and the fit runs here."""
+    done = subprocess.run([sys.executable, "-c", HELPER], cwd=REPO, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {"workers": 1, "umap_here": False, "dropped": True, "umap_here_after": True, "same": True,
+                   "local_same": True}, (out, done.stderr[-2000:])
 
 
 def test_the_launcher_preloads_the_first_pages_modules_and_the_rest_waits_for_the_page():

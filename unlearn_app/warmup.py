@@ -1,23 +1,24 @@
-"""Background warm-ups of a dashboard process: the modules the pages import, and umap, loaded before a page needs
-them but never while the first page is being drawn.
+"""Background warm-ups of a dashboard process: the modules the pages import, loaded before a page needs them
+but never while the first page is being drawn, and the UMAP helper process.
 
-Importing is Python work that holds the interpreter: a thread importing plotly and pandas, or numba and umap
-(whose initialisation holds the interpreter for long stretches), slows the page script running beside it. On
-this project's 2-core machine the UMAP warm-up, started at the end of the first script run, held that run's
-end back by about 1.5 s. So there are two steps:
+Importing is Python work that holds the interpreter: a thread importing plotly and pandas slows the page script
+running beside it. So there are three steps:
 
-1. :data:`FIRST_PAGE_MODULES` (torch and what the Setup page imports): :mod:`unlearn_app.serve` imports them once
-   the server answers, while the browser is still loading the page; the first script run then finds them
-   loaded, or waits on Python's import lock for the one in progress.
-2. :data:`LATER_MODULES` (plotly and pandas through the other pages' core modules) and then umap: :func:`after_page` starts one thread per process that first waits until the script run that
-   called it has ended, so the page that run drew is complete before the imports compete with anything.
+1. :data:`FIRST_PAGE_MODULES` (torch and what the Setup page imports): :mod:`unlearn_app.serve` imports them
+   before the server starts listening, so the first script run finds them loaded.
+2. :data:`LATER_MODULES` (plotly and pandas through the other pages' core modules): :func:`after_page` starts
+   one thread per process that first waits until the script run that called it has ended, so the page that
+   run drew is complete before the imports compete with anything.
+3. umap-learn, whose import (numba's initialisation) held this process's interpreter for about 2 s and stalled
+   the page scripts that ran meanwhile (a first Embeddings visit right after the first page took 5-6 s instead
+   of about 1.5 s): the same thread then starts :func:`unlearn_core.umapfit.start_helper`, a separate process
+   that imports and warms umap-learn and runs every UMAP fit of this process. This process never imports it.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import os
 import threading
 import time
 
@@ -48,33 +49,26 @@ def preload(modules) -> dict[str, float]:
     return seconds
 
 
-def _lower_priority() -> None:
-    try:  # Linux: a thread is its own task, so this lowers only this thread
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):
-        pass
-
-
 def _warm(after: threading.Thread | None) -> None:
     if after is not None and after is not threading.current_thread():
         after.join(timeout=60)  # the script run that asked: its page is drawn before anything here competes
     time.sleep(SETTLE_SECONDS)
-    _lower_priority()
     seconds = preload(LATER_MODULES)
     log.info("later pages' modules loaded in %.1f s", sum(seconds.values()))
     _umap_requested.wait()
     try:
-        from unlearn_core.embeddings import warm_umap
+        from unlearn_core.umapfit import start_helper
 
-        log.info("UMAP warmed up in %.1f s", warm_umap())
-    except Exception:  # noqa: BLE001 - warming is an optimisation; the real fit reports its own errors
-        log.exception("UMAP warm-up failed")
+        start_helper()
+        log.info("UMAP helper process started")
+    except Exception:  # noqa: BLE001 - an optimisation; without the helper the fits run in this process
+        log.exception("starting the UMAP helper process failed")
 
 
 def after_page(umap: bool) -> threading.Thread:
     """Called at the end of a script run (in the script's thread): start this process's warm-up thread once; it
-    waits for this script run to end, loads :data:`LATER_MODULES`, then warms umap once ``umap`` was True on
-    any call (``UNLEARN_APP_AUTO_UMAP``). Returns the warm-up thread."""
+    waits for this script run to end, loads :data:`LATER_MODULES`, then starts the UMAP helper process once
+    ``umap`` was True on any call (``UNLEARN_APP_AUTO_UMAP``). Returns the warm-up thread."""
     global _started
     if umap:
         _umap_requested.set()

@@ -4,20 +4,14 @@ To see how unlearning moves features, the penultimate features of the
 original ("before"), unlearned ("after") and retrained models on the same
 samples are stacked and reduced together, so a point that moves in the map
 moved in feature space. PCA is instant; UMAP (umap-learn) is slower: it runs
-behind one lock (concurrent fits can crash the process) and results are cached
-by a small key in memory and on disk. umap-learn compiles several numba kernels
-at its first fit in every process without caching them; :func:`import_umap`
-switches numba's on-disk cache on for them, so only the first process after an
-install compiles (:func:`warm_umap`, run by ``make run``/``make test``).
+one fit at a time (:mod:`unlearn_core.umapfit`, in its helper process where
+one was started) and results are cached by a small key in memory and on disk.
 Nothing here imports Streamlit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +20,13 @@ import torch
 from unlearn_core import paths
 from unlearn_core.arrays import ArrayCache
 from unlearn_core.checkpoints import cache_key
+from unlearn_core.distances import nearest_neighbours
 from unlearn_core.errors import UnlearnError
+from unlearn_core.umapfit import fit_coords
 
 REDUCERS = ("pca", "umap")
 CACHE_VERSION = 4  # 2: UMAP places non-fitted sets by nearest neighbours; 3: Procrustes-aligned retrained features;
 # 4: the before map is fitted on the original alone and every other panel is placed into it
-# Serialises every UMAP fit in this process: numba's threading layer is not safe for concurrent fits.
-REDUCE_LOCK = threading.Lock()
 
 
 def features_of(model, images: torch.Tensor, device=None) -> np.ndarray:
@@ -120,58 +114,6 @@ def _pca_core(fit: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, li
             [((o - mean) @ axes).astype(np.float32) for o in others])
 
 
-UMAP_EPOCHS = 200  # umap's default is 500 below 10k points; 200 draws the same clusters in well under half the time
-
-
-# umap-learn's modules whose numba kernels a fit compiles; some are declared without ``cache=True``.
-UMAP_KERNEL_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.distances", "umap.sparse",
-                       "umap.spectral")
-_umap_lock = threading.Lock()
-_umap_cached_kernels: int | None = None
-
-
-def import_umap():
-    """umap-learn, with numba's on-disk cache switched on for every kernel of :data:`UMAP_KERNEL_MODULES`.
-
-    umap-learn declares its fit-time kernels (``smooth_knn_dist``, ``compute_membership_strengths``,
-    ``fast_knn_indices``, the layout epoch ...) without ``cache=True``, so every process compiled them again at
-    its first fit: about 9 s on this project's 2-core machine, on top of a 2 s import. Numba's
-    ``Dispatcher.enable_caching()`` stores each compiled kernel in numba's cache (``NUMBA_CACHE_DIR``, else the
-    ``__pycache__`` beside umap's sources) keyed by the kernel's source file and signature, as ``cache=True``
-    would; numba checks the file's timestamp, so an upgraded umap compiles again. A kernel whose cache cannot
-    be set up (no writable cache folder) compiles per process as before. The same machine code runs either way.
-    """
-    global _umap_cached_kernels
-    import importlib
-
-    import umap  # slow import (numba); only when asked for
-
-    # The maps are seeded on purpose (a setting's before map is the same in every process); umap warns on each fit
-    # that a seed means one thread.
-    warnings.filterwarnings("ignore", message=r"n_jobs value .* overridden to 1 by setting random_state",
-                            category=UserWarning)
-
-    with _umap_lock:
-        if _umap_cached_kernels is None:
-            from numba.core.dispatcher import Dispatcher
-
-            count = 0
-            for name in UMAP_KERNEL_MODULES:
-                try:
-                    module = importlib.import_module(name)
-                except ImportError:
-                    continue
-                for value in vars(module).values():
-                    if isinstance(value, Dispatcher) and value.__module__ == name:
-                        try:
-                            value.enable_caching()
-                            count += 1
-                        except Exception:  # noqa: BLE001 - no usable cache folder: it compiles per process
-                            pass
-            _umap_cached_kernels = count
-    return umap
-
-
 def umap_installed() -> bool:
     """Whether umap-learn can be imported (it comes with the ``[app]`` extra), without importing it."""
     import importlib.util
@@ -187,78 +129,12 @@ def default_reducers() -> tuple[str, ...]:
     return ("pca", "umap") if settings().app_auto_umap and umap_installed() else ("pca",)
 
 
-UMAP_EXACT_BELOW = 4096  # umap-learn's own threshold: below it, it finds every point's neighbours exactly
-
-
-def _squared_distances(queries: torch.Tensor, points: torch.Tensor, points_sq: torch.Tensor) -> torch.Tensor:
-    """``||q_i - p_j||²`` as ``||q_i||² + ||p_j||² - 2 q_i·p_j`` (one matrix product), clipped at 0 against
-    rounding."""
-    return ((queries * queries).sum(1)[:, None] + points_sq[None, :] - 2.0 * (queries @ points.T)).clamp_min_(0.0)
-
-
-def _float64(array) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
-
-
-def euclidean_distances(points: np.ndarray) -> np.ndarray:
-    """The exact euclidean distance matrix ``D[i, j] = ||x_i - x_j||`` of the rows of ``points`` (float64, zero
-    diagonal), from one matrix product (:func:`_squared_distances`)."""
-    x = _float64(points)
-    distances = _squared_distances(x, x, (x * x).sum(1)).sqrt_().numpy()
-    np.fill_diagonal(distances, 0.0)
-    return distances
-
-
-def nearest_neighbours(points: np.ndarray, queries: np.ndarray, k: int,
-                       chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """The exact ``k`` nearest rows of ``points`` to each row of ``queries`` by euclidean distance:
-    ``(distances, indices)``, each ``(len(queries), k)``, nearest first (equal distances in index order).
-
-    What :class:`sklearn.neighbors.NearestNeighbors` ``.fit(points).kneighbors(queries)`` returns
-    (tests/app/test_app_embeddings.py compares them), from float64 matrix products and ``torch.topk``, ``chunk``
-    query rows at a time (a ``chunk x len(points)`` block in memory). On this project's machine it takes 0.03 s
-    for 2,000 points against sklearn's 0.05 s, and spares a map page's first visit the import of sklearn's
-    neighbours module (1.1 s).
-    """
-    p, q = _float64(points), _float64(queries)
-    if p.ndim != 2 or q.ndim != 2 or p.shape[1] != q.shape[1]:
-        raise UnlearnError(f"cannot compare points of shape {tuple(q.shape)} with points of shape {tuple(p.shape)}")
-    k = max(1, min(int(k), len(p)))
-    points_sq = (p * p).sum(1)
-    distances = np.empty((len(q), k))
-    indices = np.empty((len(q), k), dtype=np.int64)
-    for start in range(0, len(q), chunk):
-        d2, nearest = torch.topk(_squared_distances(q[start:start + chunk], p, points_sq), k, dim=1,
-                                 largest=False, sorted=True)
-        d2, nearest = d2.numpy(), nearest.numpy()
-        order = np.lexsort((nearest, d2), axis=1)  # by distance, then index: ties in a fixed order
-        indices[start:start + chunk] = np.take_along_axis(nearest, order, axis=1)
-        distances[start:start + chunk] = np.sqrt(np.take_along_axis(d2, order, axis=1))
-    return distances, indices
-
-
 def _umap_fit_transform(fit: np.ndarray, others: list[np.ndarray], seed: int,
                         n_neighbors: int = 15) -> tuple[np.ndarray, list[np.ndarray]]:
-    """UMAP (euclidean metric) of ``fit``, and ``others`` placed in it by :func:`place_by_neighbours`.
-
-    Below :data:`UMAP_EXACT_BELOW` points umap-learn takes every point's nearest neighbours from the full
-    distance matrix. Given ``metric="euclidean"`` it fills that matrix through sklearn with its numba distance
-    as a Python callable, one call per pair (2.4 s of a 3.4 s fit of 2,000 points on this project's machine);
-    here the same matrix comes from :func:`euclidean_distances` and is passed as ``metric="precomputed"``, the same
-    exact path (a 1.0 s fit). Where both computations round every distance alike (integer-valued pixels) the graph
-    and the map are identical; on float features a distance can differ in its last bits, which may swap two
-    near-tied neighbours and so gives an equally valid layout, not the same coordinates. From that size on umap's
-    approximate neighbour search runs in numba as before.
-    """
-    umap = import_umap()
-
+    """The UMAP map of ``fit`` (:func:`unlearn_core.umapfit.fit_coords`), and ``others`` placed in it by
+    :func:`place_by_neighbours`."""
+    coords = fit_coords(fit, seed, n_neighbors)
     n_neighbors = max(2, min(n_neighbors, len(fit) - 1))
-    exact = len(fit) < UMAP_EXACT_BELOW
-    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=seed,
-                        n_epochs=UMAP_EPOCHS, metric="precomputed" if exact else "euclidean")
-    with REDUCE_LOCK:
-        data = euclidean_distances(fit) if exact else fit
-        coords = reducer.fit_transform(data).astype(np.float32)
     return coords, [place_by_neighbours(fit, coords, o, n_neighbors) for o in others]
 
 
@@ -508,6 +384,20 @@ def cached_panels(cache: "EmbeddingCache", reducer: str, digest: str, forget_mas
         return None
 
 
+def placed_panels(cache: "EmbeddingCache", reducer: str, digest: str, forget_mask: np.ndarray, keys: dict,
+                  data: dict, seed: int = 0) -> dict | None:
+    """The panels of :func:`panel_maps` when ``cache`` holds the before map: a panel it lacks is placed into that
+    map from ``data`` (panel -> ``{"features", "probs"}`` of its model on the same samples), which fits nothing
+    (UMAP: :func:`place_by_neighbours`, milliseconds); None when the before map itself is not cached and has to be
+    fitted first (a UMAP fit: seconds)."""
+    sources = {name: (key, _missing if name == "before" else (lambda name=name: data[name]))
+               for name, key in keys.items()}
+    try:
+        return panel_maps(cache, reducer, digest, forget_mask, sources, seed)
+    except _NotCached:
+        return None
+
+
 class _NotCached(Exception):
     pass
 
@@ -564,16 +454,6 @@ def run_maps(setup, run_key: str | None, model, cache: "EmbeddingCache", reducer
         sources["retrained"] = source("retrained", setup.retrained.key, setup.retrained.model)
     digest = indices_digest(idx)
     return {reducer: panel_maps(cache, reducer, digest, forget_mask, sources) for reducer in reducers}
-
-
-def warm_umap(seed: int = 0) -> float:
-    """Fit a tiny UMAP once so numba compiles its kernels (or loads them from its on-disk cache, see
-    :func:`import_umap`); returns the seconds it took."""
-    started = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    data = rng.normal(size=(300, 8)).astype(np.float32)
-    _umap_fit_transform(data, [], seed)
-    return time.perf_counter() - started
 
 
 def embedding_key(**parts) -> str:

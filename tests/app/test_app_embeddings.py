@@ -119,7 +119,8 @@ def test_nearest_neighbours_match_sklearns_exact_search_and_the_set_definition()
     neighbours of both lists other than the point itself."""
     from sklearn.neighbors import NearestNeighbors
 
-    from unlearn_core.embeddings import euclidean_distances, nearest_neighbours
+    from unlearn_core.distances import nearest_neighbours
+    from unlearn_core.umapfit import euclidean_distances
 
     rng = np.random.default_rng(3)
     points, queries = rng.normal(size=(500, 24)), rng.normal(size=(130, 24))
