@@ -24,7 +24,7 @@ _shared.explainer(
     "their images.")
 
 from unlearn_core.embeddings import (KEPT_NEIGHBOURS, cached_panels, default_points, indices_digest,  # noqa: E402
-                                     map_indices, panel_maps)
+                                     map_indices, panel_maps, placed_panels)
 from unlearn_core.errors import UnlearnError  # noqa: E402
 from unlearn_core.figures import embedding_scatter, legend_html, prediction_hover, shared_ranges  # noqa: E402
 from unlearn_core.settings import settings  # noqa: E402
@@ -85,31 +85,40 @@ def _data(state):
 
 
 sources = {state: (keys[state], lambda state=state: _data(state)) for state in keys}
-pca = (cached_panels(cache, "pca", digest, forget_mask, keys)
-       or panel_maps(cache, "pca", digest, forget_mask, sources))
-umap_panels = cached_panels(cache, "umap", digest, forget_mask, keys)
-umap_key = f"umap:{digest}:{keys['before']}:{keys['after']}:{keys['retrained']}"
-umap_jobs = [j for j in _shared.runner().active("umap") if j.snapshot().meta.get("key") == umap_key]
 auto_umap = settings().app_auto_umap
+# UMAP is fitted once per setting, on the original's features (the before map); every other panel is placed
+# into it in milliseconds. So the only job is that fit, keyed by the setting and shared by all of its runs.
+umap_key = f"umap:{digest}:{keys['before']}"
+umap_jobs = [j for j in _shared.runner().active("umap") if j.snapshot().meta.get("key") == umap_key]
 _shared.warm_in_background()
 umap_failed = [j.snapshot() for j in _shared.runner().jobs("umap")
                if j.snapshot().meta.get("key") == umap_key and j.snapshot().status == "failed"]
 retry = umap_failed and cols[2].button("Retry UMAP")
-if umap_panels is None and not umap_jobs and ((auto_umap and not umap_failed) or retry
-                                              or (not auto_umap and cols[2].button("Compute UMAP"))):
-    copies = {state: {"features": panel["features"].copy(), "probs": panel["probs"].copy()}
-              for state, panel in pca.items()}
+umap_panels = cached_panels(cache, "umap", digest, forget_mask, keys)
+before_mapped = umap_panels is not None or placed_panels(cache, "umap", digest, forget_mask,
+                                                         {"before": keys["before"]}, {}) is not None
+if not before_mapped and not umap_jobs and ((auto_umap and not umap_failed) or retry
+                                            or (not auto_umap and cols[2].button("Compute UMAP"))):
+    before = _data("before")  # the job fits on these while this script run computes the other panels
+    copy = {"features": before["features"].copy(), "probs": before["probs"].copy()}
 
-    def fit(progress, cancel, copies=copies, mask=forget_mask.copy()):
+    def fit(progress, cancel, copy=copy, mask=forget_mask.copy()):
         from unlearn_core.progress import ProgressEvent
 
-        progress(ProgressEvent(stage="umap", message=f"fitting {len(mask)} points"))
-        return panel_maps(cache, "umap", digest, mask,
-                          {state: (keys[state], lambda state=state: copies[state]) for state in copies})
+        progress(ProgressEvent(stage="umap", message=f"fitting the before map of {len(mask)} points"))
+        return panel_maps(cache, "umap", digest, mask, {"before": (keys["before"], lambda: copy)})
 
-    umap_jobs = [_shared.runner().submit(f"UMAP of run #{run_id}", fit, kind="umap",
+    umap_jobs = [_shared.runner().submit(f"UMAP map of {current.dataset} ({len(idx):,} points)", fit, kind="umap",
                                          meta={"key": umap_key, "owner": _shared.session_owner()})]
     umap_failed = []
+pca = (cached_panels(cache, "pca", digest, forget_mask, keys)
+       or panel_maps(cache, "pca", digest, forget_mask, sources))
+if umap_panels is None:
+    # Once the before map is stored (this setting's job, "Prepare a demo", an earlier run) the after and retrained
+    # panels are placed here, so the UMAP map shows in this very script run.
+    umap_panels = placed_panels(cache, "umap", digest, forget_mask, keys,
+                                {state: {"features": panel["features"], "probs": panel["probs"]}
+                                 for state, panel in pca.items()})
 
 reducers = ["UMAP", "PCA"] if umap_panels is not None else ["PCA"]
 reducer = cols[2].radio("Map", reducers, horizontal=True, key="w_embed_reducer") if len(reducers) > 1 else "PCA"

@@ -52,6 +52,36 @@ def test_embeddings_aligned_map_one_status_line_and_bounded_points(app_env):
     assert len(at.get("plotly_chart")) == 3
 
 
+def test_embeddings_fit_umap_once_per_setting_and_place_every_run_into_it(app_env):
+    """"Compute UMAP" starts ONE job, keyed by the setting, that fits the before map; once it is stored, a run's
+    after and retrained panels are placed into it in the page's own script run, so another run of the same setting
+    shows its UMAP map at once, with no second job."""
+    from app_pages import _shared
+
+    first = record(app_env, {"finetune": {"epochs": 1}})[0]
+    at = open_page("embeddings")
+    assert [r.options for r in at.radio if r.label == "Map"] == []  # PCA only so far
+    next(b for b in at.button if b.label == "Compute UMAP").click().run()
+    runner = _shared._runner(str(app_env))
+    jobs = runner.jobs("umap")
+    assert len(jobs) == 1 and jobs[0].snapshot().meta["key"].startswith("umap:")
+    assert runner.wait(jobs[0], timeout=120).status == "done", jobs[0].snapshot().error
+    at.run()
+    assert not at.exception, at.exception
+    assert at.radio(key="w_embed_reducer").value == "UMAP"
+    assert any(c.startswith(f"**UMAP** map of") for c in captions(at))
+
+    second = record(app_env, {"unsc": {}})[0]
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("app_pages/embeddings.py").run()
+    at.selectbox(key="w_embed_run").set_value(second).run()
+    assert not at.exception, at.exception
+    assert at.radio(key="w_embed_reducer").value == "UMAP"  # placed into the stored before map: no job
+    assert len(runner.jobs("umap")) == 1 and first != second
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert len(titles) == 3 and any(f"run #{second}" in t for t in titles)
+
+
 def styles(at, index: int) -> str:
     """The CSS Streamlit sends with a styled table (where the green "best" cells are)."""
     return at.dataframe[index].proto.arrow_data.styler.styles
