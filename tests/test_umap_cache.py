@@ -77,7 +77,7 @@ from unlearn_core import umapfit
 x = load_digits().data[:300].astype(np.float32)
 umapfit.start_helper()
 umapfit.start_helper()  # once per process
-pids = list(umapfit._helper._processes)
+pids = [umapfit._helper.process.pid]
 there = umapfit.fit_coords(x, seed=0)
 out = {"workers": len(pids), "umap_here": "umap" in sys.modules}
 os.kill(pids[0], signal.SIGKILL)  # a helper that died: the fit runs here instead
@@ -97,6 +97,34 @@ def test_fits_run_in_the_helper_process_with_the_same_map_and_fall_back_here_whe
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out == {"workers": 1, "umap_here": False, "dropped": True, "umap_here_after": True, "same": True,
                    "local_same": True}, (out, done.stderr[-2000:])
+
+
+ORPHAN = """
+import os, signal
+from unlearn_core import umapfit
+umapfit.start_helper()
+print(umapfit._helper.process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no exit hook runs
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie has ended; whether anyone reaps it is not the helper's business
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:4]
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_the_helper_process_ends_when_the_process_that_started_it_is_killed():
+    import time
+
+    done = subprocess.run([sys.executable, "-c", ORPHAN], cwd=REPO, capture_output=True, text=True, timeout=120)
+    helper = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 60
+    while _alive(helper) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(helper), "the UMAP helper outlived its killed parent"
 
 
 def test_the_launcher_preloads_the_first_pages_modules_and_the_rest_waits_for_the_page():

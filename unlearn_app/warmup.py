@@ -10,8 +10,8 @@ running beside it. So there are three steps:
    one thread per process that first waits until the script run that called it has ended, so the page that
    run drew is complete before the imports compete with anything.
 3. umap-learn, whose import (numba's initialisation) held this process's interpreter for about 2 s and stalled
-   the page scripts that ran meanwhile (a first Embeddings visit right after the first page took 5-6 s instead
-   of about 1.5 s): the same thread then starts :func:`unlearn_core.umapfit.start_helper`, a separate process
+   the page scripts that ran meanwhile (a first Embeddings visit right after the first page took 5.5-7 s, against
+   3 s once the import was over): the same thread then starts :func:`unlearn_core.umapfit.start_helper`, a separate process
    that imports and warms umap-learn and runs every UMAP fit of this process. This process never imports it.
 """
 

@@ -7,8 +7,8 @@ compiles (:func:`warm_umap`, run by ``make run``/``make test``).
 
 Importing umap-learn (numba, llvmlite, pynndescent, scikit-learn, scipy.stats) takes about 2 s of Python work on
 this project's 2-core machine, and numba's initialisation holds the interpreter for long stretches: in the
-dashboard's process it stalled every page script that ran meanwhile (the first Embeddings visit went from about
-1.5 s to 5-6 s). :func:`start_helper` moves umap-learn into a separate process (one, started by ``spawn``) that
+dashboard's process it stalled every page script that ran meanwhile (a first Embeddings visit right after the
+first page took 5.5-7 s, against 3 s once the import was over). :func:`start_helper` moves umap-learn into a separate process (one, started by ``spawn``) that
 imports and warms it at once; from then on :func:`fit_coords` sends the rows there and gets the coordinates
 back, and this process never imports umap-learn. Without a helper, or if it died, :func:`fit_coords` fits
 in-process. Both run :func:`umap_coords`: the same code, seed and kernels give the same map
@@ -139,30 +139,79 @@ def warm_umap(seed: int = 0) -> float:
     return time.perf_counter() - started
 
 
-_helper = None  # concurrent.futures.ProcessPoolExecutor once start_helper() ran
+class _Helper:
+    """One ``spawn``-started, daemonic process (:func:`_serve`) and the pipe to it; one request at a time."""
+
+    def __init__(self):
+        import multiprocessing
+        import os
+
+        context = multiprocessing.get_context("spawn")
+        self.conn, theirs = context.Pipe()
+        # Daemonic: a parent that exits normally terminates it at once, even in the middle of its warm-up.
+        self.process = context.Process(target=_serve, args=(theirs, os.getpid()), name="umap-helper", daemon=True)
+        self.process.start()
+        theirs.close()
+        self.lock = threading.Lock()
+
+    def fit(self, fit: np.ndarray, seed: int, n_neighbors: int) -> np.ndarray:
+        """Raises ``OSError``/``EOFError`` if the process is gone, ``RuntimeError`` if the fit failed there."""
+        with self.lock:
+            self.conn.send((np.ascontiguousarray(fit), int(seed), int(n_neighbors)))
+            ok, value = self.conn.recv()
+        if not ok:
+            raise RuntimeError(f"UMAP failed in the helper process: {value}")
+        return value
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join(10)
+        self.conn.close()
+
+
+def _serve(conn, parent: int) -> None:
+    """The helper process: watch the process that started it, import umap-learn and warm its kernels, then answer
+    ``(rows, seed, n_neighbors)`` requests with ``(True, coords)`` or ``(False, message)`` until the pipe closes."""
+    threading.Thread(target=_exit_with, args=(parent,), name="umap-helper-watch", daemon=True).start()
+    try:
+        warm_umap()
+    except Exception:  # noqa: BLE001 - no umap-learn, say: each request below reports it
+        pass
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            answer = (True, umap_coords(*request))
+        except Exception as error:  # noqa: BLE001 - reported to the caller, which raises it
+            answer = (False, f"{type(error).__name__}: {error}")
+        conn.send(answer)
+
+
+def _exit_with(parent: int, every: float = 1.0) -> None:
+    """End this helper once ``parent`` is gone: a parent that exits normally terminates it, one that is killed
+    cannot, and the helper would otherwise wait for requests forever."""
+    import os
+
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(0)
+
+
+_helper: _Helper | None = None
 _helper_lock = threading.Lock()
 
 
-def _helper_started() -> float:
-    """The helper process's initialiser: import umap-learn and warm its kernels before the first request."""
-    return warm_umap()
-
-
 def start_helper() -> None:
-    """Start this process's UMAP helper process, once: a ``spawn``-started worker of a one-process
-    :class:`~concurrent.futures.ProcessPoolExecutor` that imports umap-learn and warms it (:func:`warm_umap`) right
-    away, in parallel with this process. Later :func:`fit_coords` calls run there. The helper ends with this
-    process (the executor's own exit hook), or at :func:`stop_helper`."""
+    """Start this process's UMAP helper process, once: a ``spawn``-started daemonic process that imports
+    umap-learn and warms it (:func:`warm_umap`) right away, in parallel with this process. Later
+    :func:`fit_coords` calls run there. The helper ends with this process (terminated at its normal exit; within
+    a second if this process is killed), or at :func:`stop_helper`."""
     global _helper
     with _helper_lock:
-        if _helper is not None:
-            return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        _helper = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_helper_started)
-        _helper.submit(int)  # the worker starts (and warms up) now, not at the first fit
+        if _helper is None:
+            _helper = _Helper()
 
 
 def helper_running() -> bool:
@@ -176,29 +225,24 @@ def stop_helper() -> None:
     with _helper_lock:
         helper, _helper = _helper, None
     if helper is not None:
-        helper.shutdown(wait=True, cancel_futures=True)
+        helper.stop()
 
 
 def fit_coords(fit: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
     """:func:`umap_coords` of ``fit``, in the helper process when :func:`start_helper` started one (the rows go
-    there and the ``(N, 2)`` coordinates come back), else in this process. A helper that died (or could not
-    import umap-learn) is dropped with a log line and the fit runs here, where a missing umap-learn raises its
-    own error."""
+    there and the ``(N, 2)`` coordinates come back), else in this process. A helper that died is dropped with a
+    log line and the fit runs here; a fit that failed there (no umap-learn, say) runs here too, so its error is
+    raised as this process raises it."""
     global _helper
     helper = _helper
     if helper is not None:
-        from concurrent.futures.process import BrokenProcessPool
-
         try:
-            return helper.submit(umap_coords, np.ascontiguousarray(fit), seed, n_neighbors).result()
-        except BrokenProcessPool as error:
-            gone = error
-        except RuntimeError as error:  # submit() after the executor was shut down; a fit's own errors pass on
-            if "shutdown" not in str(error):
-                raise
-            gone = error
-        log.warning("the UMAP helper process is gone (%s); fitting in this process", gone)
-        with _helper_lock:
-            if _helper is helper:
-                _helper = None
+            return helper.fit(fit, seed, n_neighbors)
+        except (EOFError, OSError) as error:
+            log.warning("the UMAP helper process is gone (%s); fitting in this process", error)
+            with _helper_lock:
+                if _helper is helper:
+                    _helper = None
+        except RuntimeError as error:
+            log.warning("%s; fitting in this process", error)
     return umap_coords(fit, seed, n_neighbors)
