@@ -128,8 +128,8 @@ def test_the_helper_process_ends_when_the_process_that_started_it_is_killed():
 
 
 def test_the_launcher_preloads_the_first_pages_modules_and_the_rest_waits_for_the_page():
-    """``unlearn_app.serve`` imports torch and the Setup page's modules; the other pages' modules and umap load in
-    a thread that starts only once the script run that asked for it has ended (``unlearn_app.warmup``)."""
+    """``unlearn_app.serve`` imports torch and the Setup page's modules; the other pages' modules load in a thread
+    that starts only once the script run that asked for it has ended (``unlearn_app.warmup``)."""
     code = """
 import sys, threading, time
 from unlearn_app import warmup
@@ -155,3 +155,14 @@ print(later_before == seen["during"], all(m in sys.modules for m in warmup.LATER
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True"] * 5
+
+
+@pytest.mark.parametrize("auto_umap", ["1", "0"])
+def test_the_launcher_starts_the_umap_helper_unless_umap_is_switched_off(auto_umap):
+    code = "from unlearn_app import serve; from unlearn_core import umapfit; import sys\n" \
+           "serve._start_umap_helper(); print(umapfit.helper_running(), 'umap' in sys.modules, 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "UNLEARN_APP_AUTO_UMAP": auto_umap})
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Neither umap-learn nor torch is imported here to start it: the launcher imports torch right after.
+    assert done.stdout.split() == [str(auto_umap == "1"), "False", "False"]

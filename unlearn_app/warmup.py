@@ -11,8 +11,9 @@ running beside it. So there are three steps:
    run drew is complete before the imports compete with anything.
 3. umap-learn, whose import (numba's initialisation) held this process's interpreter for about 2 s and stalled
    the page scripts that ran meanwhile (a first Embeddings visit right after the first page took 5.5-7 s, against
-   3 s once the import was over): the same thread then starts :func:`unlearn_core.umapfit.start_helper`, a separate process
-   that imports and warms umap-learn and runs every UMAP fit of this process. This process never imports it.
+   3 s once the import was over): the same thread then starts :func:`unlearn_core.umapfit.start_helper`, a
+   separate process that imports and warms umap-learn and runs every UMAP fit of this process (unless
+   :mod:`unlearn_app.serve` started it already, at the server's start). This process never imports it.
 """
 
 from __future__ import annotations
