@@ -127,6 +127,27 @@ def test_the_helper_process_ends_when_the_process_that_started_it_is_killed():
     assert not _alive(helper), "the UMAP helper outlived its killed parent"
 
 
+CLEAN_EXIT = """
+if __name__ == "__main__":
+    import numpy as np
+    from unlearn_core import umapfit
+    umapfit.start_helper()
+    umapfit.fit_coords(np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32), 0)
+    print(umapfit._helper.process.pid)
+"""
+
+
+def test_a_process_that_exits_ends_its_helper_cleanly(tmp_path):
+    """A normal exit terminates the helper, which exits through Python: nothing it held is reported leaked."""
+    script = tmp_path / "clean_exit.py"  # spawn re-imports the main module: a file, with its main guard
+    script.write_text(CLEAN_EXIT)
+    done = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "leaked" not in done.stderr, done.stderr[-2000:]
+    assert not _alive(int(done.stdout.split()[-1]))
+
+
 def test_the_launcher_preloads_the_first_pages_modules_and_the_rest_waits_for_the_page():
     """``unlearn_app.serve`` imports torch and the Setup page's modules; the other pages' modules load in a thread
     that starts only once the script run that asked for it has ended (``unlearn_app.warmup``)."""

@@ -172,6 +172,11 @@ class _Helper:
 def _serve(conn, parent: int) -> None:
     """The helper process: watch the process that started it, import umap-learn and warm its kernels, then answer
     ``(rows, seed, n_neighbors)`` requests with ``(True, coords)`` or ``(False, message)`` until the pipe closes."""
+    import signal
+
+    # Terminated (the parent's exit stops its daemonic children so), it exits through Python, whose exit hooks
+    # release what the imports hold (a semaphore: killed outright, the parent warned of it as leaked at its exit).
+    signal.signal(signal.SIGTERM, _exit_quietly)
     threading.Thread(target=_exit_with, args=(parent,), name="umap-helper-watch", daemon=True).start()
     try:
         warm_umap()
@@ -189,13 +194,21 @@ def _serve(conn, parent: int) -> None:
         conn.send(answer)
 
 
+def _exit_quietly(signum, frame) -> None:
+    raise SystemExit(0)
+
+
 def _exit_with(parent: int, every: float = 1.0) -> None:
     """End this helper once ``parent`` is gone: a parent that exits normally terminates it, one that is killed
-    cannot, and the helper would otherwise wait for requests forever."""
+    cannot, and the helper would otherwise wait for requests forever. It terminates itself (see :func:`_serve`),
+    and leaves at once if that has not ended it within 10 s."""
     import os
+    import signal
 
     while os.getppid() == parent:
         time.sleep(every)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(10)
     os._exit(0)
 
 
