@@ -29,13 +29,9 @@ def _start_umap_helper() -> None:
     (``UNLEARN_APP_AUTO_UMAP=0``) or umap-learn is not installed: it imports umap-learn on the other core while
     this process imports torch, so it is warm before a page asks for a map (started after the first page
     instead, its warm-up overlapped a first Embeddings visit: 4.5 s against 3.3 s until the UMAP map)."""
-    import importlib.util
+    from unlearn_core.umapfit import default_reducers, start_helper
 
-    from unlearn_core.settings import settings
-
-    if settings().app_auto_umap and importlib.util.find_spec("umap") is not None:
-        from unlearn_core.umapfit import start_helper
-
+    if "umap" in default_reducers():
         start_helper()
 
 

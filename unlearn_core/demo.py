@@ -84,7 +84,7 @@ def prepare_demo(dataset: str, model: str | None = None, seed: int = 0, device=N
     """Train (or find cached) the original and every single-class retrained reference; returns the status.
 
     ``maps``: the reducers whose before map and retrained panel are stored per setting (default
-    :func:`~unlearn_core.embeddings.default_reducers`; ``()`` for none); maps already stored are looked up, not recomputed.
+    :func:`~unlearn_core.umapfit.default_reducers`; ``()`` for none); maps already stored are looked up, not recomputed.
 
     Models already cached are skipped; each new one is in the cache as soon as it is trained. Progress comes
     as :class:`~unlearn_core.progress.ProgressEvent` (stage ``prepare demo``: ``step`` of ``steps`` models,
@@ -107,7 +107,7 @@ def prepare_demo(dataset: str, model: str | None = None, seed: int = 0, device=N
             progress(ProgressEvent(stage="prepare demo", step=step, steps=steps, message=message))
 
     if maps is None:
-        from unlearn_core.embeddings import default_reducers
+        from unlearn_core.umapfit import default_reducers
 
         maps = default_reducers()
     if maps:

@@ -114,21 +114,6 @@ def _pca_core(fit: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, li
             [((o - mean) @ axes).astype(np.float32) for o in others])
 
 
-def umap_installed() -> bool:
-    """Whether umap-learn can be imported (it comes with the ``[app]`` extra), without importing it."""
-    import importlib.util
-
-    return importlib.util.find_spec("umap") is not None
-
-
-def default_reducers() -> tuple[str, ...]:
-    """The maps computed ahead of a view by default: PCA, and UMAP unless ``UNLEARN_APP_AUTO_UMAP=0`` or
-    umap-learn is not installed."""
-    from unlearn_core.settings import settings
-
-    return ("pca", "umap") if settings().app_auto_umap and umap_installed() else ("pca",)
-
-
 def _umap_fit_transform(fit: np.ndarray, others: list[np.ndarray], seed: int,
                         n_neighbors: int = 15) -> tuple[np.ndarray, list[np.ndarray]]:
     """The UMAP map of ``fit`` (:func:`unlearn_core.umapfit.fit_coords`), and ``others`` placed in it by

@@ -101,6 +101,21 @@ def euclidean_distances(points: np.ndarray) -> np.ndarray:
     return distances
 
 
+def umap_installed() -> bool:
+    """Whether umap-learn can be imported (it comes with the ``[app]`` extra), without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("umap") is not None
+
+
+def default_reducers() -> tuple[str, ...]:
+    """The maps computed ahead of a view by default: PCA, and UMAP unless ``UNLEARN_APP_AUTO_UMAP=0`` or
+    umap-learn is not installed."""
+    from unlearn_core.settings import settings
+
+    return ("pca", "umap") if settings().app_auto_umap and umap_installed() else ("pca",)
+
+
 UMAP_EXACT_BELOW = 4096  # umap-learn's own threshold: below it, it finds every point's neighbours exactly
 
 
@@ -163,11 +178,6 @@ class _Helper:
             raise RuntimeError(f"UMAP failed in the helper process: {value}")
         return value
 
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.join(10)
-        self.conn.close()
-
 
 def _serve(conn, parent: int) -> None:
     """The helper process: watch the process that started it, import umap-learn and warm its kernels, then answer
@@ -220,7 +230,7 @@ def start_helper() -> None:
     """Start this process's UMAP helper process, once: a ``spawn``-started daemonic process that imports
     umap-learn and warms it (:func:`warm_umap`) right away, in parallel with this process. Later
     :func:`fit_coords` calls run there. The helper ends with this process (terminated at its normal exit; within
-    a second if this process is killed), or at :func:`stop_helper`."""
+    a second if this process is killed)."""
     global _helper
     with _helper_lock:
         if _helper is None:
@@ -230,15 +240,6 @@ def start_helper() -> None:
 def helper_running() -> bool:
     """Whether :func:`fit_coords` sends its fits to a helper process."""
     return _helper is not None
-
-
-def stop_helper() -> None:
-    """Stop the helper process (if any); later fits run in this process until :func:`start_helper` again."""
-    global _helper
-    with _helper_lock:
-        helper, _helper = _helper, None
-    if helper is not None:
-        helper.stop()
 
 
 def fit_coords(fit: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:

@@ -59,8 +59,9 @@ def run_maps_hook():
     """The ``after`` of a run job (:meth:`unlearn_app.jobs.JobRunner.submit_run`): the run's map panels for the
     Embeddings page's default points (PCA, and UMAP unless switched off), computed in the job once the run is
     recorded and stored in the embedding cache (:func:`unlearn_core.embeddings.run_maps`)."""
-    from unlearn_core.embeddings import default_reducers, run_maps
+    from unlearn_core.embeddings import run_maps
     from unlearn_core.progress import ProgressEvent
+    from unlearn_core.umapfit import default_reducers
 
     cache = resources.embedding_cache()  # resolved here, in the script run: the job's thread has no Streamlit context
     reducers = default_reducers()

@@ -171,7 +171,7 @@ def parse_maps(text: str) -> tuple[str, ...]:
 def installed_maps(maps: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
     """``maps`` without UMAP when umap-learn is not installed (a library-only install), and a note saying so
     ("" when nothing was dropped)."""
-    from unlearn_core.embeddings import umap_installed
+    from unlearn_core.umapfit import umap_installed
 
     if "umap" not in maps or umap_installed():
         return maps, ""
