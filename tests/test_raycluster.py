@@ -83,6 +83,29 @@ def test_where_runs_execute_inline_and_node_id_outside_ray():
     assert raycluster.node_id() == raycluster.LOCAL_NODE == "local"
 
 
+def test_private_dir_is_never_inside_the_checkout(tmp_path, monkeypatch):
+    # A short data directory inside the checkout (the tests' default lives there too) is refused for Ray's files;
+    # a short one outside it is used.
+    import shutil
+
+    inside = REPO / ".unlearn_data" / "r"
+    if len(str(inside / "ray")) <= raycluster.MAX_PRIVATE_DIR:
+        existed = inside.exists()
+        monkeypatch.setenv("UNLEARN_DATA_DIR", str(inside))
+        try:
+            assert REPO not in raycluster.private_dir().resolve().parents
+        finally:
+            if not existed:
+                shutil.rmtree(inside, ignore_errors=True)
+    short = Path("/tmp") / f"uld{tmp_path.name[-6:]}"
+    short.mkdir(exist_ok=True)
+    try:
+        monkeypatch.setenv("UNLEARN_DATA_DIR", str(short))
+        assert raycluster.private_dir() == (short / "ray").resolve()
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
 def test_stop_processes_stops_a_tree_and_spares_a_reused_pid():
     parent = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"])
     try:
@@ -91,7 +114,7 @@ def test_stop_processes_stops_a_tree_and_spares_a_reused_pid():
             time.sleep(0.05)
         tree = raycluster.descendants([parent.pid])
         assert len(tree) == 3
-        recorded = {pid: raycluster._start_time(pid) for pid in tree}
+        recorded = {pid: raycluster.processes._start_time(pid) for pid in tree}
         # A recorded start time that does not match is another process under a reused pid: left alone.
         assert raycluster.stop_processes({parent.pid: recorded[parent.pid] + 1}) == []
         assert running(parent.pid)
