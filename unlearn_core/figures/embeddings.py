@@ -48,7 +48,7 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, indices: np.ndarra
                       ghost: np.ndarray | None = None, height: int = 480,
                       hover: np.ndarray | None = None, colour_by: np.ndarray | None = None,
                       colour_title: str = "class", ranges: tuple | None = None,
-                      show_legend: bool = True) -> go.Figure:
+                      show_legend: bool = True, webgl: bool = True) -> go.Figure:
     """Points coloured by class, forget samples as small crosses; ``customdata`` carries the dataset index.
 
     ``colour_by`` (one class per point, e.g. the model's predictions) colours
@@ -59,7 +59,10 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, indices: np.ndarra
     light grey behind, so the eye sees where points came from. ``hover`` adds
     one line of text per point to its tooltip (see :func:`prediction_hover`).
     The legend sits below the plot in one or two rows, so it never takes the
-    width of a narrow panel.
+    width of a narrow panel. ``webgl`` draws the points in WebGL
+    (``go.Scattergl``), else in SVG (``go.Scatter``): inside Streamlit in
+    Chromium, three 2,000-point panels drew faster in WebGL
+    (benchmarks/bench_map_panels.py, docs/APP.md).
     """
     labels = np.asarray(labels)
     colours = labels if colour_by is None else np.asarray(colour_by)
@@ -69,23 +72,24 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, indices: np.ndarra
         true_text = np.asarray([f"{t}<br>{h}" for t, h in zip(true_text, np.asarray(hover, dtype=object))],
                                dtype=object)
 
+    scatter = go.Scattergl if webgl else go.Scatter
     fig = go.Figure()
     if ghost is not None:
-        fig.add_trace(go.Scattergl(x=ghost[:, 0], y=ghost[:, 1], mode="markers", name="other state",
+        fig.add_trace(scatter(x=ghost[:, 0], y=ghost[:, 1], mode="markers", name="other state",
                                    marker=dict(size=4, color="rgba(160,160,160,0.25)"), hoverinfo="skip",
                                    customdata=indices))
     prefix = "" if colour_by is None else "predicted "
     for cls in np.unique(colours):
         keep = (colours == cls) & ~forget_mask
         if keep.any():
-            fig.add_trace(go.Scattergl(
+            fig.add_trace(scatter(
                 x=coords[keep, 0], y=coords[keep, 1], mode="markers", name=f"{prefix}{class_names[int(cls)]}",
                 legendgroup=str(cls), marker=dict(size=5, color=class_colour(cls), opacity=0.75),
                 customdata=indices[keep], text=true_text[keep],
                 hovertemplate="sample %{customdata}<br>%{text}<extra></extra>"))
     if forget_mask.any():
         # Small crosses in the point's own colour with a faint outline: marked, but the clusters stay readable.
-        fig.add_trace(go.Scattergl(
+        fig.add_trace(scatter(
             x=coords[forget_mask, 0], y=coords[forget_mask, 1], mode="markers", name="forget set (×)",
             marker=dict(size=6, color=[class_colour(c) for c in colours[forget_mask]], symbol="x", opacity=0.9,
                         line=dict(width=0.5, color="rgba(0,0,0,0.4)")),
