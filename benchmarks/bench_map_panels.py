@@ -78,7 +78,8 @@ APP = textwrap.dedent("""
 
 WATCH = """() => { window.__last = performance.now(); window.__t0 = performance.now();
   window.__observer = new MutationObserver(() => { window.__last = performance.now(); });
-  window.__observer.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true}); }"""
+  window.__observer.observe(document.body,
+                            {subtree: true, childList: true, attributes: true, characterData: true}); }"""
 
 VARIANTS = [("none", "webgl", 2000), ("three", "webgl", 2000), ("three", "svg", 2000), ("one", "webgl", 2000),
             ("one", "svg", 2000), ("three", "webgl", 1000), ("three", "svg", 1000)]

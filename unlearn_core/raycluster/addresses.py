@@ -9,7 +9,8 @@ import sys
 
 from unlearn_core.errors import UnlearnError
 
-#: Ray reads it at import; "0" makes ``get_node_ip_address`` answer the loopback address (see :mod:`unlearn_core.raycluster`).
+#: Ray reads it at import; "0" makes ``get_node_ip_address`` answer the loopback address
+#: (see :mod:`unlearn_core.raycluster`).
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: Longest wait for the TCP connection to the address's port.
 PROBE_TIMEOUT_S = 5.0

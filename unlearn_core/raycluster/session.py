@@ -14,7 +14,6 @@ from unlearn_core.raycluster.addresses import (PROBE_TIMEOUT_S, RayClusterError,
 from unlearn_core.raycluster.processes import (PID_FILE, _alive, _local_auth_token, _start_time, _write_pid_file,
                                              descendants, private_dir, reap_stale, stop_processes)
 
-
 #: Longest wait for joining a cluster, probe included.
 CONNECT_TIMEOUT_S = 30.0
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from unlearn_core.raycluster.addresses import RayClusterError
 from unlearn_core.raycluster.session import RaySession
 
-
 #: What a task reports as its node when it runs in this process (the inline engine).
 LOCAL_NODE = "local"
 
