@@ -7,6 +7,7 @@ loopback setting and Ray's state never leak into the test process.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -104,6 +105,21 @@ def test_private_dir_is_never_inside_the_checkout(tmp_path, monkeypatch):
         assert raycluster.private_dir() == (short / "ray").resolve()
     finally:
         shutil.rmtree(short, ignore_errors=True)
+
+
+def test_local_workers_can_import_the_package_from_a_checkout(tmp_path, monkeypatch):
+    # A local instance's workers inherit this PYTHONPATH: from any folder, it must lead them to unlearn_core.
+    from unlearn_core.raycluster.session import export_package_parent
+
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    parent = export_package_parent()
+    assert os.environ["PYTHONPATH"] == parent
+    assert export_package_parent() == parent and os.environ["PYTHONPATH"] == parent  # added once
+    found = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path[:0] = sys.argv[1].split(':'); "
+                            "import unlearn_core.raycluster as r; print(r.__file__)", os.environ["PYTHONPATH"]],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert Path(found.stdout.strip()).resolve() == Path(raycluster.__file__).resolve()
 
 
 def test_stop_processes_stops_a_tree_and_spares_a_reused_pid():

@@ -158,14 +158,19 @@ def connect(address: str | None = None, num_cpus: int | None = None, *, timeout:
         return session
 
 
-def _start_local(ray, num_cpus: int | None) -> RaySession:
-    package_dir = Path(__file__).resolve().parents[1]  # unlearn_core
-    # Workers are spawned by this process's raylet and inherit its environment: the package's parent on
-    # PYTHONPATH lets them import unlearn_core from a checkout that is not installed.
-    parent = str(package_dir.parent)
+def export_package_parent() -> str:
+    """Put the folder that holds the ``unlearn_core`` package first on this process's ``PYTHONPATH`` (once) and
+    return it. A local instance's workers are spawned by this process's raylet and inherit its environment, so
+    they import ``unlearn_core`` from a checkout that is not installed."""
+    parent = str(Path(__file__).resolve().parents[2])  # unlearn_core/raycluster/session.py -> the checkout
     current_path = os.environ.get("PYTHONPATH", "")
     if parent not in current_path.split(os.pathsep):
         os.environ["PYTHONPATH"] = parent + (os.pathsep + current_path if current_path else "")
+    return parent
+
+
+def _start_local(ray, num_cpus: int | None) -> RaySession:
+    export_package_parent()
     folder = private_dir()
     reap_stale(folder / "s")
     _local_auth_token(folder)
