@@ -106,14 +106,16 @@ def launch_command() -> list[str]:
 
 
 @contextmanager
-def server(env_extra: dict | None = None):
-    """``streamlit run app.py`` on a free local port; yields ``(url, started_at, log_path)``."""
+def server(env_extra: dict | None = None, script: Path | None = None, log_dir: Path | None = None):
+    """The dashboard as ``make run`` starts it (or ``streamlit run script``) on a free local port, its output in
+    ``log_dir`` (default: ``UNLEARN_DATA_DIR``); yields ``(url, started_at, log_path)``."""
     port = _free_port()
-    log_path = Path(os.environ["UNLEARN_DATA_DIR"]) / f"browser_server_{port}.log"
+    log_path = Path(log_dir or os.environ["UNLEARN_DATA_DIR"]) / f"browser_server_{port}.log"
     log = open(log_path, "w")
     started = time.perf_counter()
+    command = launch_command() if script is None else [sys.executable, "-m", "streamlit", "run", str(script)]
     process = subprocess.Popen(
-        [*launch_command(), "--server.headless", "true",
+        [*command, "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=REPO, env={**os.environ, **(env_extra or {})}, stdout=log, stderr=subprocess.STDOUT)

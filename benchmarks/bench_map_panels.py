@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python benchmarks/bench_map_panels.py [--rounds 6]``. Needs /usr/bin/chromium. Prints one JSON
 object; docs/APP.md quotes a run of it.
 
-A small Streamlit app (written to a temporary folder, started with ``streamlit run`` on a local port) draws the
+A small Streamlit app (written to a temporary folder, started with ``streamlit run`` on a local port by
+:func:`benchmarks._browser.server`) draws the
 page's own figures (:func:`unlearn_core.figures.embedding_scatter`: 10 clustered classes, one class in the
 forget set) as the Embeddings page does, three ``st.plotly_chart`` side by side, or as one figure with three
 subplots. A button hides and shows them; each round times, in headless Chromium launched as the browser tests
@@ -21,18 +22,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._browser import _free_port, browser, settle  # noqa: E402
+from benchmarks._browser import browser, server, settle  # noqa: E402
 
 APP = textwrap.dedent("""
     import sys
@@ -93,22 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "panels.py"
         script.write_text(APP.format(repo=str(REPO)))
-        port = _free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true", "--server.port",
-             str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("streamlit did not start")
-                    time.sleep(0.1)
+        with server(script=script, log_dir=Path(folder)) as (url, _, _):
             with browser(1280, 900) as page:
                 for layout, renderer, points in VARIANTS:
                     page.goto(f"{url}/?layout={layout}&renderer={renderer}&points={points}")
@@ -128,9 +112,6 @@ def main() -> None:
                     name = f"{layout} {renderer} {points}" if layout != "none" else "none (script and round trip)"
                     out["ms"][name] = {"median": round(statistics.median(times)), "all": [round(t) for t in times]}
                     print(f"{name}: median {statistics.median(times):.0f} ms", file=sys.stderr, flush=True)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
     out["load_after"] = os.getloadavg()[0]
     print(json.dumps(out))
 

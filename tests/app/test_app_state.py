@@ -71,7 +71,7 @@ def test_scatter_carries_dataset_indices_in_every_trace():
     forget_trace = next(t for t in figure.data if t.name.startswith("forget set"))
     assert sorted(forget_trace.customdata) == [101, 104]
     assert figure.layout.dragmode == "lasso"
-    # WebGL by default (faster inside Streamlit, docs/APP.md); SVG on request, with the same points and selection
+    # WebGL by default (docs/APP.md); SVG on request, with the same points and selection
     assert {trace.type for trace in figure.data} == {"scattergl"}
     svg = embedding_scatter(coords, labels, indices, forget, ["zero", "one"], selectable=True, webgl=False)
     assert {trace.type for trace in svg.data} == {"scatter"}

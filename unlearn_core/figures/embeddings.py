@@ -61,8 +61,9 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, indices: np.ndarra
     The legend sits below the plot in one or two rows, so it never takes the
     width of a narrow panel. ``webgl`` draws the points in WebGL
     (``go.Scattergl``), else in SVG (``go.Scatter``): inside Streamlit in
-    Chromium, three 2,000-point panels drew faster in WebGL
-    (benchmarks/bench_map_panels.py, docs/APP.md).
+    Chromium, three 2,000-point panels drew in about the same time either
+    way (benchmarks/bench_map_panels.py, docs/APP.md), and WebGL holds
+    larger maps.
     """
     labels = np.asarray(labels)
     colours = labels if colour_by is None else np.asarray(colour_by)
