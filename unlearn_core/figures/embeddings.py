@@ -77,8 +77,8 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, indices: np.ndarra
     fig = go.Figure()
     if ghost is not None:
         fig.add_trace(scatter(x=ghost[:, 0], y=ghost[:, 1], mode="markers", name="other state",
-                                   marker=dict(size=4, color="rgba(160,160,160,0.25)"), hoverinfo="skip",
-                                   customdata=indices))
+                              marker=dict(size=4, color="rgba(160,160,160,0.25)"), hoverinfo="skip",
+                              customdata=indices))
     prefix = "" if colour_by is None else "predicted "
     for cls in np.unique(colours):
         keep = (colours == cls) & ~forget_mask
