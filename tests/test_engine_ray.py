@@ -34,6 +34,19 @@ def _executing_task(pids: list[int]) -> bool:
     return False
 
 
+def _actor_nodes(class_name: str, timeout: float = 60.0) -> list[str]:
+    """The nodes of this Ray session's live actors of ``class_name`` (from the GCS's actor table), once none
+    of them is still being created."""
+    from ray._private import state
+
+    deadline = time.monotonic() + timeout
+    while True:
+        actors = [actor for actor in state.actors().values() if actor.get("ActorClassName") == class_name]
+        if actors and all(actor.get("State") == "ALIVE" for actor in actors) or time.monotonic() > deadline:
+            return [actor["Address"]["NodeID"] for actor in actors if actor.get("State") == "ALIVE"]
+        time.sleep(0.1)
+
+
 def _no_provider(progress, cancel):
     raise AssertionError("a ray run must not prepare its setup in the driver")
 
@@ -55,6 +68,9 @@ def test_dashboard_runs_on_two_loopback_nodes_lose_nothing_when_a_node_dies(tmp_
         runner = JobRunner(engine=RayEngine(info["address"]), max_running_per_visitor=1)
         assert runner.slots == 2
         assert runner.engine.where() == f"cluster at {info['address']}: 2 nodes, 2 CPUs, 0 GPUs"
+        # The progress channel lives on the head, whichever of the two loopback raylets this driver attached to:
+        # killing the second node must not take the relayed progress with it.
+        assert _actor_nodes("ProgressChannel") == [head]
         forgets = [f"class:{c}" for c in (1, 2, 4, 5, 6, 7)]
         jobs = [runner.submit_run(_no_provider, "finetune", {"epochs": 3}, store=store,
                                   meta={"owner": f"visitor{i}", "forget": forget},
@@ -73,7 +89,7 @@ def test_dashboard_runs_on_two_loopback_nodes_lose_nothing_when_a_node_dies(tmp_
         assert killed is not False, "the second node never ran a second run: nothing was killed mid-run"
         assert killed < len(forgets)
         # Every job done (the one on the killed node retried on the head), its progress relayed from the worker
-        # (best effort: the channel actor may have lived on the killed node and been restarted meanwhile).
+        # through the channel on the head, each task's last events taken before its result came back.
         assert [s.status for s in snaps] == [DONE] * len(forgets), [(s.label, s.status, s.error) for s in snaps]
         assert all({"method", "evaluation"} <= {p.name for p in s.phases} for s in snaps), \
             [[p.name for p in s.phases] for s in snaps]

@@ -340,18 +340,21 @@ class RayEngine:
             keeper.join(timeout=120)
 
 
+#: The resource every Ray head node carries (Ray's own state actors ask for a sliver of it to live there).
+HEAD_RESOURCE = "node:__internal_head__"
+
+
 def channel_options(ray) -> dict:
-    """The progress channel actor: no CPU, on the driver's own node (a node that dies takes only its tasks
-    with it, and they are retried), restarted by Ray should it be lost all the same."""
+    """The progress channel actor: no CPU, restarted by Ray should it be lost, and on the head node, whose loss
+    ends the cluster anyway. Not the driver's node: a driver attaches to some raylet of its own host, which on a
+    host with several nodes (or a driver on a worker host) may be a node that dies while the runs go on."""
     options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": -1}
     try:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        here = ray.get_runtime_context().get_node_id()
-        if here:
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=here, soft=True)
-    except Exception:  # a Ray Client driver has no node of its own: Ray places the actor
-        pass
+        heads = [node for node in ray.nodes() if node.get("Alive") and HEAD_RESOURCE in node.get("Resources", {})]
+    except Exception:  # a Ray without the head resource: Ray places the actor
+        heads = []
+    if heads:
+        options["resources"] = {HEAD_RESOURCE: 0.001}
     return options
 
 

@@ -25,6 +25,8 @@ from unlearn_core.errors import Cancelled
 from unlearn_core.progress import ProgressEvent
 from unlearn_core.raycluster import node_id
 
+#: Longest a finished task waits for the channel to take its last progress post.
+FLUSH_WAIT_S = 5.0
 #: Shortest time between two progress posts of one stage (a new stage is posted at once).
 PROGRESS_INTERVAL_S = 0.2
 #: Longest time between a cancel at the driver and the task's next look at it (between steps).
@@ -45,11 +47,14 @@ def run_request(dataset: str, model: str, forget: str, seed: int, method: str, p
 
 
 class ChannelProgress:
-    """A :data:`~unlearn_core.progress.ProgressFn` that posts events to a channel actor (fire and forget)."""
+    """A :data:`~unlearn_core.progress.ProgressFn` that posts events to a channel actor: fire and forget while
+    the task runs; :meth:`flush` sends the last held event and waits (at most ``FLUSH_WAIT_S``) until the actor
+    has taken the last post, so that every event is there when the driver drains the channel after the result
+    (one caller's calls to an actor run in the order they were sent)."""
 
     def __init__(self, channel, key: str, interval: float = PROGRESS_INTERVAL_S):
         self.channel, self.key, self.interval = channel, key, interval
-        self._stage, self._sent_at, self._pending = None, 0.0, None
+        self._stage, self._sent_at, self._pending, self._last = None, 0.0, None, None
 
     def __call__(self, event: ProgressEvent) -> None:
         now = time.monotonic()
@@ -62,7 +67,7 @@ class ChannelProgress:
         data = dataclasses.asdict(event)
         data["point"] = None  # curve points stay in the report's evidence; the bar needs the numbers only
         try:
-            self.channel.post.remote(self.key, data)
+            self._last = self.channel.post.remote(self.key, data)
         except Exception:  # progress is best effort; the run goes on
             pass
         self._stage, self._sent_at, self._pending = event.stage, now, None
@@ -70,6 +75,14 @@ class ChannelProgress:
     def flush(self) -> None:
         if self._pending is not None:
             self._send(self._pending, time.monotonic())
+        if self._last is not None:
+            import ray
+
+            try:
+                ray.wait([self._last], timeout=FLUSH_WAIT_S)
+            except Exception:  # the channel is restarting: the result still goes back, without these events
+                pass
+            self._last = None
 
 
 class ChannelCancel:
