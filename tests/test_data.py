@@ -114,3 +114,40 @@ def test_augmentation_crops_and_flips_without_changing_shape():
     flips = [torch.equal(data.augment_batch(images[:1], "crop_flip", 0, generator), images[:1].flip(-1))
              for _ in range(20)]
     assert any(flips) and not all(flips)
+
+
+def test_the_arrays_level_imports_no_torch_and_the_tensors_share_its_memory():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+from unlearn_core import data
+arrays = data.load_arrays("digits")
+print("torch" in sys.modules, type(arrays.train_x).__name__, arrays.describe())
+bundle = data.load_dataset("digits")
+shared = all(getattr(bundle, f).data_ptr() == getattr(arrays, f).__array_interface__["data"][0]
+             for f in ("train_x", "train_y", "test_x", "test_y"))
+print("torch" in sys.modules, shared, bundle.describe() == arrays.describe(), (bundle.mean, bundle.std) == (arrays.mean, arrays.std))
+"""
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = done.stdout.strip().splitlines()
+    assert first.startswith("False ndarray {'name': 'digits', 'train': 1438, 'test': 359, 'classes': 10")
+    assert second == "True True True True"
+
+
+@pytest.mark.parametrize("shape", [(300, 1, 8, 8), (40, 3, 16, 16), (5, 3, 4, 4)])
+def test_channel_statistics_are_torchs_mean_and_unbiased_std(shape):
+    """The NumPy statistics keep the definition the torch level had: float32 mean and standard deviation with
+    ``n - 1`` (torch's default), floored at 1e-3, rounded to 4 decimals, so cached models keep their inputs."""
+    images = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    images[..., 0, :] = 7  # a constant row: a channel's spread is not uniform
+    flat = torch.from_numpy(images).float().div(255.0).transpose(0, 1).reshape(shape[1], -1)
+    expected = (tuple(round(v, 4) for v in flat.mean(dim=1).tolist()),
+                tuple(round(v, 4) for v in flat.std(dim=1).clamp_min(1e-3).tolist()))
+    assert data.channel_stats(images) == expected
+    constant = np.full((4, 1, 3, 3), 9, dtype=np.uint8)
+    assert data.channel_stats(constant)[1] == (0.001,)

@@ -46,3 +46,19 @@ def test_bad_model_requests_fail_clearly():
         build_model("alexnet-9000", 1, (8, 8), 10)
     with pytest.raises(ModelError, match="channel"):
         build_model("mlp", 3, (8, 8), 10, mean=(0.5,), std=(0.5,))
+
+
+def test_the_registry_lists_models_without_importing_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from unlearn_core.models import MODELS\n"
+            "print(sorted(MODELS), 'torch' in sys.modules)\n"
+            "from unlearn_core.models import build_model\n"
+            "print(type(build_model('mlp', 1, (8, 8), 10, seed=0)).__name__, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == [
+        "['allcnn', 'mlp', 'resnet18', 'small_cnn', 'vgg11_bn'] False", "UnlearnModel True"]

@@ -92,3 +92,40 @@ def test_atomic_save_leaves_no_temporary_files(cache):
 def test_default_recipe_on_mnist5k_reaches_95_percent(mnist_class3):
     bundle = mnist_class3.bundle
     assert accuracy(mnist_class3.original.model, bundle.test_x, bundle.test_y) >= 95.0
+
+
+class _Runs:
+    """A pickle that would run a command when loaded: ``read_meta`` must refuse it without running it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_read_meta_reads_a_checkpoints_metadata_without_torch_and_refuses_anything_else(tmp_path):
+    import pickle
+    import zipfile
+
+    from unlearn_core.checkpoints import read_meta, save_checkpoint
+    from unlearn_core.models import build_model
+
+    meta = {"test_accuracy": 91.25, "parameters": 12, "recipe": {"epochs": 3, "lr": 0.05}, "spec": [1, "x"]}
+    save_checkpoint(tmp_path / "model.pt", build_model("small_cnn", 1, (8, 8), 10, seed=0), meta)
+    assert read_meta(tmp_path / "model.pt") == read_checkpoint(tmp_path / "model.pt")["meta"] == meta
+    assert read_meta(tmp_path / "missing.pt") is None
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    assert read_meta(tmp_path / "text.pt") is None
+    marker = tmp_path / "ran"
+    with zipfile.ZipFile(tmp_path / "hostile.pt", "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"meta": {"x": _Runs(marker)}, "state_dict": {}}))
+    assert read_meta(tmp_path / "hostile.pt") is None and not marker.exists()
+    # The cache's own trainings keep the figures a page shows without loading the weights.
+    trained = get_original(load_dataset("digits"), "mlp", 0, default_recipe("digits", epochs=1),
+                           cache=CheckpointCache(tmp_path / "cache"))
+    stored = read_meta(CheckpointCache(tmp_path / "cache").path_for(trained.key))
+    assert stored["parameters"] == sum(p.numel() for p in trained.model.parameters())
+    assert stored["weight_bytes"] == sum(t.numel() * t.element_size() for t in trained.model.state_dict().values())

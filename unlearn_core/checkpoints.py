@@ -9,6 +9,7 @@ fails to load is moved aside and treated as a cache miss.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -22,14 +23,14 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from unlearn_core import paths
 from unlearn_core.errors import CheckpointError
 from unlearn_core.settings import settings
+
+if TYPE_CHECKING:
+    from torch import nn
 
 MAX_UPLOAD_ENV = "UNLEARN_MAX_UPLOAD_MB"
 MAX_UNPACKED_ENV = "UNLEARN_MAX_UNPACKED_MB"
@@ -153,6 +154,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict | None = None) -> None:
     """Atomically save a model's state dict with JSON-able metadata."""
+    import torch
+
     buffer = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "meta": json.loads(json.dumps(meta or {}, default=str))}, buffer)
@@ -215,6 +218,8 @@ def read_checkpoint(source, max_bytes: int | None = None) -> dict:
     except BaseException:
         handle.close()
         raise
+    import torch
+
     try:
         with handle:
             loaded = torch.load(handle, map_location="cpu", weights_only=True)
@@ -242,6 +247,8 @@ def read_checkpoint(source, max_bytes: int | None = None) -> dict:
 
 def _refuse_exotic_tensor(key, value) -> None:
     """Only plain dense tensors: sparse, quantized or other layouts fail deep inside torch with a traceback."""
+    import torch
+
     if not isinstance(value, torch.Tensor):
         return  # load_state_strict names the key; metadata dicts may hold other values
     if value.layout != torch.strided:
@@ -261,6 +268,8 @@ def load_uploaded_checkpoint(source, model: nn.Module) -> dict:
 
 def load_state_strict(model: nn.Module, state_dict: dict[str, Any]) -> None:
     """Load weights, naming the first key that is missing, unexpected or mis-shaped."""
+    import torch
+
     expected = model.state_dict()
     for key, value in expected.items():
         if key not in state_dict:
@@ -298,6 +307,47 @@ def load_state_strict(model: nn.Module, state_dict: dict[str, Any]) -> None:
             value = value.to(target.dtype)
         cast[key] = value
     model.load_state_dict(cast, strict=True)
+
+
+#: The most a cached checkpoint's pickle (its structure, not its tensors' bytes) may hold for :func:`read_meta`.
+MAX_META_PICKLE_BYTES = 16 * 2**20
+
+
+class _StructureUnpickler(pickle.Unpickler):
+    """Reads the structure of a checkpoint that :func:`save_checkpoint` wrote, with every tensor as ``None``:
+    torch's rebuild functions and storage types become a stub, its storages are not read, and any other global
+    than ``collections.OrderedDict`` is refused."""
+
+    def find_class(self, module, name):
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        if module == "torch" or module.startswith("torch."):
+            return _no_tensor
+        raise pickle.UnpicklingError(f"GLOBAL {module}.{name} is not part of a checkpoint's structure")
+
+    def persistent_load(self, pid):
+        return None
+
+
+def _no_tensor(*args, **kwargs):
+    return None
+
+
+def read_meta(path: Path) -> dict | None:
+    """The metadata of a checkpoint this module saved, read without torch (and without reading its tensors);
+    ``None`` when the file is missing or not such a checkpoint. For a page that shows a cached model's figures
+    before torch is imported; :meth:`CheckpointCache.load` still reads and checks the weights when they are used."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [info for info in archive.infolist() if info.filename.endswith("/data.pkl")]
+            if len(names) != 1 or names[0].file_size > MAX_META_PICKLE_BYTES:
+                return None
+            loaded = _StructureUnpickler(io.BytesIO(archive.read(names[0]))).load()
+    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError):
+        return None
+    meta = loaded.get("meta") if isinstance(loaded, dict) else None
+    return meta if isinstance(meta, dict) else None
 
 
 class CheckpointCache:

