@@ -17,6 +17,7 @@ in-process. Both run :func:`umap_coords`: the same code, seed and kernels give t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -154,6 +155,24 @@ def warm_umap(seed: int = 0) -> float:
     return time.perf_counter() - started
 
 
+@contextlib.contextmanager
+def _no_main_module():
+    """Hide this process's ``__main__`` while a helper is spawned: ``spawn`` runs the parent's main module again in
+    the child, and in a Streamlit server that module is the page script being run (``app.py`` under
+    ``streamlit run``), which would draw the app in the helper. The helper needs only this module."""
+    import sys
+    import types
+
+    main = sys.modules.get("__main__")
+    placeholder = types.ModuleType("__main__")
+    sys.modules["__main__"] = placeholder
+    try:
+        yield
+    finally:
+        if sys.modules.get("__main__") is placeholder:  # a script run that replaced it meanwhile keeps its own
+            sys.modules["__main__"] = main
+
+
 class _Helper:
     """One ``spawn``-started, daemonic process (:func:`_serve`) and the pipe to it; one request at a time."""
 
@@ -165,7 +184,8 @@ class _Helper:
         self.conn, theirs = context.Pipe()
         # Daemonic: a parent that exits normally terminates it at once, even in the middle of its warm-up.
         self.process = context.Process(target=_serve, args=(theirs, os.getpid()), name="umap-helper", daemon=True)
-        self.process.start()
+        with _no_main_module():
+            self.process.start()
         theirs.close()
         self.lock = threading.Lock()
 
