@@ -44,10 +44,10 @@ if dataset != st.session_state["dataset"]:
     st.session_state["forget_pending"] = False  # a hand-picked set in progress belonged to the old data set
 
 try:
-    from unlearn_core.data import load_dataset
+    from unlearn_core.data import load_arrays
 
     with st.spinner("Loading the data set ..."):
-        bundle = load_dataset(dataset)
+        bundle = load_arrays(dataset)  # arrays: counting and showing images needs no torch
 except UnlearnError as error:
     _shared.show_error(error)
     _shared.stop()
@@ -89,30 +89,37 @@ setup_jobs = [j for j in runner.active("setup", _shared.session_owner())
               if j.snapshot().meta.get("choice") == list(current.key())]
 ready = _shared.original_ready(current)
 if ready:
-    from unlearn_app.display import model_size
-    from unlearn_core.training import accuracy
+    from unlearn_app.state import ModelCard, cached_original_card
 
-    try:
-        setup = _shared.setups().get(current, with_retrain=False)
-    except UnlearnError as error:
-        _shared.show_error(error)
-        _shared.stop()
+    # The trained original's figures are in its checkpoint's metadata: the first page shows them without torch.
+    card = None if current.original else cached_original_card(current.dataset, current.model, current.seed)
+    if card is None:  # an upload, or a checkpoint saved before its metadata held these figures
+        from unlearn_app.display import model_size
+        from unlearn_core.training import accuracy
 
-    # Keyed by the model's key: a cache key for a trained model (its file is never overwritten by an upload) or
-    # the upload's content hash, so a figure can never belong to other weights than those shown.
-    @st.cache_data(show_spinner=False)
-    def _test_accuracy(model_key: str, _setup) -> float:
-        stored = _setup.original.meta.get("test_accuracy")  # written at training time; older checkpoints lack it
-        if stored is not None:
-            return float(stored)
-        return accuracy(_setup.original.model, _setup.bundle.test_x, _setup.bundle.test_y, _setup.device)
+        try:
+            setup = _shared.setups().get(current, with_retrain=False)
+        except UnlearnError as error:
+            _shared.show_error(error)
+            _shared.stop()
 
-    size = model_size(setup.original.model)
+        # Keyed by the model's key: a cache key for a trained model (its file is never overwritten by an upload)
+        # or the upload's content hash, so a figure can never belong to other weights than those shown.
+        @st.cache_data(show_spinner=False)
+        def _test_accuracy(model_key: str, _setup) -> float:
+            stored = _setup.original.meta.get("test_accuracy")  # written at training time
+            if stored is not None:
+                return float(stored)
+            return accuracy(_setup.original.model, _setup.bundle.test_x, _setup.bundle.test_y, _setup.device)
+
+        size = model_size(setup.original.model)
+        card = ModelCard(_test_accuracy(setup.original.key, setup), size["parameters"], size["mib"],
+                         setup.original.train_seconds)
     cols = st.columns(4)
-    cols[0].metric("Test accuracy", f"{_test_accuracy(setup.original.key, setup):.2f} %")
-    cols[1].metric("Parameters", f"{size['parameters']:,}")
-    cols[2].metric("Weights", f"{size['mib']:.2f} MiB")
-    trained = setup.original.train_seconds
+    cols[0].metric("Test accuracy", f"{card.test_accuracy:.2f} %")
+    cols[1].metric("Parameters", f"{card.parameters:,}")
+    cols[2].metric("Weights", f"{card.mib:.2f} MiB")
+    trained = card.train_seconds
     cols[3].metric("Training time", f"{trained:.1f} s" if trained == trained else "uploaded")
     if current.original:
         st.success(f"Original {current.model} on {_shared.md(current.dataset)} is ready: your uploaded checkpoint "
@@ -223,7 +230,7 @@ with st.expander("Upload a checkpoint for this model (optional)"):
 st.subheader("Examples per class")
 from unlearn_app.display import display_scale, gallery_indices, image_strip, to_display  # noqa: E402
 
-per_class = gallery_indices(bundle.train_y.numpy(), per_class=6, seed=0)
+per_class = gallery_indices(bundle.train_y, per_class=6, seed=0)
 scale = display_scale(bundle.image_size)
 shown = list(per_class.items())[:20]
 for row_start in range(0, len(shown), 2):

@@ -137,6 +137,31 @@ if __name__ == "__main__":
 """
 
 
+PAGE_SCRIPT = """
+import os, sys
+with open(sys.argv[1], "a") as marks:  # top level, no main guard: what a Streamlit page script is
+    marks.write(f"{os.getpid()}\\n")
+import numpy as np
+from unlearn_core import umapfit
+umapfit.start_helper()
+umapfit.fit_coords(np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32), 0)
+print(umapfit._helper.process.pid)
+"""
+
+
+def test_the_helper_never_runs_the_script_that_started_it(tmp_path):
+    """``spawn`` runs the parent's main module again in the child; in a Streamlit server that is the page script,
+    which then drew the app inside the helper. The helper is started with the main module hidden."""
+    script, marks = tmp_path / "page.py", tmp_path / "marks.txt"
+    script.write_text(PAGE_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(marks)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    helper = int(done.stdout.split()[-1])
+    assert marks.read_text().split() != [] and str(helper) not in marks.read_text().split()
+    assert len(marks.read_text().split()) == 1
+
+
 def test_a_process_that_exits_ends_its_helper_cleanly(tmp_path):
     """A normal exit terminates the helper, which exits through Python: nothing it held is reported leaked."""
     script = tmp_path / "clean_exit.py"  # spawn re-imports the main module: a file, with its main guard
@@ -149,14 +174,16 @@ def test_a_process_that_exits_ends_its_helper_cleanly(tmp_path):
 
 
 def test_the_launcher_preloads_the_first_pages_modules_and_the_rest_waits_for_the_page():
-    """``unlearn_app.serve`` imports torch and the Setup page's modules; the other pages' modules load in a thread
-    that starts only once the script run that asked for it has ended (``unlearn_app.warmup``)."""
+    """``unlearn_app.serve`` imports the Setup page's modules, and they do not import torch; torch and the other
+    pages' modules load in a thread that starts only once the script run that asked for it has ended
+    (``unlearn_app.warmup``)."""
     code = """
 import sys, threading, time
 from unlearn_app import warmup
-assert "torch" in warmup.FIRST_PAGE_MODULES and not set(warmup.FIRST_PAGE_MODULES) & set(warmup.LATER_MODULES)
+assert "torch" in warmup.LATER_MODULES and not set(warmup.FIRST_PAGE_MODULES) & set(warmup.LATER_MODULES)
 seconds = warmup.preload(warmup.FIRST_PAGE_MODULES)
-print(all(m in sys.modules for m in warmup.FIRST_PAGE_MODULES), sorted(seconds) == sorted(warmup.FIRST_PAGE_MODULES))
+print(all(m in sys.modules for m in warmup.FIRST_PAGE_MODULES), sorted(seconds) == sorted(warmup.FIRST_PAGE_MODULES),
+      "torch" not in sys.modules)
 later_before = [m for m in warmup.LATER_MODULES if m in sys.modules]
 page_done = threading.Event()
 seen = {}
@@ -175,15 +202,28 @@ print(later_before == seen["during"], all(m in sys.modules for m in warmup.LATER
 """
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["True"] * 5
+    assert done.stdout.split() == ["True"] * 6
 
 
-@pytest.mark.parametrize("auto_umap", ["1", "0"])
-def test_the_launcher_starts_the_umap_helper_unless_umap_is_switched_off(auto_umap):
-    code = "from unlearn_app import serve; from unlearn_core import umapfit; import sys\n" \
-           "serve._start_umap_helper(); print(umapfit.helper_running(), 'umap' in sys.modules, 'torch' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "UNLEARN_APP_AUTO_UMAP": auto_umap})
+@pytest.mark.parametrize("umap", [True, False])
+def test_after_the_first_page_the_umap_helper_starts_before_torch_is_imported(umap):
+    """The warm-up thread starts the helper first, so it warms on the other core while this process imports torch
+    and the later pages' modules; with UMAP switched off no helper starts, and neither process's start imports
+    umap-learn here."""
+    code = f"""
+import sys, threading, time
+from unlearn_app import warmup
+from unlearn_core import umapfit
+seen = []
+load = warmup.preload
+warmup.preload = lambda modules: (seen.append((umapfit.helper_running(), "torch" in sys.modules)), load(modules))[1]
+run = threading.Thread(target=lambda: warmup.after_page(umap={umap}))
+run.start(); run.join()
+deadline = time.time() + 240
+while not (seen and all(m in sys.modules for m in warmup.LATER_MODULES)) and time.time() < deadline:
+    time.sleep(0.05)
+print(seen, umapfit.helper_running(), "umap" in sys.modules, "torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    # Neither umap-learn nor torch is imported here to start it: the launcher imports torch right after.
-    assert done.stdout.split() == [str(auto_umap == "1"), "False", "False"]
+    assert done.stdout.split("\n")[0] == f"[({umap}, False)] {umap} False True"

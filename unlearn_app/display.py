@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import math
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+
 
 def predictions(model, images: torch.Tensor, device=None) -> tuple[np.ndarray, np.ndarray]:
     """``(predicted class, softmax)`` for raw images."""
+    import torch
+
     from unlearn_core.training import predict_logits
 
     probs = torch.softmax(predict_logits(model, images, device), dim=1).numpy()
@@ -24,7 +31,7 @@ def entropy_groups(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def to_display(images: torch.Tensor | np.ndarray, scale: int = 1) -> list[np.ndarray]:
     """Raw ``(N, C, H, W)`` ``uint8`` images to ``(H, W)`` / ``(H, W, 3)`` arrays for ``st.image``, upscaled."""
-    array = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    array = np.asarray(images)  # a CPU tensor's memory, or the array itself
     out = []
     for image in array:
         picture = image[0] if image.shape[0] == 1 else np.transpose(image, (1, 2, 0))

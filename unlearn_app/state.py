@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-
-import torch
 
 from unlearn_core.errors import CheckpointError, ForgetSpecError
 from unlearn_core.settings import settings
@@ -187,14 +186,38 @@ class SetupCache:
 
 
 def original_cache_path(dataset: str, model: str, seed: int = 0):
-    """Where the core's checkpoint cache keeps this original model (``training.model_cache_key``)."""
+    """Where the core's checkpoint cache keeps this original model (``recipes.model_cache_key``; no torch)."""
     from unlearn_core.checkpoints import CheckpointCache
-    from unlearn_core.data import load_dataset
-    from unlearn_core.training import default_recipe, model_cache_key
+    from unlearn_core.data import load_arrays
+    from unlearn_core.recipes import default_recipe, model_cache_key
 
-    bundle = load_dataset(dataset)
-    key = model_cache_key("original", bundle, model, seed, default_recipe(bundle.name))
+    arrays = load_arrays(dataset)
+    key = model_cache_key("original", arrays, model, seed, default_recipe(arrays.name))
     return CheckpointCache().path_for(key)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What Setup shows of an original model: test accuracy (%), parameter count, weights (MiB of the state
+    dict's tensors) and training seconds (NaN for an upload)."""
+
+    test_accuracy: float
+    parameters: int
+    mib: float
+    train_seconds: float
+
+
+def cached_original_card(dataset: str, model: str, seed: int = 0) -> ModelCard | None:
+    """The trained original's card from its checkpoint's metadata alone (``checkpoints.read_meta``: no torch, no
+    weights read); ``None`` when it is not cached or was saved without the figures the card needs."""
+    from unlearn_core.checkpoints import read_meta
+
+    meta = read_meta(original_cache_path(dataset, model, seed))
+    try:
+        return ModelCard(float(meta["test_accuracy"]), int(meta["parameters"]), float(meta["weight_bytes"]) / 2**20,
+                         float(meta.get("seconds", math.nan)))
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 def original_is_cached(dataset: str, model: str, seed: int = 0) -> bool:
@@ -204,6 +227,8 @@ def original_is_cached(dataset: str, model: str, seed: int = 0) -> bool:
 
 def load_run_model(run: dict, bundle, device=None):
     """The unlearned model of a stored run, rebuilt from its checkpoint."""
+    import torch
+
     from unlearn_core.checkpoints import load_state_strict, read_checkpoint
     from unlearn_core.models import build_for_dataset
 

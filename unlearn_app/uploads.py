@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from unlearn_core.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 PROBE_SAMPLES = 256
 
@@ -66,6 +68,8 @@ def probe_outputs(network, bundle, samples: int = PROBE_SAMPLES) -> None:
     1e-30, an integer weight of 2**62. Such a model was accepted as the original (10 % accuracy) and made every
     later fine-tune diverge.
     """
+    import torch
+
     from unlearn_core.data import to_float
     from unlearn_core.training import predict_logits
 
@@ -87,6 +91,8 @@ def accept_upload(data: bytes, dataset: str, model: str, seed: int = 0) -> Uploa
     Returns an :class:`UploadedModel` keyed by the file's SHA-256; nothing is written anywhere.
     """
     import hashlib
+
+    import torch
 
     from unlearn_core.data import load_dataset
     from unlearn_app.jobs import estimate_bytes

@@ -223,3 +223,55 @@ def test_an_unusable_image_folder_is_an_error_not_a_traceback(app_env, monkeypat
     assert any("0 class(es) with readable images" in e and "skipped 2" in e for e in texts(at.error))
     at.text_input(key="w_folder").set_value("../../etc").run()
     assert any("outside the allowed root" in e for e in texts(at.error))
+
+
+FIRST_SETUP_RUN = """
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=120).run()
+assert not at.exception, at.exception
+print({m.label: m.value for m in at.metric})
+print("torch" in sys.modules)
+"""
+
+
+def _first_setup_run(data_dir) -> tuple[dict, bool]:
+    """Setup's first script run in a new process: the metrics it shows and whether it imported torch."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "UNLEARN_DATA_DIR": str(data_dir), "UNLEARN_DEFAULT_DATASET": "digits",
+           "UNLEARN_APP_AUTO_UMAP": "0", "PYTHONPATH": str(REPO)}
+    env.pop("UNLEARN_SHARED", None)
+    done = subprocess.run([sys.executable, "-c", FIRST_SETUP_RUN, APP], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics, imported = done.stdout.strip().splitlines()[-2:]
+    return ast.literal_eval(metrics), imported == "True"
+
+
+def test_the_first_setup_page_shows_a_cached_original_without_importing_torch(tmp_path, monkeypatch):
+    """The first page a server draws needs no torch (its import is most of a server's first second): Setup counts
+    and shows the data set's arrays and reads the original's figures from its checkpoint's metadata. A checkpoint
+    saved without those figures is loaded instead, and the page shows the same numbers."""
+    from unlearn_app.display import model_size
+    from unlearn_core.checkpoints import read_checkpoint, save_checkpoint
+    from unlearn_core.data import load_dataset
+    from unlearn_core.training import get_original
+
+    monkeypatch.setenv("UNLEARN_DATA_DIR", str(tmp_path))
+    trained = get_original(load_dataset("digits"), "mlp", 0, device="cpu")
+    size = model_size(trained.model)
+    expected = {"Training images": "1,438", "Test images": "359", "Classes": "10", "Image shape": "1×8×8",
+                "Test accuracy": f"{trained.meta['test_accuracy']:.2f} %", "Parameters": f"{size['parameters']:,}",
+                "Weights": f"{size['mib']:.2f} MiB", "Training time": f"{trained.train_seconds:.1f} s"}
+    metrics, imported = _first_setup_run(tmp_path)
+    assert metrics == expected and not imported
+    # A checkpoint from before the metadata held the parameter count and the weights' size.
+    path = next((tmp_path / "checkpoints").glob("*.pt"))
+    older = {k: v for k, v in read_checkpoint(path)["meta"].items() if k not in ("parameters", "weight_bytes")}
+    save_checkpoint(path, trained.model, older)
+    metrics, imported = _first_setup_run(tmp_path)
+    assert metrics == expected and imported
