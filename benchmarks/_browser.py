@@ -83,8 +83,8 @@ def prepare_data(dataset: str, sweep_cells: int, log=print) -> dict:
     return out
 
 
-def _free_port() -> int:
-    # 9000-9099 is this project's range for browser work on the shared machine.
+def free_port() -> int:
+    """The first port of 9000-9099 (this project's range for browser work on a shared machine) free now."""
     import socket
 
     for port in range(9000, 9100):
@@ -106,10 +106,11 @@ def launch_command() -> list[str]:
 
 
 @contextmanager
-def server(env_extra: dict | None = None, script: Path | None = None, log_dir: Path | None = None):
-    """The dashboard as ``make run`` starts it (or ``streamlit run script``) on a free local port, its output in
-    ``log_dir`` (default: ``UNLEARN_DATA_DIR``); yields ``(url, started_at, log_path)``."""
-    port = _free_port()
+def server(env_extra: dict | None = None, script: Path | None = None, log_dir: Path | None = None,
+           port: int | None = None):
+    """The dashboard as ``make run`` starts it (or ``streamlit run script``) on ``port`` (default: a free local
+    one), its output in ``log_dir`` (default: ``UNLEARN_DATA_DIR``); yields ``(url, started_at, log_path)``."""
+    port = port or free_port()
     log_path = Path(log_dir or os.environ["UNLEARN_DATA_DIR"]) / f"browser_server_{port}.log"
     log = open(log_path, "w")
     started = time.perf_counter()
@@ -150,6 +151,17 @@ def browser(width: int = 1500, height: int = 1100):
             yield chromium.new_page(viewport={"width": width, "height": height})
         finally:
             chromium.close()
+
+
+@contextmanager
+def fresh_page(page):
+    """A page in a new context of ``page``'s browser, same viewport: an empty cache and no cookies, as a browser
+    that never opened the dashboard."""
+    other = page.context.browser.new_page(viewport=page.viewport_size)
+    try:
+        yield other
+    finally:
+        other.context.close()
 
 
 def settle(page, timeout_ms: int = 120_000) -> None:

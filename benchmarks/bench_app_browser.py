@@ -8,8 +8,12 @@ before and after; docs/APP.md quotes a run of it.
   page interactive (script finished, gallery drawn), the browser opening the address as soon as the server
   answers; ``first_page_from_open_s``: the same from opening the address; ``first_page_opened_later_s``: from
   opening the address ``--open-after`` seconds after the server answered (a person reading the address), until
-  Setup is interactive. Each ``--rounds`` times, each time in a new server process; Chromium is started
-  before the server;
+  Setup is interactive. Each ``--rounds`` times, each time in a new server process and a new browser context (an
+  empty cache: a browser that never opened the dashboard); Chromium is started before the server;
+- ``first_page_warm_cache_s`` / ``first_page_warm_cache_from_open_s``: the same as ``first_page_s`` /
+  ``first_page_from_open_s`` in one browser context that opened the dashboard at the same address once before
+  (every later start of a dashboard a person has used: Streamlit's scripts, fonts and styles come from the
+  browser's cache);
 - ``page_switch_s``: a click on a page in the sidebar until its title, the end of its script and its charts
   are drawn (each page, ``--rounds`` times; median and max);
 - ``eps_slider_ms`` (Null space) and ``delta_slider_ms`` (NatMU hybrids): a key press on the focused slider
@@ -41,8 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("UNLEARN_DATA_DIR", str(REPO / ".unlearn_data" / "bench"))
 
-from benchmarks._browser import (UNPREPARED_CLASSES, browser, charts_drawn, goto, key_to_redraw,  # noqa: E402
-                                 no_exception, prepare_data, server, settle)
+from benchmarks._browser import (UNPREPARED_CLASSES, browser, charts_drawn, free_port, fresh_page,  # noqa: E402
+                                 goto, key_to_redraw, no_exception, prepare_data, server, settle)
 
 # page title -> (charts it draws, text that shows it is complete)
 PAGES = {"Forget set": (1, None), "Unlearn": (0, "Methods"), "Results": (6, None), "Sweeps": (2, None),
@@ -72,25 +76,36 @@ def measure(dataset: str, rounds: int, out: dict, open_after: float = 2.0) -> di
     # The browser is open before the server starts (a person has one open); only the server's start counts.
     with browser() as page:
         later, at_once, from_open = [], [], []
-        for _ in range(rounds):  # each in a new server process
+        for _ in range(rounds):  # each in a new server process, each opened by a browser that never saw it
             # A person who opens the printed address a moment after the server answers (``open_after`` s).
-            with server(env) as (url, started, log_path):
+            with server(env) as (url, started, log_path), fresh_page(page) as cold:
                 out.setdefault("server_answers_s", round(time.perf_counter() - started, 2))
                 time.sleep(open_after)
                 t = time.perf_counter()
-                _open_setup(page, url)
+                _open_setup(cold, url)
                 later.append(time.perf_counter() - t)
-            page.goto("about:blank")
-            with server(env) as (url, started, log_path):
+            with server(env) as (url, started, log_path), fresh_page(page) as cold:
                 t = time.perf_counter()
-                _open_setup(page, url)  # at once, as the server answers
+                _open_setup(cold, url)  # at once, as the server answers
                 at_once.append(time.perf_counter() - started)
                 from_open.append(time.perf_counter() - t)
-            page.goto("about:blank")
         out["first_page_opened_later_s"] = _stats(later)
         out["first_page_opened_after_s"] = open_after
         out["first_page_s"] = _stats(at_once)
         out["first_page_from_open_s"] = _stats(from_open)
+        warm, warm_from_open = [], []
+        port = free_port()
+        with fresh_page(page) as returning:
+            for round_ in range(rounds + 1):  # the first fills this context's cache
+                with server(env, port=port) as (url, started, log_path):
+                    t = time.perf_counter()
+                    _open_setup(returning, url)
+                    if round_:
+                        warm.append(time.perf_counter() - started)
+                        warm_from_open.append(time.perf_counter() - t)
+                returning.goto("about:blank")
+        out["first_page_warm_cache_s"] = _stats(warm)
+        out["first_page_warm_cache_from_open_s"] = _stats(warm_from_open)
         with server(env) as (url, started, log_path):
             _open_setup(page, url)
             _measure_pages(page, rounds, out, dataset)
