@@ -126,15 +126,9 @@ st.success(f"Forget set {_shared.forget_md(spec_text)}: {len(split.forget_idx):,
            f"{len(split.retain_idx):,} remain.", icon=":material/check_circle:")
 
 counts = split.counts_per_class(bundle.train_y.numpy())
-import plotly.graph_objects as go  # noqa: E402
+from unlearn_core.figures import forget_counts_figure  # noqa: E402
 
-totals = np.bincount(bundle.train_y.numpy(), minlength=bundle.num_classes)
-fig = go.Figure()
-fig.add_bar(x=names, y=[int(totals[c]) - counts.get(c, 0) for c in range(bundle.num_classes)], name="remain",
-            marker_color="#BAB0AC")
-fig.add_bar(x=names, y=[counts.get(c, 0) for c in range(bundle.num_classes)], name="forget", marker_color="#E15759")
-fig.update_layout(barmode="stack", height=260, title="Training samples per class", margin=dict(l=10, r=10, t=40, b=10),
-                  template="plotly_white")
+fig = forget_counts_figure(names, np.bincount(bundle.train_y.numpy(), minlength=bundle.num_classes), counts)
 st.plotly_chart(fig, width="stretch", key="forget_counts", config=_shared.chart_config("forget-counts"))
 
 st.caption("A preview of the forget set (40 drawn at random, every class in proportion):")

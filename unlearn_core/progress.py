@@ -187,8 +187,9 @@ def check_finite(loss_value: float, where: str) -> float:
 
 def is_out_of_memory(error: BaseException) -> bool:
     """True for CUDA/MPS/CPU allocator failures (torch raises several types for them)."""
-    torch = sys.modules.get("torch")  # no torch imported: no torch error to recognise
-    if torch is not None and isinstance(error, torch.OutOfMemoryError):
+    # No torch imported (or another thread still importing it): no torch error to recognise.
+    torch_oom = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)
+    if torch_oom is not None and isinstance(error, torch_oom):
         return True
     return isinstance(error, RuntimeError) and ("out of memory" in str(error).lower()
                                                 or "not enough memory" in str(error).lower())

@@ -131,3 +131,64 @@ def test_the_eps_view_is_three_vega_charts_and_the_spectrum_one_static_panel():
     spectrum = normalised_spectrum_figure(layers)
     assert "xaxis2" not in spectrum.to_dict()["layout"] and not spectrum.layout.shapes
     assert [t.name for t in spectrum.data] == ["fc1", "fc2"] and list(spectrum.data[0].y) == list(values)
+
+
+HALF_IMPORTED_PANDAS = """
+import importlib.abc, importlib.util, sys, threading
+import numpy as np
+started, release = threading.Event(), threading.Event()
+
+class Pause(importlib.abc.MetaPathFinder):
+    '''pandas' import stops halfway, its module already in sys.modules: another thread importing it.'''
+    def find_spec(self, name, path, target=None):
+        if name != "pandas":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("pandas")
+        real = spec.loader
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return real.create_module(spec)
+            def exec_module(self, module):
+                started.set(); release.wait(); real.exec_module(module)
+        spec.loader = Loader()
+        return spec
+
+sys.meta_path.insert(0, Pause())
+threading.Thread(target=lambda: __import__("pandas"), daemon=True).start()
+started.wait()
+import plotly.graph_objects as go
+try:
+    go.Figure().add_bar(x=["0", "1"], y=[3, 2])
+    direct = "built"
+except AttributeError:
+    direct = "AttributeError"
+threading.Timer(0.5, release.set).start()
+from unlearn_core.figures import forget_counts_figure
+figure = forget_counts_figure(["0", "1"], np.array([5, 4]), {1: 3})
+print(direct, [list(trace.y) for trace in figure.data])
+"""
+
+
+def test_a_figure_built_while_another_thread_imports_pandas_waits_for_it():
+    """The server's warm-up thread imports pandas while a visitor's page runs; plotly reads pandas from
+    ``sys.modules`` without importing it, so a figure built with plotly directly then fails on the half-imported
+    module (as the Forget page did in CI). Built through ``unlearn_core.figures``, whose import completes pandas'
+    import first, it waits and succeeds."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", HALF_IMPORTED_PANDAS], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0] == "AttributeError [[5, 1], [0, 3]]"
+
+
+def test_pages_build_plotly_figures_only_through_unlearn_core_figures():
+    from pathlib import Path
+
+    pages = Path(__file__).resolve().parents[2] / "app_pages"
+    direct = [str(path.relative_to(pages)) for path in pages.rglob("*.py")
+              if "import plotly" in path.read_text() or "from plotly" in path.read_text()]
+    assert direct == []

@@ -12,6 +12,17 @@ import plotly.graph_objects as go
 from unlearn_core.figures.style import CHANGE_SCALE, change_limit, method_colour
 
 
+def forget_counts_figure(names: list[str], totals: np.ndarray, forget: dict[int, int]) -> go.Figure:
+    """Training samples per class, stacked: what remains (grey) and what the forget set takes (red)."""
+    fig = go.Figure()
+    fig.add_bar(x=names, y=[int(totals[c]) - forget.get(c, 0) for c in range(len(names))], name="remain",
+                marker_color="#BAB0AC")
+    fig.add_bar(x=names, y=[forget.get(c, 0) for c in range(len(names))], name="forget", marker_color="#E15759")
+    fig.update_layout(barmode="stack", height=260, title="Training samples per class",
+                      margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
+    return fig
+
+
 def per_class_heatmap(shift: pd.DataFrame, forgotten: tuple[int, ...] = ()) -> go.Figure:
     """Method x class change in test accuracy (points); red = lost accuracy. Forgotten classes are marked."""
     columns = [f"{c} (forgotten)" if i in set(forgotten) else str(c) for i, c in enumerate(shift.columns)]
