@@ -350,10 +350,10 @@ def channel_options(ray) -> dict:
     host with several nodes (or a driver on a worker host) may be a node that dies while the runs go on."""
     options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": -1}
     try:
-        heads = [node for node in ray.nodes() if node.get("Alive") and HEAD_RESOURCE in node.get("Resources", {})]
+        head = any(node.get("Alive") and HEAD_RESOURCE in node.get("Resources", {}) for node in ray.nodes())
     except Exception:  # a Ray without the head resource: Ray places the actor
-        heads = []
-    if heads:
+        head = False
+    if head:
         options["resources"] = {HEAD_RESOURCE: 0.001}
     return options
 

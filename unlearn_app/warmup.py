@@ -66,12 +66,14 @@ def _warm(after: threading.Thread | None) -> None:
     if after is not None and after is not threading.current_thread():
         after.join(timeout=60)  # the script run that asked: its page is drawn before anything here competes
     time.sleep(SETTLE_SECONDS)
-    if _umap_requested.is_set():
+    early = _umap_requested.is_set()
+    if early:
         _start_umap_helper()  # first: it warms on the other core while this process imports torch
     seconds = preload(LATER_MODULES)
     log.info("later pages' modules loaded in %.1f s", sum(seconds.values()))
-    _umap_requested.wait()
-    _start_umap_helper()
+    if not early:
+        _umap_requested.wait()
+        _start_umap_helper()
 
 
 def after_page(umap: bool) -> threading.Thread:

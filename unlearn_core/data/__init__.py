@@ -19,13 +19,12 @@ that needs only names, counts or images never imports torch.
 
 from __future__ import annotations
 
-import importlib
-
 from unlearn_core.data.sources import (DATASETS, DEFAULT_DATASET, DEFAULT_IMAGE_SIZE, IMAGE_SUFFIXES,
                                        IMAGEFOLDER_PREFIX, SPLIT_SEED, TEST_FRACTION, DatasetArrays, DatasetInfo,
                                        _mnist5k_arrays, arrays_from_images, channel_stats, dataset_names,
                                        default_model_for, image_folder_arrays, load_arrays, register_dataset,
                                        resolve_image_folder, stratified_split)
+from unlearn_core.lazy import lazy_names
 
 #: Names served by :mod:`unlearn_core.data.bundle`, imported (with torch) when first asked for.
 TORCH_NAMES = ("DatasetBundle", "augment_batch", "load_dataset", "load_image_folder", "to_float")
@@ -35,10 +34,4 @@ __all__ = ["DATASETS", "DEFAULT_DATASET", "DEFAULT_IMAGE_SIZE", "IMAGE_SUFFIXES"
            "channel_stats", "dataset_names", "default_model_for", "image_folder_arrays", "load_arrays",
            "register_dataset", "resolve_image_folder", "stratified_split", *TORCH_NAMES]
 
-
-def __getattr__(name: str):
-    if name in TORCH_NAMES:
-        value = getattr(importlib.import_module("unlearn_core.data.bundle"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(globals(), "unlearn_core.data.bundle", TORCH_NAMES)

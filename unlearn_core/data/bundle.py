@@ -4,43 +4,20 @@ from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 
 from unlearn_core import paths
-from unlearn_core.data.sources import (DEFAULT_DATASET, DEFAULT_IMAGE_SIZE, DatasetArrays, ImageSetShape,
+from unlearn_core.data.sources import (DEFAULT_DATASET, DEFAULT_IMAGE_SIZE, DatasetArrays, ImageSet,
                                        checked_name, image_folder_arrays, load_arrays)
 
 
 @dataclass
-class DatasetBundle(ImageSetShape):
-    """A data set held in memory as torch tensors.
-
-    ``train_x``/``test_x`` are ``uint8`` images ``(N, C, H, W)``;
-    ``train_y``/``test_y`` are ``int64`` labels. ``fine_*`` hold the fine
-    labels of a hierarchical data set (``cifar20``), where ``*_y`` are the
-    super-class labels the model learns.
-    """
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    class_names: list[str]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augmentation: str = "none"  # "none", "crop" or "crop_flip"
-    crop_padding: int = 0
-    default_model: str = "small_cnn"
-    fine_train_y: Optional[torch.Tensor] = None
-    fine_test_y: Optional[torch.Tensor] = None
-    fine_names: Optional[list[str]] = None
-    notes: dict = field(default_factory=dict)
+class DatasetBundle(ImageSet[torch.Tensor]):
+    """A data set held in memory as torch tensors (:class:`~unlearn_core.data.sources.ImageSet`)."""
 
     @classmethod
     def from_arrays(cls, arrays: DatasetArrays) -> "DatasetBundle":

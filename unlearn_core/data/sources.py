@@ -16,7 +16,7 @@ import pickle
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Generic, Optional, TypeVar
 
 import numpy as np
 
@@ -28,12 +28,34 @@ TEST_FRACTION = 0.2
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-class ImageSetShape:
-    """What a data set's fields say about its size, shared by the NumPy and the torch level."""
+#: What a level holds its images and labels in: ``np.ndarray`` here, ``torch.Tensor`` in :mod:`.bundle`.
+Array = TypeVar("Array")
+
+
+@dataclass
+class ImageSet(Generic[Array]):
+    """A data set held in memory, its fields shared by the NumPy and the torch level.
+
+    ``train_x``/``test_x`` are ``uint8`` images ``(N, C, H, W)``; ``train_y``/``test_y`` are ``int64`` labels.
+    ``fine_*`` hold the fine labels of a hierarchical data set (``cifar20``), where ``*_y`` are the super-class
+    labels the model learns. ``mean``/``std`` are the per-channel statistics of the training images in [0, 1].
+    """
 
     name: str
+    train_x: Array
+    train_y: Array
+    test_x: Array
+    test_y: Array
     class_names: list[str]
-    default_model: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augmentation: str = "none"  # "none", "crop" or "crop_flip"
+    crop_padding: int = 0
+    default_model: str = "small_cnn"
+    fine_train_y: Optional[Array] = None
+    fine_test_y: Optional[Array] = None
+    fine_names: Optional[list[str]] = None
+    notes: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -63,29 +85,8 @@ class ImageSetShape:
 
 
 @dataclass
-class DatasetArrays(ImageSetShape):
-    """A data set held in memory as NumPy arrays.
-
-    ``train_x``/``test_x`` are ``uint8`` images ``(N, C, H, W)``; ``train_y``/``test_y`` are ``int64`` labels.
-    ``fine_*`` hold the fine labels of a hierarchical data set (``cifar20``), where ``*_y`` are the super-class
-    labels the model learns. ``mean``/``std`` are the per-channel statistics of the training images in [0, 1].
-    """
-
-    name: str
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    class_names: list[str]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augmentation: str = "none"  # "none", "crop" or "crop_flip"
-    crop_padding: int = 0
-    default_model: str = "small_cnn"
-    fine_train_y: Optional[np.ndarray] = None
-    fine_test_y: Optional[np.ndarray] = None
-    fine_names: Optional[list[str]] = None
-    notes: dict = field(default_factory=dict)
+class DatasetArrays(ImageSet[np.ndarray]):
+    """A data set held in memory as NumPy arrays (:class:`ImageSet`)."""
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float = TEST_FRACTION,

@@ -16,8 +16,7 @@ registry; the torch names load on first use.
 
 from __future__ import annotations
 
-import importlib
-
+from unlearn_core.lazy import lazy_names
 from unlearn_core.models.registry import MODELS, Builder, ModelInfo, register_model
 
 #: Names served by :mod:`unlearn_core.models.nets`, imported (with torch) when first asked for.
@@ -26,10 +25,4 @@ TORCH_NAMES = ("BasicBlock", "Normalize", "UnlearnModel", "build_for_dataset", "
 
 __all__ = ["MODELS", "Builder", "ModelInfo", "register_model", *TORCH_NAMES]
 
-
-def __getattr__(name: str):
-    if name in TORCH_NAMES:
-        value = getattr(importlib.import_module("unlearn_core.models.nets"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(globals(), "unlearn_core.models.nets", TORCH_NAMES)
