@@ -174,15 +174,23 @@ def test_a_process_that_exits_ends_its_helper_cleanly(tmp_path):
 
 
 def test_the_launcher_preloads_the_first_pages_modules_and_the_rest_waits_for_the_page():
-    """``unlearn_app.serve`` imports the Setup page's modules, and they do not import torch; torch and the other
-    pages' modules load in a thread that starts only once the script run that asked for it has ended
-    (``unlearn_app.warmup``)."""
+    """``unlearn_app.serve``'s thread waits until the server listens, then imports the Setup page's modules, which
+    do not import torch, and loads the default data set; torch and the other pages' modules load in a thread that
+    starts only once the script run that asked for it has ended (``unlearn_app.warmup``)."""
     code = """
 import sys, threading, time
 from unlearn_app import warmup
 assert "torch" in warmup.LATER_MODULES and not set(warmup.FIRST_PAGE_MODULES) & set(warmup.LATER_MODULES)
-seconds = warmup.preload(warmup.FIRST_PAGE_MODULES)
-print(all(m in sys.modules for m in warmup.FIRST_PAGE_MODULES), sorted(seconds) == sorted(warmup.FIRST_PAGE_MODULES),
+listening = threading.Event()
+done = {}
+first = threading.Thread(target=lambda: done.update(warmup.warm_first_page(listening.is_set)))
+first.start()
+time.sleep(0.3)
+waited = not done and not any(m in sys.modules for m in warmup.FIRST_PAGE_MODULES if m.startswith("unlearn_"))
+listening.set(); first.join(timeout=120)
+from unlearn_core.data import sources
+print(waited, all(m in sys.modules for m in warmup.FIRST_PAGE_MODULES),
+      set(warmup.FIRST_PAGE_MODULES) < set(done), sources._cached_arrays.cache_info().currsize == 1,
       "torch" not in sys.modules)
 later_before = [m for m in warmup.LATER_MODULES if m in sys.modules]
 page_done = threading.Event()
@@ -200,9 +208,26 @@ while not all(m in sys.modules for m in warmup.LATER_MODULES) and time.time() < 
     time.sleep(0.05)
 print(later_before == seen["during"], all(m in sys.modules for m in warmup.LATER_MODULES), again is seen["thread"])
 """
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "UNLEARN_DEFAULT_DATASET": "digits"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["True"] * 6
+    assert done.stdout.split() == ["True"] * 8
+
+
+def test_the_launchers_signal_is_streamlits_runtime_having_started():
+    """``unlearn_app.serve.listening`` is false before Streamlit is imported (it imports nothing itself) and while
+    no runtime exists, so the first page's warm-up never competes with the server's own start."""
+    code = """
+import sys
+from unlearn_app.serve import listening
+before = listening(), "streamlit" in sys.modules
+import streamlit.runtime
+print(before, listening())
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["(False,", "False)", "False"]
 
 
 @pytest.mark.parametrize("umap", [True, False])

@@ -6,8 +6,9 @@ script running beside it. So there are three steps:
 
 1. :data:`FIRST_PAGE_MODULES` (what the Setup page imports, none of which imports torch: the page counts and
    shows the data set's arrays and reads the original's figures from its checkpoint's metadata):
-   :mod:`unlearn_app.serve` imports them before the server starts listening, so the first script run finds them
-   loaded.
+   :func:`warm_first_page`, in a thread :mod:`unlearn_app.serve` starts, imports them (and loads the default data
+   set) once the server listens, while the first browser still loads Streamlit's scripts, so the first script run
+   finds them loaded.
 2. umap-learn, whose import (numba's initialisation) held this process's interpreter for about 2 s and stalled
    the page scripts that ran meanwhile: :func:`after_page` starts one thread per process that first waits until
    the script run that called it has ended, then starts :func:`unlearn_core.umapfit.start_helper`, a separate
@@ -20,13 +21,14 @@ script running beside it. So there are three steps:
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import threading
 import time
 
 FIRST_PAGE_MODULES = ("unlearn_core.data", "unlearn_core.models", "unlearn_core.forget", "unlearn_core.recipes",
                       "unlearn_core.demo", "unlearn_app.jobs", "unlearn_app.state", "unlearn_app.display",
-                      "unlearn_app.dispatch", "unlearn_app.urlstate")
+                      "unlearn_app.dispatch", "unlearn_app.urlstate", "PIL.Image")
 LATER_MODULES = ("torch", "unlearn_core.training", "unlearn_core.pipeline", "unlearn_core.figures",
                  "unlearn_core.tables", "unlearn_core.metrics", "unlearn_core.embeddings")
 # After the page's script run ends, the browser still fetches the page's images from this process.
@@ -49,6 +51,39 @@ def preload(modules) -> dict[str, float]:
         except Exception:  # noqa: BLE001 - a head start only; the page shows the real error
             log.exception("preloading %s failed", name)
         seconds[name] = time.perf_counter() - started
+    return seconds
+
+
+def warm_first_page(listening, poll_s: float = 0.01, timeout_s: float = 120.0) -> dict[str, float]:
+    """Wait until ``listening()`` is true (the server answers), then import :data:`FIRST_PAGE_MODULES` and load
+    the default data set's arrays (:func:`unlearn_core.data.load_arrays`, cached in-process), and fill
+    :mod:`inspect`'s module-file map; returns the seconds each step took.
+
+    Run in a thread by :mod:`unlearn_app.serve`: between the server's first answer and the first script run, a
+    browser that never opened the dashboard spends about 0.7 s fetching and compiling Streamlit's scripts, and the
+    server sits idle. Done before listening, the same work delayed the first answer by as long as it took. A
+    data set that fails to load is skipped: the page reports its error.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not listening():
+        if time.monotonic() > deadline:
+            return {}
+        time.sleep(poll_s)
+    seconds = preload(FIRST_PAGE_MODULES)
+    started = time.perf_counter()
+    # Streamlit's first element in a process asks inspect.stack() whether it runs in a REPL (env_util.is_repl), and
+    # inspect's first call maps every loaded module to its file (35 ms here); afterwards only new modules are mapped.
+    inspect.stack()
+    seconds["inspect"] = time.perf_counter() - started
+    started = time.perf_counter()
+    try:
+        from unlearn_core.data import load_arrays
+        from unlearn_core.settings import settings
+
+        load_arrays(settings().default_dataset)
+    except Exception:  # noqa: BLE001 - a head start only; the Setup page shows the real error
+        log.info("the default data set was not preloaded", exc_info=True)
+    seconds["default data set"] = time.perf_counter() - started
     return seconds
 
 
