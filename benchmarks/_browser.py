@@ -181,6 +181,69 @@ def no_exception(page, where: str) -> None:
         raise RuntimeError(f"{where} shows an exception: {boxes.first.inner_text()[:1500]}")
 
 
+def complete_js(title: str, charts: int = 0, text: str | None = None) -> str:
+    """A JavaScript expression, true while the page titled ``title`` is complete: its script run ended, at least
+    ``charts`` plotly charts drawn and ``text`` shown (what :func:`goto` waits for, tested at one instant)."""
+    parts = ["document.querySelector('[data-testid=stApp][data-test-script-state=notRunning]')",
+             f"[...document.querySelectorAll('h1')].some(h => h.textContent.includes({title!r}))"]
+    if charts:
+        parts.append(f"document.querySelectorAll('[data-testid=stPlotlyChart] .main-svg').length >= {charts}")
+    if text:
+        parts.append(f"document.body.textContent.includes({text!r})")
+    return " && ".join(f"!!({part})" for part in parts)
+
+
+# Records, in the page and on the browser's clock (milliseconds since the epoch), the animation frame after the
+# DOM first satisfied ``condition`` (checked on every DOM change), and the first click after arming.
+MARK_JS = """
+([name, condition]) => {
+  const marks = window.__marks = window.__marks || {};
+  delete marks[name]; delete marks[name + ':click'];
+  const now = () => performance.timeOrigin + performance.now();
+  document.addEventListener('click', (e) => { marks[name + ':click'] = performance.timeOrigin + e.timeStamp; },
+                            {capture: true, once: true});
+  const test = new Function('return (' + condition + ');');
+  const observer = new MutationObserver(() => {
+    if (!test()) return;
+    observer.disconnect();
+    requestAnimationFrame(() => { marks[name] = now(); });
+  });
+  observer.observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+}
+"""
+
+
+def arm_mark(page, name: str, condition: str, on_navigation: bool = False) -> None:
+    """Start recording mark ``name`` (:data:`MARK_JS`); ``on_navigation``: in every document this page loads from
+    now on, from its first byte (for a page opened by its address)."""
+    if on_navigation:
+        page.add_init_script(f"({MARK_JS})({[name, condition]!r});")
+    else:
+        page.evaluate(MARK_JS, [name, condition])
+
+
+def read_mark(page, name: str, timeout_ms: int = 120_000) -> tuple[float, float | None]:
+    """``(mark, click)``: mark ``name`` and the click before it, in epoch seconds on the browser's clock (the
+    system clock, as ``time.time()``); waits until the mark is recorded."""
+    page.wait_for_function(f"window.__marks && {name!r} in window.__marks", timeout=timeout_ms)
+    marks = page.evaluate("window.__marks")
+    click = marks.get(f"{name}:click")
+    return marks[name] / 1000, None if click is None else click / 1000
+
+
+def timed_goto(page, title: str, charts: int = 0, text: str | None = None,
+               timeout_ms: int = 120_000) -> tuple[float, float]:
+    """:func:`goto`, timed twice: ``(seen, detected)``, seconds from the click until the animation frame after the
+    page was complete, on the browser's clock, and until this script noticed it through Playwright (which adds
+    the round trips of its waits)."""
+    arm_mark(page, "goto", complete_js(title, charts, text))
+    started = time.perf_counter()
+    goto(page, title, charts, text, timeout_ms)
+    detected = time.perf_counter() - started
+    mark, click = read_mark(page, "goto", timeout_ms)
+    return mark - click, detected
+
+
 def goto(page, title: str, charts: int = 0, text: str | None = None, timeout_ms: int = 120_000) -> None:
     """Click a page in the sidebar and wait until its title, script end, charts and ``text`` are there."""
     page.locator("[data-testid=stSidebarNav] a", has_text=title).first.click()
