@@ -3,14 +3,15 @@ data loaded while the first browser loads Streamlit's scripts.
 
 Streamlit runs no app code until the first browser session connects, and that first script run then paid for
 importing the modules the Setup page needs and loading its data set. A browser that never opened the dashboard
-spends about 0.7 s fetching and compiling Streamlit's scripts after the server answers, and the server is idle
-meanwhile: a thread started here waits until Streamlit's runtime has started, then does that work
+spends about 0.7 s fetching and compiling Streamlit's scripts after the server answers, while the server mostly
+waits: a thread started here waits until Streamlit's runtime has started, then does that work
 (:func:`unlearn_app.warmup.warm_first_page`). Done before the server listened, the same work delayed its first
-answer by as long as it took (about 0.1 s in the browser benchmark, docs/APP.md). None of it imports torch: the
-Setup page counts and shows the data set's NumPy arrays and reads the original model's figures from its
-checkpoint's metadata. Torch, the other pages' modules and the UMAP helper process load once the first page is
-drawn (:func:`unlearn_app.warmup.after_page`, called by ``app.py``). ``make run`` starts the dashboard this way;
-``streamlit run app.py`` still works, without the head start.
+answer (0.99 against 0.77 s in the browser benchmark's first round; a browser that opens the address a moment
+later gets the page 0.15 s sooner, one already waiting at the address gains nothing measurable; docs/APP.md).
+None of it imports torch: the Setup page counts and shows the data set's NumPy arrays and reads the original
+model's figures from its checkpoint's metadata. Torch, the other pages' modules and the UMAP helper process load
+once the first page is drawn (:func:`unlearn_app.warmup.after_page`, called by ``app.py``). ``make run`` starts
+the dashboard this way; ``streamlit run app.py`` still works, without the head start.
 """
 
 from __future__ import annotations

@@ -60,8 +60,8 @@ def warm_first_page(listening, poll_s: float = 0.01, timeout_s: float = 120.0) -
     :mod:`inspect`'s module-file map; returns the seconds each step took.
 
     Run in a thread by :mod:`unlearn_app.serve`: between the server's first answer and the first script run, a
-    browser that never opened the dashboard spends about 0.7 s fetching and compiling Streamlit's scripts, and the
-    server sits idle. Done before listening, the same work delayed the first answer by as long as it took. A
+    browser that never opened the dashboard spends about 0.7 s fetching and compiling Streamlit's scripts, while
+    the server mostly waits. Done before listening, the same work delayed the first answer by as long as it took. A
     data set that fails to load is skipped: the page reports its error.
     """
     deadline = time.monotonic() + timeout_s
