@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,21 @@ print(later_before == seen["during"], all(m in sys.modules for m in warmup.LATER
                           env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True"] * 8
+
+
+def test_the_first_pages_warm_up_gives_up_quietly_when_it_cannot_tell_the_server_listens(caplog):
+    """A signal that raises (a Streamlit without that runtime state) or never comes costs nothing but the head
+    start: no exception leaves the thread, and nothing is imported."""
+    from unlearn_app import warmup
+
+    def broken():
+        raise AttributeError("no RuntimeState")
+
+    assert warmup.warm_first_page(broken) == {}
+    assert "could not tell whether the server listens" in caplog.text
+    started = time.monotonic()
+    assert warmup.warm_first_page(lambda: False, poll_s=0.01, timeout_s=0.1) == {}
+    assert time.monotonic() - started < 2
 
 
 def test_the_launchers_signal_is_streamlits_runtime_having_started():

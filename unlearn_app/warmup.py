@@ -57,7 +57,8 @@ def preload(modules) -> dict[str, float]:
 def warm_first_page(listening, poll_s: float = 0.01, timeout_s: float = 120.0) -> dict[str, float]:
     """Wait until ``listening()`` is true (the server answers), then import :data:`FIRST_PAGE_MODULES` and load
     the default data set's arrays (:func:`unlearn_core.data.load_arrays`, cached in-process), and fill
-    :mod:`inspect`'s module-file map; returns the seconds each step took.
+    :mod:`inspect`'s module-file map; returns the seconds each step took (empty when ``listening`` never became
+    true within ``timeout_s`` or raised: then the first script run imports and loads as it would without this).
 
     Run in a thread by :mod:`unlearn_app.serve`: between the server's first answer and the first script run, a
     browser that never opened the dashboard spends about 0.7 s fetching and compiling Streamlit's scripts, while
@@ -65,10 +66,14 @@ def warm_first_page(listening, poll_s: float = 0.01, timeout_s: float = 120.0) -
     data set that fails to load is skipped: the page reports its error.
     """
     deadline = time.monotonic() + timeout_s
-    while not listening():
-        if time.monotonic() > deadline:
-            return {}
-        time.sleep(poll_s)
+    try:
+        while not listening():
+            if time.monotonic() > deadline:
+                return {}
+            time.sleep(poll_s)
+    except Exception:  # noqa: BLE001 - a head start only (a Streamlit that no longer has this state, say)
+        log.exception("could not tell whether the server listens; the first page loads its modules itself")
+        return {}
     seconds = preload(FIRST_PAGE_MODULES)
     started = time.perf_counter()
     # Streamlit's first element in a process asks inspect.stack() whether it runs in a REPL (env_util.is_repl), and
