@@ -216,6 +216,30 @@ print(later_before == seen["during"], all(m in sys.modules for m in warmup.LATER
     assert done.stdout.split() == ["True"] * 8
 
 
+def test_the_launcher_skips_streamlits_component_scan_which_the_dashboard_does_not_need():
+    """``unlearn_app.serve.skip_component_scan`` replaces Streamlit's start-up scan of every installed package for
+    custom ("v2") components: the real scan finds none here, no app module names such a component, and after the
+    skip Streamlit's component registry starts without reading any package's metadata."""
+    code = """
+import importlib.metadata
+from streamlit.components.v2 import manifest_scanner
+found = manifest_scanner.scan_component_manifests()
+from unlearn_app import serve
+skipped = serve.skip_component_scan()
+reads = []
+importlib.metadata.distributions = lambda: reads.append(1) or []
+from streamlit.components.v2.component_manager import BidiComponentManager
+BidiComponentManager().discover_and_register_components(start_file_watching=False)
+print(found, skipped, len(reads))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]", "True", "0"]
+    sources = [REPO / "app.py", *(REPO / "app_pages").rglob("*.py"), *(REPO / "unlearn_app").rglob("*.py")]
+    users = [p.name for p in sources if "components.v2" in p.read_text() and p.name != "serve.py"]
+    assert users == []
+
+
 def test_the_first_pages_warm_up_gives_up_quietly_when_it_cannot_tell_the_server_listens(caplog):
     """A signal that raises (a Streamlit without that runtime state) or never comes costs nothing but the head
     start: no exception leaves the thread, and nothing is imported."""
