@@ -181,15 +181,16 @@ def no_exception(page, where: str) -> None:
         raise RuntimeError(f"{where} shows an exception: {boxes.first.inner_text()[:1500]}")
 
 
-def complete_js(title: str, charts: int = 0, text: str | None = None) -> str:
+def complete_js(title: str, charts: int = 0, text: str | None = None, within: str = "body") -> str:
     """A JavaScript expression, true while the page titled ``title`` is complete: its script run ended, at least
-    ``charts`` plotly charts drawn and ``text`` shown (what :func:`goto` waits for, tested at one instant)."""
+    ``charts`` plotly charts drawn and ``text`` shown in an element matching ``within`` (what :func:`goto` waits
+    for, tested at one instant)."""
     parts = ["document.querySelector('[data-testid=stApp][data-test-script-state=notRunning]')",
              f"[...document.querySelectorAll('h1')].some(h => h.textContent.includes({title!r}))"]
     if charts:
         parts.append(f"document.querySelectorAll('[data-testid=stPlotlyChart] .main-svg').length >= {charts}")
     if text:
-        parts.append(f"document.body.textContent.includes({text!r})")
+        parts.append(f"[...document.querySelectorAll({within!r})].some(e => e.textContent.includes({text!r}))")
     return " && ".join(f"!!({part})" for part in parts)
 
 
@@ -231,14 +232,20 @@ def read_mark(page, name: str, timeout_ms: int = 120_000) -> tuple[float, float 
     return marks[name] / 1000, None if click is None else click / 1000
 
 
-def timed_goto(page, title: str, charts: int = 0, text: str | None = None,
+# Embeddings shows its UMAP map when a caption says so (a UMAP job's name in the jobs list has the same words).
+UMAP_SHOWN = {"text": "UMAP map of", "within": "[data-testid=stCaptionContainer]"}
+
+
+def timed_goto(page, title: str, charts: int = 0, text: str | None = None, within: str = "body",
                timeout_ms: int = 120_000) -> tuple[float, float]:
     """:func:`goto`, timed twice: ``(seen, detected)``, seconds from the click until the animation frame after the
     page was complete, on the browser's clock, and until this script noticed it through Playwright (which adds
-    the round trips of its waits)."""
-    arm_mark(page, "goto", complete_js(title, charts, text))
+    the round trips of its waits). ``within``: where ``text`` must show (:func:`complete_js`)."""
+    arm_mark(page, "goto", complete_js(title, charts, text, within))
     started = time.perf_counter()
     goto(page, title, charts, text, timeout_ms)
+    if within != "body":
+        page.locator(within, has_text=text).first.wait_for(timeout=timeout_ms)
     detected = time.perf_counter() - started
     mark, click = read_mark(page, "goto", timeout_ms)
     return mark - click, detected

@@ -59,7 +59,7 @@ os.environ.setdefault("UNLEARN_DATA_DIR", str(REPO / ".unlearn_data" / "bench"))
 
 from benchmarks._browser import (UNPREPARED_CLASSES, arm_mark, browser, charts_drawn, complete_js,  # noqa: E402
                                  free_port, fresh_page, goto, key_to_redraw, no_exception, prepare_data,
-                                 read_mark, server, settle, timed_goto)
+                                 read_mark, server, settle, timed_goto, UMAP_SHOWN)
 
 # page title -> (charts it draws, text that shows it is complete)
 PAGES = {"Forget set": (1, None), "Unlearn": (0, "Methods"), "Results": (6, None), "Sweeps": (2, None),
@@ -67,6 +67,12 @@ PAGES = {"Forget set": (1, None), "Unlearn": (0, "Methods"), "Results": (6, None
 
 
 ANY_CHART = "[data-testid=stVegaLiteChart], [data-testid=stPlotlyChart]"
+
+
+def _both(out: dict, name: str, pairs: list[tuple[float, float]]) -> None:
+    """``out[name + "_s"]`` and ``out[name + "_seen_s"]`` from :func:`timed_goto`'s ``(seen, detected)`` pairs."""
+    out[f"{name}_s"] = _stats([detected for _, detected in pairs])
+    out[f"{name}_seen_s"] = _stats([seen for seen, _ in pairs])
 
 
 def _stats(values: list[float], scale: float = 1.0, digits: int = 2) -> dict:
@@ -153,7 +159,7 @@ def _umap_cold(page, env: dict) -> tuple[float, float, float]:
     noticed), and until the UMAP map was seen (the browser's clock)."""
     with server(env) as (url, started, log_path), fresh_page(page) as visitor:
         _open_setup(visitor, url)
-        arm_mark(visitor, "umap", complete_js("Embeddings", 3, "UMAP map of"))
+        arm_mark(visitor, "umap", complete_js("Embeddings", 3, **UMAP_SHOWN))
         t = time.perf_counter()
         goto(visitor, "Embeddings", charts=3)
         pca = time.perf_counter() - t
@@ -166,7 +172,7 @@ def _umap_cold(page, env: dict) -> tuple[float, float, float]:
 
 def _umap_drawn(page, timeout_ms: int = 600_000) -> None:
     """Embeddings' UMAP map replaced PCA, its three panels are drawn and the script has finished."""
-    page.locator("[data-testid=stCaptionContainer]", has_text="UMAP map of").first.wait_for(timeout=timeout_ms)
+    page.locator(UMAP_SHOWN["within"], has_text=UMAP_SHOWN["text"]).first.wait_for(timeout=timeout_ms)
     charts_drawn(page, 3)
     settle(page)
 
@@ -201,11 +207,10 @@ def _measure_pages(page, rounds: int, out: dict, dataset: str) -> None:
         for name, (charts, text) in PAGES.items():
             switches[name].append(timed_goto(page, name, charts=charts, text=text))
             no_exception(page, name)
-        revisits.append(timed_goto(page, "Embeddings", charts=3, text="UMAP map of"))
+        revisits.append(timed_goto(page, "Embeddings", charts=3, **UMAP_SHOWN))
     out["page_switch_s"] = {name: _stats([d for _, d in v]) for name, v in switches.items()}
     out["page_switch_seen_s"] = {name: _stats([s for s, _ in v]) for name, v in switches.items()}
-    out["umap_revisit_s"] = _stats([d for _, d in revisits])
-    out["umap_revisit_seen_s"] = _stats([s for s, _ in revisits])
+    _both(out, "umap_revisit", revisits)
 
     goto(page, "Null space", charts=3)
     # Every chart: the eps view's (Vega-Lite) and the plotly ones, which a key press leaves alone unless the
@@ -224,8 +229,7 @@ def _measure_pages(page, rounds: int, out: dict, dataset: str) -> None:
     for _ in range(rounds):
         goto(page, "Setup", text="Examples per class")
         visits.append(timed_goto(page, "Sweeps", charts=2))
-    out["sweeps_page_s"] = _stats([d for _, d in visits])
-    out["sweeps_page_seen_s"] = _stats([s for s, _ in visits])
+    _both(out, "sweeps_page", visits)
     body = page.inner_text("body")
     out["sweeps_page_cells_shown"] = "Cells\n100" in body or "Cells\n\n100" in body
     radio = page.locator("[data-testid=stRadio]", has_text="Colour")
@@ -242,7 +246,7 @@ def _measure_pages(page, rounds: int, out: dict, dataset: str) -> None:
     settle(page)
     seen, detected = timed_goto(page, "Results", charts=PAGES["Results"][0])
     out["results_new_run_s"], out["results_new_run_seen_s"] = round(detected, 2), round(seen, 2)
-    seen, detected = timed_goto(page, "Embeddings", charts=3, text="UMAP map of")
+    seen, detected = timed_goto(page, "Embeddings", charts=3, **UMAP_SHOWN)
     out["embeddings_new_run_s"], out["embeddings_new_run_seen_s"] = round(detected, 2), round(seen, 2)
     box = page.locator("[data-testid=stSelectbox]", has_text="Run (the 'after' model)").first
     switches = []
