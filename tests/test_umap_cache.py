@@ -177,9 +177,10 @@ def test_a_process_that_exits_ends_its_helper_cleanly(tmp_path):
 def test_the_launcher_preloads_the_first_pages_modules_and_the_rest_waits_for_the_page():
     """``unlearn_app.serve``'s thread waits until the server listens, then imports the Setup page's modules, which
     do not import torch, and loads the default data set; torch and the other pages' modules load in a thread that
-    starts only once the script run that asked for it has ended (``unlearn_app.warmup``)."""
+    starts only once the script run that asked for it has ended (``unlearn_app.warmup``). After each step what is
+    loaded is frozen: a full collection then walks only what was made since."""
     code = """
-import sys, threading, time
+import gc, sys, threading, time
 from unlearn_app import warmup
 assert "torch" in warmup.LATER_MODULES and not set(warmup.FIRST_PAGE_MODULES) & set(warmup.LATER_MODULES)
 listening = threading.Event()
@@ -193,6 +194,8 @@ from unlearn_core.data import sources
 print(waited, all(m in sys.modules for m in warmup.FIRST_PAGE_MODULES),
       set(warmup.FIRST_PAGE_MODULES) < set(done), sources._cached_arrays.cache_info().currsize == 1,
       "torch" not in sys.modules)
+frozen_first = gc.get_freeze_count()
+print(frozen_first > 50_000, len(gc.get_objects()) < frozen_first // 10)
 later_before = [m for m in warmup.LATER_MODULES if m in sys.modules]
 page_done = threading.Event()
 seen = {}
@@ -205,15 +208,44 @@ runner = threading.Thread(target=script_run)
 runner.start(); runner.join()
 again = warmup.after_page(umap=False)
 deadline = time.time() + 120
-while not all(m in sys.modules for m in warmup.LATER_MODULES) and time.time() < deadline:
+while gc.get_freeze_count() < frozen_first + 50_000 and time.time() < deadline:  # loaded, then frozen
     time.sleep(0.05)
-print(later_before == seen["during"], all(m in sys.modules for m in warmup.LATER_MODULES), again is seen["thread"])
+print(later_before == seen["during"], all(m in sys.modules for m in warmup.LATER_MODULES), again is seen["thread"],
+      gc.get_freeze_count() > frozen_first + 50_000)
 """
     env = {**os.environ, "UNLEARN_DEFAULT_DATASET": "digits"}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["True"] * 8
+    assert done.stdout.split() == ["True"] * 11
+
+
+def test_freezing_what_is_loaded_collects_first_only_when_asked():
+    """``warmup.freeze_loaded(collect=True)`` (after torch, off every page's path) frees the garbage already there
+    before freezing; without ``collect`` (before the first page, where the collection would cost what freezing
+    saves) garbage present at that moment is kept for good, which is why that freeze comes right after imports."""
+    code = """
+import gc, weakref
+from unlearn_app.warmup import freeze_loaded
+class Node:
+    pass
+def garbage_cycle():
+    a, b = Node(), Node()
+    a.b, b.a = b, a
+    return weakref.ref(a)
+gc.disable()  # no automatic collection between the steps
+freed = garbage_cycle()
+frozen = freeze_loaded(collect=True)
+print(freed() is None, frozen == gc.get_freeze_count() > 0)
+gc.unfreeze()
+kept = garbage_cycle()
+freeze_loaded()
+gc.collect()
+print(kept() is not None)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True"] * 3
 
 
 def test_the_launcher_skips_streamlits_component_scan_which_the_dashboard_does_not_need():
