@@ -10,6 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from app_pages import _shared
+from unlearn_app import warmup
 
 ROOT = Path(__file__).resolve().parent
 
@@ -38,7 +39,10 @@ pages = {name: st.Page(str(ROOT / path), title=title, icon=icon, url_path=name, 
 # that read the shared dict half-filled got a navigation of two pages and was thrown onto one of them.
 _shared.session.PAGES = pages
 # Presentation mode moves the page links into the header: the sidebar is hidden, the pages stay one click away.
-st.navigation(list(pages.values()), position="top" if presenting else "sidebar").run()
+page = st.navigation(list(pages.values()), position="top" if presenting else "sidebar")
+if page is not pages["setup"]:  # Setup draws no Plotly figure; the launcher leaves Streamlit's theme until one does
+    warmup.plotly_theme()
+page.run()
 _shared.finish_run()  # after the page, so the sidebar and the address bar show what the page just chose
 # The other pages' modules and umap load in one low-priority thread once this run has ended, so they never
 # compete with drawing the page (unlearn_app.warmup).

@@ -13,16 +13,18 @@ model's figures from its checkpoint's metadata. Torch, the other pages' modules 
 once the first page is drawn (:func:`unlearn_app.warmup.after_page`, called by ``app.py``). ``make run`` starts
 the dashboard this way; ``streamlit run app.py`` still works, without the head start. The launcher also skips
 Streamlit's start-up scan of every installed package for custom components, which the dashboard does not use
-(:func:`skip_component_scan`).
+(:func:`skip_component_scan`), and leaves Streamlit's Plotly theme, which its import would build before the server
+answers, until a page that draws Plotly figures runs or the first page is drawn (:func:`import_streamlit`).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 from pathlib import Path
 
-from unlearn_app.warmup import warm_first_page
+from unlearn_app.warmup import defer_plotly_theme, warm_first_page
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
@@ -60,11 +62,49 @@ def skip_component_scan() -> bool:
     return True
 
 
+# What Streamlit's import loads only to configure its Plotly theme.
+THEME_IMPORT = "plotly.graph_objects"
+
+
+def import_streamlit() -> bool:
+    """Import Streamlit without configuring its Plotly theme, which is left to
+    :func:`unlearn_app.warmup.plotly_theme`; returns whether it was deferred (not when Streamlit or plotly's figure
+    classes were already imported).
+
+    Streamlit's import configures a Plotly theme whenever plotly is installed: it imports plotly's figure
+    classes and builds a template, 0.18 s of the 0.40 s that importing Streamlit took here, before the server
+    answers. It does so inside ``contextlib.suppress(ImportError)`` (plotly is optional to Streamlit), so while
+    Streamlit is imported :data:`THEME_IMPORT` is marked missing in ``sys.modules``: that import then raises at
+    once, loading nothing. The mark is removed right after. A Streamlit that needed the import elsewhere (the
+    import fails) is imported again without the mark, and its theme is then configured as usual.
+    """
+    if "streamlit" in sys.modules or THEME_IMPORT in sys.modules:
+        return False
+    sys.modules[THEME_IMPORT] = None
+    try:
+        importlib.import_module("streamlit")
+    except ImportError:
+        _unmark()
+        importlib.import_module("streamlit")
+        return False
+    finally:
+        _unmark()
+    defer_plotly_theme()
+    return True
+
+
+def _unmark() -> None:
+    if THEME_IMPORT in sys.modules and sys.modules[THEME_IMPORT] is None:
+        del sys.modules[THEME_IMPORT]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Hand the process to ``streamlit run app.py <argv>``, without Streamlit's scan for custom components
-    (:func:`skip_component_scan`) and with a thread that loads the first page's modules and data once the server
+    """Hand the process to ``streamlit run app.py <argv>``, with Streamlit's Plotly theme left until a page needs it
+    (:func:`import_streamlit`), without its scan for custom components (:func:`skip_component_scan`) and with a
+    thread that loads the first page's modules and data once the server
     listens (:func:`unlearn_app.warmup.warm_first_page`)."""
     threading.Thread(target=warm_first_page, args=(listening,), name="unlearn-first-page", daemon=True).start()
+    import_streamlit()
     skip_component_scan()
     from streamlit.web import cli
 

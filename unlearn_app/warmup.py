@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _started: threading.Thread | None = None
 _umap_requested = threading.Event()
+_theme_lock = threading.Lock()
+_theme_deferred = False
 
 
 def preload(modules) -> dict[str, float]:
@@ -77,6 +79,38 @@ def freeze_loaded(collect: bool = False) -> int:
         gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+def defer_plotly_theme() -> None:
+    """Record that Streamlit was imported without configuring its Plotly theme
+    (:func:`unlearn_app.serve.import_streamlit`), so that :func:`plotly_theme` configures it."""
+    global _theme_deferred
+    with _theme_lock:
+        _theme_deferred = True
+
+
+def plotly_theme() -> float:
+    """Configure Streamlit's Plotly theme if the launcher deferred it and nobody has configured it since; returns
+    the seconds that took (0 otherwise). Any thread may call it; a caller that arrives while another configures
+    waits for it.
+
+    Importing Streamlit registers a Plotly template named "streamlit" and makes it the default of every figure
+    built afterwards (``streamlit.elements.lib.streamlit_plotly_theme.configure_streamlit_plotly_theme``), so all
+    charts look alike. That imports plotly's figure classes and builds the template: 0.18 s of the 0.40 s that
+    importing Streamlit took, all before the server answers, for a first page (Setup) that draws no Plotly
+    figure. The launcher defers it; ``app.py`` calls this before running any other page, and the warm-up thread
+    after the first page (:func:`after_page`), so no figure is built before the theme is the default.
+    """
+    global _theme_deferred
+    with _theme_lock:
+        if not _theme_deferred:
+            return 0.0
+        started = time.perf_counter()
+        from streamlit.elements.lib.streamlit_plotly_theme import configure_streamlit_plotly_theme
+
+        configure_streamlit_plotly_theme()
+        _theme_deferred = False
+        return time.perf_counter() - started
 
 
 def warm_first_page(listening, poll_s: float = 0.01, timeout_s: float = 120.0) -> dict[str, float]:
@@ -138,6 +172,7 @@ def _warm(after: threading.Thread | None) -> None:
     if early:
         _start_umap_helper()  # first: it warms on the other core while this process imports torch
     seconds = preload(LATER_MODULES)
+    seconds["plotly theme"] = plotly_theme()
     log.info("later pages' modules loaded in %.1f s", sum(seconds.values()))
     freeze_loaded(collect=True)  # off every page's path: the full collection first keeps no garbage forever
     if not early:

@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
@@ -275,3 +276,53 @@ def test_the_first_setup_page_shows_a_cached_original_without_importing_torch(tm
     save_checkpoint(path, trained.model, older)
     metrics, imported = _first_setup_run(tmp_path)
     assert metrics == expected and imported
+
+
+THEME_DEFERRED = """
+import sys, time
+from unlearn_app import serve, warmup
+deferred = serve.import_streamlit()
+print(deferred, "plotly.graph_objects" not in sys.modules, serve.THEME_IMPORT not in sys.modules)
+import plotly.io as pio
+import streamlit
+from streamlit.testing.v1 import AppTest
+from unlearn_core.data import load_dataset
+from unlearn_core.training import get_original
+get_original(load_dataset("digits"), "mlp", 0, device="cpu")
+defaults = []
+draw = streamlit.plotly_chart  # what the pages call: the theme must be the default by then
+streamlit.plotly_chart = lambda *a, **k: (defaults.append(pio.templates.default), draw(*a, **k))[1]
+warmup.SETTLE_SECONDS = float(sys.argv[2])  # when the warm-up thread starts after the first page
+at = AppTest.from_file(sys.argv[1], default_timeout=120).run()
+assert not at.exception, at.exception
+print(defaults == [], pio.templates.default != "streamlit", warmup._theme_deferred)
+if warmup.SETTLE_SECONDS < 5:  # the warm-up thread configures it after the first page
+    deadline = time.time() + 120
+    while warmup._theme_deferred and time.time() < deadline:
+        time.sleep(0.05)
+    print(pio.templates.default == "streamlit")
+else:  # another page, before the warm-up thread: app.py configures it before the page runs
+    at.switch_page("app_pages/forget.py").run()
+    assert not at.exception, at.exception
+    print(len(at.get("plotly_chart")) > 0 and set(defaults) == {"streamlit"} and not warmup._theme_deferred)
+"""
+
+
+@pytest.mark.parametrize("warm_up_after_s", [3.0, 60.0])
+def test_the_launcher_leaves_streamlits_plotly_theme_until_a_page_draws_plotly(tmp_path, warm_up_after_s):
+    """``unlearn_app.serve.import_streamlit`` imports Streamlit without its Plotly theme (plotly's figure classes and
+    a template: 0.18 s before the server answers). Setup, the first page, draws no Plotly figure and leaves it
+    unset. The warm-up thread configures it after the first page; a page that draws Plotly figures before that
+    (Forget set) has it configured before it runs: Streamlit's template is the default of every figure, as
+    without the launcher."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "UNLEARN_DATA_DIR": str(tmp_path), "UNLEARN_DEFAULT_DATASET": "digits",
+           "UNLEARN_APP_AUTO_UMAP": "0", "PYTHONPATH": str(REPO)}
+    env.pop("UNLEARN_SHARED", None)
+    done = subprocess.run([sys.executable, "-c", THEME_DEFERRED, APP, str(warm_up_after_s)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-7:] == ["True"] * 7
