@@ -83,19 +83,17 @@ def import_streamlit() -> bool:
     sys.modules[THEME_IMPORT] = None
     try:
         importlib.import_module("streamlit")
+        deferred = True
     except ImportError:
-        _unmark()
-        importlib.import_module("streamlit")
-        return False
+        deferred = False
     finally:
-        _unmark()
-    defer_plotly_theme()
-    return True
-
-
-def _unmark() -> None:
-    if THEME_IMPORT in sys.modules and sys.modules[THEME_IMPORT] is None:
-        del sys.modules[THEME_IMPORT]
+        if sys.modules.get(THEME_IMPORT, "") is None:
+            del sys.modules[THEME_IMPORT]
+    if deferred:
+        defer_plotly_theme()
+    else:
+        importlib.import_module("streamlit")
+    return deferred
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,12 +94,11 @@ def plotly_theme() -> float:
     the seconds that took (0 otherwise). Any thread may call it; a caller that arrives while another configures
     waits for it.
 
-    Importing Streamlit registers a Plotly template named "streamlit" and makes it the default of every figure
-    built afterwards (``streamlit.elements.lib.streamlit_plotly_theme.configure_streamlit_plotly_theme``), so all
-    charts look alike. That imports plotly's figure classes and builds the template: 0.18 s of the 0.40 s that
-    importing Streamlit took, all before the server answers, for a first page (Setup) that draws no Plotly
-    figure. The launcher defers it; ``app.py`` calls this before running any other page, and the warm-up thread
-    after the first page (:func:`after_page`), so no figure is built before the theme is the default.
+    Streamlit's theme is a Plotly template named "streamlit", made the default of every figure built afterwards
+    (``streamlit.elements.lib.streamlit_plotly_theme.configure_streamlit_plotly_theme``), so all charts look
+    alike; why the launcher defers it is in :func:`unlearn_app.serve.import_streamlit`. ``app.py`` calls this
+    before running any page but Setup (which draws no Plotly figure), and the warm-up thread after the first page
+    (:func:`after_page`), so no figure is built before the theme is the default.
     """
     global _theme_deferred
     with _theme_lock:
